@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/libs:$(CURDIR)/services:$(CURDIR)/deploy
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-unit test-integration lint typecheck check lock clean kafka-jars
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+install: $(VENV)/.installed ## create .venv with the pinned dependencies
+
+kafka-jars: install ## resolve the pinned Apache Kafka from Maven Central into ~/.cache/cdt
+	$(PY) -c "from devstack.kafka import resolve_classpath; print(resolve_classpath())"
+
+run: install ## Postgres + Kafka + topics + migrations + the four services, in the foreground
+	$(PY) -m devstack.run
+
+test: install ## the whole suite against real Postgres and Kafka (started by the suite)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check libs services deploy tests
+	$(VENV)/bin/ruff format --check libs services deploy tests
+
+typecheck: install
+	$(VENV)/bin/mypy libs/common services deploy/devstack
+
+check: lint typecheck
+
+lock: install ## re-pin the full dependency set after editing requirements*.txt
+	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pinned set (pip freeze of requirements-dev.txt). Regenerate with: make lock' > constraints.txt
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache deploy/kafka/target

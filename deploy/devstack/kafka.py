@@ -1,0 +1,152 @@
+"""Apache Kafka in KRaft mode from its official Maven Central artifacts (no Docker, no tarball).
+
+The classpath is resolved once by Maven (`deploy/kafka/pom.xml`, pinned versions) into a cache
+shared by every run and test session; storage is formatted once per data directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import re
+import subprocess
+import uuid
+from pathlib import Path
+from typing import IO
+
+from devstack.kafka_ready import broker_answers
+from devstack.procs import free_port, port_open, spawn, stop_process, wait_until
+
+DEPLOY_KAFKA = Path(__file__).resolve().parent.parent / "kafka"
+POM = DEPLOY_KAFKA / "pom.xml"
+LOG4J_CONFIG = DEPLOY_KAFKA / "log4j2.properties"
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    assert match, "kafka.version missing from deploy/kafka/pom.xml"
+    return match.group(1)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CDT_CACHE_DIR", Path.home() / ".cache" / "cdt"))
+
+
+def resolve_classpath(*, log: IO[str] | None = None) -> Path:
+    """Resolve the pinned Kafka jars into the cache (once); returns the `libs` directory."""
+    libs = cache_root() / f"kafka-{kafka_version()}" / "libs"
+    marker = libs.parent / "resolved"
+    if marker.exists():
+        return libs
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with (libs.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel sessions resolve once
+        if marker.exists():
+            return libs
+        subprocess.run(
+            ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(POM), f"-Dkafka.libs={libs}",
+             f"-DbuildDirectory={libs.parent / 'target'}", "package"],
+            check=True, stdout=log, stderr=subprocess.STDOUT if log else None,
+        )
+        marker.write_text(kafka_version())
+    return libs
+
+
+class LocalKafka:
+    """A single KRaft broker+controller; `data_dir` keeps its log and its ports across runs."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, heap: str = "512m") -> None:
+        self.data_dir = data_dir.resolve()
+        self.heap = heap
+        saved = self._saved_ports()
+        self.port = port or (saved[0] if saved else free_port())
+        self.controller_port = saved[1] if saved else free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _saved_ports(self) -> tuple[int, int] | None:
+        saved = self.data_dir / "ports"
+        if not saved.exists():
+            return None
+        broker, controller = saved.read_text().split()
+        return int(broker), int(controller)
+
+    def _write_config(self) -> Path:
+        config = self.data_dir / "server.properties"
+        config.write_text(
+            "\n".join([
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.data_dir / 'logs'}",
+                "num.partitions=6",
+                # A single broker: internal topics cannot have more replicas than brokers.
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                # The cleaner's 128 MiB default dedupe buffer would exhaust a small heap.
+                "log.cleaner.dedupe.buffer.size=8388608",
+                "log.retention.hours=168",
+                "",
+            ])
+        )
+        (self.data_dir / "ports").write_text(f"{self.port} {self.controller_port}")
+        return config
+
+    def _java(self, libs: Path, main: str, *args: str, heap: str) -> list[str]:
+        return [
+            "java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.data_dir / 'app-logs'}",
+            "-cp", f"{libs}/*", main, *args,
+        ]
+
+    def start(self, *, log: IO[str] | None = None, timeout: float = 90) -> str:
+        """Start (resolving jars and formatting storage on first use); returns bootstrap servers."""
+        libs = resolve_classpath(log=log)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cid,
+                           "-c", str(config), heap="256m"),
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            )
+        if port_open(self.port):
+            raise RuntimeError(f"port {self.port} is taken: is another broker running?")
+        self.proc = spawn(self._java(libs, "kafka.Kafka", str(config), heap=self.heap), log=log)
+        wait_until(self._ready, timeout=timeout, what="Kafka", proc=self.proc, interval=0.3)
+        return self.bootstrap_servers
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        return broker_answers(self.bootstrap_servers)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+            self.proc.wait()
+        else:
+            stop_process(self.proc, timeout=60)
+        self.proc = None
+
+    def libs(self) -> Path:
+        return resolve_classpath()

@@ -1,0 +1,141 @@
+"""`make run`: Postgres, Kafka, topics, migrations and the four services in the foreground.
+
+Every line is prefixed with its process's name; Ctrl-C stops everything (children also die
+with this supervisor, via PDEATHSIG); data under `.data/` is reused by the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from devstack.infra import provide
+from devstack.procs import pump_lines, spawn, stop_process, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = {"teams": 8001, "activities": 8002, "scoring": 8003, "notifications": 8004}
+COLORS = {"teams": 32, "activities": 34, "scoring": 35, "notifications": 36,
+          "postgres": 33, "kafka": 31, "run": 1}
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    with _print_lock:
+        print(line, flush=True)
+
+
+def prefix(name: str) -> str:
+    tag = f"{name:<13}|"
+    return f"\033[{COLORS.get(name, 0)}m{tag}\033[0m" if sys.stdout.isatty() else tag
+
+
+class _Pipe:
+    """A writable file whose lines are printed with a prefix (for infra processes)."""
+
+    def __init__(self, name: str) -> None:
+        read_fd, write_fd = os.pipe()
+        self._writer = os.fdopen(write_fd, "w")
+        pump_lines(os.fdopen(read_fd), prefix(name), say)
+
+    def fileno(self) -> int:
+        return self._writer.fileno()
+
+    def write(self, text: str) -> int:
+        return self._writer.write(text)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+
+def admin_token(data_dir: Path) -> str:
+    if token := os.environ.get("CDT_ADMIN_TOKEN"):
+        return token
+    path = data_dir / "admin-token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:  # noqa: S310
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
+    args = parser.parse_args()
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+    started = time.monotonic()
+    say(f"{prefix('run')} starting PostgreSQL and Kafka (data in {data_dir})")
+    infra = provide(data_dir, postgres_log=_Pipe("postgres"), kafka_log=_Pipe("kafka"))  # type: ignore[arg-type]
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        say(f"{prefix('run')} infrastructure up in {time.monotonic() - started:.1f} s: "
+            f"postgres={infra.database_url.rsplit('@', 1)[-1]} kafka={infra.kafka_bootstrap_servers}")
+        from common.kafka import ensure_topics
+
+        created = asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
+        say(f"{prefix('run')} topics ready ({len(created)} created)")
+        token = admin_token(data_dir)
+        env = {
+            **os.environ,
+            "DATABASE_URL": infra.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+            "CDT_ADMIN_TOKEN": token,
+            "CDT_TRACE_FILE": str(data_dir / "traces.jsonl"),
+            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "deploy")),
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in SERVICES:
+            procs[name] = spawn([sys.executable, "-m", name, "api"], env=env, cwd=ROOT)
+            assert procs[name].stdout is not None
+            pump_lines(procs[name].stdout, prefix(name), say)
+        for name, port in SERVICES.items():
+            wait_until(lambda port=port: ready(port) or stopping.is_set(), timeout=120,
+                       what=name, proc=procs[name])
+        if not stopping.is_set():
+            say(f"{prefix('run')} all four services ready in {time.monotonic() - started:.1f} s")
+            for name, port in SERVICES.items():
+                say(f"{prefix('run')}   {name:<13} http://127.0.0.1:{port}/docs")
+            say(f"{prefix('run')} operator token: {token}  (also in {data_dir / 'admin-token'})")
+            say(f"{prefix('run')} Ctrl-C to stop")
+        while not stopping.is_set():
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    say(f"{prefix('run')} {name} exited with {proc.returncode}; stopping")
+                    stopping.set()
+            stopping.wait(1)
+    finally:
+        say(f"{prefix('run')} stopping services")
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            stop_process(proc, timeout=30)
+        say(f"{prefix('run')} stopping Kafka and PostgreSQL")
+        infra.stop()
+        say(f"{prefix('run')} stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What every service shares, once: settings, persistence, outbox, consumers, contracts, HTTP."""

@@ -1,0 +1,172 @@
+"""The FastAPI application every service is built from: health, metrics, problems, limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common import metrics
+from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.db import UnitOfWork
+from common.problems import ProblemError, install_problem_handlers, problem_response
+from common.runtime import ServiceRuntime
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+async def get_unit_of_work(runtime: RuntimeDep) -> AsyncIterator[UnitOfWork]:
+    async with runtime.unit_of_work() as uow:
+        yield uow
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+
+
+def require_operator(request: Request, runtime: RuntimeDep) -> None:
+    token = bearer_token(request)
+    if token is None:
+        raise ProblemError(401, "Unauthorized", "A bearer token is required.",
+                           headers=UNAUTHORIZED_HEADERS)
+    if not is_operator_token(token, expected=runtime.settings.admin_token):
+        raise ProblemError(403, "Forbidden", "This operation needs the operator token.")
+
+
+OperatorDep = Depends(require_operator)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, counted as they stream (Content-Length can lie)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise ProblemError(413, "Content Too Large",
+                                       f"The body exceeds {self.max_bytes} bytes.")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            status=413, title="Content Too Large",
+            detail=f"The body exceeds {self.max_bytes} bytes.", instance=scope["path"],
+        )
+        await response(scope, receive, send)
+
+
+def create_app(
+    *,
+    runtime: ServiceRuntime,
+    routers: Sequence[APIRouter],
+    title: str,
+    description: str,
+    run_workers: bool | None = None,
+) -> FastAPI:
+    settings = runtime.settings
+    workers = settings.run_workers if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start(workers=workers)
+        yield
+        await runtime.stop()
+
+    public_docs = settings.cdt_env != "prod"
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if public_docs else None,
+    )
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    _install_http_metrics(app, service=settings.service_name)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(_operations_router())
+    for router in routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz,metrics"
+    )
+    return app
+
+
+def _install_http_metrics(app: FastAPI, *, service: str) -> None:
+    @app.middleware("http")
+    async def record(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        status = 500
+        try:
+            response: Response = await call_next(request)
+            status = response.status_code
+            response.headers.update(SECURITY_HEADERS)
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(service, request.method, path, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(service, request.method, path).observe(
+                time.perf_counter() - started
+            )
+
+
+def _operations_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: Postgres and Kafka reachable, not draining",
+                responses={503: {"description": "not ready"}})
+    async def readyz(runtime: RuntimeDep) -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = checks["database"] and checks["kafka"] and not checks["draining"]
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,33 @@
+"""Bearer-token authentication: the operator token (partner keys live in activities)."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from common.problems import ProblemError
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def is_operator_token(token: str | None, *, expected: str | None) -> bool:
+    if not token or not expected:
+        return False
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+def require_bearer(request: Request) -> str:
+    token = bearer_token(request)
+    if token is None:
+        raise ProblemError(401, "Unauthorized", "A bearer token is required.",
+                           headers=UNAUTHORIZED_HEADERS)
+    return token

@@ -1,0 +1,328 @@
+"""The consumer runner: effectively-once processing on top of at-least-once Kafka delivery.
+
+For each polled batch: one DB transaction inserts `(group, event_id)` into `processed_events`
+(`ON CONFLICT DO NOTHING`) and applies only the new events; the DB commits, *then* the offsets
+do. A crash between the two redelivers the batch, and the dedupe table absorbs it.
+A failing batch is retried record by record: infrastructure errors (DB or broker down) are
+retried until they pass, without moving the offset; any other error a few times in place
+(keeping per-key order), then the record goes to `<topic>.dlt.<group>` and the rest carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert
+
+from common import metrics
+from common.db import UnitOfWork
+from common.envelope import InboundEvent, PoisonRecordError, decode_record
+from common.faults import crash_point
+from common.kafka import make_consumer
+from common.outbox_tables import ServiceTables
+from common.telemetry import consumer_span_attributes, context_from_headers, span_link
+from common.topics import dead_letter_topic
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, Sequence[InboundEvent]], Awaitable[None]]
+EventHandler = Callable[[UnitOfWork, InboundEvent], Awaitable[None]]
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def dispatch_by_type(handlers: Mapping[str, EventHandler]) -> Handler:
+    """A batch handler that applies each event, in order, with the handler for its `ce_type`.
+
+    Event types nobody handles are skipped: topics may carry types added later.
+    """
+
+    async def handle(uow: UnitOfWork, events: Sequence[InboundEvent]) -> None:
+        for event in events:
+            handler = handlers.get(event.type)
+            if handler is not None:
+                await handler(uow, event)
+
+    return handle
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        handler: Handler,
+        unit_of_work: Callable[[], UnitOfWork],
+        tables: ServiceTables,
+        bootstrap_servers: str,
+        producer: AIOKafkaProducer,
+        tracer: Tracer,
+        batch_size: int = 500,
+        max_retries: int = 3,
+        retry_backoff_seconds: float = 0.2,
+    ) -> None:
+        self.group = group
+        self._topics = list(topics)
+        self._handler = handler
+        self._unit_of_work = unit_of_work
+        self._tables = tables
+        self._bootstrap = bootstrap_servers
+        self._producer = producer
+        self._tracer = tracer
+        self._batch_size = batch_size
+        self._max_retries = max_retries
+        self._backoff = retry_backoff_seconds
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._last_lag_refresh = 0.0
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        """Drain: finish and commit the batch in hand, then leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = await self._start_consumer()
+        if consumer is None:
+            return
+        try:
+            while not self._stopping.is_set():
+                polled = await consumer.getmany(timeout_ms=500, max_records=self._batch_size)
+                if polled:
+                    await self._process_polled(consumer, polled)
+                await self._refresh_lag(consumer)
+        finally:
+            await consumer.stop()
+            self._consumer = None
+
+    async def _start_consumer(self) -> AIOKafkaConsumer | None:
+        while not self._stopping.is_set():
+            consumer = make_consumer(
+                self._bootstrap, group_id=self.group, topics=self._topics,
+                max_poll_records=self._batch_size,
+            )
+            try:
+                await consumer.start()
+            except KafkaError:
+                log.warning("consumer %s cannot reach Kafka yet; retrying", self.group)
+                await consumer.stop()
+                await self._pause(2.0)
+                continue
+            self._consumer = consumer
+            self.started.set()
+            return consumer
+        return None
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _process_polled(
+        self, consumer: AIOKafkaConsumer, polled: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        started = time.perf_counter()
+        records = [record for batch in polled.values() for record in batch]
+        events, poison = self._decode(records)
+        if events:
+            await self._apply_with_fallback(events)
+        for record, reason in poison:
+            await self._dead_letter(record, reason)
+        crash_point("consumer.after_db_commit")
+        offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaConnectionError):
+            # Rebalanced or broker gone: the batch will be redelivered and deduplicated.
+            log.warning("offset commit failed for %s; batch will be redelivered", self.group)
+        metrics.CONSUMER_BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
+
+    def _decode(
+        self, records: list[ConsumerRecord[Any, Any]]
+    ) -> tuple[list[InboundEvent], list[tuple[ConsumerRecord[Any, Any], str]]]:
+        events: list[InboundEvent] = []
+        poison: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        for record in records:
+            try:
+                events.append(
+                    decode_record(
+                        topic=record.topic, partition=record.partition, offset=record.offset,
+                        key=record.key, value=record.value, headers=record.headers,
+                    )
+                )
+            except PoisonRecordError as exc:
+                poison.append((record, str(exc)))
+        return events, poison
+
+    async def _apply_with_fallback(self, events: list[InboundEvent]) -> None:
+        try:
+            await self._retry_transient(lambda: self._apply(events))
+            return
+        except Exception:
+            log.warning("batch of %d failed in %s; retrying one by one", len(events), self.group)
+        for event in events:
+            await self._apply_one(event)
+
+    async def _apply_one(self, event: InboundEvent) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._retry_transient(lambda: self._apply([event]))
+                return
+            except Exception as exc:
+                attempt += 1
+                if isinstance(exc, PoisonRecordError) or attempt > self._max_retries:
+                    await self._dead_letter_event(event, f"{type(exc).__name__}: {exc}")
+                    return
+                await self._pause(self._backoff * 2 ** (attempt - 1))
+
+    async def _retry_transient(self, action: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await action()
+                return
+            except Exception as exc:
+                if not is_transient(exc) or self._stopping.is_set():
+                    raise
+                log.warning("transient failure in %s (%s); retrying", self.group, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _apply(self, events: Sequence[InboundEvent]) -> None:
+        unique = list({event.id: event for event in reversed(events)}.values())[::-1]
+        processed = self._tables.processed_events
+        async with self._unit_of_work() as uow:
+            inserted = await uow.session.scalars(
+                insert(processed)
+                .values(
+                    [{"consumer_group": self.group, "event_id": e.id, "topic": e.topic}
+                     for e in unique]
+                )
+                .on_conflict_do_nothing()
+                .returning(processed.c.event_id)
+            )
+            new_ids = set(inserted)
+            fresh = [e for e in unique if e.id in new_ids]
+            with self._process_span(fresh or unique):
+                if fresh:
+                    await self._handler(uow, fresh)
+            await uow.commit()
+        self._count(unique, new_ids)
+
+    def _process_span(self, events: Sequence[InboundEvent]) -> trace.Span:
+        topics = sorted({e.topic for e in events})
+        links = [link for e in events if (link := span_link(e.trace_headers)) is not None]
+        # Parent: the first message, so a single event reads as one causal chain;
+        # links: every message of the batch (OpenTelemetry messaging conventions).
+        return self._tracer.start_as_current_span(  # type: ignore[return-value]
+            f"process {topics[0]}" if len(topics) == 1 else "process",
+            context=context_from_headers(events[0].trace_headers),
+            kind=SpanKind.CONSUMER,
+            links=links[:128],
+            attributes=consumer_span_attributes(
+                topic=",".join(topics), group=self.group, count=len(events)
+            ),
+        )
+
+    def _count(self, events: Sequence[InboundEvent], new_ids: set[Any]) -> None:
+        for event in events:
+            outcome = "applied" if event.id in new_ids else "duplicate"
+            metrics.CONSUMER_EVENTS.labels(self.group, event.topic, outcome).inc()
+
+    async def _dead_letter_event(self, event: InboundEvent, reason: str) -> None:
+        await self._send_dead_letter(
+            topic=event.topic, partition=event.partition, offset=event.offset,
+            key=event.key.encode() if event.key else None,
+            value=None, reason=reason, event=event,
+        )
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+        await self._send_dead_letter(
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key, value=record.value, reason=reason,
+            original_headers=list(record.headers),
+        )
+
+    async def _send_dead_letter(
+        self, *, topic: str, partition: int, offset: int, key: bytes | None,
+        value: bytes | None, reason: str, event: InboundEvent | None = None,
+        original_headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        if event is not None:
+            value = json.dumps(event.data, ensure_ascii=False).encode()
+            original_headers = [
+                ("ce_specversion", b"1.0"), ("ce_id", str(event.id).encode()),
+                ("ce_type", event.type.encode()), ("ce_source", event.source.encode()),
+                ("content-type", b"application/json"),
+                *[(k, v.encode()) for k, v in event.trace_headers.items()],
+            ]
+            if event.subject:
+                original_headers.append(("ce_subject", event.subject.encode()))
+        headers = [
+            *(original_headers or []),
+            ("dlt_original_topic", topic.encode()),
+            ("dlt_original_partition", str(partition).encode()),
+            ("dlt_original_offset", str(offset).encode()),
+            ("dlt_group", self.group.encode()),
+            ("dlt_reason", reason[:1000].encode()),
+        ]
+        dlt = dead_letter_topic(topic, self.group)
+        await self._retry_transient(
+            lambda: self._send_and_wait(dlt, key=key, value=value, headers=headers)
+        )
+        metrics.DEAD_LETTERS.labels(self.group, topic).inc()
+        log.error("dead-lettered %s@%d:%d to %s: %s", topic, partition, offset, dlt, reason)
+
+    async def _send_and_wait(
+        self, topic: str, *, key: bytes | None, value: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+    async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_refresh < 1.0:
+            return
+        self._last_lag_refresh = now
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except KafkaError:
+                continue
+            metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
+                max(highwater - position, 0)
+            )
+
+

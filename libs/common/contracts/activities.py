@@ -1,0 +1,66 @@
+"""Events of the activities service (keyed by team_id so one team's events stay in order)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from common import topics
+from common.contracts.teams import UnitPath
+from common.envelope import EventContract
+
+ActivityKind = Literal["household_visit", "group_session", "support_desk"]
+Skill = Literal[
+    "public_services", "online_shopping", "online_payment", "cyber_safety", "local_platforms"
+]
+SKILLS: tuple[str, ...] = (
+    "public_services", "online_shopping", "online_payment", "cyber_safety", "local_platforms",
+)
+OUTCOMES: tuple[str, ...] = (
+    "public_service_accounts",
+    "online_applications",
+    "vneid_activations",
+    "app_installs",
+    "ewallet_accounts",
+    "cashless_merchants",
+    "ecommerce_products",
+)
+
+
+class ActivityRecorded(EventContract):
+    TOPIC: ClassVar = topics.ACTIVITY_RECORDED
+    CE_TYPE: ClassVar = "vn.cdt.activities.activity-recorded.v1"
+    AGGREGATE: ClassVar = "activity"
+
+    id: UUID
+    team_id: UUID
+    member_id: UUID | None = None
+    partner_id: UUID | None = None
+    occurred_at: datetime
+    recorded_at: datetime
+    kind: ActivityKind
+    skills: list[Skill] = []
+    citizens_reached: int = 0
+    household_hash: str | None = None
+    audience: list[str] = []
+    campaign_id: str | None = None
+    outcomes: dict[str, int] = {}
+    unit_path: UnitPath
+
+    def event_key(self) -> str:
+        return str(self.team_id)
+
+
+class ActivityVoided(EventContract):
+    TOPIC: ClassVar = topics.ACTIVITY_VOIDED
+    CE_TYPE: ClassVar = "vn.cdt.activities.activity-voided.v1"
+    AGGREGATE: ClassVar = "activity"
+
+    id: UUID
+    team_id: UUID
+    reason: str
+    voided_at: datetime
+
+    def event_key(self) -> str:
+        return str(self.team_id)

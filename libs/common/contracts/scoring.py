@@ -1,0 +1,47 @@
+"""Events of the scoring service: every score change (history) and the latest (compacted)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from common import topics
+from common.envelope import EventContract
+
+SubjectType = Literal["team", "village", "commune", "district", "province", "national"]
+
+
+class ScoreComponent(EventContract):
+    criterion: str
+    points: float
+    max_points: float
+    value: float
+    target: float
+
+
+class ScoreUpdated(EventContract):
+    TOPIC: ClassVar = topics.SCORE_UPDATED
+    CE_TYPE: ClassVar = "vn.cdt.scoring.score-updated.v1"
+    AGGREGATE: ClassVar = "score"
+
+    subject_type: SubjectType
+    subject_id: str
+    period: str
+    criteria_set: str
+    score: float
+    max_score: float = 100
+    rank: int | None = None
+    rank_of: int | None = None
+    components: list[ScoreComponent] = []
+    indicators: dict[str, float] = {}
+    version: int
+    as_of_event_time: datetime | None = None
+    computed_at: datetime
+
+    def event_key(self) -> str:
+        return f"{self.subject_type}:{self.subject_id}:{self.period}"
+
+
+class ScoreLatest(ScoreUpdated):
+    TOPIC: ClassVar = topics.SCORE_LATEST
+    CE_TYPE: ClassVar = "vn.cdt.scoring.score-latest.v1"

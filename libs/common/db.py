@@ -1,0 +1,108 @@
+"""Async engine, sessions and the unit of work that commits state and outbox rows together."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+from opentelemetry.propagate import inject
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from common.envelope import OutboundEvent
+from common.outbox_tables import ServiceTables
+from common.settings import ServiceSettings
+
+
+def create_engine(settings: ServiceSettings) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        # Fail fast when Postgres is gone instead of hanging requests (readiness turns false).
+        connect_args={"timeout": 5, "command_timeout": 60},
+        json_serializer=lambda obj: json.dumps(obj, ensure_ascii=False, default=str),
+    )
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The same URL for raw asyncpg connections (LISTEN, COPY)."""
+    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def outbox_row(event: OutboundEvent) -> dict[str, Any]:
+    headers = event.ce_headers()
+    inject(headers)  # W3C traceparent of the current span travels with the row
+    return {
+        "id": event.id,
+        "aggregatetype": event.aggregate_type,
+        "aggregateid": event.key,
+        "type": event.type,
+        "topic": event.topic,
+        "payload": event.data,
+        "headers": headers,
+    }
+
+
+class UnitOfWork:
+    """One transaction: domain changes plus the events they raise, committed atomically.
+
+    Use one per request or per consumed batch, never shared (see DESIGN pitfalls).
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], tables: ServiceTables) -> None:
+        self._sessions = sessions
+        self._tables = tables
+        self._pending: list[OutboundEvent] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        return self._session
+
+    def publish(self, event: OutboundEvent) -> None:
+        self._pending.append(event)
+
+    async def flush_events(self) -> None:
+        if self._pending:
+            rows = [outbox_row(e) for e in self._pending]
+            await self.session.execute(insert(self._tables.outbox), rows)
+            self._pending.clear()
+
+    async def commit(self) -> None:
+        await self.flush_events()
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        self._pending.clear()
+        await self.session.rollback()
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = self._sessions()
+        await self._session.begin()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self.session.in_transaction():
+                await self.rollback()
+        finally:
+            await self.session.close()
+            self._session = None
+
+
+@asynccontextmanager
+async def session_scope(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A read-only session for queries."""
+    async with sessions() as session:
+        yield session

@@ -1,0 +1,154 @@
+"""CloudEvents 1.0 in Kafka *binary* mode: attributes as `ce_*` headers, the value is JSON data.
+
+`OutboundEvent` is what a unit of work stores in the outbox; `InboundEvent` is what a consumer
+handler receives. Pydantic contracts (`common.contracts`) are the single source of truth for the
+data; this module only moves them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+from uuid6 import uuid7
+
+from common.topics import TopicSpec
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+C = TypeVar("C", bound="EventContract")
+
+
+class PoisonRecordError(ValueError):
+    """A record that can never be processed as it is (not a CloudEvent, bad JSON, bad data)."""
+
+
+class EventContract(BaseModel):
+    """Payload of one event type. Readers ignore unknown fields so producers can add some."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    TOPIC: ClassVar[TopicSpec]
+    CE_TYPE: ClassVar[str]
+    AGGREGATE: ClassVar[str]
+
+    def event_key(self) -> str:
+        """Kafka key and outbox aggregate id; subclasses override where it is not `id`."""
+        return str(getattr(self, "id"))  # noqa: B009 - contracts declare `id` themselves
+
+    @classmethod
+    def dataschema(cls) -> str:
+        return f"urn:cdt:schema:{cls.CE_TYPE}"
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    topic: str
+    key: str
+    type: str
+    source: str
+    aggregate_type: str
+    data: dict[str, Any]
+    dataschema: str
+    subject: str | None = None
+    id: UUID = field(default_factory=uuid7)
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of(cls, contract: EventContract, *, source: str, subject: str | None = None) -> OutboundEvent:
+        return cls(
+            topic=contract.TOPIC.name,
+            key=contract.event_key(),
+            type=contract.CE_TYPE,
+            source=source,
+            aggregate_type=contract.AGGREGATE,
+            data=contract.model_dump(mode="json"),
+            dataschema=contract.dataschema(),
+            subject=subject,
+        )
+
+    def ce_headers(self) -> dict[str, str]:
+        headers = {
+            "ce_specversion": SPEC_VERSION,
+            "ce_id": str(self.id),
+            "ce_type": self.type,
+            "ce_source": self.source,
+            "ce_time": self.time.isoformat(),
+            "ce_dataschema": self.dataschema,
+            "content-type": CONTENT_TYPE,
+        }
+        if self.subject is not None:
+            headers["ce_subject"] = self.subject
+        return headers
+
+
+def kafka_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    id: UUID
+    type: str
+    source: str
+    subject: str | None
+    time: datetime | None
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    data: dict[str, Any]
+    trace_headers: dict[str, str]
+
+    def parse(self, contract: type[C]) -> C:
+        try:
+            return contract.model_validate(self.data)
+        except ValueError as exc:
+            raise PoisonRecordError(f"{self.type} {self.id}: invalid data: {exc}") from exc
+
+
+def decode_record(
+    *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+) -> InboundEvent:
+    attrs = {name: raw.decode("utf-8", "replace") for name, raw in headers}
+    try:
+        event_id = UUID(attrs["ce_id"])
+        ce_type = attrs["ce_type"]
+    except (KeyError, ValueError) as exc:
+        raise PoisonRecordError(f"{topic}@{partition}:{offset} is not a CloudEvent") from exc
+    try:
+        data = json.loads(value) if value is not None else None
+    except ValueError as exc:
+        raise PoisonRecordError(f"{topic}@{partition}:{offset} value is not JSON") from exc
+    if not isinstance(data, dict):
+        raise PoisonRecordError(f"{topic}@{partition}:{offset} value is not a JSON object")
+    return InboundEvent(
+        id=event_id,
+        type=ce_type,
+        source=attrs.get("ce_source", ""),
+        subject=attrs.get("ce_subject"),
+        time=_parse_time(attrs.get("ce_time")),
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        data=data,
+        trace_headers={k: attrs[k] for k in TRACE_HEADERS if k in attrs},
+    )
+
+
+def _parse_time(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None

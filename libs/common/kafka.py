@@ -1,0 +1,79 @@
+"""Kafka clients configured the safe way (aiokafka's defaults are acks=1, no idempotence)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from common.topics import TopicSpec, all_topics
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        compression_type=None,
+        request_timeout_ms=15_000,
+    )
+
+
+def make_consumer(
+    bootstrap_servers: str, *, group_id: str, topics: list[str], max_poll_records: int
+) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        client_id=f"{group_id}-consumer",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=max_poll_records,
+        # Generous: a batch is one DB transaction and must finish before the group evicts us.
+        max_poll_interval_ms=300_000,
+        session_timeout_ms=30_000,
+        heartbeat_interval_ms=3_000,
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str, *, specs: list[TopicSpec] | None = None, replication_factor: int = 1
+) -> list[str]:
+    """Create missing topics; returns the names created. Idempotent."""
+    specs = all_topics() if specs is None else specs
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="cdt-topics")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        new_topics = [
+            NewTopic(s.name, s.partitions, replication_factor, topic_configs=s.broker_configs())
+            for s in missing
+        ]
+        try:
+            await admin.create_topics(new_topics)
+        except TopicAlreadyExistsError:
+            log.info("topics created concurrently by another process")
+        await _wait_for_metadata(admin, {s.name for s in missing})
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
+
+
+async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: set[str]) -> None:
+    for _ in range(50):
+        if names <= set(await admin.list_topics()):
+            return
+        await asyncio.sleep(0.1)

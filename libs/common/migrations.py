@@ -1,0 +1,84 @@
+"""Alembic, once for every service: the env.py body, programmatic upgrade, and the outbox DDL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.operations import Operations
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from common.outbox_tables import define_service_tables
+
+
+def alembic_config(*, migrations_dir: Path, database_url: str, schema: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["database_url"] = database_url
+    config.attributes["schema"] = schema
+    return config
+
+
+def upgrade(*, migrations_dir: Path, database_url: str, schema: str) -> None:
+    """`alembic upgrade head` for one service. Blocking: call from a thread in async code."""
+    command.upgrade(
+        alembic_config(migrations_dir=migrations_dir, database_url=database_url, schema=schema),
+        "head",
+    )
+
+
+def run_env(metadata: MetaData) -> None:
+    """The whole of a service's `migrations/env.py`: online, async, in the service's schema."""
+    config = context.config
+    url = config.attributes["database_url"]
+    schema = config.attributes["schema"]
+
+    def do_run(connection: Connection) -> None:
+        # Several processes of one service may start together: migrate one at a time.
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": schema})
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            include_schemas=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run_async() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(do_run)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run_async())
+
+
+def create_outbox_objects(op: Operations, schema: str) -> None:
+    """Outbox + processed_events tables and the NOTIFY trigger that wakes the relay."""
+    tables = define_service_tables(MetaData(schema=schema))
+    bind = op.get_bind()
+    tables.outbox.create(bind)
+    tables.processed_events.create(bind)
+    channel = tables.notify_channel
+    # asyncpg prepares each statement: one command per execute.
+    op.execute(
+        f"""CREATE FUNCTION "{schema}".notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $$"""
+    )
+    op.execute(
+        f"""CREATE TRIGGER outbox_notify AFTER INSERT ON "{schema}".outbox
+        FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".notify_outbox()"""
+    )
+
+
+def drop_outbox_objects(op: Operations, schema: str) -> None:
+    op.execute(f'DROP TABLE IF EXISTS "{schema}".outbox, "{schema}".processed_events')
+    op.execute(f'DROP FUNCTION IF EXISTS "{schema}".notify_outbox()')

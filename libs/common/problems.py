@@ -1,0 +1,107 @@
+"""RFC 9457 problem details for every error a client can see."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.consumer import is_transient
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://cdt.gov.vn/problems/"
+
+
+class ProblemError(Exception):
+    """Raise from anywhere in a request to answer with a problem document."""
+
+    def __init__(
+        self, status: int, title: str, detail: str | None = None, *, type_: str | None = None,
+        headers: dict[str, str] | None = None, **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type_ or _slug(title)
+        self.headers = headers
+        self.extensions = extensions
+
+
+def _slug(title: str) -> str:
+    return PROBLEM_TYPE_BASE + "-".join(title.lower().split())
+
+
+def problem_response(
+    *, status: int, title: str, detail: str | None = None, type_: str | None = None,
+    instance: str | None = None, headers: dict[str, str] | None = None, **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": type_ or _slug(title), "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo the rejected input back: it may carry phone numbers or household references.
+    return [{"field": _field_name(err["loc"]), "message": err["msg"], "type": err["type"]}
+            for err in exc.errors()]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            status=exc.status, title=exc.title, detail=exc.detail, type_=exc.type,
+            instance=request.url.path, headers=exc.headers, **exc.extensions,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                 405: "Method Not Allowed", 413: "Content Too Large"}.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        return problem_response(
+            status=exc.status_code, title=title, detail=detail, instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response(
+                status=400, title="Malformed JSON", detail="The request body is not valid JSON.",
+                instance=request.url.path,
+            )
+        fields = ", ".join(sorted({e["field"] for e in errors}))
+        return problem_response(
+            status=422, title="Validation failed", detail=f"Invalid fields: {fields}",
+            instance=request.url.path, errors=errors,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            log.warning("dependency unavailable on %s: %s", request.url.path, type(exc).__name__)
+            return problem_response(
+                status=503, title="Service Unavailable",
+                detail="A backing service is unavailable; retry later.",
+                instance=request.url.path, headers={"Retry-After": "2"},
+            )
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(status=500, title="Internal Server Error",
+                                instance=request.url.path)

@@ -1,0 +1,181 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
+
+One relay at a time per service holds a transaction-scoped advisory lock while it publishes a
+batch, so extra replicas cannot reorder a key's events (DESIGN pitfall). It wakes on the
+outbox trigger's NOTIFY and also polls, so a missed notification only delays, never loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind, Tracer
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common import metrics
+from common.db import asyncpg_dsn
+from common.envelope import kafka_headers
+from common.faults import crash_point
+from common.outbox_tables import ServiceTables
+from common.telemetry import context_from_headers, producer_span_attributes
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        service: str,
+        engine: AsyncEngine,
+        database_url: str,
+        tables: ServiceTables,
+        producer: AIOKafkaProducer,
+        tracer: Tracer,
+        batch_size: int = 500,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._service = service
+        self._engine = engine
+        self._dsn = asyncpg_dsn(database_url)
+        self._tables = tables
+        self._producer = producer
+        self._tracer = tracer
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        listener = await self._listen()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    published = await self.publish_batch()
+                except Exception:
+                    log.exception("outbox relay batch failed; retrying")
+                    published = 0
+                    await self._sleep(self._poll_seconds)
+                if published < self._batch_size:
+                    await self._sleep(self._poll_seconds)
+                    await self._refresh_backlog_metrics()
+                if listener is None or listener.is_closed():
+                    listener = await self._listen()
+        finally:
+            if listener is not None and not listener.is_closed():
+                await listener.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        try:
+            connection = await asyncpg.connect(self._dsn, timeout=5)
+            await connection.add_listener(self._tables.notify_channel, self._on_notify)
+            return connection
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            log.warning("outbox relay cannot LISTEN yet; polling")
+            return None
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; returns how many rows were published."""
+        outbox = self._tables.outbox
+        async with self._engine.begin() as conn:
+            locked = await conn.scalar(
+                select(func.pg_try_advisory_xact_lock(func.hashtext(f"relay:{outbox.schema}")))
+            )
+            if not locked:
+                return 0
+            rows = (
+                await conn.execute(
+                    select(outbox.c.seq, outbox.c.id, outbox.c.topic, outbox.c.aggregateid,
+                           outbox.c.payload, outbox.c.headers)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.seq)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            await self._send_all(rows)
+            crash_point("relay.after_send")
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_([r.seq for r in rows]))
+                .values(published_at=func.now())
+            )
+        for row in rows:
+            metrics.OUTBOX_PUBLISHED.labels(self._service, row.topic).inc()
+        return len(rows)
+
+    async def _send_all(self, rows: list[Any]) -> None:
+        deliveries = []
+        for row in rows:
+            headers: dict[str, str] = dict(row.headers)
+            with self._tracer.start_as_current_span(
+                f"send {row.topic}",
+                context=context_from_headers(headers),
+                kind=SpanKind.PRODUCER,
+                attributes=producer_span_attributes(
+                    topic=row.topic, message_id=str(row.id), key=row.aggregateid
+                ),
+            ):
+                inject(headers)  # the consumer continues from this producer span
+                deliveries.append(
+                    await self._producer.send(
+                        row.topic,
+                        value=json.dumps(row.payload, ensure_ascii=False).encode(),
+                        key=row.aggregateid.encode(),
+                        headers=kafka_headers(headers),
+                    )
+                )
+        await asyncio.gather(*deliveries)
+
+    async def _refresh_backlog_metrics(self) -> None:
+        outbox = self._tables.outbox
+        try:
+            async with self._engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        select(func.count(), func.min(outbox.c.created_at)).where(
+                            outbox.c.published_at.is_(None)
+                        )
+                    )
+                ).one()
+        except Exception:  # metrics must never break publishing
+            log.debug("backlog metrics unavailable", exc_info=True)
+            return
+        metrics.OUTBOX_BACKLOG.labels(self._service).set(row[0])
+        age = (datetime.now(UTC) - row[1]).total_seconds() if row[1] else 0.0
+        metrics.OUTBOX_OLDEST_AGE.labels(self._service).set(age)
+
+
+async def outbox_backlog(engine: AsyncEngine, tables: ServiceTables) -> int:
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            select(func.count()).select_from(tables.outbox).where(
+                tables.outbox.c.published_at.is_(None)
+            )
+        )
+    return int(count or 0)
+
+

@@ -1,0 +1,204 @@
+"""A service's process-wide resources and background work, started and drained in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.consumer import ConsumerRunner, Handler
+from common.db import UnitOfWork, create_engine
+from common.kafka import ensure_topics, make_producer
+from common.migrations import upgrade
+from common.outbox_tables import ServiceTables
+from common.relay import OutboxRelay
+from common.settings import ServiceSettings
+from common.telemetry import build_tracer_provider
+
+log = logging.getLogger(__name__)
+
+READINESS_TIMEOUT_SECONDS = 2.0
+DRAIN_TIMEOUT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    group: str
+    topics: Sequence[str]
+    handler: Handler
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        tables: ServiceTables,
+        migrations_dir: Path,
+        consumers: Sequence[ConsumerSpec] = (),
+    ) -> None:
+        self.settings = settings
+        self.tables = tables
+        self.migrations_dir = migrations_dir
+        self.consumer_specs = list(consumers)
+        self.tracer_provider = build_tracer_provider(settings)
+        self.tracer = self.tracer_provider.get_tracer(f"cdt.{settings.service_name}")
+        self.engine = create_engine(settings)
+        if settings.trace_sql:
+            SQLAlchemyInstrumentor().instrument(
+                engine=self.engine.sync_engine, tracer_provider=self.tracer_provider
+            )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumers: list[ConsumerRunner] = []
+        self.draining = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._producer_ready = asyncio.Event()
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.tables)
+
+    async def migrate(self) -> None:
+        await asyncio.to_thread(
+            upgrade,
+            migrations_dir=self.migrations_dir,
+            database_url=self.settings.database_url,
+            schema=self.settings.schema_name,
+        )
+
+    async def start(self, *, workers: bool) -> None:
+        if self.settings.run_migrations:
+            await self.migrate()
+        self._spawn("kafka-producer", self._start_producer)
+        if workers:
+            self._spawn("outbox-relay", self._run_relay)
+            for spec in self.consumer_specs:
+                self._spawn(f"consumer-{spec.group}", self._consumer_runner(spec))
+
+    async def stop(self) -> None:
+        """Graceful drain: readiness turns false, consumers commit what they hold, then close."""
+        self.draining = True
+        for consumer in self.consumers:
+            consumer.stop()
+        if self.relay is not None:
+            self.relay.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=DRAIN_TIMEOUT_SECONDS)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self.producer.stop()
+        await self.engine.dispose()
+        self.tracer_provider.shutdown()
+
+    def _spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(name, work), name=name))
+
+    async def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Restart background work that dies unexpectedly, until the service drains."""
+        while not self.draining:
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting in 2 s", name)
+                await asyncio.sleep(2)
+
+    async def _start_producer(self) -> None:
+        while not self.draining:
+            if self.settings.create_topics:
+                with contextlib.suppress(KafkaError, OSError):
+                    await ensure_topics(self.settings.kafka_bootstrap_servers)
+            producer = make_producer(
+                self.settings.kafka_bootstrap_servers, client_id=self.settings.service_name
+            )
+            try:
+                await producer.start()
+            except (KafkaError, OSError):
+                log.warning("Kafka not reachable yet; retrying producer start")
+                await producer.stop()
+                await asyncio.sleep(2)
+                continue
+            self.producer = producer
+            self._producer_ready.set()
+            return
+
+    async def _run_relay(self) -> None:
+        await self._producer_ready.wait()
+        assert self.producer is not None
+        self.relay = OutboxRelay(
+            service=self.settings.service_name,
+            engine=self.engine,
+            database_url=self.settings.database_url,
+            tables=self.tables,
+            producer=self.producer,
+            tracer=self.tracer,
+            batch_size=self.settings.relay_batch_size,
+            poll_seconds=self.settings.relay_poll_seconds,
+        )
+        await self.relay.run()
+
+    def _consumer_runner(self, spec: ConsumerSpec) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            await self._producer_ready.wait()
+            assert self.producer is not None
+            runner = ConsumerRunner(
+                group=spec.group,
+                topics=spec.topics,
+                handler=spec.handler,
+                unit_of_work=self.unit_of_work,
+                tables=self.tables,
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                producer=self.producer,
+                tracer=self.tracer,
+                batch_size=self.settings.consumer_batch_size,
+                max_retries=self.settings.consumer_max_retries,
+            )
+            self.consumers.append(runner)
+            try:
+                await runner.run()
+            finally:
+                self.consumers.remove(runner)
+
+        return run
+
+    async def readiness(self) -> dict[str, bool]:
+        database, kafka = await asyncio.gather(self._database_ok(), self._kafka_ok())
+        return {"database": database, "kafka": kafka, "draining": self.draining}
+
+    async def _database_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def _kafka_ok(self) -> bool:
+        if self.producer is None:
+            return False
+        try:
+            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                metadata = await self.producer.client.fetch_all_metadata()
+            return bool(metadata.brokers())
+        except Exception:
+            return False
+
+
+def session_factory(runtime: ServiceRuntime) -> async_sessionmaker[AsyncSession]:
+    return runtime.sessions

@@ -1,0 +1,55 @@
+"""One settings class per service, read from the environment (12-factor).
+
+Field names are the environment variable names, lower-cased: `DATABASE_URL` → `database_url`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TraceExporter = Literal["file", "otlp", "console", "none"]
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: str = "cdt"
+    cdt_env: Literal["dev", "test", "prod"] = "dev"
+
+    database_url: str = "postgresql+asyncpg://cdt@127.0.0.1:5432/cdt"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    create_topics: bool = Field(default=True, alias="CDT_CREATE_TOPICS")
+    run_migrations: bool = Field(default=True, alias="CDT_RUN_MIGRATIONS")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # Run the outbox relay and consumers inside the API process (one process per service).
+    run_workers: bool = Field(default=True, alias="CDT_RUN_WORKERS")
+    max_body_bytes: int = Field(default=2_000_000, alias="CDT_MAX_BODY_BYTES", ge=1024)
+
+    cdt_admin_token: SecretStr | None = None
+
+    relay_batch_size: int = Field(default=500, alias="CDT_RELAY_BATCH_SIZE", ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, alias="CDT_RELAY_POLL_SECONDS", gt=0)
+    consumer_batch_size: int = Field(default=500, alias="CDT_CONSUMER_BATCH_SIZE", ge=1)
+    consumer_max_retries: int = Field(default=3, alias="CDT_CONSUMER_MAX_RETRIES", ge=0)
+
+    otel_traces_exporter: TraceExporter = Field(default="file", alias="CDT_TRACES_EXPORTER")
+    otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318"
+    trace_file: Path = Field(default=Path(".data/traces.jsonl"), alias="CDT_TRACE_FILE")
+    trace_sql: bool = Field(default=True, alias="CDT_TRACE_SQL")
+    log_level: str = Field(default="INFO", alias="CDT_LOG_LEVEL")
+
+    @property
+    def schema_name(self) -> str:
+        """Each service owns one Postgres schema named after it."""
+        return self.service_name
+
+    @property
+    def admin_token(self) -> str | None:
+        return self.cdt_admin_token.get_secret_value() if self.cdt_admin_token else None

@@ -1,0 +1,65 @@
+"""The one declaration of every Kafka topic and of which consumer group reads which.
+
+Provisioning (`make run`, tests, service start-up) creates topics from here; dead-letter topics
+`<topic>.dlt.<group>` are derived from `CONSUMER_GROUPS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 6
+    compacted: bool = False
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def broker_configs(self) -> dict[str, str]:
+        configs = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.compacted:
+            # Keep tombstones and recent duplicates briefly so new consumers see every key.
+            configs["min.compaction.lag.ms"] = "60000"
+        return {**configs, **self.configs}
+
+
+TEAMS_TEAM = TopicSpec("teams.team.v1", compacted=True)
+TEAMS_MEMBER = TopicSpec("teams.member.v1", compacted=True)
+TEAMS_ADMIN_UNIT = TopicSpec("teams.admin-unit.v1", compacted=True)
+ACTIVITY_RECORDED = TopicSpec("activities.activity-recorded.v1", partitions=12)
+ACTIVITY_VOIDED = TopicSpec("activities.activity-voided.v1", partitions=12)
+SCORE_UPDATED = TopicSpec("scoring.score-updated.v1", partitions=12)
+SCORE_LATEST = TopicSpec("scoring.score-latest.v1", partitions=12, compacted=True)
+ALERT_RAISED = TopicSpec("notifications.alert-raised.v1")
+
+DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
+    TEAMS_TEAM,
+    TEAMS_MEMBER,
+    TEAMS_ADMIN_UNIT,
+    ACTIVITY_RECORDED,
+    ACTIVITY_VOIDED,
+    SCORE_UPDATED,
+    SCORE_LATEST,
+    ALERT_RAISED,
+)
+
+# consumer group -> the topics it reads
+CONSUMER_GROUPS: dict[str, tuple[TopicSpec, ...]] = {
+    "activities": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT),
+    "scoring": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT, ACTIVITY_RECORDED, ACTIVITY_VOIDED),
+    "notifications": (TEAMS_TEAM, ACTIVITY_RECORDED, SCORE_UPDATED),
+}
+
+
+def dead_letter_topic(topic: str, group: str) -> str:
+    return f"{topic}.dlt.{group}"
+
+
+def all_topics() -> list[TopicSpec]:
+    dead_letters = [
+        TopicSpec(dead_letter_topic(spec.name, group), partitions=1)
+        for group, specs in CONSUMER_GROUPS.items()
+        for spec in specs
+    ]
+    return [*DOMAIN_TOPICS, *dead_letters]

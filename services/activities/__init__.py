@@ -1,0 +1,1 @@
+"""Activities service: partner apps post what the teams do."""

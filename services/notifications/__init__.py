@@ -1,0 +1,1 @@
+"""Notifications service: alert rules, alerts, webhook deliveries and the inbox."""

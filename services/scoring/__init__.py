@@ -1,0 +1,1 @@
+"""Scoring service: indicators, scores, targets, campaigns and rankings."""

@@ -1,0 +1,5 @@
+from common.main import run_service
+from scoring.bootstrap import build_app, build_runtime
+from scoring.settings import ScoringSettings
+
+run_service(settings=ScoringSettings(), build_runtime=build_runtime, build_app=build_app)

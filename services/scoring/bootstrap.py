@@ -1,0 +1,25 @@
+"""The only wiring of the scoring service (its consumers arrive with the scoring issue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from common.app import create_app
+from common.runtime import ServiceRuntime
+from common.settings import ServiceSettings
+from scoring.adapters import service_tables
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
+    return ServiceRuntime(settings=settings, tables=service_tables, migrations_dir=MIGRATIONS)
+
+
+def build_app(runtime: ServiceRuntime) -> FastAPI:
+    return create_app(
+        runtime=runtime, routers=[], title="CDT scoring",
+        description="Indicators and evaluation scores for every team and level.",
+    )

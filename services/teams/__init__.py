@@ -1,0 +1,1 @@
+"""Teams service: administrative units, teams, members and their training."""

@@ -1,0 +1,5 @@
+from common.main import run_service
+from teams.bootstrap import build_app, build_runtime
+from teams.settings import TeamsSettings
+
+run_service(settings=TeamsSettings(), build_runtime=build_runtime, build_app=build_app)
