@@ -18,7 +18,10 @@ OPERATOR = {"Authorization": "Bearer test-operator-token"}
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1,
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.1,
     what: str = "condition",
 ) -> T:
     deadline = time.monotonic() + timeout
@@ -44,12 +47,19 @@ async def running(runtime: ServiceRuntime, app: Any, *, workers: bool = True):  
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], timeout: float = 20.0,
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[Any]], bool],
+    timeout: float = 20.0,
 ) -> list[Any]:
     """Read a topic from the beginning (no group) until `until(records)` holds."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     records: list[Any] = []

@@ -27,7 +27,10 @@ class Infra:
 
 
 def provide(
-    data_dir: Path, *, postgres_log: IO[str] | None = None, kafka_log: IO[str] | None = None,
+    data_dir: Path,
+    *,
+    postgres_log: IO[str] | None = None,
+    kafka_log: IO[str] | None = None,
     kafka_heap: str = "512m",
 ) -> Infra:
     """`DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS` win; else `CDT_INFRA=docker` uses

@@ -45,9 +45,20 @@ def resolve_classpath(*, log: IO[str] | None = None) -> Path:
         if marker.exists():
             return libs
         subprocess.run(
-            ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(POM), f"-Dkafka.libs={libs}",
-             f"-DbuildDirectory={libs.parent / 'target'}", "package"],
-            check=True, stdout=log, stderr=subprocess.STDOUT if log else None,
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "-f",
+                str(POM),
+                f"-Dkafka.libs={libs}",
+                f"-DbuildDirectory={libs.parent / 'target'}",
+                "package",
+            ],
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
         )
         marker.write_text(kafka_version())
     return libs
@@ -78,41 +89,50 @@ class LocalKafka:
     def _write_config(self) -> Path:
         config = self.data_dir / "server.properties"
         config.write_text(
-            "\n".join([
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
-                f"log.dirs={self.data_dir / 'logs'}",
-                "num.partitions=6",
-                # A single broker: internal topics cannot have more replicas than brokers.
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                # The cleaner's 128 MiB default dedupe buffer would exhaust a small heap.
-                "log.cleaner.dedupe.buffer.size=8388608",
-                "log.retention.hours=168",
-                "",
-            ])
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.data_dir / 'logs'}",
+                    "num.partitions=6",
+                    # A single broker: internal topics cannot have more replicas than brokers.
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    # The cleaner's 128 MiB default dedupe buffer would exhaust a small heap.
+                    "log.cleaner.dedupe.buffer.size=8388608",
+                    "log.retention.hours=168",
+                    "",
+                ]
+            )
         )
         (self.data_dir / "ports").write_text(f"{self.port} {self.controller_port}")
         return config
 
     def _java(self, libs: Path, main: str, *args: str, heap: str) -> list[str]:
         return [
-            "java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "java",
+            f"-Xmx{heap}",
+            "-Xms64m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             f"-Dkafka.logs.dir={self.data_dir / 'app-logs'}",
-            "-cp", f"{libs}/*", main, *args,
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
         ]
 
     def start(self, *, log: IO[str] | None = None, timeout: float = 90) -> str:
@@ -123,9 +143,19 @@ class LocalKafka:
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(
-                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cid,
-                           "-c", str(config), heap="256m"),
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                self._java(
+                    libs,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cid,
+                    "-c",
+                    str(config),
+                    heap="256m",
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
             )
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} is taken: is another broker running?")

@@ -70,7 +70,7 @@ class LocalPostgres:
         if self.user is None or _reachable(self.data_dir, self.user):
             return self.data_dir / "cluster"
         digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:16]  # noqa: S324
-        return Path("/var/tmp/cdt-postgres") / digest / "cluster"
+        return Path("/var/tmp/cdt-postgres") / digest / "cluster"  # noqa: S108 - fixed, root-owned
 
     def _initdb(self) -> None:
         password = secrets.token_urlsafe(18)
@@ -83,9 +83,18 @@ class LocalPostgres:
         chown_tree(parent, self.user)
         try:
             run_as(
-                [str(self.bindir / "initdb"), "-D", str(self.cluster), "-U", SUPERUSER,
-                 f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8",
-                 "--locale=C.UTF-8", "--no-sync"],
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.cluster),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
                 user=self.user,
             )
         finally:
@@ -94,8 +103,10 @@ class LocalPostgres:
     def destroy(self) -> None:
         """Remove the cluster's files (tests)."""
         self.stop()
-        shutil.rmtree(self.cluster.parent if self.cluster.parent != self.data_dir
-                      else self.cluster, ignore_errors=True)
+        shutil.rmtree(
+            self.cluster.parent if self.cluster.parent != self.data_dir else self.cluster,
+            ignore_errors=True,
+        )
 
     def start(self, *, log: IO[str] | None = None, timeout: float = 60) -> str:
         """Start (initialising on first use); returns the DATABASE_URL."""
@@ -106,11 +117,29 @@ class LocalPostgres:
             raise RuntimeError(f"port {self.port} is taken: is another cluster running?")
         (self.data_dir / "port").write_text(str(self.port))
         self.proc = spawn(
-            [str(self.bindir / "postgres"), "-D", str(self.cluster), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.cluster}",
-             "-c", "max_connections=300", "-c", "shared_buffers=256MB",
-             "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "log_min_messages=warning"],
-            log=log, user=self.user,
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.cluster),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.cluster}",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "fsync=on",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "log_min_messages=warning",
+            ],
+            log=log,
+            user=self.user,
         )
         wait_until(self._accepting, timeout=timeout, what="PostgreSQL", proc=self.proc)
         if fresh:
@@ -129,9 +158,18 @@ class LocalPostgres:
 
     def _create_database(self) -> None:
         run_as(
-            [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-             "-U", SUPERUSER, DATABASE],
-            user=None, env=self._env(),
+            [
+                str(self.bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                DATABASE,
+            ],
+            user=None,
+            env=self._env(),
         )
 
     def stop(self, *, mode: str = "fast") -> None:

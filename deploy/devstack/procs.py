@@ -67,8 +67,12 @@ def chown_tree(path: Path, user: str | None) -> None:
 
 
 def spawn(
-    args: Sequence[str], *, log: IO[str] | None = None, user: str | None = None,
-    env: dict[str, str] | None = None, cwd: Path | None = None,
+    args: Sequence[str],
+    *,
+    log: IO[str] | None = None,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         list(args),
@@ -83,7 +87,11 @@ def spawn(
 
 def run_as(args: Sequence[str], *, user: str | None, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        list(args), capture_output=True, text=True, env=env, preexec_fn=_child_setup(user),  # noqa: PLW1509
+        list(args),
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=_child_setup(user),
         check=False,
     )
     if done.returncode != 0:
@@ -91,7 +99,9 @@ def run_as(args: Sequence[str], *, user: str | None, env: dict[str, str] | None 
     return done.stdout
 
 
-def stop_process(proc: subprocess.Popen[str], *, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+def stop_process(
+    proc: subprocess.Popen[str], *, sig: int = signal.SIGTERM, timeout: float = 30
+) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -102,8 +112,14 @@ def stop_process(proc: subprocess.Popen[str], *, sig: int = signal.SIGTERM, time
         proc.wait(timeout=10)
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
-               proc: subprocess.Popen[str] | None = None, interval: float = 0.2) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[str] | None = None,
+    interval: float = 0.2,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

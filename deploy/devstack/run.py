@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 from devstack.infra import provide
@@ -23,8 +24,15 @@ from devstack.procs import pump_lines, spawn, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"teams": 8001, "activities": 8002, "scoring": 8003, "notifications": 8004}
-COLORS = {"teams": 32, "activities": 34, "scoring": 35, "notifications": 36,
-          "postgres": 33, "kafka": 31, "run": 1}
+COLORS = {
+    "teams": 32,
+    "activities": 34,
+    "scoring": 35,
+    "notifications": 36,
+    "postgres": 33,
+    "kafka": 31,
+    "run": 1,
+}
 _print_lock = threading.Lock()
 
 
@@ -68,10 +76,14 @@ def admin_token(data_dir: Path) -> str:
 
 def ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
             return bool(reply.status == 200)
     except OSError:
         return False
+
+
+def _ready_or_stopping(port: int, stopping: threading.Event) -> bool:
+    return stopping.is_set() or ready(port)
 
 
 def main() -> int:
@@ -90,8 +102,11 @@ def main() -> int:
     infra = provide(data_dir, postgres_log=_Pipe("postgres"), kafka_log=_Pipe("kafka"))  # type: ignore[arg-type]
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
-        say(f"{prefix('run')} infrastructure up in {time.monotonic() - started:.1f} s: "
-            f"postgres={infra.database_url.rsplit('@', 1)[-1]} kafka={infra.kafka_bootstrap_servers}")
+        say(
+            f"{prefix('run')} infrastructure up in {time.monotonic() - started:.1f} s: "
+            f"postgres={infra.database_url.rsplit('@', 1)[-1]} "
+            f"kafka={infra.kafka_bootstrap_servers}"
+        )
         from common.kafka import ensure_topics
 
         created = asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
@@ -107,12 +122,17 @@ def main() -> int:
             "PYTHONUNBUFFERED": "1",
         }
         for name in SERVICES:
-            procs[name] = spawn([sys.executable, "-m", name, "api"], env=env, cwd=ROOT)
-            assert procs[name].stdout is not None
-            pump_lines(procs[name].stdout, prefix(name), say)
+            proc = spawn([sys.executable, "-m", name, "api"], env=env, cwd=ROOT)
+            assert proc.stdout is not None
+            pump_lines(proc.stdout, prefix(name), say)
+            procs[name] = proc
         for name, port in SERVICES.items():
-            wait_until(lambda port=port: ready(port) or stopping.is_set(), timeout=120,
-                       what=name, proc=procs[name])
+            wait_until(
+                partial(_ready_or_stopping, port, stopping),
+                timeout=120,
+                what=name,
+                proc=procs[name],
+            )
         if not stopping.is_set():
             say(f"{prefix('run')} all four services ready in {time.monotonic() - started:.1f} s")
             for name, port in SERVICES.items():

@@ -46,8 +46,9 @@ UowDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 def require_operator(request: Request, runtime: RuntimeDep) -> None:
     token = bearer_token(request)
     if token is None:
-        raise ProblemError(401, "Unauthorized", "A bearer token is required.",
-                           headers=UNAUTHORIZED_HEADERS)
+        raise ProblemError(
+            401, "Unauthorized", "A bearer token is required.", headers=UNAUTHORIZED_HEADERS
+        )
     if not is_operator_token(token, expected=runtime.settings.admin_token):
         raise ProblemError(403, "Forbidden", "This operation needs the operator token.")
 
@@ -78,16 +79,19 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise ProblemError(413, "Content Too Large",
-                                       f"The body exceeds {self.max_bytes} bytes.")
+                    raise ProblemError(
+                        413, "Content Too Large", f"The body exceeds {self.max_bytes} bytes."
+                    )
             return message
 
         await self.app(scope, limited_receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
-            status=413, title="Content Too Large",
-            detail=f"The body exceeds {self.max_bytes} bytes.", instance=scope["path"],
+            status=413,
+            title="Content Too Large",
+            detail=f"The body exceeds {self.max_bytes} bytes.",
+            instance=scope["path"],
         )
         await response(scope, receive, send)
 
@@ -158,8 +162,11 @@ def _operations_router() -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: Postgres and Kafka reachable, not draining",
-                responses={503: {"description": "not ready"}})
+    @router.get(
+        "/readyz",
+        summary="Readiness: Postgres and Kafka reachable, not draining",
+        responses={503: {"description": "not ready"}},
+    )
     async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks = await runtime.readiness()
         ready = checks["database"] and checks["kafka"] and not checks["draining"]

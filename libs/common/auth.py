@@ -28,6 +28,7 @@ def is_operator_token(token: str | None, *, expected: str | None) -> bool:
 def require_bearer(request: Request) -> str:
     token = bearer_token(request)
     if token is None:
-        raise ProblemError(401, "Unauthorized", "A bearer token is required.",
-                           headers=UNAUTHORIZED_HEADERS)
+        raise ProblemError(
+            401, "Unauthorized", "A bearer token is required.", headers=UNAUTHORIZED_HEADERS
+        )
     return token

@@ -11,6 +11,7 @@ retried until they pass, without moving the offset; any other error a few times 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -125,7 +126,9 @@ class ConsumerRunner:
     async def _start_consumer(self) -> AIOKafkaConsumer | None:
         while not self._stopping.is_set():
             consumer = make_consumer(
-                self._bootstrap, group_id=self.group, topics=self._topics,
+                self._bootstrap,
+                group_id=self.group,
+                topics=self._topics,
                 max_poll_records=self._batch_size,
             )
             try:
@@ -141,13 +144,13 @@ class ConsumerRunner:
         return None
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _process_polled(
-        self, consumer: AIOKafkaConsumer, polled: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+        self,
+        consumer: AIOKafkaConsumer,
+        polled: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]],
     ) -> None:
         started = time.perf_counter()
         records = [record for batch in polled.values() for record in batch]
@@ -174,8 +177,12 @@ class ConsumerRunner:
             try:
                 events.append(
                     decode_record(
-                        topic=record.topic, partition=record.partition, offset=record.offset,
-                        key=record.key, value=record.value, headers=record.headers,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        value=record.value,
+                        headers=record.headers,
                     )
                 )
             except PoisonRecordError as exc:
@@ -224,8 +231,10 @@ class ConsumerRunner:
             inserted = await uow.session.scalars(
                 insert(processed)
                 .values(
-                    [{"consumer_group": self.group, "event_id": e.id, "topic": e.topic}
-                     for e in unique]
+                    [
+                        {"consumer_group": self.group, "event_id": e.id, "topic": e.topic}
+                        for e in unique
+                    ]
                 )
                 .on_conflict_do_nothing()
                 .returning(processed.c.event_id)
@@ -260,28 +269,45 @@ class ConsumerRunner:
 
     async def _dead_letter_event(self, event: InboundEvent, reason: str) -> None:
         await self._send_dead_letter(
-            topic=event.topic, partition=event.partition, offset=event.offset,
+            topic=event.topic,
+            partition=event.partition,
+            offset=event.offset,
             key=event.key.encode() if event.key else None,
-            value=None, reason=reason, event=event,
+            value=None,
+            reason=reason,
+            event=event,
         )
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         await self._send_dead_letter(
-            topic=record.topic, partition=record.partition, offset=record.offset,
-            key=record.key, value=record.value, reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
             original_headers=list(record.headers),
         )
 
     async def _send_dead_letter(
-        self, *, topic: str, partition: int, offset: int, key: bytes | None,
-        value: bytes | None, reason: str, event: InboundEvent | None = None,
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        event: InboundEvent | None = None,
         original_headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         if event is not None:
             value = json.dumps(event.data, ensure_ascii=False).encode()
             original_headers = [
-                ("ce_specversion", b"1.0"), ("ce_id", str(event.id).encode()),
-                ("ce_type", event.type.encode()), ("ce_source", event.source.encode()),
+                ("ce_specversion", b"1.0"),
+                ("ce_id", str(event.id).encode()),
+                ("ce_type", event.type.encode()),
+                ("ce_source", event.source.encode()),
                 ("content-type", b"application/json"),
                 *[(k, v.encode()) for k, v in event.trace_headers.items()],
             ]
@@ -303,7 +329,11 @@ class ConsumerRunner:
         log.error("dead-lettered %s@%d:%d to %s: %s", topic, partition, offset, dlt, reason)
 
     async def _send_and_wait(
-        self, topic: str, *, key: bytes | None, value: bytes | None,
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
         headers: list[tuple[str, bytes]],
     ) -> None:
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
@@ -324,5 +354,3 @@ class ConsumerRunner:
             metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
                 max(highwater - position, 0)
             )
-
-

@@ -7,6 +7,7 @@ data; this module only moves them.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +63,9 @@ class OutboundEvent:
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
-    def of(cls, contract: EventContract, *, source: str, subject: str | None = None) -> OutboundEvent:
+    def of(
+        cls, contract: EventContract, *, source: str, subject: str | None = None
+    ) -> OutboundEvent:
         return cls(
             topic=contract.TOPIC.name,
             key=contract.event_key(),
@@ -107,7 +110,7 @@ class InboundEvent:
     data: dict[str, Any]
     trace_headers: dict[str, str]
 
-    def parse(self, contract: type[C]) -> C:
+    def parse(self, contract: builtins.type[C]) -> C:
         try:
             return contract.model_validate(self.data)
         except ValueError as exc:
@@ -115,7 +118,12 @@ class InboundEvent:
 
 
 def decode_record(
-    *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
     headers: Sequence[tuple[str, bytes]],
 ) -> InboundEvent:
     attrs = {name: raw.decode("utf-8", "replace") for name, raw in headers}

@@ -23,7 +23,10 @@ def run_service(
 ) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {settings.service_name}")
     parser.add_argument(
-        "mode", nargs="?", default="api", choices=["api", "worker", "migrate"],
+        "mode",
+        nargs="?",
+        default="api",
+        choices=["api", "worker", "migrate"],
         help="api: HTTP API (plus relay and consumers unless CDT_RUN_WORKERS=false); "
         "worker: relay and consumers only; migrate: apply migrations and exit",
     )
@@ -32,8 +35,12 @@ def run_service(
     runtime = build_runtime(settings)
     if mode == "api":
         uvicorn.run(
-            build_app(runtime), host=settings.http_host, port=settings.http_port,
-            log_config=None, access_log=False, timeout_graceful_shutdown=20,
+            build_app(runtime),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=20,
         )
     elif mode == "worker":
         asyncio.run(_run_worker(runtime))

@@ -10,7 +10,9 @@ HTTP_REQUESTS = Counter(
     "cdt_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
 )
 HTTP_LATENCY = Histogram(
-    "cdt_http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"],
+    "cdt_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
     buckets=LATENCY_BUCKETS,
 )
 OUTBOX_BACKLOG = Gauge("cdt_outbox_backlog", "Unpublished outbox rows", ["service"])
@@ -21,15 +23,18 @@ OUTBOX_PUBLISHED = Counter(
     "cdt_outbox_published_total", "Outbox rows published to Kafka", ["service", "topic"]
 )
 CONSUMER_LAG = Gauge(
-    "cdt_consumer_lag", "Records behind the partition's high watermark",
+    "cdt_consumer_lag",
+    "Records behind the partition's high watermark",
     ["group", "topic", "partition"],
 )
 CONSUMER_EVENTS = Counter(
     "cdt_consumer_events_total", "Consumed events by outcome", ["group", "topic", "outcome"]
 )
 CONSUMER_BATCH_SECONDS = Histogram(
-    "cdt_consumer_batch_seconds", "Time to process one consumed batch (DB commit included)",
-    ["group"], buckets=LATENCY_BUCKETS,
+    "cdt_consumer_batch_seconds",
+    "Time to process one consumed batch (DB commit included)",
+    ["group"],
+    buckets=LATENCY_BUCKETS,
 )
 DEAD_LETTERS = Counter(
     "cdt_dead_letters_total", "Records sent to a dead-letter topic", ["group", "topic"]

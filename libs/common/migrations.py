@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
-from alembic.operations import Operations
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -61,7 +61,7 @@ def run_env(metadata: MetaData) -> None:
     asyncio.run(run_async())
 
 
-def create_outbox_objects(op: Operations, schema: str) -> None:
+def create_outbox_objects(op: Any, schema: str) -> None:
     """Outbox + processed_events tables and the NOTIFY trigger that wakes the relay."""
     tables = define_service_tables(MetaData(schema=schema))
     bind = op.get_bind()
@@ -79,6 +79,6 @@ def create_outbox_objects(op: Operations, schema: str) -> None:
     )
 
 
-def drop_outbox_objects(op: Operations, schema: str) -> None:
+def drop_outbox_objects(op: Any, schema: str) -> None:
     op.execute(f'DROP TABLE IF EXISTS "{schema}".outbox, "{schema}".processed_events')
     op.execute(f'DROP FUNCTION IF EXISTS "{schema}".notify_outbox()')

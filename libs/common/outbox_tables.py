@@ -48,9 +48,7 @@ def define_service_tables(metadata: MetaData) -> ServiceTables:
         Column("headers", JSONB, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True)),
-        Index(
-            "ix_outbox_unpublished", "seq", postgresql_where=text("published_at IS NULL")
-        ),
+        Index("ix_outbox_unpublished", "seq", postgresql_where=text("published_at IS NULL")),
     )
     processed = Table(
         "processed_events",

@@ -22,8 +22,14 @@ class ProblemError(Exception):
     """Raise from anywhere in a request to answer with a problem document."""
 
     def __init__(
-        self, status: int, title: str, detail: str | None = None, *, type_: str | None = None,
-        headers: dict[str, str] | None = None, **extensions: Any,
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type_: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
     ) -> None:
         super().__init__(detail or title)
         self.status = status
@@ -39,8 +45,14 @@ def _slug(title: str) -> str:
 
 
 def problem_response(
-    *, status: int, title: str, detail: str | None = None, type_: str | None = None,
-    instance: str | None = None, headers: dict[str, str] | None = None, **extensions: Any,
+    *,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    type_: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": type_ or _slug(title), "title": title, "status": status}
     if detail:
@@ -57,25 +69,40 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the rejected input back: it may carry phone numbers or household references.
-    return [{"field": _field_name(err["loc"]), "message": err["msg"], "type": err["type"]}
-            for err in exc.errors()]
+    return [
+        {"field": _field_name(err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors()
+    ]
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(
-            status=exc.status, title=exc.title, detail=exc.detail, type_=exc.type,
-            instance=request.url.path, headers=exc.headers, **exc.extensions,
+            status=exc.status,
+            title=exc.title,
+            detail=exc.detail,
+            type_=exc.type,
+            instance=request.url.path,
+            headers=exc.headers,
+            **exc.extensions,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                 405: "Method Not Allowed", 413: "Content Too Large"}.get(exc.status_code, "Error")
+        title = {
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            413: "Content Too Large",
+        }.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
         return problem_response(
-            status=exc.status_code, title=title, detail=detail, instance=request.url.path,
+            status=exc.status_code,
+            title=title,
+            detail=detail,
+            instance=request.url.path,
             headers=getattr(exc, "headers", None),
         )
 
@@ -84,13 +111,18 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = validation_errors(exc)
         if any(e["type"] == "json_invalid" for e in errors):
             return problem_response(
-                status=400, title="Malformed JSON", detail="The request body is not valid JSON.",
+                status=400,
+                title="Malformed JSON",
+                detail="The request body is not valid JSON.",
                 instance=request.url.path,
             )
         fields = ", ".join(sorted({e["field"] for e in errors}))
         return problem_response(
-            status=422, title="Validation failed", detail=f"Invalid fields: {fields}",
-            instance=request.url.path, errors=errors,
+            status=422,
+            title="Validation failed",
+            detail=f"Invalid fields: {fields}",
+            instance=request.url.path,
+            errors=errors,
         )
 
     @app.exception_handler(Exception)
@@ -98,10 +130,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         if is_transient(exc):
             log.warning("dependency unavailable on %s: %s", request.url.path, type(exc).__name__)
             return problem_response(
-                status=503, title="Service Unavailable",
+                status=503,
+                title="Service Unavailable",
                 detail="A backing service is unavailable; retry later.",
-                instance=request.url.path, headers={"Retry-After": "2"},
+                instance=request.url.path,
+                headers={"Retry-After": "2"},
             )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(status=500, title="Internal Server Error",
-                                instance=request.url.path)
+        return problem_response(
+            status=500, title="Internal Server Error", instance=request.url.path
+        )

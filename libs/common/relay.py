@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,8 +107,14 @@ class OutboxRelay:
                 return 0
             rows = (
                 await conn.execute(
-                    select(outbox.c.seq, outbox.c.id, outbox.c.topic, outbox.c.aggregateid,
-                           outbox.c.payload, outbox.c.headers)
+                    select(
+                        outbox.c.seq,
+                        outbox.c.id,
+                        outbox.c.topic,
+                        outbox.c.aggregateid,
+                        outbox.c.payload,
+                        outbox.c.headers,
+                    )
                     .where(outbox.c.published_at.is_(None))
                     .order_by(outbox.c.seq)
                     .limit(self._batch_size)
@@ -127,7 +134,7 @@ class OutboxRelay:
             metrics.OUTBOX_PUBLISHED.labels(self._service, row.topic).inc()
         return len(rows)
 
-    async def _send_all(self, rows: list[Any]) -> None:
+    async def _send_all(self, rows: Sequence[Any]) -> None:
         deliveries = []
         for row in rows:
             headers: dict[str, str] = dict(row.headers)
@@ -172,10 +179,8 @@ class OutboxRelay:
 async def outbox_backlog(engine: AsyncEngine, tables: ServiceTables) -> int:
     async with engine.connect() as conn:
         count = await conn.scalar(
-            select(func.count()).select_from(tables.outbox).where(
-                tables.outbox.c.published_at.is_(None)
-            )
+            select(func.count())
+            .select_from(tables.outbox)
+            .where(tables.outbox.c.published_at.is_(None))
         )
     return int(count or 0)
-
-

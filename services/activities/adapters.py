@@ -30,15 +30,18 @@ team_replica = Table(
 async def upsert_team(session: AsyncSession, team: TeamChanged) -> None:
     """Apply a team's latest state; an older version (compaction, replays) never wins."""
     row = {
-        "id": team.id, "code": team.code, "unit_code": team.unit_code, "status": team.status,
-        "established_on": team.established_on, "version": team.version,
+        "id": team.id,
+        "code": team.code,
+        "unit_code": team.unit_code,
+        "status": team.status,
+        "established_on": team.established_on,
+        "version": team.version,
     }
     statement = insert(team_replica).values(**row)
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=[team_replica.c.id],
-            set_={**{k: statement.excluded[k] for k in row if k != "id"},
-                  "updated_at": func.now()},
+            set_={**{k: statement.excluded[k] for k in row if k != "id"}, "updated_at": func.now()},
             where=team_replica.c.version < statement.excluded.version,
         )
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from activities.adapters import upsert_team
 from common.consumer import Handler, dispatch_by_type
 from common.contracts.teams import TeamChanged
 from common.db import UnitOfWork
 from common.envelope import InboundEvent
-from activities.adapters import upsert_team
 
 
 async def on_team_changed(uow: UnitOfWork, event: InboundEvent) -> None:

@@ -1,4 +1,4 @@
-"""The only wiring of the notifications service (its consumers arrive with the notifications issue)."""
+"""The only wiring of the notifications service (consumers arrive with its own issue)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
 
 def build_app(runtime: ServiceRuntime) -> FastAPI:
     return create_app(
-        runtime=runtime, routers=[], title="CDT notifications",
+        runtime=runtime,
+        routers=[],
+        title="CDT notifications",
         description="Alerts to webhooks and an inbox.",
     )

@@ -20,6 +20,8 @@ def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
 
 def build_app(runtime: ServiceRuntime) -> FastAPI:
     return create_app(
-        runtime=runtime, routers=[], title="CDT scoring",
+        runtime=runtime,
+        routers=[],
+        title="CDT scoring",
         description="Indicators and evaluation scores for every team and level.",
     )

@@ -39,8 +39,10 @@ class TeamRepository:
 
     async def get(self, team_id: UUID) -> Team | None:
         row = (
-            await self._session.execute(select(teams_table).where(teams_table.c.id == team_id))
-        ).mappings().first()
+            (await self._session.execute(select(teams_table).where(teams_table.c.id == team_id)))
+            .mappings()
+            .first()
+        )
         return _team(row) if row else None
 
     async def code_exists(self, code: str) -> bool:
@@ -52,9 +54,14 @@ class TeamRepository:
 
 def _row(team: Team) -> dict[str, object]:
     return {
-        "id": team.id, "code": team.code, "name": team.name, "unit_code": team.unit_code,
-        "status": team.status, "established_on": team.established_on,
-        "decision_no": team.decision_no, "version": team.version,
+        "id": team.id,
+        "code": team.code,
+        "name": team.name,
+        "unit_code": team.unit_code,
+        "status": team.status,
+        "established_on": team.established_on,
+        "decision_no": team.decision_no,
+        "version": team.version,
     }
 
 

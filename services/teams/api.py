@@ -45,28 +45,42 @@ class TeamOut(BaseModel):
 
 def _out(team: Team) -> TeamOut:
     return TeamOut(
-        id=team.id, code=team.code, name=team.name, unit_code=team.unit_code,
-        status=team.status, established_on=team.established_on,
-        decision_no=team.decision_no, version=team.version,
+        id=team.id,
+        code=team.code,
+        name=team.name,
+        unit_code=team.unit_code,
+        status=team.status,
+        established_on=team.established_on,
+        decision_no=team.decision_no,
+        version=team.version,
     )
 
 
-@router.post("/teams", status_code=status.HTTP_201_CREATED, dependencies=[OperatorDep],
-             responses={409: {"description": "duplicate code"}})
+@router.post(
+    "/teams",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[OperatorDep],
+    responses={409: {"description": "duplicate code"}},
+)
 async def create_team(body: TeamCreate, uow: UowDep) -> TeamOut:
     repo = TeamRepository(uow.session)
     if await repo.code_exists(body.code):
         raise ProblemError(409, "Duplicate code", f"A team with code {body.code!r} exists.")
     team = Team.establish(
-        code=body.code, name=body.name, unit_code=body.unit_code,
-        established_on=body.established_on, decision_no=body.decision_no,
+        code=body.code,
+        name=body.name,
+        unit_code=body.unit_code,
+        established_on=body.established_on,
+        decision_no=body.decision_no,
     )
     await repo.add(team)
     uow.publish(OutboundEvent.of(team.changed_event(), source=SOURCE, subject=str(team.id)))
     try:
         await uow.commit()
     except IntegrityError as exc:  # a concurrent create with the same code won the race
-        raise ProblemError(409, "Duplicate code", f"A team with code {body.code!r} exists.") from exc
+        raise ProblemError(
+            409, "Duplicate code", f"A team with code {body.code!r} exists."
+        ) from exc
     return _out(team)
 
 
@@ -76,6 +90,3 @@ async def get_team(team_id: UUID, uow: UowDep) -> TeamOut:
     if team is None:
         raise ProblemError(404, "Not Found", f"No team {team_id}.")
     return _out(team)
-
-
-

@@ -24,12 +24,23 @@ class Team:
 
     @classmethod
     def establish(
-        cls, *, code: str, name: str, unit_code: str, established_on: date | None,
+        cls,
+        *,
+        code: str,
+        name: str,
+        unit_code: str,
+        established_on: date | None,
         decision_no: str | None,
     ) -> Team:
         return cls(
-            id=uuid7(), code=code, name=name, unit_code=unit_code, status="active",
-            established_on=established_on, decision_no=decision_no, version=1,
+            id=uuid7(),
+            code=code,
+            name=name,
+            unit_code=unit_code,
+            status="active",
+            established_on=established_on,
+            decision_no=decision_no,
+            version=1,
         )
 
     def renamed(self, name: str) -> Team:
@@ -37,7 +48,13 @@ class Team:
 
     def changed_event(self) -> TeamChanged:
         return TeamChanged(
-            id=self.id, code=self.code, name=self.name, unit_code=self.unit_code,
-            status=self.status, established_on=self.established_on,
-            decision_no=self.decision_no, version=self.version, changed_at=datetime.now(UTC),
+            id=self.id,
+            code=self.code,
+            name=self.name,
+            unit_code=self.unit_code,
+            status=self.status,
+            established_on=self.established_on,
+            decision_no=self.decision_no,
+            version=self.version,
+            changed_at=datetime.now(UTC),
         )

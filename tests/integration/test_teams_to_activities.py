@@ -34,8 +34,14 @@ async def services(apply_env: None) -> AsyncIterator[tuple[httpx.AsyncClient, ob
 
 def new_team(**overrides: object) -> dict[str, object]:
     code = f"T-{uuid.uuid4().hex[:10]}"
-    return {"code": code, "name": "Tổ CNSCĐ ấp 1", "unit_code": "82-28000",
-            "established_on": "2022-04-01", "decision_no": "12/QĐ-UBND", **overrides}
+    return {
+        "code": code,
+        "name": "Tổ CNSCĐ ấp 1",
+        "unit_code": "82-28000",
+        "established_on": "2022-04-01",
+        "decision_no": "12/QĐ-UBND",
+        **overrides,
+    }
 
 
 async def test_team_reaches_activities_replica(services, infra) -> None:  # type: ignore[no-untyped-def]
@@ -46,8 +52,9 @@ async def test_team_reaches_activities_replica(services, infra) -> None:  # type
 
     async def replicated() -> object:
         async with activities_rt.sessions() as session:
-            return (await session.execute(
-                select(team_replica).where(team_replica.c.id == team_id))).first()
+            return (
+                await session.execute(select(team_replica).where(team_replica.c.id == team_id))
+            ).first()
 
     row = await eventually(replicated, what="team in activities replica")
     assert row.code == reply.json()["code"]
@@ -64,11 +71,14 @@ async def test_write_and_outbox_row_commit_together(services) -> None:  # type: 
 
     outbox = teams_tables.outbox
     async with teams_rt.sessions() as session:
-        team_ids = (await session.scalars(
-            select(teams_table.c.id).where(teams_table.c.code == body["code"]))).all()
+        team_ids = (
+            await session.scalars(
+                select(teams_table.c.id).where(teams_table.c.code == body["code"])
+            )
+        ).all()
         events = await session.scalar(
-            select(func.count()).select_from(outbox).where(
-                outbox.c.aggregateid == str(team_ids[0])))
+            select(func.count()).select_from(outbox).where(outbox.c.aggregateid == str(team_ids[0]))
+        )
     assert len(team_ids) == 1
     assert events == 1  # the rejected duplicate wrote neither a team nor an event
 
@@ -76,11 +86,16 @@ async def test_write_and_outbox_row_commit_together(services) -> None:  # type: 
 async def test_unit_of_work_rolls_back_state_and_events_together(services) -> None:  # type: ignore[no-untyped-def]
     _, teams_rt, _ = services
     from common.envelope import OutboundEvent
-    from teams.domain import Team
     from teams.adapters import TeamRepository
+    from teams.domain import Team
 
-    team = Team.establish(code=f"RB-{uuid.uuid4().hex[:8]}", name="x", unit_code="82",
-                          established_on=None, decision_no=None)
+    team = Team.establish(
+        code=f"RB-{uuid.uuid4().hex[:8]}",
+        name="x",
+        unit_code="82",
+        established_on=None,
+        decision_no=None,
+    )
     try:
         async with teams_rt.unit_of_work() as uow:
             await TeamRepository(uow.session).add(team)
@@ -90,10 +105,20 @@ async def test_unit_of_work_rolls_back_state_and_events_together(services) -> No
     except RuntimeError:
         pass
     async with teams_rt.sessions() as session:
-        assert await session.scalar(select(func.count()).select_from(teams_table).where(
-            teams_table.c.id == team.id)) == 0
-        assert await session.scalar(select(func.count()).select_from(teams_tables.outbox).where(
-            teams_tables.outbox.c.aggregateid == str(team.id))) == 0
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(teams_table).where(teams_table.c.id == team.id)
+            )
+            == 0
+        )
+        assert (
+            await session.scalar(
+                select(func.count())
+                .select_from(teams_tables.outbox)
+                .where(teams_tables.outbox.c.aggregateid == str(team.id))
+            )
+            == 0
+        )
 
 
 async def test_relay_publishes_cloudevents_with_traceparent(services, infra) -> None:  # type: ignore[no-untyped-def]
@@ -102,7 +127,8 @@ async def test_relay_publishes_cloudevents_with_traceparent(services, infra) -> 
     team_id = reply.json()["id"]
 
     records = await read_topic(
-        infra.kafka_bootstrap_servers, topics.TEAMS_TEAM.name,
+        infra.kafka_bootstrap_servers,
+        topics.TEAMS_TEAM.name,
         until=lambda rs: any(r.key == team_id.encode() for r in rs),
     )
     record = next(r for r in records if r.key == team_id.encode())
@@ -114,5 +140,5 @@ async def test_relay_publishes_cloudevents_with_traceparent(services, infra) -> 
     assert uuid.UUID(headers["ce_id"]).version == 7
     assert headers["content-type"] == "application/json"
     assert headers["ce_dataschema"].endswith("vn.cdt.teams.team.v1")
-    version, trace_id, span_id, flags = headers["traceparent"].split("-")
+    version, trace_id, _span_id, _flags = headers["traceparent"].split("-")
     assert version == "00" and len(trace_id) == 32 and int(trace_id, 16) != 0

@@ -15,7 +15,11 @@ Skill = Literal[
     "public_services", "online_shopping", "online_payment", "cyber_safety", "local_platforms"
 ]
 SKILLS: tuple[str, ...] = (
-    "public_services", "online_shopping", "online_payment", "cyber_safety", "local_platforms",
+    "public_services",
+    "online_shopping",
+    "online_payment",
+    "cyber_safety",
+    "local_platforms",
 )
 OUTCOMES: tuple[str, ...] = (
     "public_service_accounts",

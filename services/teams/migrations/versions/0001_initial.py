@@ -28,8 +28,9 @@ def upgrade() -> None:
         sa.Column("established_on", sa.Date),
         sa.Column("decision_no", sa.String(100)),
         sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.func.now()),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         schema=SCHEMA,
     )
 
