@@ -78,3 +78,16 @@ async def read_topic(
 
 def headers_of(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
+
+
+async def committed_offsets(bootstrap: str, group: str) -> int:
+    """Sum of the offsets a consumer group has committed, over all its partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
+    finally:
+        await admin.close()

@@ -43,12 +43,12 @@ def run_service(
             timeout_graceful_shutdown=20,
         )
     elif mode == "worker":
-        asyncio.run(_run_worker(runtime))
+        asyncio.run(run_worker(runtime))
     else:
         asyncio.run(runtime.migrate())
 
 
-async def _run_worker(runtime: ServiceRuntime) -> None:
+async def run_worker(runtime: ServiceRuntime) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,7 @@ TraceExporter = Literal["file", "otlp", "console", "none"]
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     service_name: str = "cdt"
     cdt_env: Literal["dev", "test", "prod"] = "dev"

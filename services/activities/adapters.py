@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table, func
-from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
-from common.contracts.teams import TeamChanged
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.domain import MemberView, TeamView
+from common.contracts.teams import MemberChanged, TeamChanged
 from common.outbox_tables import define_service_tables
 
 SCHEMA = "activities"
@@ -24,18 +51,104 @@ team_replica = Table(
     Column("established_on", Date),
     Column("version", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("province", String(64)),
+    Column("district", String(64)),
+    Column("commune", String(64)),
+    Column("village", String(64)),
+    Column("dissolved_on", Date),
 )
+
+member_replica = Table(
+    "member_replica",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("team_id", PgUUID(as_uuid=True), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("joined_on", Date, nullable=False),
+    Column("left_on", Date),
+    Column("removed", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_member_replica_team", "team_id"),
+)
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("provinces", ARRAY(String(16)), nullable=False),
+    Column("rate_limit_per_second", Integer, nullable=False),
+    Column("key_lookup", String(12), nullable=False, unique=True),
+    Column("key_hash", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("key_rotated_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# Idempotency keys live outside the partitioned table: a partitioned table's unique constraints
+# must include the partition key (occurred_at), and the client id alone must be unique.
+activity_ids = Table(
+    "activity_ids",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("payload_hash", LargeBinary, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("partner_id", PgUUID(as_uuid=True), nullable=False),
+    Column("team_id", PgUUID(as_uuid=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("voided_at", DateTime(timezone=True)),
+    Column("void_reason", String(500)),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("id", PgUUID(as_uuid=True), nullable=False),
+    Column("team_id", PgUUID(as_uuid=True), nullable=False),
+    Column("member_id", PgUUID(as_uuid=True)),
+    Column("partner_id", PgUUID(as_uuid=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("skills", ARRAY(Text), nullable=False),
+    Column("citizens_reached", Integer, nullable=False),
+    Column("household_hash", String(64)),
+    Column("audience", ARRAY(Text), nullable=False),
+    Column("campaign_id", String(64)),
+    Column("outcomes", JSONB, nullable=False),
+    Column("province", String(64), nullable=False),
+    Column("district", String(64)),
+    Column("commune", String(64)),
+    Column("village", String(64)),
+    Column("voided_at", DateTime(timezone=True)),
+    Column("void_reason", String(500)),
+    PrimaryKeyConstraint("occurred_at", "id"),
+    Index("ix_activities_team", "team_id", "occurred_at"),
+    Index("ix_activities_province", "province", "occurred_at"),
+    postgresql_partition_by="RANGE (occurred_at)",
+)
+
+
+# ---- replica --------------------------------------------------------------------------------
 
 
 async def upsert_team(session: AsyncSession, team: TeamChanged) -> None:
     """Apply a team's latest state; an older version (compaction, replays) never wins."""
+    path = team.unit_path
     row = {
         "id": team.id,
         "code": team.code,
         "unit_code": team.unit_code,
         "status": team.status,
         "established_on": team.established_on,
+        "dissolved_on": team.dissolved_on,
         "version": team.version,
+        "province": path.province if path else None,
+        "district": path.district if path else None,
+        "commune": path.commune if path else None,
+        "village": path.village if path else None,
     }
     statement = insert(team_replica).values(**row)
     await session.execute(
@@ -45,3 +158,374 @@ async def upsert_team(session: AsyncSession, team: TeamChanged) -> None:
             where=team_replica.c.version < statement.excluded.version,
         )
     )
+
+
+async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
+    row = {
+        "id": member.id,
+        "team_id": member.team_id,
+        "role": member.role,
+        "joined_on": member.joined_on,
+        "left_on": member.left_on,
+        "removed": member.removed,
+        "version": member.version,
+    }
+    statement = insert(member_replica).values(**row)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[member_replica.c.id],
+            set_={**{k: statement.excluded[k] for k in row if k != "id"}, "updated_at": func.now()},
+            where=member_replica.c.version < statement.excluded.version,
+        )
+    )
+
+
+async def load_teams(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, TeamView]:
+    t = team_replica.c
+    rows = await session.execute(
+        select(
+            t.id, t.status, t.province, t.district, t.commune, t.village, t.established_on,
+            t.dissolved_on,
+        ).where(t.id.in_(ids))
+    )  # fmt: skip
+    return {r.id: TeamView(*r) for r in rows}
+
+
+async def load_members(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, MemberView]:
+    if not ids:
+        return {}
+    m = member_replica.c
+    rows = await session.execute(
+        select(m.id, m.team_id, m.joined_on, m.left_on, m.removed).where(m.id.in_(ids))
+    )
+    return {r.id: MemberView(*r) for r in rows}
+
+
+# ---- partners -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: UUID
+    name: str
+    provinces: list[str]
+    rate_limit_per_second: int
+    key_hash: bytes
+    status: str
+
+
+async def add_partner(
+    session: AsyncSession,
+    *,
+    partner_id: UUID,
+    name: str,
+    provinces: list[str],
+    rate_limit: int,
+    lookup: str,
+    digest: bytes,
+) -> None:
+    await session.execute(
+        partners.insert().values(
+            id=partner_id,
+            name=name,
+            provinces=provinces,
+            rate_limit_per_second=rate_limit,
+            key_lookup=lookup,
+            key_hash=digest,
+            status="active",
+        )
+    )
+
+
+async def partner_by_lookup(session: AsyncSession, lookup: str) -> Partner | None:
+    p = partners.c
+    row = (
+        await session.execute(
+            select(p.id, p.name, p.provinces, p.rate_limit_per_second, p.key_hash, p.status).where(
+                p.key_lookup == lookup
+            )
+        )
+    ).first()
+    return Partner(*row) if row else None
+
+
+async def replace_key(
+    session: AsyncSession, partner_id: UUID, *, lookup: str, digest: bytes
+) -> bool:
+    """New key for an active partner; the old one stops matching with this commit."""
+    updated = await session.execute(
+        update(partners)
+        .where(partners.c.id == partner_id, partners.c.status == "active")
+        .values(key_lookup=lookup, key_hash=digest, key_rotated_at=func.now())
+        .returning(partners.c.id)
+    )
+    return updated.first() is not None
+
+
+async def revoke_partner(session: AsyncSession, partner_id: UUID) -> bool:
+    updated = await session.execute(
+        update(partners)
+        .where(partners.c.id == partner_id)
+        .values(status="revoked", revoked_at=func.coalesce(partners.c.revoked_at, func.now()))
+        .returning(partners.c.id)
+    )
+    return updated.first() is not None
+
+
+# ---- ingest ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewActivity:
+    """One validated event ready to store, with its outbox row."""
+
+    id: UUID
+    payload_hash: bytes
+    occurred_at: datetime
+    team_id: UUID
+    member_id: UUID | None
+    kind: str
+    skills: list[str]
+    citizens_reached: int
+    household_hash: str | None
+    audience: list[str]
+    campaign_id: str | None
+    outcomes: dict[str, int]
+    province: str
+    district: str | None
+    commune: str | None
+    village: str | None
+    outbox: dict[str, Any]
+
+
+async def existing_hashes(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, bytes]:
+    rows = await session.execute(
+        select(activity_ids.c.id, activity_ids.c.payload_hash).where(activity_ids.c.id.in_(ids))
+    )
+    return {r.id: r.payload_hash for r in rows}
+
+
+# One set-based statement: claim the ids, store the new activities and their outbox rows.
+# Rows whose id another transaction claimed meanwhile are skipped (ON CONFLICT DO NOTHING) and
+# the caller classifies them as duplicate or conflict.
+_INSERT_BATCH = text(f"""
+WITH input AS (
+  SELECT * FROM unnest(
+    CAST(:id AS uuid[]), CAST(:payload_hash AS bytea[]), CAST(:occurred_at AS timestamptz[]),
+    CAST(:team_id AS uuid[]), CAST(:member_id AS uuid[]), CAST(:kind AS text[]),
+    CAST(:skills AS text[]), CAST(:citizens AS int[]), CAST(:household AS text[]),
+    CAST(:audience AS text[]), CAST(:campaign AS text[]), CAST(:outcomes AS text[]),
+    CAST(:province AS text[]), CAST(:district AS text[]), CAST(:commune AS text[]),
+    CAST(:village AS text[]), CAST(:event_id AS uuid[]), CAST(:topic AS text[]),
+    CAST(:type AS text[]), CAST(:payload AS text[]), CAST(:headers AS text[])
+  ) WITH ORDINALITY AS t(id, payload_hash, occurred_at, team_id, member_id, kind, skills,
+    citizens, household, audience, campaign, outcomes, province, district, commune, village,
+    event_id, topic, type, payload, headers, ord)
+),
+claimed AS (
+  INSERT INTO {SCHEMA}.activity_ids (id, payload_hash, occurred_at, partner_id, team_id,
+    recorded_at)
+  SELECT id, payload_hash, occurred_at, CAST(:partner_id AS uuid), team_id,
+    CAST(:recorded_at AS timestamptz)
+  FROM input ORDER BY ord
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id
+),
+stored AS (
+  INSERT INTO {SCHEMA}.activities (occurred_at, id, team_id, member_id, partner_id, recorded_at,
+    kind, skills, citizens_reached, household_hash, audience, campaign_id, outcomes, province,
+    district, commune, village)
+  SELECT occurred_at, id, team_id, member_id, CAST(:partner_id AS uuid),
+    CAST(:recorded_at AS timestamptz), kind, string_to_array(skills, ','), citizens, household,
+    string_to_array(audience, ','), campaign, CAST(outcomes AS jsonb), province, district,
+    commune, village
+  FROM input JOIN claimed USING (id)
+),
+published AS (
+  INSERT INTO {SCHEMA}.outbox (id, aggregatetype, aggregateid, type, topic, payload, headers)
+  SELECT event_id, 'activity', CAST(team_id AS text), type, topic, CAST(payload AS jsonb),
+    CAST(headers AS jsonb)
+  FROM input JOIN claimed USING (id) ORDER BY ord
+)
+SELECT id FROM claimed
+""")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+async def insert_activities(
+    session: AsyncSession,
+    batch: Sequence[NewActivity],
+    *,
+    partner_id: UUID,
+    recorded_at: datetime,
+) -> set[UUID]:
+    """Store the batch in one statement; returns the ids this transaction claimed."""
+    if not batch:
+        return set()
+    columns: dict[str, list[Any]] = {
+        "id": [a.id for a in batch],
+        "payload_hash": [a.payload_hash for a in batch],
+        "occurred_at": [a.occurred_at for a in batch],
+        "team_id": [a.team_id for a in batch],
+        "member_id": [a.member_id for a in batch],
+        "kind": [a.kind for a in batch],
+        "skills": [",".join(a.skills) for a in batch],
+        "citizens": [a.citizens_reached for a in batch],
+        "household": [a.household_hash for a in batch],
+        "audience": [",".join(a.audience) for a in batch],
+        "campaign": [a.campaign_id for a in batch],
+        "outcomes": [_json(a.outcomes) for a in batch],
+        "province": [a.province for a in batch],
+        "district": [a.district for a in batch],
+        "commune": [a.commune for a in batch],
+        "village": [a.village for a in batch],
+        "event_id": [a.outbox["id"] for a in batch],
+        "topic": [a.outbox["topic"] for a in batch],
+        "type": [a.outbox["type"] for a in batch],
+        "payload": [_json(a.outbox["payload"]) for a in batch],
+        "headers": [_json(a.outbox["headers"]) for a in batch],
+    }
+    result = await session.execute(
+        _INSERT_BATCH, {**columns, "partner_id": partner_id, "recorded_at": recorded_at}
+    )
+    return {row[0] for row in result}
+
+
+# ---- corrections ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivityKey:
+    id: UUID
+    occurred_at: datetime
+    partner_id: UUID
+    team_id: UUID
+    voided_at: datetime | None
+    void_reason: str | None
+
+
+async def lock_activity(session: AsyncSession, activity_id: UUID) -> ActivityKey | None:
+    a = activity_ids.c
+    row = (
+        await session.execute(
+            select(a.id, a.occurred_at, a.partner_id, a.team_id, a.voided_at, a.void_reason)
+            .where(a.id == activity_id)
+            .with_for_update()
+        )
+    ).first()
+    return ActivityKey(*row) if row else None
+
+
+async def mark_voided(
+    session: AsyncSession, key: ActivityKey, *, reason: str, voided_at: datetime
+) -> None:
+    await session.execute(
+        update(activity_ids)
+        .where(activity_ids.c.id == key.id)
+        .values(voided_at=voided_at, void_reason=reason)
+    )
+    # occurred_at in the predicate prunes the update to the event's month partition.
+    await session.execute(
+        update(activities)
+        .where(activities.c.occurred_at == key.occurred_at, activities.c.id == key.id)
+        .values(voided_at=voided_at, void_reason=reason)
+    )
+
+
+# ---- queries --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivityFilter:
+    provinces: list[str] | None  # None: every province (operator)
+    team_id: UUID | None = None
+    member_id: UUID | None = None
+    unit: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    kind: str | None = None
+    skill: str | None = None
+    after: tuple[datetime, UUID] | None = None
+
+
+LISTED_COLUMNS = (
+    activities.c.id,
+    activities.c.team_id,
+    activities.c.member_id,
+    activities.c.partner_id,
+    activities.c.occurred_at,
+    activities.c.recorded_at,
+    activities.c.kind,
+    activities.c.skills,
+    activities.c.citizens_reached,
+    activities.c.audience,
+    activities.c.campaign_id,
+    activities.c.outcomes,
+    activities.c.province,
+    activities.c.district,
+    activities.c.commune,
+    activities.c.village,
+    activities.c.voided_at,
+    activities.c.void_reason,
+)
+
+
+async def list_activities(
+    session: AsyncSession, where: ActivityFilter, *, limit: int
+) -> list[dict[str, Any]]:
+    """Keyset page ordered by (occurred_at, id); household hashes are never listed."""
+    a = activities.c
+    conditions = []
+    if where.provinces is not None:
+        conditions.append(a.province.in_(where.provinces))
+    if where.team_id is not None:
+        conditions.append(a.team_id == where.team_id)
+    if where.member_id is not None:
+        conditions.append(a.member_id == where.member_id)
+    if where.unit is not None:
+        conditions.append(
+            or_(
+                a.province == where.unit,
+                a.district == where.unit,
+                a.commune == where.unit,
+                a.village == where.unit,
+            )
+        )
+    if where.since is not None:
+        conditions.append(a.occurred_at >= where.since)
+    if where.until is not None:
+        conditions.append(a.occurred_at < where.until)
+    if where.kind is not None:
+        conditions.append(a.kind == where.kind)
+    if where.skill is not None:
+        conditions.append(a.skills.contains([where.skill]))
+    if where.after is not None:
+        conditions.append(tuple_(a.occurred_at, a.id) > tuple_(*where.after))
+    statement = (
+        select(*LISTED_COLUMNS)
+        .where(*conditions)
+        .order_by(a.occurred_at, a.id)
+        .limit(limit)
+    )
+    return [dict(row) for row in (await session.execute(statement)).mappings()]
+
+
+async def stream_activities(
+    sessions: async_sessionmaker[AsyncSession], where: ActivityFilter, *, page: int = 1000
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every matching row, page by page, each page in its own short transaction."""
+    cursor = where
+    while True:
+        async with sessions() as session:
+            rows = await list_activities(session, cursor, limit=page)
+        if rows:
+            yield rows
+        if len(rows) < page:
+            return
+        last = rows[-1]
+        cursor = ActivityFilter(
+            **{**cursor.__dict__, "after": (last["occurred_at"], last["id"])}
+        )

@@ -1,11 +1,796 @@
-"""Notifications persistence: tables in the `notifications` schema."""
+"""Notifications persistence: tables in the `notifications` schema and the queries over them.
+
+Everything here is set-based where it can be (multi-row inserts, one statement per batch) and
+keyed so that redelivered events change nothing: activity ids, score versions, and a partial
+unique index on the dedupe key of alerts that are not resolved.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
 
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.contracts.teams import TeamChanged
 from common.outbox_tables import define_service_tables
+from notifications.domain import NATIONAL, AlertCandidate, RuleOverride
 
 SCHEMA = "notifications"
 metadata = MetaData(schema=SCHEMA)
 service_tables = define_service_tables(metadata)
+OPEN_STATES = ("open", "acknowledged")
+
+rules_table = Table(
+    "rules",
+    metadata,
+    Column("scope", String(64), primary_key=True),  # "national" or a province code
+    Column("alert_type", String(32), primary_key=True),
+    Column("enabled", Boolean),
+    Column("params", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Replica of the teams topic plus the last activity seen: what the inactivity sweep reads.
+teams_table = Table(
+    "teams",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("code", String(64)),
+    Column("unit_path", ARRAY(String(64)), nullable=False, server_default=text("'{}'")),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("established_on", Date),
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    Column("last_activity_at", DateTime(timezone=True)),
+    Index("ix_notifications_teams_unit_path", "unit_path", postgresql_using="gin"),
+)
+
+# The few facts of each activity the suspicious-activity checks count; one row per activity id
+# so an activity re-published under a new event id is counted once.
+activity_log = Table(
+    "activity_log",
+    metadata,
+    Column("activity_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("team_id", PgUUID(as_uuid=True), nullable=False),
+    Column("member_id", PgUUID(as_uuid=True)),
+    Column("kind", String(32), nullable=False),
+    Column("household_hash", String(128)),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("backdated_hours", Float, nullable=False),
+    Index("ix_activity_log_member", "member_id", "occurred_at"),
+    Index("ix_activity_log_household", "household_hash", "occurred_at"),
+    Index("ix_activity_log_team_recorded", "team_id", "recorded_at"),
+)
+
+score_state = Table(
+    "score_state",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(200), primary_key=True),
+    Column("period", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+alerts_table = Table(
+    "alerts",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("alert_type", String(32), nullable=False),
+    Column("dedupe_key", String(600), nullable=False),
+    Column("subject_type", String(32), nullable=False),
+    Column("subject_id", String(300), nullable=False),
+    Column("period", String(64)),
+    Column("unit_path", ARRAY(String(64)), nullable=False, server_default=text("'{}'")),
+    Column("status", String(16), nullable=False),
+    Column("summary", String(500), nullable=False),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("resolved_at", DateTime(timezone=True)),
+    Index(
+        "uq_alerts_active_dedupe",
+        "dedupe_key",
+        unique=True,
+        postgresql_where=text("status <> 'resolved'"),
+    ),
+    Index("ix_alerts_unit_path", "unit_path", postgresql_using="gin"),
+    Index("ix_alerts_status_id", "status", "id"),
+)
+
+subscriptions_table = Table(
+    "subscriptions",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("scope", String(64), nullable=False),
+    Column("alert_types", ARRAY(String(32)), nullable=False),
+    # Kept in clear: HMAC signing needs it (encrypt at rest with a KMS key in production).
+    Column("secret", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("deleted_at", DateTime(timezone=True)),
+)
+
+deliveries_table = Table(
+    "deliveries",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),  # also the idempotency key
+    Column("alert_id", PgUUID(as_uuid=True), ForeignKey("alerts.id"), nullable=False),
+    Column("subscription_id", PgUUID(as_uuid=True), ForeignKey("subscriptions.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | succeeded | dead | cancelled
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # `attempts` when the current round began (a redelivery starts a new round, same budget).
+    Column("round_start", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),  # the exact bytes sent, identical on every attempt
+    Column("last_status_code", Integer),
+    Column("last_error", String(500)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delivered_at", DateTime(timezone=True)),
+    UniqueConstraint("alert_id", "subscription_id", name="uq_deliveries_alert_subscription"),
+    Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("delivery_id", PgUUID(as_uuid=True), ForeignKey("deliveries.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(16), nullable=False),  # success | http_error | network_error | blocked
+    Column("status_code", Integer),
+    Column("error", String(500)),
+    Index("ix_delivery_attempts_delivery", "delivery_id", "id"),
+)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+async def rule_overrides(session: AsyncSession, *, scopes: Iterable[str]) -> list[RuleOverride]:
+    rows = await session.execute(
+        select(rules_table).where(rules_table.c.scope.in_(list({NATIONAL, *scopes})))
+    )
+    return [
+        RuleOverride(
+            scope=r.scope, alert_type=r.alert_type, enabled=r.enabled, params=dict(r.params)
+        )
+        for r in rows
+    ]
+
+
+async def put_rule_override(
+    session: AsyncSession,
+    *,
+    scope: str,
+    alert_type: str,
+    enabled: bool | None,
+    params: Mapping[str, Any],
+) -> None:
+    statement = insert(rules_table).values(
+        scope=scope, alert_type=alert_type, enabled=enabled, params=dict(params)
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[rules_table.c.scope, rules_table.c.alert_type],
+            set_={
+                "enabled": statement.excluded.enabled,
+                "params": statement.excluded.params,
+                "updated_at": func.now(),
+            },
+        )
+    )
+
+
+# --------------------------------------------------------------------------- teams replica
+
+
+async def upsert_team(session: AsyncSession, team: TeamChanged, *, unit_path: list[str]) -> None:
+    """Apply a team's latest state; an older version (compaction, replays) never wins."""
+    row = {
+        "id": team.id,
+        "code": team.code,
+        "unit_path": unit_path,
+        "status": team.status,
+        "established_on": team.established_on,
+        "version": team.version,
+        "first_seen_at": team.changed_at,
+    }
+    statement = insert(teams_table).values(**row)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[teams_table.c.id],
+            set_={
+                k: statement.excluded[k]
+                for k in ("code", "unit_path", "status", "established_on", "version")
+            },
+            where=teams_table.c.version < statement.excluded.version,
+        )
+    )
+
+
+async def touch_teams(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Record the latest activity per team (rows: id, unit_path, last_activity_at,
+    first_seen_at); creates a placeholder row when the team event has not arrived yet."""
+    if not rows:
+        return
+    statement = insert(teams_table).values(list(rows))
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[teams_table.c.id],
+            set_={
+                "last_activity_at": func.greatest(
+                    teams_table.c.last_activity_at, statement.excluded.last_activity_at
+                ),
+                # The activity's path fills in a placeholder; a team event's path wins.
+                "unit_path": func.coalesce(
+                    func.nullif(teams_table.c.unit_path, text("'{}'::varchar[]")),
+                    statement.excluded.unit_path,
+                ),
+            },
+        )
+    )
+
+
+async def teams_for_sweep(
+    session: AsyncSession, *, team_ids: Sequence[UUID] | None = None
+) -> list[RowMapping]:
+    query = select(teams_table)
+    if team_ids is not None:
+        query = query.where(teams_table.c.id.in_(list(team_ids)))
+    return list((await session.execute(query)).mappings())
+
+
+async def unit_path_of(session: AsyncSession, *, subject_type: str, code: str) -> list[str]:
+    """The path of an admin unit, learnt from the teams located in it (scores of units carry
+    no path, and a unit without teams has no score worth an alert)."""
+    if subject_type == "national":
+        return []
+    if subject_type == "province":
+        return [code]
+    if subject_type == "team":
+        path = await session.scalar(
+            select(teams_table.c.unit_path).where(teams_table.c.id == _uuid_or_none(code))
+        )
+        return list(path or [])
+    path = await session.scalar(
+        select(teams_table.c.unit_path).where(teams_table.c.unit_path.contains([code])).limit(1)
+    )
+    if not path:
+        return []
+    return list(path[: list(path).index(code) + 1])
+
+
+def _uuid_or_none(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- activity log
+
+
+async def log_activities(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[UUID]:
+    """Insert new activities; returns the ids that were new (redeliveries are not)."""
+    if not rows:
+        return set()
+    inserted = await session.scalars(
+        insert(activity_log)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=[activity_log.c.activity_id])
+        .returning(activity_log.c.activity_id)
+    )
+    return set(inserted)
+
+
+async def member_household_visits(
+    session: AsyncSession, *, member_id: UUID, start: datetime, end: datetime
+) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(activity_log)
+        .where(
+            activity_log.c.member_id == member_id,
+            activity_log.c.kind == "household_visit",
+            activity_log.c.occurred_at >= start,
+            activity_log.c.occurred_at < end,
+        )
+    )
+    return int(count or 0)
+
+
+async def household_teams(
+    session: AsyncSession, *, household_hash: str, start: datetime, end: datetime
+) -> int:
+    count = await session.scalar(
+        select(func.count(func.distinct(activity_log.c.team_id))).where(
+            activity_log.c.household_hash == household_hash,
+            activity_log.c.occurred_at >= start,
+            activity_log.c.occurred_at <= end,
+        )
+    )
+    return int(count or 0)
+
+
+async def backdated_count(
+    session: AsyncSession, *, team_id: UUID, hours: float, start: datetime, end: datetime
+) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(activity_log)
+        .where(
+            activity_log.c.team_id == team_id,
+            activity_log.c.recorded_at >= start,
+            activity_log.c.recorded_at <= end,
+            activity_log.c.backdated_hours > hours,
+        )
+    )
+    return int(count or 0)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+async def score_state_of(
+    session: AsyncSession, *, subject_type: str, subject_id: str, period: str
+) -> RowMapping | None:
+    return (
+        (
+            await session.execute(
+                select(score_state).where(
+                    score_state.c.subject_type == subject_type,
+                    score_state.c.subject_id == subject_id,
+                    score_state.c.period == period,
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def save_score_state(
+    session: AsyncSession,
+    *,
+    subject_type: str,
+    subject_id: str,
+    period: str,
+    version: int,
+    score: float,
+) -> bool:
+    """Store the newest version; False when this version is not newer (stale or replayed)."""
+    statement = insert(score_state).values(
+        subject_type=subject_type,
+        subject_id=subject_id,
+        period=period,
+        version=version,
+        score=score,
+    )
+    stored = await session.scalar(
+        statement.on_conflict_do_update(
+            index_elements=[
+                score_state.c.subject_type,
+                score_state.c.subject_id,
+                score_state.c.period,
+            ],
+            set_={
+                "version": statement.excluded.version,
+                "score": statement.excluded.score,
+                "updated_at": func.now(),
+            },
+            where=score_state.c.version < statement.excluded.version,
+        ).returning(score_state.c.version)
+    )
+    return stored is not None
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+async def insert_alert(
+    session: AsyncSession, *, alert_id: UUID, candidate: AlertCandidate, now: datetime
+) -> RowMapping | None:
+    """The new alert, or None when an unresolved alert already holds the dedupe key."""
+    statement = (
+        insert(alerts_table)
+        .values(
+            id=alert_id,
+            alert_type=candidate.alert_type,
+            dedupe_key=candidate.dedupe_key,
+            subject_type=candidate.subject_type,
+            subject_id=candidate.subject_id,
+            period=candidate.period,
+            unit_path=list(candidate.unit_path),
+            status="open",
+            summary=candidate.summary[:500],
+            details=dict(candidate.details),
+            raised_at=now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[alerts_table.c.dedupe_key],
+            index_where=text("status <> 'resolved'"),
+        )
+        .returning(alerts_table)
+    )
+    return (await session.execute(statement)).mappings().first()
+
+
+async def active_alerts(session: AsyncSession, *, dedupe_keys: Sequence[str]) -> list[RowMapping]:
+    if not dedupe_keys:
+        return []
+    rows = await session.execute(
+        select(alerts_table).where(
+            alerts_table.c.dedupe_key.in_(list(dedupe_keys)),
+            alerts_table.c.status.in_(OPEN_STATES),
+        )
+    )
+    return list(rows.mappings())
+
+
+async def active_alerts_like(
+    session: AsyncSession,
+    *,
+    alert_type: str,
+    subject_type: str,
+    subject_id: str,
+    period: str | None,
+) -> list[RowMapping]:
+    query = select(alerts_table).where(
+        alerts_table.c.alert_type == alert_type,
+        alerts_table.c.subject_type == subject_type,
+        alerts_table.c.subject_id == subject_id,
+        alerts_table.c.status.in_(OPEN_STATES),
+    )
+    if period is not None:
+        query = query.where(alerts_table.c.period == period)
+    return list((await session.execute(query)).mappings())
+
+
+async def set_alert_status(
+    session: AsyncSession, *, alert_ids: Sequence[UUID], status: str, now: datetime
+) -> list[RowMapping]:
+    """Move alerts to `status` (acknowledged or resolved) if allowed; returns those moved."""
+    if not alert_ids:
+        return []
+    allowed_from = ("open",) if status == "acknowledged" else OPEN_STATES
+    stamp = {"acknowledged_at": now} if status == "acknowledged" else {"resolved_at": now}
+    rows = await session.execute(
+        update(alerts_table)
+        .where(alerts_table.c.id.in_(list(alert_ids)), alerts_table.c.status.in_(allowed_from))
+        .values(status=status, **stamp)
+        .returning(alerts_table)
+    )
+    return list(rows.mappings())
+
+
+async def get_alert(session: AsyncSession, alert_id: UUID) -> RowMapping | None:
+    return (
+        (await session.execute(select(alerts_table).where(alerts_table.c.id == alert_id)))
+        .mappings()
+        .first()
+    )
+
+
+async def list_alerts(
+    session: AsyncSession,
+    *,
+    unit: str | None,
+    statuses: Sequence[str],
+    alert_type: str | None,
+    after: UUID | None,
+    limit: int,
+) -> list[RowMapping]:
+    """Newest first (ids are UUIDv7, ordered by creation); `after` is the cursor."""
+    query = select(alerts_table).order_by(alerts_table.c.id.desc()).limit(limit)
+    if unit is not None:
+        query = query.where(alerts_table.c.unit_path.contains([unit]))
+    if statuses:
+        query = query.where(alerts_table.c.status.in_(list(statuses)))
+    if alert_type is not None:
+        query = query.where(alerts_table.c.alert_type == alert_type)
+    if after is not None:
+        query = query.where(alerts_table.c.id < after)
+    return list((await session.execute(query)).mappings())
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+async def add_subscription(session: AsyncSession, row: Mapping[str, Any]) -> None:
+    await session.execute(insert(subscriptions_table).values(**row))
+
+
+async def list_subscriptions(
+    session: AsyncSession, *, after: UUID | None, limit: int
+) -> list[RowMapping]:
+    query = (
+        select(subscriptions_table)
+        .where(subscriptions_table.c.deleted_at.is_(None))
+        .order_by(subscriptions_table.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(subscriptions_table.c.id > after)
+    return list((await session.execute(query)).mappings())
+
+
+async def delete_subscription(session: AsyncSession, *, subscription_id: UUID) -> bool:
+    """Soft delete (the delivery log keeps pointing at it); pending deliveries are cancelled."""
+    deleted = await session.scalar(
+        update(subscriptions_table)
+        .where(
+            subscriptions_table.c.id == subscription_id,
+            subscriptions_table.c.deleted_at.is_(None),
+        )
+        .values(deleted_at=func.now())
+        .returning(subscriptions_table.c.id)
+    )
+    if deleted is None:
+        return False
+    await session.execute(
+        update(deliveries_table)
+        .where(
+            deliveries_table.c.subscription_id == subscription_id,
+            deliveries_table.c.status == "pending",
+        )
+        .values(status="cancelled", updated_at=func.now())
+    )
+    return True
+
+
+async def matching_subscriptions(
+    session: AsyncSession, *, alert_type: str, unit_path: Sequence[str]
+) -> list[RowMapping]:
+    rows = await session.execute(
+        select(subscriptions_table.c.id).where(
+            subscriptions_table.c.deleted_at.is_(None),
+            subscriptions_table.c.alert_types.contains([alert_type]),
+            or_(
+                subscriptions_table.c.scope == NATIONAL,
+                subscriptions_table.c.scope.in_(list(unit_path) or [""]),
+            ),
+        )
+    )
+    return list(rows.mappings())
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+async def enqueue_deliveries(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(
+            insert(deliveries_table)
+            .values(list(rows))
+            .on_conflict_do_nothing(constraint="uq_deliveries_alert_subscription")
+        )
+
+
+async def claim_due_deliveries(
+    session: AsyncSession, *, now: datetime, lease_seconds: float, limit: int
+) -> list[RowMapping]:
+    """Claim due deliveries by pushing their next attempt past a lease, in one statement.
+
+    The claim commits before any HTTP call: a worker killed mid-request leaves the delivery
+    pending, and it is retried once the lease runs out (same id, so same idempotency key).
+    """
+    due = (
+        select(deliveries_table.c.id)
+        .where(deliveries_table.c.status == "pending", deliveries_table.c.next_attempt_at <= now)
+        .order_by(deliveries_table.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    lease_until = now + timedelta(seconds=lease_seconds)
+    claimed = (
+        update(deliveries_table)
+        .where(deliveries_table.c.id.in_(due))
+        .values(
+            attempts=deliveries_table.c.attempts + 1,
+            next_attempt_at=lease_until,
+            updated_at=func.now(),
+        )
+        .returning(
+            deliveries_table.c.id,
+            deliveries_table.c.attempts,
+            deliveries_table.c.round_start,
+            deliveries_table.c.body,
+            deliveries_table.c.subscription_id,
+        )
+        .cte("claimed")
+    )
+    rows = await session.execute(
+        select(
+            claimed.c.id,
+            claimed.c.attempts,
+            claimed.c.round_start,
+            claimed.c.body,
+            subscriptions_table.c.url,
+            subscriptions_table.c.secret,
+        ).join(subscriptions_table, subscriptions_table.c.id == claimed.c.subscription_id)
+    )
+    return list(rows.mappings())
+
+
+async def record_attempt(
+    session: AsyncSession,
+    *,
+    delivery_id: UUID,
+    attempt: int,
+    started_at: datetime,
+    finished_at: datetime,
+    outcome: str,
+    status_code: int | None,
+    error: str | None,
+    next_status: str,
+    next_attempt_at: datetime | None,
+) -> bool:
+    """Record one attempt and move the delivery on, only if it is still the attempt in hand.
+
+    A slow attempt whose lease expired (and was retried elsewhere) must not overwrite a newer
+    outcome: the update is conditional on `attempts` and returns False when it lost the race.
+    """
+    changes: dict[str, Any] = {
+        "status": next_status,
+        "last_status_code": status_code,
+        "last_error": error[:500] if error else None,
+        "updated_at": func.now(),
+    }
+    if next_attempt_at is not None:
+        changes["next_attempt_at"] = next_attempt_at
+    if next_status == "succeeded":
+        changes["delivered_at"] = finished_at
+    moved = await session.scalar(
+        update(deliveries_table)
+        .where(
+            deliveries_table.c.id == delivery_id,
+            deliveries_table.c.attempts == attempt,
+            deliveries_table.c.status == "pending",
+        )
+        .values(**changes)
+        .returning(deliveries_table.c.id)
+    )
+    await session.execute(
+        insert(delivery_attempts).values(
+            delivery_id=delivery_id,
+            attempt=attempt,
+            started_at=started_at,
+            finished_at=finished_at,
+            # A success that lost the race is logged as such, never as a second success.
+            outcome=outcome if moved is not None or outcome != "success" else "late_success",
+            status_code=status_code,
+            error=error[:500] if error else None,
+        )
+    )
+    return moved is not None
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    alert_id: UUID | None,
+    subscription_id: UUID | None,
+    after: UUID | None,
+    limit: int,
+) -> list[RowMapping]:
+    query = (
+        select(*[c for c in deliveries_table.c if c.name != "body"])
+        .order_by(deliveries_table.c.id.desc())
+        .limit(limit)
+    )
+    conditions = []
+    if status is not None:
+        conditions.append(deliveries_table.c.status == status)
+    if alert_id is not None:
+        conditions.append(deliveries_table.c.alert_id == alert_id)
+    if subscription_id is not None:
+        conditions.append(deliveries_table.c.subscription_id == subscription_id)
+    if after is not None:
+        conditions.append(deliveries_table.c.id < after)
+    if conditions:
+        query = query.where(and_(*conditions))
+    return list((await session.execute(query)).mappings())
+
+
+async def attempts_of(
+    session: AsyncSession, *, delivery_ids: Sequence[UUID], per_delivery: int = 50
+) -> dict[UUID, list[RowMapping]]:
+    if not delivery_ids:
+        return {}
+    ranked = (
+        select(
+            delivery_attempts,
+            func.row_number()
+            .over(
+                partition_by=delivery_attempts.c.delivery_id, order_by=delivery_attempts.c.id.desc()
+            )
+            .label("rank"),
+        )
+        .where(delivery_attempts.c.delivery_id.in_(list(delivery_ids)))
+        .subquery()
+    )
+    rows = await session.execute(
+        select(ranked).where(ranked.c.rank <= per_delivery).order_by(ranked.c.id)
+    )
+    result: dict[UUID, list[RowMapping]] = {}
+    for row in rows.mappings():
+        result.setdefault(row["delivery_id"], []).append(row)
+    return result
+
+
+async def redeliver(
+    session: AsyncSession, *, delivery_id: UUID, now: datetime
+) -> RowMapping | None:
+    """A dead (or delivered) delivery goes back to pending with a fresh attempt budget."""
+    return (
+        (
+            await session.execute(
+                update(deliveries_table)
+                .where(
+                    deliveries_table.c.id == delivery_id,
+                    deliveries_table.c.status.in_(("dead", "succeeded")),
+                )
+                .values(
+                    status="pending",
+                    round_start=deliveries_table.c.attempts,
+                    next_attempt_at=now,
+                    last_error=None,
+                    updated_at=func.now(),
+                )
+                .returning(*[c for c in deliveries_table.c if c.name != "body"])
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def get_delivery(session: AsyncSession, delivery_id: UUID) -> RowMapping | None:
+    return (
+        (
+            await session.execute(
+                select(*[c for c in deliveries_table.c if c.name != "body"]).where(
+                    deliveries_table.c.id == delivery_id
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )

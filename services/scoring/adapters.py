@@ -1,11 +1,887 @@
-"""Scoring persistence: tables in the `scoring` schema."""
+"""Scoring persistence: tables in the `scoring` schema and set-based repositories over them.
+
+Hot-path writes use `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE`: one statement
+per table per batch whatever its size (no 32k bind-parameter ceiling, no per-row round trips).
+Rows are sorted by key before each upsert so concurrent writers lock rows in the same order.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.outbox_tables import define_service_tables
+from scoring import domain
+from scoring.domain import (
+    ActivityFact,
+    CounterKey,
+    CriteriaSet,
+    Deltas,
+    DistinctKey,
+    FactState,
+    MemberState,
+    Roster,
+    TeamState,
+    UnitPathCodes,
+)
 
 SCHEMA = "scoring"
 metadata = MetaData(schema=SCHEMA)
 service_tables = define_service_tables(metadata)
+
+# The consumer holds this lock shared per batch; a full recompute holds it exclusively.
+RECOMPUTE_LOCK_KEY = 582_731_004
+
+activity_facts = Table(
+    "activity_facts",
+    metadata,
+    Column("activity_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("team_id", PgUUID(as_uuid=True), nullable=False),
+    Column("province", String(64)),
+    Column("district", String(64)),
+    Column("commune", String(64)),
+    Column("village", String(64)),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("periods", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("counters", JSONB, nullable=False, server_default="{}"),
+    Column("distinct_values", JSONB, nullable=False, server_default="{}"),
+    # recorded = the ActivityRecorded arrived; voided = an ActivityVoided arrived (any order)
+    Column("recorded", Boolean, nullable=False),
+    Column("voided", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_facts_commune", "commune"),
+    Index("ix_facts_district", "district"),
+    Index("ix_facts_village", "village"),
+    Index("ix_facts_province", "province"),
+)
+
+indicator_values = Table(
+    "indicator_values",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("period", String(80), primary_key=True),
+    Column("indicator", String(80), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Index("ix_indicator_values_zero", "subject_type", postgresql_where=text("value = 0")),
+)
+
+# Distinct households / members / teams / weeks per subject and period, reference-counted so a
+# void removes a household only when no other live activity visited it.
+distinct_values = Table(
+    "distinct_values",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("period", String(80), primary_key=True),
+    Column("dim", String(16), primary_key=True),
+    Column("value", String(128), primary_key=True),
+    Column("refcount", Integer, nullable=False),
+    Index("ix_distinct_values_dead", "subject_type", postgresql_where=text("refcount <= 0")),
+)
+
+# Period-independent indicators from the teams topics: teams, members, trained_members.
+state_values = Table(
+    "state_values",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("indicator", String(80), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+team_state = Table(
+    "team_state",
+    metadata,
+    Column("team_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("province", String(64)),
+    Column("district", String(64)),
+    Column("commune", String(64)),
+    Column("village", String(64)),
+    Column("active", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),  # -1: known only through its members so far
+    Column("members", Integer, nullable=False),
+    Column("trained_members", Integer, nullable=False),
+)
+
+member_state = Table(
+    "member_state",
+    metadata,
+    Column("member_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("team_id", PgUUID(as_uuid=True), nullable=False),
+    Column("counted", Boolean, nullable=False),
+    Column("trained", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("parent_type", String(16)),
+    Column("parent_id", String(64)),
+    Column("province", String(64)),
+    Column("district", String(64)),
+    Column("commune", String(64)),
+    Column("village", String(64)),
+    Index("ix_subjects_parent", "parent_type", "parent_id", "subject_type"),
+)
+
+admin_units = Table(
+    "admin_units",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("level", String(16), nullable=False),
+    Column("path", JSONB, nullable=False),
+    Column("change", String(16), nullable=False),
+    Column("replaced_by", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("version", Integer, nullable=False),
+)
+
+dirty_subjects = Table(
+    "dirty_subjects",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("period", String(80), primary_key=True),
+    Column("event_time", DateTime(timezone=True)),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("period", String(80), primary_key=True),
+    Column("criteria_set", String(80), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("max_score", Float, nullable=False),
+    Column("components", JSONB, nullable=False),
+    Column("indicators", JSONB, nullable=False),
+    Column("rank", Integer),
+    Column("rank_of", Integer),
+    Column("version", Integer, nullable=False),
+    Column("as_of_event_time", DateTime(timezone=True)),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_scores_period", "period", "criteria_set", "subject_type"),
+)
+
+criteria_sets = Table(
+    "criteria_sets",
+    metadata,
+    Column("version", String(80), primary_key=True),
+    Column("name", String(60), nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("active", Boolean, nullable=False, server_default="false"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("activated_at", DateTime(timezone=True)),
+    Index("ux_criteria_sets_one_active", "active", unique=True, postgresql_where=text("active")),
+)
+
+targets = Table(
+    "targets",
+    metadata,
+    Column("subject_type", String(16), primary_key=True),
+    Column("subject_id", String(64), primary_key=True),
+    Column("period", String(80), primary_key=True),
+    Column("indicator", String(80), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=False),
+    Column("unit_codes", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+LEVEL_COLUMNS = ("province", "district", "commune", "village")
+
+
+# --------------------------------------------------------------------------- locking
+
+
+async def lock_for_apply(session: AsyncSession) -> None:
+    await session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": RECOMPUTE_LOCK_KEY})
+
+
+async def lock_for_recompute(session: AsyncSession) -> None:
+    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RECOMPUTE_LOCK_KEY})
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def _path_of(row: Mapping[str, Any]) -> UnitPathCodes:
+    return UnitPathCodes(
+        province=row["province"] or "",
+        district=row["district"],
+        commune=row["commune"],
+        village=row["village"],
+    )
+
+
+def fact_of(row: Mapping[str, Any]) -> ActivityFact:
+    return ActivityFact(
+        activity_id=row["activity_id"],
+        team_id=row["team_id"],
+        path=_path_of(row),
+        occurred_at=row["occurred_at"],
+        periods=tuple(row["periods"]),
+        counters=row["counters"],
+        distinct=row["distinct_values"],
+    )
+
+
+async def load_fact_states(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, FactState]:
+    """The stored state of these activities, locked for this transaction."""
+    if not ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(activity_facts)
+            .where(activity_facts.c.activity_id.in_(sorted(set(ids))))
+            .order_by(activity_facts.c.activity_id)
+            .with_for_update()
+        )
+    ).mappings()
+    return {
+        row["activity_id"]: FactState(fact_of(row) if row["recorded"] else None, row["voided"])
+        for row in rows
+    }
+
+
+def _fact_row(activity_id: UUID, state: FactState, *, team_id: UUID) -> dict[str, Any]:
+    fact = state.fact
+    if fact is None:  # a void that arrived before its activity
+        return {
+            "activity_id": activity_id,
+            "team_id": team_id,
+            "province": None,
+            "district": None,
+            "commune": None,
+            "village": None,
+            "occurred_at": None,
+            "periods": [],
+            "counters": {},
+            "distinct_values": {},
+            "recorded": False,
+            "voided": state.voided,
+        }
+    return {
+        "activity_id": activity_id,
+        "team_id": fact.team_id,
+        **{level: fact.path.code_at(level) for level in LEVEL_COLUMNS},
+        "occurred_at": fact.occurred_at,
+        "periods": list(fact.periods),
+        "counters": dict(fact.counters),
+        "distinct_values": dict(fact.distinct),
+        "recorded": True,
+        "voided": state.voided,
+    }
+
+
+async def save_fact_states(
+    session: AsyncSession, states: Mapping[UUID, FactState], *, team_ids: Mapping[UUID, UUID]
+) -> None:
+    if not states:
+        return
+    rows = [
+        _fact_row(activity_id, state, team_id=team_ids[activity_id])
+        for activity_id, state in sorted(states.items())
+    ]
+    statement = insert(activity_facts)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[activity_facts.c.activity_id],
+            set_={
+                **{
+                    name: statement.excluded[name]
+                    for name in rows[0]
+                    if name not in ("activity_id",)
+                },
+                "updated_at": func.now(),
+            },
+        ),
+        rows,
+    )
+
+
+async def live_facts_where(
+    session: AsyncSession, *, level: str, code: str
+) -> list[ActivityFact]:
+    column = activity_facts.c[level]
+    rows = (
+        await session.execute(
+            select(activity_facts)
+            .where(column == code, activity_facts.c.recorded, ~activity_facts.c.voided)
+            .order_by(activity_facts.c.activity_id)
+            .with_for_update()
+        )
+    ).mappings()
+    return [fact_of(row) for row in rows]
+
+
+async def rewrite_fact_paths(session: AsyncSession, facts: Sequence[ActivityFact]) -> None:
+    for fact in facts:
+        await session.execute(
+            activity_facts.update()
+            .where(activity_facts.c.activity_id == fact.activity_id)
+            .values(**{level: fact.path.code_at(level) for level in LEVEL_COLUMNS})
+        )
+
+
+# --------------------------------------------------------------------------- deltas
+
+
+async def apply_deltas(session: AsyncSession, deltas: Deltas) -> None:
+    """Distinct sets first (their transitions become counter deltas), then every counter."""
+    counters = deltas.nonzero_counters()
+    distinct = deltas.nonzero_distinct()
+    if distinct:
+        transitions = await _upsert_distinct(session, distinct)
+        for key, value in transitions.items():
+            counters[key] = counters.get(key, 0) + value
+    await _upsert_counters(session, {k: v for k, v in counters.items() if v})
+    state = {k: v for k, v in deltas.state.items() if v}
+    if state:
+        await _upsert_state(session, state)
+
+
+async def _upsert_distinct(
+    session: AsyncSession, distinct: Mapping[DistinctKey, int]
+) -> dict[CounterKey, int]:
+    keys = sorted(distinct)
+    result = await session.execute(
+        text(
+            """
+            INSERT INTO scoring.distinct_values AS d
+                (subject_type, subject_id, period, dim, value, refcount)
+            SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                                 CAST(:dim AS text[]), CAST(:v AS text[]), CAST(:rc AS int[]))
+            ON CONFLICT (subject_type, subject_id, period, dim, value)
+            DO UPDATE SET refcount = d.refcount + excluded.refcount
+            RETURNING subject_type, subject_id, period, dim, value, refcount
+            """
+        ),
+        {
+            "st": [k[0] for k in keys],
+            "sid": [k[1] for k in keys],
+            "p": [k[2] for k in keys],
+            "dim": [k[3] for k in keys],
+            "v": [k[4] for k in keys],
+            "rc": [distinct[k] for k in keys],
+        },
+    )
+    changes = []
+    for row in result:
+        key: DistinctKey = (row[0], row[1], row[2], row[3], row[4])
+        changes.append((key, distinct[key], int(row[5])))
+    await session.execute(text("DELETE FROM scoring.distinct_values WHERE refcount <= 0"))
+    return dict(domain.distinct_transitions(changes))
+
+
+async def _upsert_counters(session: AsyncSession, counters: Mapping[CounterKey, int]) -> None:
+    if not counters:
+        return
+    keys = sorted(counters)
+    await session.execute(
+        text(
+            """
+            INSERT INTO scoring.indicator_values AS t
+                (subject_type, subject_id, period, indicator, value)
+            SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                                 CAST(:ind AS text[]), CAST(:val AS bigint[]))
+            ON CONFLICT (subject_type, subject_id, period, indicator)
+            DO UPDATE SET value = t.value + excluded.value
+            """
+        ),
+        {
+            "st": [k[0] for k in keys],
+            "sid": [k[1] for k in keys],
+            "p": [k[2] for k in keys],
+            "ind": [k[3] for k in keys],
+            "val": [counters[k] for k in keys],
+        },
+    )
+    await session.execute(text("DELETE FROM scoring.indicator_values WHERE value = 0"))
+
+
+async def _upsert_state(session: AsyncSession, state: Mapping[tuple[str, str, str], int]) -> None:
+    keys = sorted(state)
+    await session.execute(
+        text(
+            """
+            INSERT INTO scoring.state_values AS t (subject_type, subject_id, indicator, value)
+            SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]),
+                                 CAST(:ind AS text[]), CAST(:val AS bigint[]))
+            ON CONFLICT (subject_type, subject_id, indicator)
+            DO UPDATE SET value = t.value + excluded.value
+            """
+        ),
+        {
+            "st": [k[0] for k in keys],
+            "sid": [k[1] for k in keys],
+            "ind": [k[2] for k in keys],
+            "val": [state[k] for k in keys],
+        },
+    )
+
+
+async def upsert_subjects(session: AsyncSession, rows: Iterable[dict[str, str | None]]) -> None:
+    unique = {(r["subject_type"], r["subject_id"]): r for r in rows}
+    if not unique:
+        return
+    ordered = [unique[k] for k in sorted(unique, key=lambda k: (k[0] or "", k[1] or ""))]
+    statement = insert(subjects)
+    columns = ("parent_type", "parent_id", *LEVEL_COLUMNS)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[subjects.c.subject_type, subjects.c.subject_id],
+            set_={c: statement.excluded[c] for c in columns},
+            # Skip identical rows: no dead tuples for the common case.
+            where=func.row(*[subjects.c[c] for c in columns]).is_distinct_from(
+                func.row(*[statement.excluded[c] for c in columns])
+            ),
+        ),
+        ordered,
+    )
+
+
+async def mark_dirty(
+    session: AsyncSession, touched: Mapping[tuple[str, str, str], datetime | None]
+) -> None:
+    if not touched:
+        return
+    keys = sorted(touched)
+    await session.execute(
+        text(
+            """
+            INSERT INTO scoring.dirty_subjects AS d (subject_type, subject_id, period, event_time)
+            SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                                 CAST(:t AS timestamptz[]))
+            ON CONFLICT (subject_type, subject_id, period)
+            DO UPDATE SET event_time = GREATEST(d.event_time, excluded.event_time)
+            """
+        ),
+        {
+            "st": [k[0] for k in keys],
+            "sid": [k[1] for k in keys],
+            "p": [k[2] for k in keys],
+            "t": [touched[k] for k in keys],
+        },
+    )
+
+
+async def mark_all_dirty(session: AsyncSession) -> int:
+    """Every subject and period with indicators: after activation or a full recompute."""
+    result = await session.execute(
+        text(
+            """
+            INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period)
+            SELECT DISTINCT subject_type, subject_id, period FROM scoring.indicator_values
+            ON CONFLICT DO NOTHING
+            """
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def take_dirty(
+    session: AsyncSession, *, limit: int
+) -> list[tuple[str, str, str, datetime | None]]:
+    rows = await session.execute(
+        text(
+            """
+            DELETE FROM scoring.dirty_subjects d
+            USING (SELECT subject_type, subject_id, period FROM scoring.dirty_subjects
+                   ORDER BY subject_type, subject_id, period
+                   LIMIT :limit FOR UPDATE SKIP LOCKED) picked
+            WHERE d.subject_type = picked.subject_type AND d.subject_id = picked.subject_id
+              AND d.period = picked.period
+            RETURNING d.subject_type, d.subject_id, d.period, d.event_time
+            """
+        ),
+        {"limit": limit},
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+# --------------------------------------------------------------------------- roster
+
+
+async def load_roster(
+    session: AsyncSession, *, team_ids: Iterable[UUID], member_ids: Iterable[UUID]
+) -> Roster:
+    roster = Roster()
+    members = sorted(set(member_ids))
+    if members:
+        rows = (
+            await session.execute(
+                select(member_state)
+                .where(member_state.c.member_id.in_(members))
+                .order_by(member_state.c.member_id)
+                .with_for_update()
+            )
+        ).mappings()
+        for row in rows:
+            roster.members[row["member_id"]] = MemberState(
+                member_id=row["member_id"],
+                team_id=row["team_id"],
+                counted=row["counted"],
+                trained=row["trained"],
+                version=row["version"],
+            )
+    teams = sorted({*team_ids, *(m.team_id for m in roster.members.values())})
+    if teams:
+        rows = (
+            await session.execute(
+                select(team_state)
+                .where(team_state.c.team_id.in_(teams))
+                .order_by(team_state.c.team_id)
+                .with_for_update()
+            )
+        ).mappings()
+        for row in rows:
+            roster.teams[row["team_id"]] = TeamState(
+                team_id=row["team_id"],
+                path=_path_of(row) if row["province"] else None,
+                active=row["active"],
+                version=row["version"],
+            )
+            roster.counts[row["team_id"]] = (row["members"], row["trained_members"])
+    return roster
+
+
+async def save_roster(session: AsyncSession, roster: Roster) -> None:
+    team_rows = []
+    for team_id in sorted({*roster.teams, *roster.counts}):
+        team = roster.teams.get(team_id)
+        members, trained = roster.counts.get(team_id, (0, 0))
+        path = team.path if team is not None else None
+        team_rows.append(
+            {
+                "team_id": team_id,
+                **{level: path.code_at(level) if path else None for level in LEVEL_COLUMNS},
+                "active": bool(team and team.active),
+                "version": team.version if team is not None else -1,
+                "members": members,
+                "trained_members": trained,
+            }
+        )
+    if team_rows:
+        statement = insert(team_state)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[team_state.c.team_id],
+                set_={k: statement.excluded[k] for k in team_rows[0] if k != "team_id"},
+            ),
+            team_rows,
+        )
+    member_rows = [
+        {
+            "member_id": m.member_id,
+            "team_id": m.team_id,
+            "counted": m.counted,
+            "trained": m.trained,
+            "version": m.version,
+        }
+        for _, m in sorted(roster.members.items())
+    ]
+    if member_rows:
+        statement = insert(member_state)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[member_state.c.member_id],
+                set_={k: statement.excluded[k] for k in member_rows[0] if k != "member_id"},
+            ),
+            member_rows,
+        )
+
+
+# --------------------------------------------------------------------------- admin units
+
+
+async def save_admin_unit(
+    session: AsyncSession,
+    *,
+    code: str,
+    level: str,
+    path: dict[str, str | None],
+    change: str,
+    replaced_by: list[str],
+    version: int,
+) -> bool:
+    """Store the unit's latest state; False when this version is not newer (ignore it)."""
+    statement = insert(admin_units).values(
+        code=code, level=level, path=path, change=change, replaced_by=replaced_by, version=version
+    )
+    result = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[admin_units.c.code],
+            set_={
+                k: statement.excluded[k] for k in ("level", "path", "change", "replaced_by", "version")
+            },
+            where=admin_units.c.version < statement.excluded.version,
+        ).returning(admin_units.c.code)
+    )
+    return result.first() is not None
+
+
+async def admin_unit_path(session: AsyncSession, code: str) -> UnitPathCodes | None:
+    path = await session.scalar(select(admin_units.c.path).where(admin_units.c.code == code))
+    if not path or not path.get("province"):
+        return None
+    return UnitPathCodes(**{level: path.get(level) for level in LEVEL_COLUMNS})
+
+
+# --------------------------------------------------------------------------- reads
+
+
+async def indicators_for(
+    session: AsyncSession, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], dict[str, float]]:
+    """Period indicators plus the subject's state indicators, for many subject-periods."""
+    if not keys:
+        return {}
+    out: dict[tuple[str, str, str], dict[str, float]] = {k: {} for k in keys}
+    rows = await session.execute(
+        text(
+            """
+            SELECT v.subject_type, v.subject_id, v.period, v.indicator, v.value
+            FROM scoring.indicator_values v
+            JOIN unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
+                 AS k(subject_type, subject_id, period)
+              ON v.subject_type = k.subject_type AND v.subject_id = k.subject_id
+             AND v.period = k.period
+            """
+        ),
+        {"st": [k[0] for k in keys], "sid": [k[1] for k in keys], "p": [k[2] for k in keys]},
+    )
+    for stype, sid, period, indicator, value in rows:
+        out[(stype, sid, period)][indicator] = float(value)
+    subject_keys = sorted({(k[0], k[1]) for k in keys})
+    state_rows = await session.execute(
+        text(
+            """
+            SELECT s.subject_type, s.subject_id, s.indicator, s.value
+            FROM scoring.state_values s
+            JOIN unnest(CAST(:st AS text[]), CAST(:sid AS text[])) AS k(subject_type, subject_id)
+              ON s.subject_type = k.subject_type AND s.subject_id = k.subject_id
+            """
+        ),
+        {"st": [k[0] for k in subject_keys], "sid": [k[1] for k in subject_keys]},
+    )
+    by_subject: dict[tuple[str, str], dict[str, float]] = {}
+    for stype, sid, indicator, value in state_rows:
+        by_subject.setdefault((stype, sid), {})[indicator] = float(value)
+    for key, values in out.items():
+        values.update(by_subject.get((key[0], key[1]), {}))
+    return out
+
+
+async def targets_for(
+    session: AsyncSession, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], dict[str, float]]:
+    out: dict[tuple[str, str, str], dict[str, float]] = {k: {} for k in keys}
+    if not keys:
+        return out
+    rows = await session.execute(
+        text(
+            """
+            SELECT t.subject_type, t.subject_id, t.period, t.indicator, t.value
+            FROM scoring.targets t
+            JOIN unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
+                 AS k(subject_type, subject_id, period)
+              ON t.subject_type = k.subject_type AND t.subject_id = k.subject_id
+             AND t.period = k.period
+            """
+        ),
+        {"st": [k[0] for k in keys], "sid": [k[1] for k in keys], "p": [k[2] for k in keys]},
+    )
+    for stype, sid, period, indicator, value in rows:
+        out[(stype, sid, period)][indicator] = float(value)
+    return out
+
+
+async def campaign_lengths(session: AsyncSession, periods: Iterable[str]) -> dict[str, int]:
+    ids = sorted({p.removeprefix("campaign:") for p in periods if p.startswith("campaign:")})
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(campaigns.c.id, campaigns.c.start_date, campaigns.c.end_date).where(
+            campaigns.c.id.in_(ids)
+        )
+    )
+    return {f"campaign:{r[0]}": domain.campaign_days(r[1], r[2]) for r in rows}
+
+
+def _criteria_set_of(row: Mapping[str, Any]) -> CriteriaSet:
+    return domain.criteria_from_json(row["version"], row["definition"])
+
+
+async def active_criteria_set(session: AsyncSession) -> CriteriaSet:
+    row = (
+        (await session.execute(select(criteria_sets).where(criteria_sets.c.active)))
+        .mappings()
+        .first()
+    )
+    return _criteria_set_of(row) if row else domain.DEFAULT_CRITERIA_SET
+
+
+async def criteria_set(session: AsyncSession, version: str) -> CriteriaSet | None:
+    row = (
+        (await session.execute(select(criteria_sets).where(criteria_sets.c.version == version)))
+        .mappings()
+        .first()
+    )
+    return _criteria_set_of(row) if row else None
+
+
+async def upsert_scores(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> dict[
+    tuple[str, str, str, str], int
+]:
+    """Store computed scores; each stored change bumps the subject's version by one."""
+    if not rows:
+        return {}
+    statement = insert(scores)
+    result = await session.execute(
+        statement.values(list(rows))
+        .on_conflict_do_update(
+            index_elements=[
+                scores.c.subject_type,
+                scores.c.subject_id,
+                scores.c.period,
+                scores.c.criteria_set,
+            ],
+            set_={
+                "score": statement.excluded.score,
+                "max_score": statement.excluded.max_score,
+                "components": statement.excluded.components,
+                "indicators": statement.excluded.indicators,
+                "version": scores.c.version + 1,
+                "as_of_event_time": func.greatest(
+                    scores.c.as_of_event_time, statement.excluded.as_of_event_time
+                ),
+                "computed_at": statement.excluded.computed_at,
+            },
+        )
+        .returning(
+            scores.c.subject_type,
+            scores.c.subject_id,
+            scores.c.period,
+            scores.c.criteria_set,
+            scores.c.version,
+        )
+    )
+    return {(r[0], r[1], r[2], r[3]): r[4] for r in result}
+
+
+async def sibling_ranks(
+    session: AsyncSession, keys: Sequence[tuple[str, str, str]], *, criteria: str
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Rank of each subject-period among the subjects of its type sharing its parent."""
+    if not keys:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            WITH wanted AS (
+                SELECT k.subject_type, k.subject_id, k.period, s.parent_type, s.parent_id
+                FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
+                     AS k(subject_type, subject_id, period)
+                JOIN scoring.subjects s
+                  ON s.subject_type = k.subject_type AND s.subject_id = k.subject_id
+            ), groups AS (
+                SELECT DISTINCT subject_type, period, parent_type, parent_id FROM wanted
+            ), ranked AS (
+                SELECT sc.subject_type, sc.subject_id, sc.period,
+                       rank() OVER w AS rank, count(*) OVER w AS rank_of
+                FROM groups g
+                JOIN scoring.subjects s
+                  ON s.subject_type = g.subject_type
+                 AND s.parent_type IS NOT DISTINCT FROM g.parent_type
+                 AND s.parent_id IS NOT DISTINCT FROM g.parent_id
+                JOIN scoring.scores sc
+                  ON sc.subject_type = s.subject_type AND sc.subject_id = s.subject_id
+                 AND sc.period = g.period AND sc.criteria_set = :cs
+                WINDOW w AS (PARTITION BY g.subject_type, g.period, g.parent_type, g.parent_id
+                             ORDER BY sc.score DESC)
+            )
+            SELECT r.subject_type, r.subject_id, r.period, r.rank, r.rank_of
+            FROM ranked r JOIN wanted w USING (subject_type, subject_id, period)
+            """
+        ),
+        {
+            "st": [k[0] for k in keys],
+            "sid": [k[1] for k in keys],
+            "p": [k[2] for k in keys],
+            "cs": criteria,
+        },
+    )
+    return {(r[0], r[1], r[2]): (int(r[3]), int(r[4])) for r in rows}
+
+
+async def set_ranks(
+    session: AsyncSession,
+    ranks: Mapping[tuple[str, str, str], tuple[int, int]],
+    *,
+    criteria: str,
+) -> None:
+    if not ranks:
+        return
+    keys = sorted(ranks)
+    await session.execute(
+        text(
+            """
+            UPDATE scoring.scores sc SET rank = k.rank, rank_of = k.rank_of
+            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                        CAST(:r AS int[]), CAST(:n AS int[]))
+                 AS k(subject_type, subject_id, period, rank, rank_of)
+            WHERE sc.subject_type = k.subject_type AND sc.subject_id = k.subject_id
+              AND sc.period = k.period AND sc.criteria_set = :cs
+            """
+        ),
+        {
+            "st": [k[0] for k in keys],
+            "sid": [k[1] for k in keys],
+            "p": [k[2] for k in keys],
+            "r": [ranks[k][0] for k in keys],
+            "n": [ranks[k][1] for k in keys],
+            "cs": criteria,
+        },
+    )
+
+
+def parse_date(value: str) -> date:
+    return date.fromisoformat(value)

@@ -1,15 +1,45 @@
-"""Teams persistence: tables in the `teams` schema and the repository over them."""
+"""Teams persistence: tables in the `teams` schema and the repositories over them.
+
+Bulk paths are set-based: one `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT` per batch,
+and an upsert only touches (and re-versions) rows whose content really changed, so a re-import
+is a no-op that publishes nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table, func, select
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.contracts.teams import UnitPath
 from common.outbox_tables import define_service_tables
-from teams.domain import Team
+from teams.domain import PATH_SEPARATOR, AdminUnit, Member, Team, unit_path_of
 
 SCHEMA = "teams"
 metadata = MetaData(schema=SCHEMA)
@@ -27,7 +57,330 @@ teams_table = Table(
     Column("decision_no", String(100)),
     Column("version", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("dissolved_on", Date),
 )
+
+admin_units = Table(
+    "admin_units",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("level", String(16), nullable=False, index=True),
+    Column("parent_code", String(64), index=True),
+    Column("path", Text, nullable=False),
+    Column("valid_from", Date),
+    Column("valid_to", Date),
+    Column("replaced_by", ARRAY(String(64)), nullable=False, server_default=text("'{}'")),
+    Column("source", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "level IN ('province', 'district', 'commune', 'village')", name="ck_admin_units_level"
+    ),
+    Index("ix_admin_units_path", "path", postgresql_ops={"path": "text_pattern_ops"}),
+)
+
+unit_crosswalk = Table(
+    "unit_crosswalk",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("old_code", String(64), nullable=False, index=True),
+    Column("new_code", String(64), nullable=False, index=True),
+    Column("change", String(16), nullable=False),
+    Column("effective_on", Date, nullable=False),
+    Column("old_parent_code", String(64)),
+    Column("new_parent_code", String(64)),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+members_table = Table(
+    "members",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("code", String(64), unique=True),
+    Column("team_id", PgUUID(as_uuid=True), ForeignKey("teams.teams.id"), nullable=False, index=True),
+    Column("full_name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("affiliation", String(32), nullable=False),
+    Column("enterprise_name", String(200)),
+    Column("phone", String(20)),
+    Column("joined_on", Date, nullable=False),
+    Column("left_on", Date),
+    Column("trained", Boolean, nullable=False, server_default=text("false")),
+    Column("removed", Boolean, nullable=False, server_default=text("false")),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+trainings_table = Table(
+    "trainings",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("member_id", PgUUID(as_uuid=True), ForeignKey("teams.members.id"), nullable=False),
+    Column("course", String(200), nullable=False),
+    Column("topic", String(200)),
+    Column("completed_on", Date, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("member_id", "course", "completed_on", name="uq_trainings_member"),
+)
+
+UNIT_COLUMNS = (
+    "code",
+    "name",
+    "level",
+    "parent_code",
+    "path",
+    "valid_from",
+    "valid_to",
+    "replaced_by",
+    "version",
+)
+TEAM_COLUMNS = (
+    "id",
+    "code",
+    "name",
+    "unit_code",
+    "status",
+    "established_on",
+    "decision_no",
+    "version",
+    "dissolved_on",
+)
+MEMBER_COLUMNS = (
+    "id",
+    "code",
+    "team_id",
+    "full_name",
+    "role",
+    "affiliation",
+    "enterprise_name",
+    "phone",
+    "joined_on",
+    "left_on",
+    "trained",
+    "removed",
+    "version",
+)
+
+
+def like_prefix(path: str) -> str:
+    """LIKE pattern for the strict descendants of `path` (codes may contain `_`)."""
+    escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + PATH_SEPARATOR + "%"
+
+
+def to_unit(row: Mapping[str, Any]) -> AdminUnit:
+    data = {k: row[k] for k in UNIT_COLUMNS}
+    data["replaced_by"] = tuple(data["replaced_by"] or ())
+    return AdminUnit(**data)
+
+
+def to_team(row: Mapping[str, Any]) -> Team:
+    return Team(**{k: row[k] for k in TEAM_COLUMNS})
+
+
+def to_member(row: Mapping[str, Any]) -> Member:
+    return Member(**{k: row[k] for k in MEMBER_COLUMNS})
+
+
+# --- units ----------------------------------------------------------------------------------
+
+
+class UnitRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, code: str, *, lock: bool = False) -> AdminUnit | None:
+        query = select(admin_units).where(admin_units.c.code == code)
+        if lock:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).mappings().first()
+        return to_unit(row) if row else None
+
+    async def get_many(self, codes: Iterable[str]) -> dict[str, AdminUnit]:
+        wanted = list(set(codes))
+        if not wanted:
+            return {}
+        rows = (
+            (await self._session.execute(select(admin_units).where(admin_units.c.code.in_(wanted))))
+            .mappings()
+            .all()
+        )
+        return {row["code"]: to_unit(row) for row in rows}
+
+    async def unit_paths(self, codes: Iterable[str]) -> dict[str, UnitPath]:
+        """Each unit's UnitPath, from one self-join over the materialised paths."""
+        wanted = list(set(codes))
+        if not wanted:
+            return {}
+        rows = await self._session.execute(
+            text(
+                "SELECT u.code, u.path, a.code AS ancestor, a.level"
+                " FROM teams.admin_units u"
+                " JOIN teams.admin_units a ON a.code = ANY(string_to_array(u.path, '/'))"
+                " WHERE u.code = ANY(CAST(:codes AS text[]))"
+            ),
+            {"codes": wanted},
+        )
+        paths: dict[str, str] = {}
+        levels: dict[str, str] = {}
+        for code, path, ancestor, level in rows:
+            paths[code] = path
+            levels[ancestor] = level
+        return {code: unit_path_of(path, levels) for code, path in paths.items()}
+
+    async def levels_of(self, codes: Iterable[str]) -> dict[str, str]:
+        wanted = list(set(codes))
+        if not wanted:
+            return {}
+        rows = await self._session.execute(
+            select(admin_units.c.code, admin_units.c.level).where(admin_units.c.code.in_(wanted))
+        )
+        return {code: level for code, level in rows}
+
+    async def upsert(self, rows: Sequence[Mapping[str, Any]], *, source: str) -> list[AdminUnit]:
+        """Insert new units, update changed names/validity; returns only what changed."""
+        if not rows:
+            return []
+        result = await self._session.execute(
+            text(
+                "INSERT INTO teams.admin_units"
+                " (code, name, level, parent_code, path, valid_from, valid_to, source, version)"
+                " SELECT code, name, level, parent_code, path, valid_from, valid_to, :source, 1"
+                " FROM unnest(CAST(:code AS text[]), CAST(:name AS text[]),"
+                "  CAST(:level AS text[]), CAST(:parent_code AS text[]), CAST(:path AS text[]),"
+                "  CAST(:valid_from AS date[]), CAST(:valid_to AS date[]))"
+                "  AS r(code, name, level, parent_code, path, valid_from, valid_to)"
+                " ON CONFLICT (code) DO UPDATE SET name = excluded.name,"
+                "  valid_from = COALESCE(excluded.valid_from, admin_units.valid_from),"
+                "  valid_to = COALESCE(excluded.valid_to, admin_units.valid_to),"
+                "  version = admin_units.version + 1, updated_at = now()"
+                " WHERE (admin_units.name, admin_units.valid_from, admin_units.valid_to)"
+                "  IS DISTINCT FROM (excluded.name,"
+                "   COALESCE(excluded.valid_from, admin_units.valid_from),"
+                "   COALESCE(excluded.valid_to, admin_units.valid_to))"
+                " RETURNING " + ", ".join(UNIT_COLUMNS)
+            ),
+            {"source": source, **_columns(rows, UNIT_COLUMNS[:7])},
+        )
+        return [to_unit(row) for row in result.mappings()]
+
+    async def page(
+        self, *, parent: str | None, level: str | None, after: str | None, limit: int
+    ) -> list[AdminUnit]:
+        query = select(admin_units).order_by(admin_units.c.code).limit(limit)
+        if parent is not None:
+            query = query.where(admin_units.c.parent_code == parent)
+        if level is not None:
+            query = query.where(admin_units.c.level == level)
+        if after is not None:
+            query = query.where(admin_units.c.code > after)
+        rows = (await self._session.execute(query)).mappings().all()
+        return [to_unit(row) for row in rows]
+
+    async def subtree(self, path: str) -> list[AdminUnit]:
+        rows = (
+            (
+                await self._session.execute(
+                    select(admin_units)
+                    .where(
+                        (admin_units.c.path == path)
+                        | admin_units.c.path.like(like_prefix(path), escape="\\")
+                    )
+                    .order_by(admin_units.c.path)
+                    .with_for_update()
+                )
+            )
+            .mappings()
+            .all()
+        )
+        return [to_unit(row) for row in rows]
+
+    async def move_subtree(self, *, old_path: str, new_path: str) -> list[str]:
+        """Rewrite the paths of a unit and its descendants; returns the codes moved."""
+        result = await self._session.execute(
+            text(
+                "UPDATE teams.admin_units SET path = :new || substr(path, length(:old) + 1),"
+                " version = version + 1, updated_at = now()"
+                " WHERE path = :old OR path LIKE :pattern ESCAPE '\\'"
+                " RETURNING code"
+            ),
+            {"new": new_path, "old": old_path, "pattern": like_prefix(old_path)},
+        )
+        return [code for (code,) in result]
+
+    async def set_parent(self, code: str, parent_code: str | None) -> None:
+        await self._session.execute(
+            update(admin_units).where(admin_units.c.code == code).values(parent_code=parent_code)
+        )
+
+    async def retire(self, code: str, *, valid_to: date, replaced_by: Sequence[str]) -> None:
+        await self._session.execute(
+            update(admin_units)
+            .where(admin_units.c.code == code)
+            .values(
+                valid_to=valid_to,
+                replaced_by=list(replaced_by),
+                version=admin_units.c.version + 1,
+                updated_at=func.now(),
+            )
+        )
+
+    async def record_crosswalk(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            await self._session.execute(unit_crosswalk.insert(), list(rows))
+
+    async def crosswalk(self, *, code: str | None, after: int | None, limit: int) -> list[Any]:
+        query = select(unit_crosswalk).order_by(unit_crosswalk.c.id).limit(limit)
+        if code is not None:
+            query = query.where(
+                (unit_crosswalk.c.old_code == code) | (unit_crosswalk.c.new_code == code)
+            )
+        if after is not None:
+            query = query.where(unit_crosswalk.c.id > after)
+        return list((await self._session.execute(query)).mappings().all())
+
+    async def coverage(self, path: str) -> list[Mapping[str, Any]]:
+        """Counts per direct child of the unit (child '' is the unit itself)."""
+        result = await self._session.execute(
+            text(
+                "WITH sub AS ("
+                "  SELECT code, level,"
+                "   split_part(substr(path, length(:path) + 2), '/', 1) AS child"
+                "  FROM teams.admin_units"
+                "  WHERE (path = :path OR path LIKE :pattern ESCAPE '\\')"
+                "   AND (valid_to IS NULL OR valid_to >= current_date)),"
+                " tm AS (SELECT sub.child, t.id, t.unit_code FROM teams.teams t"
+                "  JOIN sub ON sub.code = t.unit_code WHERE t.status = 'active'),"
+                " tc AS (SELECT child, count(*) AS teams FROM tm GROUP BY child),"
+                " mc AS (SELECT tm.child, count(*) AS members,"
+                "   count(*) FILTER (WHERE m.trained) AS trained_members"
+                "  FROM teams.members m JOIN tm ON tm.id = m.team_id"
+                "  WHERE NOT m.removed AND m.left_on IS NULL GROUP BY tm.child),"
+                " vc AS (SELECT sub.child, count(*) AS villages,"
+                "   count(*) FILTER (WHERE EXISTS (SELECT 1 FROM tm"
+                "    WHERE tm.unit_code = sub.code)) AS villages_with_team"
+                "  FROM sub WHERE sub.level = 'village' GROUP BY sub.child)"
+                " SELECT c.child, coalesce(tc.teams, 0) AS teams,"
+                "  coalesce(mc.members, 0) AS members,"
+                "  coalesce(mc.trained_members, 0) AS trained_members,"
+                "  coalesce(vc.villages, 0) AS villages,"
+                "  coalesce(vc.villages_with_team, 0) AS villages_with_team"
+                " FROM (SELECT DISTINCT child FROM sub) c"
+                " LEFT JOIN tc ON tc.child = c.child LEFT JOIN mc ON mc.child = c.child"
+                " LEFT JOIN vc ON vc.child = c.child ORDER BY c.child"
+            ),
+            {"path": path, "pattern": like_prefix(path)},
+        )
+        return list(result.mappings().all())
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:
+    """Row dicts to one array per column (the shape `unnest` wants)."""
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+# --- teams ----------------------------------------------------------------------------------
 
 
 class TeamRepository:
@@ -35,15 +388,20 @@ class TeamRepository:
         self._session = session
 
     async def add(self, team: Team) -> None:
-        await self._session.execute(teams_table.insert().values(**_row(team)))
+        await self._session.execute(teams_table.insert().values(**_team_row(team)))
 
-    async def get(self, team_id: UUID) -> Team | None:
-        row = (
-            (await self._session.execute(select(teams_table).where(teams_table.c.id == team_id)))
-            .mappings()
-            .first()
-        )
-        return _team(row) if row else None
+    async def get(self, team_id: UUID, *, lock: bool = False) -> Team | None:
+        return await self._one(teams_table.c.id == team_id, lock=lock)
+
+    async def get_by_code(self, code: str, *, lock: bool = False) -> Team | None:
+        return await self._one(teams_table.c.code == code, lock=lock)
+
+    async def _one(self, where: Any, *, lock: bool) -> Team | None:
+        query = select(teams_table).where(where)
+        if lock:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).mappings().first()
+        return to_team(row) if row else None
 
     async def code_exists(self, code: str) -> bool:
         found = await self._session.scalar(
@@ -51,21 +409,316 @@ class TeamRepository:
         )
         return found is not None
 
+    async def save(self, team: Team) -> None:
+        await self._session.execute(
+            update(teams_table)
+            .where(teams_table.c.id == team.id)
+            .values(**_team_row(team), updated_at=func.now())
+        )
 
-def _row(team: Team) -> dict[str, object]:
-    return {
-        "id": team.id,
-        "code": team.code,
-        "name": team.name,
-        "unit_code": team.unit_code,
-        "status": team.status,
-        "established_on": team.established_on,
-        "decision_no": team.decision_no,
-        "version": team.version,
-    }
+    async def by_codes(self, codes: Iterable[str]) -> dict[str, Team]:
+        wanted = list(set(codes))
+        if not wanted:
+            return {}
+        rows = (
+            (await self._session.execute(select(teams_table).where(teams_table.c.code.in_(wanted))))
+            .mappings()
+            .all()
+        )
+        return {row["code"]: to_team(row) for row in rows}
+
+    async def in_subtree(
+        self, *, path: str, status: str | None, after: UUID | None, limit: int
+    ) -> list[Team]:
+        query = (
+            select(teams_table)
+            .join(admin_units, admin_units.c.code == teams_table.c.unit_code)
+            .where(
+                (admin_units.c.path == path)
+                | admin_units.c.path.like(like_prefix(path), escape="\\")
+            )
+            .order_by(teams_table.c.id)
+            .limit(limit)
+        )
+        if status is not None:
+            query = query.where(teams_table.c.status == status)
+        if after is not None:
+            query = query.where(teams_table.c.id > after)
+        rows = (await self._session.execute(query)).mappings().all()
+        return [to_team(row) for row in rows]
+
+    async def page(self, *, status: str | None, after: UUID | None, limit: int) -> list[Team]:
+        query = select(teams_table).order_by(teams_table.c.id).limit(limit)
+        if status is not None:
+            query = query.where(teams_table.c.status == status)
+        if after is not None:
+            query = query.where(teams_table.c.id > after)
+        rows = (await self._session.execute(query)).mappings().all()
+        return [to_team(row) for row in rows]
+
+    async def move_units(self, moves: Mapping[str, str]) -> list[Team]:
+        """Teams of each old unit move to its new unit (re-versioned); returns them."""
+        if not moves:
+            return []
+        result = await self._session.execute(
+            text(
+                "UPDATE teams.teams t SET unit_code = m.new_code, version = t.version + 1,"
+                " updated_at = now()"
+                " FROM unnest(CAST(:old AS text[]), CAST(:new AS text[])) AS m(old_code, new_code)"
+                " WHERE t.unit_code = m.old_code"
+                " RETURNING " + ", ".join(f"t.{c}" for c in TEAM_COLUMNS)
+            ),
+            {"old": list(moves), "new": list(moves.values())},
+        )
+        return [to_team(row) for row in result.mappings()]
+
+    async def reversion_in_units(self, unit_codes: Sequence[str]) -> list[Team]:
+        """Teams whose unit path changed (unit re-parented): bump the version to re-publish."""
+        if not unit_codes:
+            return []
+        result = await self._session.execute(
+            update(teams_table)
+            .where(teams_table.c.unit_code.in_(list(unit_codes)))
+            .values(version=teams_table.c.version + 1, updated_at=func.now())
+            .returning(*[teams_table.c[c] for c in TEAM_COLUMNS])
+        )
+        return [to_team(row) for row in result.mappings()]
+
+    async def move_codes(self, moves: Mapping[str, str]) -> list[Team]:
+        """Specific teams (by team code) to a new unit, as a split assigns them."""
+        if not moves:
+            return []
+        result = await self._session.execute(
+            text(
+                "UPDATE teams.teams t SET unit_code = m.unit_code, version = t.version + 1,"
+                " updated_at = now()"
+                " FROM unnest(CAST(:codes AS text[]), CAST(:units AS text[]))"
+                "  AS m(code, unit_code)"
+                " WHERE t.code = m.code AND t.unit_code IS DISTINCT FROM m.unit_code"
+                " RETURNING " + ", ".join(f"t.{c}" for c in TEAM_COLUMNS)
+            ),
+            {"codes": list(moves), "units": list(moves.values())},
+        )
+        return [to_team(row) for row in result.mappings()]
+
+    async def upsert(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Team, bool]]:
+        """Bulk upsert by code; returns (team, created) for rows that changed."""
+        if not rows:
+            return []
+        result = await self._session.execute(
+            text(
+                "INSERT INTO teams.teams"
+                " (id, code, name, unit_code, status, established_on, decision_no, version)"
+                " SELECT id, code, name, unit_code, 'active', established_on, decision_no, 1"
+                " FROM unnest(CAST(:id AS uuid[]), CAST(:code AS text[]), CAST(:name AS text[]),"
+                "  CAST(:unit_code AS text[]), CAST(:established_on AS date[]),"
+                "  CAST(:decision_no AS text[]))"
+                "  AS r(id, code, name, unit_code, established_on, decision_no)"
+                " ON CONFLICT (code) DO UPDATE SET name = excluded.name,"
+                "  unit_code = excluded.unit_code, established_on = excluded.established_on,"
+                "  decision_no = excluded.decision_no, version = teams.version + 1,"
+                "  updated_at = now()"
+                " WHERE (teams.name, teams.unit_code, teams.established_on, teams.decision_no)"
+                "  IS DISTINCT FROM (excluded.name, excluded.unit_code, excluded.established_on,"
+                "   excluded.decision_no)"
+                " RETURNING " + ", ".join(TEAM_COLUMNS) + ", (xmax = 0) AS created"
+            ),
+            _columns(rows, ("id", "code", "name", "unit_code", "established_on", "decision_no")),
+        )
+        return [(to_team(row), bool(row["created"])) for row in result.mappings()]
+
+    async def health_counts(self, team_ids: Sequence[UUID]) -> dict[UUID, tuple[int, int, int]]:
+        """(active members, active leaders, active trained members) per team."""
+        if not team_ids:
+            return {}
+        m = members_table.c
+        active = (~m.removed) & m.left_on.is_(None)
+        rows = await self._session.execute(
+            select(
+                m.team_id,
+                func.count().filter(active),
+                func.count().filter(active & (m.role == "leader")),
+                func.count().filter(active & m.trained),
+            )
+            .where(m.team_id.in_(list(team_ids)))
+            .group_by(m.team_id)
+        )
+        return {team_id: (size, leaders, trained) for team_id, size, leaders, trained in rows}
+
+    async def leaders(self, team_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        if not team_ids:
+            return {}
+        m = members_table.c
+        rows = await self._session.execute(
+            select(m.team_id, func.min(m.id))
+            .where(
+                m.team_id.in_(list(team_ids)),
+                m.role == "leader",
+                ~m.removed,
+                m.left_on.is_(None),
+            )
+            .group_by(m.team_id)
+        )
+        return {team_id: leader for team_id, leader in rows}
 
 
-def _team(row: object) -> Team:
-    data = dict(row)  # type: ignore[call-overload]
-    data.pop("updated_at", None)
-    return Team(**data)
+def _team_row(team: Team) -> dict[str, object]:
+    return {column: getattr(team, column) for column in TEAM_COLUMNS}
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+class MemberRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, member: Member) -> None:
+        await self._session.execute(
+            members_table.insert().values(**{c: getattr(member, c) for c in MEMBER_COLUMNS})
+        )
+
+    async def get(self, member_id: UUID, *, lock: bool = False) -> Member | None:
+        return await self._one(members_table.c.id == member_id, lock=lock)
+
+    async def get_by_code(self, code: str, *, lock: bool = False) -> Member | None:
+        return await self._one(members_table.c.code == code, lock=lock)
+
+    async def _one(self, where: Any, *, lock: bool) -> Member | None:
+        query = select(members_table).where(where)
+        if lock:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).mappings().first()
+        return to_member(row) if row else None
+
+    async def code_exists(self, code: str) -> bool:
+        found = await self._session.scalar(
+            select(members_table.c.id).where(members_table.c.code == code)
+        )
+        return found is not None
+
+    async def save(self, member: Member) -> None:
+        await self._session.execute(
+            update(members_table)
+            .where(members_table.c.id == member.id)
+            .values(**{c: getattr(member, c) for c in MEMBER_COLUMNS}, updated_at=func.now())
+        )
+
+    async def of_team(self, team_id: UUID, *, after: UUID | None, limit: int) -> list[Member]:
+        query = (
+            select(members_table)
+            .where(members_table.c.team_id == team_id)
+            .order_by(members_table.c.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(members_table.c.id > after)
+        rows = (await self._session.execute(query)).mappings().all()
+        return [to_member(row) for row in rows]
+
+    async def add_training(
+        self,
+        *,
+        training_id: UUID,
+        member_id: UUID,
+        course: str,
+        topic: str | None,
+        completed_on: date,
+    ) -> bool:
+        """Record a training once; False when the same (member, course, date) exists."""
+        result = await self._session.execute(
+            text(
+                "INSERT INTO teams.trainings (id, member_id, course, topic, completed_on)"
+                " VALUES (:id, :member_id, :course, :topic, :completed_on)"
+                " ON CONFLICT ON CONSTRAINT uq_trainings_member DO NOTHING RETURNING id"
+            ),
+            {
+                "id": training_id,
+                "member_id": member_id,
+                "course": course,
+                "topic": topic,
+                "completed_on": completed_on,
+            },
+        )
+        return result.first() is not None
+
+    async def trainings(self, member_id: UUID) -> list[Mapping[str, Any]]:
+        rows = await self._session.execute(
+            select(trainings_table)
+            .where(trainings_table.c.member_id == member_id)
+            .order_by(trainings_table.c.completed_on)
+        )
+        return list(rows.mappings().all())
+
+    async def upsert(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Member, bool]]:
+        """Bulk upsert by external code; `trained` only ever turns on. Returns changed rows."""
+        if not rows:
+            return []
+        result = await self._session.execute(
+            text(
+                "INSERT INTO teams.members (id, code, team_id, full_name, role, affiliation,"
+                "  enterprise_name, phone, joined_on, left_on, trained, removed, version)"
+                " SELECT id, code, team_id, full_name, role, affiliation, enterprise_name, phone,"
+                "  joined_on, left_on, trained, false, 1"
+                " FROM unnest(CAST(:id AS uuid[]), CAST(:code AS text[]),"
+                "  CAST(:team_id AS uuid[]), CAST(:full_name AS text[]), CAST(:role AS text[]),"
+                "  CAST(:affiliation AS text[]), CAST(:enterprise_name AS text[]),"
+                "  CAST(:phone AS text[]), CAST(:joined_on AS date[]), CAST(:left_on AS date[]),"
+                "  CAST(:trained AS boolean[]))"
+                "  AS r(id, code, team_id, full_name, role, affiliation, enterprise_name, phone,"
+                "   joined_on, left_on, trained)"
+                " ON CONFLICT (code) DO UPDATE SET team_id = excluded.team_id,"
+                "  full_name = excluded.full_name, role = excluded.role,"
+                "  affiliation = excluded.affiliation, enterprise_name = excluded.enterprise_name,"
+                "  phone = excluded.phone, joined_on = excluded.joined_on,"
+                "  left_on = excluded.left_on, trained = members.trained OR excluded.trained,"
+                "  removed = false, version = members.version + 1, updated_at = now()"
+                " WHERE (members.team_id, members.full_name, members.role, members.affiliation,"
+                "   members.enterprise_name, members.phone, members.joined_on, members.left_on,"
+                "   members.trained OR excluded.trained, members.removed)"
+                "  IS DISTINCT FROM (excluded.team_id, excluded.full_name, excluded.role,"
+                "   excluded.affiliation, excluded.enterprise_name, excluded.phone,"
+                "   excluded.joined_on, excluded.left_on, members.trained, false)"
+                " RETURNING " + ", ".join(MEMBER_COLUMNS) + ", (xmax = 0) AS created"
+            ),
+            _columns(
+                rows,
+                (
+                    "id",
+                    "code",
+                    "team_id",
+                    "full_name",
+                    "role",
+                    "affiliation",
+                    "enterprise_name",
+                    "phone",
+                    "joined_on",
+                    "left_on",
+                    "trained",
+                ),
+            ),
+        )
+        return [(to_member(row), bool(row["created"])) for row in result.mappings()]
+
+    async def ids_by_code(self, codes: Sequence[str]) -> dict[str, UUID]:
+        if not codes:
+            return {}
+        rows = await self._session.execute(
+            select(members_table.c.code, members_table.c.id).where(
+                members_table.c.code.in_(list(codes))
+            )
+        )
+        return {code: member_id for code, member_id in rows}
+
+    async def add_trainings(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        await self._session.execute(
+            text(
+                "INSERT INTO teams.trainings (id, member_id, course, completed_on)"
+                " SELECT * FROM unnest(CAST(:id AS uuid[]), CAST(:member_id AS uuid[]),"
+                "  CAST(:course AS text[]), CAST(:completed_on AS date[]))"
+                " ON CONFLICT ON CONSTRAINT uq_trainings_member DO NOTHING"
+            ),
+            _columns(rows, ("id", "member_id", "course", "completed_on")),
+        )

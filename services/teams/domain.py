@@ -2,13 +2,161 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 from uuid import UUID
 
 from uuid6 import uuid7
 
-from common.contracts.teams import TeamChanged, TeamStatus
+from common.contracts.teams import (
+    AdminUnitChanged,
+    MemberChanged,
+    TeamChanged,
+    TeamStatus,
+    UnitLevel,
+    UnitPath,
+)
+
+Role = Literal["leader", "deputy", "member"]
+Affiliation = Literal[
+    "residential_group_leader",
+    "area_police",
+    "youth_union",
+    "enterprise",
+    "teacher",
+    "health_worker",
+    "resident",
+    "other",
+]
+UnitChange = Literal["created", "updated", "merged", "split", "reparented", "retired"]
+
+LEVELS: tuple[UnitLevel, ...] = ("province", "district", "commune", "village")
+# Which level a unit's parent may have (districts exist only in the pre-2025 three tiers).
+ALLOWED_PARENTS: dict[str, frozenset[str | None]] = {
+    "province": frozenset({None}),
+    "district": frozenset({"province"}),
+    "commune": frozenset({"province", "district"}),
+    "village": frozenset({"commune"}),
+}
+TEAM_UNIT_LEVELS = frozenset({"commune", "village"})
+PATH_SEPARATOR = "/"
+
+
+class DomainError(ValueError):
+    """A rule of the registry is broken; `field` names the offending input where there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.conflict = conflict
+
+
+# --- administrative units -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdminUnit:
+    code: str
+    name: str
+    level: UnitLevel
+    parent_code: str | None
+    path: str
+    valid_from: date | None
+    valid_to: date | None
+    replaced_by: tuple[str, ...]
+    version: int
+
+    @property
+    def ancestors(self) -> list[str]:
+        """Codes from the root down to this unit itself."""
+        return self.path.split(PATH_SEPARATOR)
+
+    def is_current(self, *, today: date) -> bool:
+        return self.valid_to is None or self.valid_to >= today
+
+    def changed_event(
+        self, *, unit_path: UnitPath, change: UnitChange, at: datetime | None = None
+    ) -> AdminUnitChanged:
+        return AdminUnitChanged(
+            code=self.code,
+            name=self.name,
+            level=self.level,
+            parent_code=self.parent_code,
+            path=unit_path,
+            valid_from=self.valid_from,
+            valid_to=self.valid_to,
+            replaced_by=list(self.replaced_by),
+            change=change,
+            version=self.version,
+            changed_at=at or datetime.now(UTC),
+        )
+
+
+def check_parent(*, level: str, parent_level: str | None) -> None:
+    """A unit's parent must sit on the level directly above it (province has none)."""
+    allowed = ALLOWED_PARENTS[level]
+    if parent_level not in allowed:
+        if parent_level is None:
+            raise DomainError(f"A {level} needs a parent unit.", field="parent_code")
+        wanted = " or ".join(sorted(a for a in allowed if a)) or "no parent"
+        raise DomainError(
+            f"A {level} cannot sit under a {parent_level} (expected {wanted}).",
+            field="parent_code",
+        )
+
+
+def child_path(parent_path: str | None, code: str) -> str:
+    return code if parent_path is None else f"{parent_path}{PATH_SEPARATOR}{code}"
+
+
+def check_no_cycle(*, unit_code: str, new_parent_path: str) -> None:
+    if unit_code in new_parent_path.split(PATH_SEPARATOR):
+        raise DomainError(
+            f"Moving {unit_code} under this parent would create a cycle.",
+            field="parent_code",
+            conflict=True,
+        )
+
+
+def unit_path_of(path: str, levels: Mapping[str, str]) -> UnitPath:
+    """The event's UnitPath from a materialised path and the levels of the codes on it."""
+    by_level: dict[str, str] = {}
+    for code in path.split(PATH_SEPARATOR):
+        level = levels.get(code)
+        if level is not None:
+            by_level[level] = code
+    return UnitPath(
+        province=by_level.get("province", path.split(PATH_SEPARATOR)[0]),
+        district=by_level.get("district"),
+        commune=by_level.get("commune"),
+        village=by_level.get("village"),
+    )
+
+
+def retirement_date(effective_on: date) -> date:
+    """A replaced unit is valid up to the day before its successor."""
+    return effective_on - timedelta(days=1)
+
+
+def check_team_unit(unit: AdminUnit | None, *, code: str, today: date) -> AdminUnit:
+    if unit is None:
+        raise DomainError(f"Unknown unit {code!r}.", field="unit_code")
+    if unit.level not in TEAM_UNIT_LEVELS:
+        raise DomainError(
+            f"A team belongs to a village or a commune, not a {unit.level}.", field="unit_code"
+        )
+    if not unit.is_current(today=today):
+        raise DomainError(
+            f"Unit {code!r} was replaced on {unit.valid_to}"
+            + (f" by {', '.join(unit.replaced_by)}." if unit.replaced_by else "."),
+            field="unit_code",
+        )
+    return unit
+
+
+# --- teams ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -21,6 +169,7 @@ class Team:
     established_on: date | None
     decision_no: str | None
     version: int
+    dissolved_on: date | None = None
 
     @classmethod
     def establish(
@@ -46,15 +195,184 @@ class Team:
     def renamed(self, name: str) -> Team:
         return replace(self, name=name, version=self.version + 1)
 
-    def changed_event(self) -> TeamChanged:
+    def revised(self, **changes: object) -> Team:
+        """A new version with the given fields changed (no-op changes keep the version)."""
+        current = {k: getattr(self, k) for k in changes}
+        if current == changes:
+            return self
+        if self.status == "dissolved":
+            raise DomainError(f"Team {self.code} is dissolved.", conflict=True)
+        return replace(self, **changes, version=self.version + 1)  # type: ignore[arg-type]
+
+    def dissolve(self, *, on: date) -> Team:
+        if self.status == "dissolved":
+            raise DomainError(f"Team {self.code} is already dissolved.", conflict=True)
+        if self.established_on is not None and on < self.established_on:
+            raise DomainError(
+                "A team cannot be dissolved before it was established.", field="dissolved_on"
+            )
+        return replace(self, status="dissolved", dissolved_on=on, version=self.version + 1)
+
+    def check_accepts_members(self) -> None:
+        if self.status == "dissolved":
+            raise DomainError(
+                f"Team {self.code} is dissolved and takes no new members.", conflict=True
+            )
+
+    def changed_event(self, unit_path: UnitPath | None = None) -> TeamChanged:
         return TeamChanged(
             id=self.id,
             code=self.code,
             name=self.name,
             unit_code=self.unit_code,
+            unit_path=unit_path,
             status=self.status,
             established_on=self.established_on,
+            dissolved_on=self.dissolved_on,
             decision_no=self.decision_no,
             version=self.version,
             changed_at=datetime.now(UTC),
         )
+
+
+@dataclass(frozen=True)
+class SizeBounds:
+    minimum: int = 4
+    maximum: int = 9
+
+
+@dataclass(frozen=True)
+class TeamHealth:
+    size: int
+    leaders: int
+    trained: int
+    issues: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+
+def team_health(*, size: int, leaders: int, trained: int, bounds: SizeBounds) -> TeamHealth:
+    """The letter's 4-9 members with a leader and training: reported, never enforced."""
+    issues: list[str] = []
+    if size < bounds.minimum:
+        issues.append("too_few_members")
+    if size > bounds.maximum:
+        issues.append("too_many_members")
+    if leaders == 0:
+        issues.append("no_leader")
+    if leaders > 1:
+        issues.append("several_leaders")
+    if trained == 0:
+        issues.append("no_trained_member")
+    return TeamHealth(size=size, leaders=leaders, trained=trained, issues=tuple(issues))
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    id: UUID
+    code: str | None
+    team_id: UUID
+    full_name: str
+    role: Role
+    affiliation: Affiliation
+    enterprise_name: str | None
+    phone: str | None
+    joined_on: date
+    left_on: date | None
+    trained: bool
+    removed: bool
+    version: int
+
+    @classmethod
+    def join(
+        cls,
+        *,
+        team: Team,
+        code: str | None,
+        full_name: str,
+        role: Role,
+        affiliation: Affiliation,
+        enterprise_name: str | None,
+        phone: str | None,
+        joined_on: date,
+        left_on: date | None,
+    ) -> Member:
+        team.check_accepts_members()
+        check_membership_dates(joined_on=joined_on, left_on=left_on)
+        return cls(
+            id=uuid7(),
+            code=code,
+            team_id=team.id,
+            full_name=full_name,
+            role=role,
+            affiliation=affiliation,
+            enterprise_name=enterprise_name,
+            phone=phone,
+            joined_on=joined_on,
+            left_on=left_on,
+            trained=False,
+            removed=False,
+            version=1,
+        )
+
+    @property
+    def active(self) -> bool:
+        return not self.removed and self.left_on is None
+
+    def revised(self, **changes: object) -> Member:
+        current = {k: getattr(self, k) for k in changes}
+        if current == changes:
+            return self
+        updated = replace(self, **changes, version=self.version + 1)  # type: ignore[arg-type]
+        check_membership_dates(joined_on=updated.joined_on, left_on=updated.left_on)
+        return updated
+
+    def trained_now(self) -> Member:
+        return self if self.trained else replace(self, trained=True, version=self.version + 1)
+
+    def changed_event(self) -> MemberChanged:
+        # The phone number never leaves the service: not in events, not in logs.
+        return MemberChanged(
+            id=self.id,
+            team_id=self.team_id,
+            code=self.code,
+            role=self.role,
+            affiliation=self.affiliation,
+            joined_on=self.joined_on,
+            left_on=self.left_on,
+            trained=self.trained,
+            removed=self.removed,
+            version=self.version,
+            changed_at=datetime.now(UTC),
+        )
+
+
+def check_membership_dates(*, joined_on: date, left_on: date | None) -> None:
+    if left_on is not None and left_on < joined_on:
+        raise DomainError("left_on is before joined_on.", field="left_on")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """Keep the first three and last two digits: enough to recognise, not to call."""
+    if phone is None:
+        return None
+    if len(phone) <= 5:
+        return "*" * len(phone)
+    return phone[:3] + "*" * (len(phone) - 5) + phone[-2:]
+
+
+def duplicates(keys: Iterable[str]) -> dict[int, int]:
+    """Index of each repeated key -> index of its first occurrence (bulk rows upsert by key)."""
+    first: dict[str, int] = {}
+    repeated: dict[int, int] = {}
+    for index, key in enumerate(keys):
+        if key in first:
+            repeated[index] = first[key]
+        else:
+            first[key] = index
+    return repeated

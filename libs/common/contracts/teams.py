@@ -47,6 +47,8 @@ class MemberChanged(EventContract):
 
     id: UUID
     team_id: UUID
+    # External registry code of the member, where the source gave one (bulk imports do).
+    code: str | None = None
     role: Literal["leader", "deputy", "member"]
     affiliation: str
     joined_on: date

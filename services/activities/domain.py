@@ -1,0 +1,323 @@
+"""Activities domain: the event a partner posts, its validation rules, keys and limits. No I/O."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from common.contracts.activities import ActivityKind, Skill
+
+# Teams' dates (joined_on, left_on, established_on) are local dates in Vietnam (UTC+7, no DST):
+# an event's occurred_at is compared on that calendar.
+VIETNAM = timezone(timedelta(hours=7))
+MAX_BATCH_ITEMS = 1_000
+MAX_COUNT = 10_000  # no single activity reaches or installs more than this
+# A household visit reaches the people of one household: more is a data-entry error.
+MAX_CITIZENS_PER_HOUSEHOLD_VISIT = 50
+
+OutcomeName = Literal[
+    "public_service_accounts",
+    "online_applications",
+    "vneid_activations",
+    "app_installs",
+    "ewallet_accounts",
+    "cashless_merchants",
+    "ecommerce_products",
+]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+Tag = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+
+# Rejection reasons (stable API: partners branch on them).
+Reason = Literal[
+    "invalid",
+    "unknown_field",
+    "naive_timestamp",
+    "unknown_skill",
+    "unknown_outcome",
+    "count_out_of_range",
+    "conflict",
+    "team_unknown",
+    "team_unit_unknown",
+    "team_outside_scope",
+    "team_dissolved",
+    "occurred_in_future",
+    "before_team_established",
+    "member_unknown",
+    "member_not_in_team",
+    "member_not_in_team_at_occurred_at",
+]
+# The replica learns teams and members from Kafka a little after teams commits them: these
+# reasons mean "not yet", and the same event posted again later may be accepted.
+RETRYABLE_REASONS: frozenset[str] = frozenset({"team_unknown", "team_unit_unknown", "member_unknown"})
+
+
+class ActivityIn(BaseModel):
+    """One activity as a partner posts it (DESIGN section 3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: UUID
+    team_id: UUID
+    member_id: UUID | None = None
+    occurred_at: AwareDatetime
+    kind: ActivityKind
+    skills: Annotated[list[Skill], Field(max_length=5)] = []
+    citizens_reached: Count = 0
+    household_ref: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+    audience: Annotated[list[Tag], Field(max_length=10)] = []
+    campaign_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    outcomes: Annotated[dict[OutcomeName, Count], Field(max_length=7)] = {}
+
+
+@dataclass(frozen=True)
+class TeamView:
+    """What the replica knows of a team."""
+
+    id: UUID
+    status: str
+    province: str | None
+    district: str | None
+    commune: str | None
+    village: str | None
+    established_on: date | None
+    dissolved_on: date | None
+
+
+@dataclass(frozen=True)
+class MemberView:
+    id: UUID
+    team_id: UUID
+    joined_on: date
+    left_on: date | None
+    removed: bool
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in RETRYABLE_REASONS
+
+
+def local_date(moment: datetime) -> date:
+    return moment.astimezone(VIETNAM).date()
+
+
+def check_against_replica(
+    event: ActivityIn,
+    *,
+    team: TeamView | None,
+    member: MemberView | None,
+    provinces: Sequence[str] | None,
+    now: datetime,
+    clock_skew: timedelta,
+) -> Rejection | None:
+    """The business rules an event must pass; `provinces=None` means every province."""
+    if team is None:
+        return Rejection("team_unknown", "The team is not known (yet); retry later.")
+    if team.province is None:
+        return Rejection("team_unit_unknown", "The team's unit is not known yet; retry later.")
+    if provinces is not None and team.province not in provinces:
+        return Rejection("team_outside_scope", "The team is outside this key's provinces.")
+    day = local_date(event.occurred_at)
+    if event.occurred_at > now + clock_skew:
+        return Rejection("occurred_in_future", "occurred_at is in the future.")
+    if team.established_on is not None and day < team.established_on:
+        return Rejection("before_team_established", "occurred_at is before the team existed.")
+    if team.status == "dissolved" and (team.dissolved_on is None or day >= team.dissolved_on):
+        return Rejection("team_dissolved", "The team was dissolved.")
+    if event.kind == "household_visit" and event.citizens_reached > MAX_CITIZENS_PER_HOUSEHOLD_VISIT:
+        return Rejection(
+            "count_out_of_range",
+            f"A household visit reaches at most {MAX_CITIZENS_PER_HOUSEHOLD_VISIT} citizens.",
+        )
+    if event.member_id is None:
+        return None
+    return _check_member(member, team_id=team.id, day=day)
+
+
+def _check_member(member: MemberView | None, *, team_id: UUID, day: date) -> Rejection | None:
+    if member is None or member.removed:
+        return Rejection("member_unknown", "The member is not known (yet); retry later.")
+    if member.team_id != team_id:
+        return Rejection("member_not_in_team", "The member belongs to another team.")
+    if member.joined_on > day or (member.left_on is not None and member.left_on <= day):
+        return Rejection(
+            "member_not_in_team_at_occurred_at", "The member was not in the team at occurred_at."
+        )
+    return None
+
+
+def rejection_from_validation(exc: ValidationError) -> Rejection:
+    """A schema error as a rejection naming the fields (never echoing the input)."""
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_input=False, include_url=False)
+    ]
+    reason = _reason_of(exc.errors(include_input=False, include_url=False)[0])
+    fields = ", ".join(sorted({e["field"] for e in errors}))
+    return Rejection(reason, f"Invalid fields: {fields}", errors)
+
+
+def _reason_of(error: Any) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown_field"
+    if kind == "timezone_aware":
+        return "naive_timestamp"
+    if loc and loc[0] == "skills" and kind == "literal_error":
+        return "unknown_skill"
+    if loc and loc[0] == "outcomes" and "[key]" in loc:
+        return "unknown_outcome"
+    if kind in {"greater_than_equal", "less_than_equal"}:
+        return "count_out_of_range"
+    return "invalid"
+
+
+def household_hash(household_ref: str | None, *, key: bytes) -> str | None:
+    """Keyed hash: repeat visits to one household match, the household itself stays unknown."""
+    if household_ref is None:
+        return None
+    return hmac.new(key, household_ref.encode(), hashlib.sha256).hexdigest()
+
+
+def canonical_payload(event: ActivityIn, *, household: str | None) -> dict[str, Any]:
+    """The event's meaning, independent of JSON spelling (offsets, key and list order)."""
+    return {
+        "id": str(event.id),
+        "team_id": str(event.team_id),
+        "member_id": str(event.member_id) if event.member_id else None,
+        "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
+        "kind": event.kind,
+        "skills": sorted(set(event.skills)),
+        "citizens_reached": event.citizens_reached,
+        "household_hash": household,
+        "audience": sorted(set(event.audience)),
+        "campaign_id": event.campaign_id,
+        "outcomes": {k: v for k, v in sorted(event.outcomes.items()) if v},
+    }
+
+
+def payload_hash(canonical: dict[str, Any]) -> bytes:
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).digest()
+
+
+# ---- partner keys ---------------------------------------------------------------------------
+
+KEY_PREFIX = "cdtp"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: str  # shown once to the operator, never stored
+    lookup: str  # public part, indexed
+    digest: bytes  # sha256 of the whole key
+
+
+def issue_key() -> IssuedKey:
+    # 256 random bits: a fast hash is enough (no password stretching needed for such entropy).
+    lookup = secrets.token_hex(6)
+    api_key = f"{KEY_PREFIX}_{lookup}_{secrets.token_urlsafe(32)}"
+    return IssuedKey(api_key=api_key, lookup=lookup, digest=key_digest(api_key))
+
+
+def key_digest(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+def key_lookup(api_key: str) -> str | None:
+    """The public lookup part of a well-formed key, else None."""
+    parts = api_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    lookup, secret = parts[1], parts[2]
+    if len(lookup) != 12 or not all(c in "0123456789abcdef" for c in lookup):
+        return None
+    if not 20 <= len(secret) <= 100:
+        return None
+    return lookup
+
+
+def key_matches(api_key: str, digest: bytes) -> bool:
+    return hmac.compare_digest(key_digest(api_key), digest)
+
+
+# ---- rate limit -----------------------------------------------------------------------------
+
+
+@dataclass
+class TokenBucket:
+    """`rate` requests per second with bursts up to `rate` (one second's worth)."""
+
+    rate: float
+    tokens: float
+    updated: float
+
+    def take(self, *, now: float, rate: float) -> float:
+        """Take one token; returns 0 when allowed, else the seconds to wait."""
+        self.rate = rate
+        self.tokens = min(rate, self.tokens + (now - self.updated) * rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / rate
+
+
+class RateLimiter:
+    """Per-key token buckets in this process.
+
+    Limitation: with N API processes a key gets up to N × its rate; a shared limiter (Redis,
+    or Postgres) would be needed to enforce it across processes.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[UUID, TokenBucket] = {}
+
+    def check(self, key: UUID, *, rate: float, now: float) -> int:
+        """0 when allowed, else the whole seconds to put in Retry-After."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate=rate, tokens=rate, updated=now)
+        wait = bucket.take(now=now, rate=rate)
+        return 0 if wait == 0 else max(1, math.ceil(wait))
+
+    def forget(self, key: UUID) -> None:
+        self._buckets.pop(key, None)
+
+
+# ---- cursors --------------------------------------------------------------------------------
+
+
+def encode_cursor(occurred_at: datetime, activity_id: UUID) -> str:
+    raw = f"{occurred_at.astimezone(UTC).isoformat()}|{activity_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, _, ident = raw.partition("|")
+        parsed = datetime.fromisoformat(moment)
+        if parsed.tzinfo is None:
+            return None
+        return parsed, UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,467 @@
+"""Notifications domain: rules, alert conditions, signatures and retry policy. Pure, no I/O.
+
+Every rule decides on plain values handed to it by the handlers (which read the database) so it
+can be unit-tested without infrastructure, and a clock is always passed in, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.contracts.notifications import AlertType
+from common.contracts.scoring import ScoreComponent
+
+ALERT_TYPES: tuple[str, ...] = get_args(AlertType)
+NATIONAL = "national"
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+# Vietnam has one time zone and no daylight saving: a "day" of activity is a local day.
+VIETNAM_TZ = timezone(timedelta(hours=7), "ICT")
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- rule parameters
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeamInactiveParams(_Params):
+    """No activity (by `occurred_at`) for `days` days. A team never seen active counts from
+    its `established_on` date (teams "founded only on paper"), else from when we first saw it."""
+
+    days: Annotated[int, Field(ge=1, le=366)] = 14
+
+
+class ScoreDropParams(_Params):
+    """A score falls by at least `points`: between two consecutive versions of one
+    (subject, period), and optionally against the previous period's latest score.
+
+    Period-over-period is off by default: scores of cumulative periods restart near zero, so it
+    only makes sense for criteria sets whose indicators are rates, not counts."""
+
+    points: Annotated[float, Field(gt=0, le=1000)] = 10.0
+    between_versions: bool = True
+    between_periods: bool = False
+
+
+class TargetReachedParams(_Params):
+    """A score component whose `value >= target` (target > 0), and every indicator of the
+    score payload listed in `indicator_targets` whose value reaches the given target.
+    `criteria` limits the components watched (empty: all)."""
+
+    criteria: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=100)] = []
+    indicator_targets: Annotated[
+        dict[str, Annotated[float, Field(gt=0)]], Field(max_length=100)
+    ] = {}
+
+
+class CampaignGoal(_Params):
+    # the level the target is set for: a province's target says nothing of one team's pace
+    subject_type: Literal["team", "village", "commune", "district", "province", "national"] = (
+        "province"
+    )
+    indicator: Annotated[str, Field(min_length=1, max_length=100)]
+    target: Annotated[float, Field(gt=0)]
+    starts_on: date
+    ends_on: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CampaignGoal:
+        if self.ends_on < self.starts_on:
+            raise ValueError("ends_on is before starts_on")
+        return self
+
+
+class CampaignAtRiskParams(_Params):
+    """Scores of period `campaign:<id>`: the indicator's value so far, extrapolated linearly
+    to the campaign's end, falls short of the target. Judged only once `min_elapsed` of the
+    campaign has passed (the first days say little about the pace)."""
+
+    campaigns: Annotated[
+        dict[Annotated[str, Field(max_length=100)], CampaignGoal], Field(max_length=500)
+    ] = {}
+    min_elapsed: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class SuspiciousActivityParams(_Params):
+    """Three independent checks of activity that looks fabricated."""
+
+    # household visits recorded by one member on one local day
+    max_visits_per_member_day: Annotated[int, Field(ge=1, le=10_000)] = 40
+    # distinct teams reporting the same household within the window
+    household_max_teams: Annotated[int, Field(ge=2, le=1000)] = 3
+    household_window_hours: Annotated[float, Field(gt=0, le=24 * 31)] = 6.0
+    # events whose recorded_at - occurred_at exceeds backdate_hours, per team, within the window
+    backdate_hours: Annotated[float, Field(gt=0, le=24 * 366)] = 72.0
+    backdate_burst_count: Annotated[int, Field(ge=1, le=100_000)] = 20
+    backdate_burst_window_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 60.0
+
+
+PARAMS_MODELS: dict[str, type[_Params]] = {
+    "team_inactive": TeamInactiveParams,
+    "score_drop": ScoreDropParams,
+    "target_reached": TargetReachedParams,
+    "campaign_at_risk": CampaignAtRiskParams,
+    "suspicious_activity": SuspiciousActivityParams,
+}
+
+
+@dataclass(frozen=True)
+class RuleOverride:
+    """One stored row of `rules`: a scope's override of some fields of one rule."""
+
+    scope: str
+    alert_type: str
+    enabled: bool | None
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class EffectiveRule:
+    alert_type: str
+    scope: str
+    enabled: bool
+    params: Any
+    sources: tuple[str, ...]  # the scopes whose overrides shaped it, e.g. ("default", "82")
+
+
+class InvalidRuleError(ValueError):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid rule parameters")
+        self.errors = errors
+
+
+def resolve_rule(
+    alert_type: str, *, scope: str, overrides: Sequence[RuleOverride]
+) -> EffectiveRule:
+    """Built-in defaults, then the national override, then the province's, field by field."""
+    params: dict[str, Any] = {}
+    enabled = True
+    sources = ["default"]
+    for level in (NATIONAL, scope):
+        for row in overrides:
+            if row.alert_type == alert_type and row.scope == level:
+                params.update(row.params)
+                if row.enabled is not None:
+                    enabled = row.enabled
+                sources.append(level)
+        if scope == NATIONAL:
+            break
+    return EffectiveRule(
+        alert_type=alert_type,
+        scope=scope,
+        enabled=enabled,
+        params=validate_params(alert_type, params),
+        sources=tuple(sources),
+    )
+
+
+def validate_params(alert_type: str, params: Mapping[str, Any]) -> Any:
+    try:
+        return PARAMS_MODELS[alert_type].model_validate(dict(params))
+    except ValidationError as exc:
+        raise InvalidRuleError(
+            [
+                {
+                    "field": ".".join(["params", *(str(p) for p in err["loc"])]),
+                    "message": err["msg"],
+                    "type": err["type"],
+                }
+                for err in exc.errors()
+            ]
+        ) from exc
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+@dataclass(frozen=True)
+class AlertCandidate:
+    """A condition that holds now. The dedupe key makes it one alert however often it is seen."""
+
+    alert_type: str
+    subject_type: str
+    subject_id: str
+    period: str | None
+    summary: str
+    unit_path: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+    # Tells apart conditions of one rule on one subject: the target, the suspicious check.
+    qualifier: str | None = None
+
+    @property
+    def dedupe_key(self) -> str:
+        return dedupe_key(
+            self.alert_type,
+            subject_type=self.subject_type,
+            subject_id=self.subject_id,
+            period=self.period,
+            qualifier=self.qualifier,
+        )
+
+
+def dedupe_key(
+    alert_type: str,
+    *,
+    subject_type: str,
+    subject_id: str,
+    period: str | None,
+    qualifier: str | None = None,
+) -> str:
+    """`<rule>|<subject_type>:<subject_id>[#<qualifier>]|<period or ->`."""
+    subject = f"{subject_type}:{subject_id}" + (f"#{qualifier}" if qualifier else "")
+    return f"{alert_type}|{subject}|{period or '-'}"
+
+
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    "open": frozenset({"acknowledged", "resolved"}),
+    "acknowledged": frozenset({"resolved"}),
+    "resolved": frozenset(),
+}
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in ALLOWED_TRANSITIONS.get(current, frozenset())
+
+
+def unit_path_codes(
+    province: str | None,
+    district: str | None = None,
+    commune: str | None = None,
+    village: str | None = None,
+) -> tuple[str, ...]:
+    return tuple(code for code in (province, district, commune, village) if code)
+
+
+# --------------------------------------------------------------------------- team_inactive
+
+
+def inactivity_reference(
+    *, last_activity_at: datetime | None, established_on: date | None, first_seen_at: datetime
+) -> datetime:
+    """The instant a team's silence is counted from."""
+    if last_activity_at is not None:
+        return last_activity_at
+    if established_on is not None:
+        return datetime.combine(established_on, datetime.min.time(), VIETNAM_TZ)
+    return first_seen_at
+
+
+def is_inactive(*, reference: datetime, now: datetime, days: int) -> bool:
+    return now - reference >= timedelta(days=days)
+
+
+# --------------------------------------------------------------------------- score_drop
+
+
+@dataclass(frozen=True)
+class ScoreDrop:
+    baseline: float
+    score: float
+    compared_with: str  # "previous_version" | "previous_period"
+
+    @property
+    def points(self) -> float:
+        return round(self.baseline - self.score, 6)
+
+
+def score_drop(
+    *,
+    previous_version_score: float | None,
+    previous_period_score: float | None,
+    score: float,
+    params: ScoreDropParams,
+) -> ScoreDrop | None:
+    """The largest qualifying fall, or None."""
+    drops: list[ScoreDrop] = []
+    if params.between_versions and previous_version_score is not None:
+        drops.append(ScoreDrop(previous_version_score, score, "previous_version"))
+    if params.between_periods and previous_period_score is not None:
+        drops.append(ScoreDrop(previous_period_score, score, "previous_period"))
+    qualifying = [d for d in drops if d.points >= params.points]
+    return max(qualifying, key=lambda d: d.points) if qualifying else None
+
+
+def score_recovered(*, baseline: float, score: float, params: ScoreDropParams) -> bool:
+    """A drop clears once the score is back within `points` of the level it fell from."""
+    return baseline - score < params.points
+
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
+_YEAR = re.compile(r"^(\d{4})$")
+
+
+def previous_period(period: str) -> str | None:
+    """`2026-01` → `2025-12`, `2026-Q1` → `2025-Q4`, `2026` → `2025`; campaigns have none."""
+    if m := _MONTH.match(period):
+        year, month = int(m[1]), int(m[2])
+        return f"{year - 1}-12" if month == 1 else f"{year}-{month - 1:02d}"
+    if m := _QUARTER.match(period):
+        year, quarter = int(m[1]), int(m[2])
+        return f"{year - 1}-Q4" if quarter == 1 else f"{year}-Q{quarter - 1}"
+    if m := _YEAR.match(period):
+        return str(int(m[1]) - 1)
+    return None
+
+
+# --------------------------------------------------------------------------- target_reached
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    name: str  # "criterion:<name>" or "indicator:<name>"
+    value: float
+    target: float
+
+    @property
+    def reached(self) -> bool:
+        return self.value >= self.target
+
+
+def target_statuses(
+    *,
+    components: Sequence[ScoreComponent],
+    indicators: Mapping[str, float],
+    params: TargetReachedParams,
+) -> list[TargetStatus]:
+    """Every watched target of one score, reached or not (so reached ones can also clear)."""
+    watched = set(params.criteria)
+    statuses = [
+        TargetStatus(f"criterion:{c.criterion}", c.value, c.target)
+        for c in components
+        if c.target > 0 and (not watched or c.criterion in watched)
+    ]
+    statuses += [
+        TargetStatus(f"indicator:{name}", float(indicators[name]), target)
+        for name, target in sorted(params.indicator_targets.items())
+        if name in indicators
+    ]
+    return statuses
+
+
+# --------------------------------------------------------------------------- campaign_at_risk
+
+CAMPAIGN_PREFIX = "campaign:"
+
+
+def campaign_id_of(period: str) -> str | None:
+    return period[len(CAMPAIGN_PREFIX) :] if period.startswith(CAMPAIGN_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class CampaignPace:
+    value: float
+    target: float
+    elapsed_fraction: float
+    projected: float
+
+    @property
+    def at_risk(self) -> bool:
+        return self.projected < self.target
+
+
+def campaign_pace(
+    *, value: float, goal: CampaignGoal, now: datetime, min_elapsed: float
+) -> CampaignPace | None:
+    """Linear projection of `value` to the campaign's end; None while it is too early to say.
+
+    The campaign runs from the start of `starts_on` to the end of `ends_on`, local time. After
+    the end, the projection is the final value itself.
+    """
+    start = datetime.combine(goal.starts_on, datetime.min.time(), VIETNAM_TZ)
+    end = datetime.combine(goal.ends_on + timedelta(days=1), datetime.min.time(), VIETNAM_TZ)
+    elapsed = (now - start) / (end - start)
+    if elapsed < min_elapsed or elapsed <= 0:
+        return None
+    elapsed = min(elapsed, 1.0)
+    return CampaignPace(
+        value=value, target=goal.target, elapsed_fraction=elapsed, projected=value / elapsed
+    )
+
+
+# --------------------------------------------------------------------------- suspicious
+
+
+def local_day(instant: datetime) -> date:
+    return instant.astimezone(VIETNAM_TZ).date()
+
+
+def is_backdated(*, occurred_at: datetime, recorded_at: datetime, hours: float) -> bool:
+    return recorded_at - occurred_at > timedelta(hours=hours)
+
+
+# --------------------------------------------------------------------------- delivery
+
+SIGNATURE_HEADER = "X-CDT-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+DELIVERY_HEADER = "X-CDT-Delivery"
+
+
+def signature(*, secret: str, timestamp: int, body: bytes) -> str:
+    """`t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: receivers reject stale timestamps
+    to stop replays, and the body cannot be changed without the secret."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_signature(
+    *, secret: str, header: str, body: bytes, now: int, tolerance_seconds: int = 300
+) -> bool:
+    """What a receiver does (documented for subscribers, used by the tests)."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance_seconds:
+        return False
+    expected = signature(secret=secret, timestamp=timestamp, body=body)
+    return hmac.compare_digest(
+        expected.encode(), f"t={timestamp},v1={parts.get('v1', '')}".encode()
+    )
+
+
+def backoff_seconds(
+    *, attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random
+) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so retries of many
+    deliveries that failed together spread out without ever retrying immediately."""
+    ceiling = min(cap, base * math.pow(2, max(attempt - 1, 0)))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def is_public_address(address: str) -> bool:
+    """False for loopback, private, link-local, multicast, reserved and unspecified ranges
+    (an IPv4-mapped IPv6 address is judged as the IPv4 address it carries)."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%", 1)[0]
+    )
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    blocked = (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+    return not blocked

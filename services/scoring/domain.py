@@ -1,0 +1,715 @@
+"""Scoring domain: pure rules, no I/O.
+
+An activity *fact* is what one activity contributes: additive counters (activities, citizens
+reached, outcomes...) and distinct members (its household, member, team and ISO week). A fact is
+expanded to every subject it belongs to (team, village, commune, district, province, national)
+and every period it falls in (month, quarter, year, campaign), always in Asia/Ho_Chi_Minh time.
+The same expansion feeds the incremental path (signed deltas per consumed batch) and the full
+recompute (replaying stored facts), so both produce the same indicators by construction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+NATIONAL_ID = "VN"
+LEVELS: tuple[str, ...] = ("village", "commune", "district", "province")
+SUBJECT_TYPES: tuple[str, ...] = ("team", *LEVELS, "national")
+SKILLS: tuple[str, ...] = (
+    "public_services",
+    "online_shopping",
+    "online_payment",
+    "cyber_safety",
+    "local_platforms",
+)
+# Distinct dimensions and the indicator counting each one's distinct values.
+DISTINCT_INDICATORS: dict[str, str] = {
+    "household": "households_visited",
+    "member": "active_members",
+    "team": "active_teams",
+    "week": "active_weeks",
+}
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
+PERIOD_RE = re.compile(
+    r"^(?:\d{4}(?:-(?:0[1-9]|1[0-2])|-Q[1-4])?|campaign:[A-Za-z0-9][A-Za-z0-9._-]{0,63})$"
+)
+
+SubjectType = Literal["team", "village", "commune", "district", "province", "national"]
+Subject = tuple[str, str]
+# (subject_type, subject_id, period, indicator) -> value
+CounterKey = tuple[str, str, str, str]
+# (subject_type, subject_id, period, dim, value) -> reference count
+DistinctKey = tuple[str, str, str, str, str]
+# (subject_type, subject_id, indicator) -> value, for state indicators (members, teams)
+StateKey = tuple[str, str, str]
+
+
+# --------------------------------------------------------------------------- periods
+
+
+def local_time(moment: datetime) -> datetime:
+    return moment.astimezone(LOCAL_TZ)
+
+
+def calendar_periods(moment: datetime) -> tuple[str, str, str]:
+    """Month, quarter and year of an instant, by the Vietnamese calendar day."""
+    local = local_time(moment)
+    quarter = (local.month - 1) // 3 + 1
+    return (f"{local.year}-{local.month:02d}", f"{local.year}-Q{quarter}", f"{local.year}")
+
+
+def iso_week(moment: datetime) -> str:
+    year, week, _ = local_time(moment).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def periods_of(moment: datetime, campaign_id: str | None) -> tuple[str, ...]:
+    periods = calendar_periods(moment)
+    return (*periods, f"campaign:{campaign_id}") if campaign_id else periods
+
+
+def is_valid_period(period: str) -> bool:
+    return bool(PERIOD_RE.match(period))
+
+
+def period_months(period: str, *, campaign_days: int | None = None) -> float:
+    """How many months a period spans: scales per-month default targets."""
+    if period.startswith("campaign:"):
+        return max(campaign_days or 30, 1) / 30.4375
+    if "-Q" in period:
+        return 3.0
+    if "-" in period:
+        return 1.0
+    return 12.0
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+@dataclass(frozen=True)
+class UnitPathCodes:
+    province: str
+    district: str | None = None
+    commune: str | None = None
+    village: str | None = None
+
+    def code_at(self, level: str) -> str | None:
+        value: str | None = getattr(self, level)
+        return value
+
+    def ancestors(self) -> list[Subject]:
+        """The unit subjects, lowest first, then the nation."""
+        units = [(level, code) for level in LEVELS if (code := self.code_at(level)) is not None]
+        return [*units, ("national", NATIONAL_ID)]
+
+
+def subjects_of(team_id: UUID, path: UnitPathCodes) -> list[Subject]:
+    return [("team", str(team_id)), *path.ancestors()]
+
+
+def subject_rows(team_id: UUID, path: UnitPathCodes) -> list[dict[str, str | None]]:
+    """Each subject of a team's chain with its direct parent (siblings share it) and path."""
+    chain = subjects_of(team_id, path)
+    rows: list[dict[str, str | None]] = []
+    for index, (stype, sid) in enumerate(chain):
+        parent = chain[index + 1] if index + 1 < len(chain) else None
+        below = {level: path.code_at(level) for level in LEVELS}
+        if stype in LEVELS:  # a unit's own path stops at itself
+            for level in LEVELS[: LEVELS.index(stype)]:
+                below[level] = None
+        elif stype == "national":
+            below = dict.fromkeys(LEVELS)
+        rows.append(
+            {
+                "subject_type": stype,
+                "subject_id": sid,
+                "parent_type": parent[0] if parent else None,
+                "parent_id": parent[1] if parent else None,
+                **below,
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class ActivityFact:
+    """The contribution of one activity, independent of any subject or period."""
+
+    activity_id: UUID
+    team_id: UUID
+    path: UnitPathCodes
+    occurred_at: datetime
+    periods: tuple[str, ...]
+    counters: Mapping[str, int]
+    distinct: Mapping[str, str]
+
+
+def _safe_name(name: str) -> str | None:
+    return name if NAME_RE.match(name) else None
+
+
+def activity_fact(
+    *,
+    activity_id: UUID,
+    team_id: UUID,
+    member_id: UUID | None,
+    occurred_at: datetime,
+    kind: str,
+    skills: Sequence[str],
+    citizens_reached: int,
+    household_hash: str | None,
+    audience: Sequence[str],
+    campaign_id: str | None,
+    outcomes: Mapping[str, int],
+    path: UnitPathCodes,
+) -> ActivityFact:
+    counters: Counter[str] = Counter({"activities": 1, f"activities_{kind}": 1})
+    reached = max(citizens_reached, 0)
+    counters["citizens_reached"] += reached
+    for skill in dict.fromkeys(skills):  # a skill listed twice is taught once
+        counters[f"activities_skill_{skill}"] += 1
+        counters[f"citizens_reached_{skill}"] += reached
+    for group in dict.fromkeys(audience):
+        if (name := _safe_name(group)) is not None:
+            counters[f"activities_audience_{name}"] += 1
+    for outcome, value in outcomes.items():
+        if (name := _safe_name(outcome)) is not None and value > 0:
+            counters[name] += value
+    distinct = {"team": str(team_id), "week": iso_week(occurred_at)}
+    if member_id is not None:
+        distinct["member"] = str(member_id)
+    if household_hash:
+        distinct["household"] = household_hash
+    return ActivityFact(
+        activity_id=activity_id,
+        team_id=team_id,
+        path=path,
+        occurred_at=occurred_at,
+        periods=periods_of(occurred_at, campaign_id),
+        counters={k: v for k, v in counters.items() if v},
+        distinct=distinct,
+    )
+
+
+@dataclass
+class Deltas:
+    """Signed changes of one batch, aggregated before any SQL (one upsert per table)."""
+
+    counters: Counter[CounterKey] = field(default_factory=Counter)
+    distinct: Counter[DistinctKey] = field(default_factory=Counter)
+    state: Counter[StateKey] = field(default_factory=Counter)
+    # (subject_type, subject_id, period) -> latest event time seen (the watermark)
+    touched: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    # subjects whose state indicators changed (scored again for current periods)
+    state_touched: set[Subject] = field(default_factory=set)
+
+    def add_fact(self, fact: ActivityFact, sign: int) -> None:
+        for stype, sid in subjects_of(fact.team_id, fact.path):
+            for period in fact.periods:
+                for name, value in fact.counters.items():
+                    self.counters[(stype, sid, period, name)] += sign * value
+                for dim, member in fact.distinct.items():
+                    self.distinct[(stype, sid, period, dim, member)] += sign
+                self.touch((stype, sid, period), fact.occurred_at)
+
+    def touch(self, key: tuple[str, str, str], moment: datetime | None) -> None:
+        previous = self.touched.get(key)
+        if key not in self.touched or (
+            moment is not None and (previous is None or moment > previous)
+        ):
+            self.touched[key] = moment
+
+    def nonzero_counters(self) -> dict[CounterKey, int]:
+        return {k: v for k, v in self.counters.items() if v}
+
+    def nonzero_distinct(self) -> dict[DistinctKey, int]:
+        return {k: v for k, v in self.distinct.items() if v}
+
+
+def distinct_transitions(
+    changes: Iterable[tuple[DistinctKey, int, int]],
+) -> Counter[CounterKey]:
+    """Counter deltas from reference-count changes `(key, delta, new_refcount)`.
+
+    A value counts once while its reference count is positive: 0 → n adds one, n → 0 removes it.
+    """
+    out: Counter[CounterKey] = Counter()
+    for (stype, sid, period, dim, _value), delta, new in changes:
+        old = new - delta
+        indicator = DISTINCT_INDICATORS[dim]
+        if old <= 0 < new:
+            out[(stype, sid, period, indicator)] += 1
+        elif new <= 0 < old:
+            out[(stype, sid, period, indicator)] -= 1
+    return out
+
+
+# --------------------------------------------------------------------------- fact ledger
+
+
+@dataclass(frozen=True)
+class FactState:
+    """What is known of one activity id: its fact (if recorded yet) and whether it is void."""
+
+    fact: ActivityFact | None
+    voided: bool
+
+
+def on_recorded(state: FactState | None, fact: ActivityFact) -> tuple[FactState, int]:
+    """Apply an ActivityRecorded: the sign of the contribution to add (+1 or 0)."""
+    if state is None:
+        return FactState(fact, voided=False), 1
+    if state.fact is None:  # the void arrived first: keep the fact, count nothing
+        return FactState(fact, voided=True), 0
+    return state, 0  # the same activity again (a redelivery under a new event id)
+
+
+def on_voided(state: FactState | None) -> tuple[FactState, int]:
+    """Apply an ActivityVoided: -1 when the stored contribution must be subtracted."""
+    if state is None:
+        return FactState(None, voided=True), 0
+    if state.voided:
+        return state, 0
+    return FactState(state.fact, voided=True), -1
+
+
+# --------------------------------------------------------------------------- roster (teams)
+
+
+@dataclass(frozen=True)
+class TeamState:
+    team_id: UUID
+    path: UnitPathCodes | None
+    active: bool
+    version: int
+
+
+@dataclass(frozen=True)
+class MemberState:
+    member_id: UUID
+    team_id: UUID
+    counted: bool
+    trained: bool
+    version: int
+
+
+@dataclass
+class Roster:
+    """Teams and members known to scoring, and the state indicators they drive.
+
+    A team contributes `teams`, its `members` and `trained_members` to its ancestors only while
+    active and placed; the team subject itself always carries its members.
+    """
+
+    teams: dict[UUID, TeamState] = field(default_factory=dict)
+    members: dict[UUID, MemberState] = field(default_factory=dict)
+    # team id -> (members, trained_members), the team subject's own state counters
+    counts: dict[UUID, tuple[int, int]] = field(default_factory=dict)
+
+    def _team_contribution(self, team: TeamState | None, team_id: UUID) -> Counter[StateKey]:
+        out: Counter[StateKey] = Counter()
+        if team is None or not team.active or team.path is None:
+            return out
+        members, trained = self.counts.get(team_id, (0, 0))
+        for stype, sid in team.path.ancestors():
+            out[(stype, sid, "teams")] += 1
+            out[(stype, sid, "members")] += members
+            out[(stype, sid, "trained_members")] += trained
+        return out
+
+    def apply_team(self, team: TeamState, deltas: Deltas) -> None:
+        old = self.teams.get(team.team_id)
+        if old is not None and old.version >= team.version:
+            return  # compaction and replays may bring older states: never go back
+        before = self._team_contribution(old, team.team_id)
+        after = self._team_contribution(team, team.team_id)
+        after.subtract(before)
+        if old is None or old.active != team.active:
+            after[("team", str(team.team_id), "teams")] += int(team.active) - int(
+                bool(old and old.active)
+            )
+        self.teams[team.team_id] = team
+        self._merge(after, deltas)
+
+    def apply_member(self, member: MemberState, deltas: Deltas) -> None:
+        old = self.members.get(member.member_id)
+        if old is not None and old.version >= member.version:
+            return
+        change: Counter[StateKey] = Counter()
+        if old is not None:
+            self._move_member(old, -1, change)
+        self._move_member(member, +1, change)
+        self.members[member.member_id] = member
+        self._merge(change, deltas)
+
+    def _move_member(self, member: MemberState, sign: int, change: Counter[StateKey]) -> None:
+        if not member.counted:
+            return
+        trained = int(member.trained)
+        members, trained_count = self.counts.get(member.team_id, (0, 0))
+        self.counts[member.team_id] = (members + sign, trained_count + sign * trained)
+        team = self.teams.get(member.team_id)
+        subjects: list[Subject] = [("team", str(member.team_id))]
+        if team is not None and team.active and team.path is not None:
+            subjects.extend(team.path.ancestors())
+        for stype, sid in subjects:
+            change[(stype, sid, "members")] += sign
+            change[(stype, sid, "trained_members")] += sign * trained
+
+    @staticmethod
+    def _merge(change: Counter[StateKey], deltas: Deltas) -> None:
+        for key, value in change.items():
+            if value:
+                deltas.state[key] += value
+                deltas.state_touched.add((key[0], key[1]))
+
+
+# --------------------------------------------------------------------------- criteria & scores
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One criterion: `min(achieved / target, 1) × max_points`, DHIS2-style formula.
+
+    achieved = Σ numerator indicators / Σ denominator indicators (no denominator: a count).
+    basis: how the default target scales with the subject — `absolute` (as is), `per_month`
+    (× months in the period) or `per_team_month` (× teams under the subject × months).
+    """
+
+    id: str
+    group: str
+    max_points: float
+    numerator: tuple[str, ...]
+    target: float
+    denominator: tuple[str, ...] = ()
+    basis: Literal["absolute", "per_month", "per_team_month"] = "absolute"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CriteriaSet:
+    version: str
+    criteria: tuple[Criterion, ...]
+    description: str = ""
+    provenance: str = ""
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.max_points for c in self.criteria)
+
+
+@dataclass(frozen=True)
+class Component:
+    criterion: str
+    group: str
+    points: float
+    max_points: float
+    value: float
+    target: float
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    score: float
+    max_score: float
+    components: tuple[Component, ...]
+
+
+def derived_indicators(indicators: Mapping[str, float]) -> dict[str, float]:
+    """Indicators computed from others at read time (never stored)."""
+    skills_taught = sum(1 for s in SKILLS if indicators.get(f"activities_skill_{s}", 0) > 0)
+    return {"skills_taught": float(skills_taught)}
+
+
+def default_target(
+    criterion: Criterion, *, period: str, teams: float, campaign_days: int | None
+) -> float:
+    months = period_months(period, campaign_days=campaign_days)
+    if criterion.basis == "per_month":
+        return criterion.target * months
+    if criterion.basis == "per_team_month":
+        return criterion.target * max(teams, 1.0) * months
+    return criterion.target
+
+
+def achieved(criterion: Criterion, indicators: Mapping[str, float]) -> float:
+    numerator = sum(indicators.get(name, 0.0) for name in criterion.numerator)
+    if not criterion.denominator:
+        return float(numerator)
+    denominator = sum(indicators.get(name, 0.0) for name in criterion.denominator)
+    return float(numerator) / denominator if denominator > 0 else 0.0
+
+
+def score(
+    criteria_set: CriteriaSet,
+    indicators: Mapping[str, float],
+    *,
+    period: str,
+    targets: Mapping[str, float],
+    campaign_days: int | None = None,
+) -> ScoreResult:
+    """Score one subject: Σ min(achieved / target, 1) × max_points.
+
+    `targets` overrides the defaults, by criterion id or (single-indicator criteria) by the
+    indicator name, so `PUT /targets {"indicator": "app_installs"}` works as users expect.
+    """
+    values = {**indicators, **derived_indicators(indicators)}
+    teams = values.get("teams", 0.0)
+    components = []
+    for criterion in criteria_set.criteria:
+        target = targets.get(criterion.id)
+        if target is None and len(criterion.numerator) == 1 and not criterion.denominator:
+            target = targets.get(criterion.numerator[0])
+        if target is None:
+            target = default_target(
+                criterion, period=period, teams=teams, campaign_days=campaign_days
+            )
+        value = achieved(criterion, values)
+        ratio = min(value / target, 1.0) if target > 0 else 1.0
+        components.append(
+            Component(
+                criterion=criterion.id,
+                group=criterion.group,
+                points=round(ratio * criterion.max_points, 4),
+                max_points=criterion.max_points,
+                value=round(value, 6),
+                target=round(target, 6),
+            )
+        )
+    total = round(sum(c.points for c in components), 2)
+    return ScoreResult(score=total, max_score=criteria_set.max_score, components=tuple(components))
+
+
+def rank_of(scores: Mapping[str, float], subject_id: str) -> tuple[int, int] | None:
+    """Competition rank (1 = best; ties share a rank) of a subject among its siblings."""
+    if subject_id not in scores:
+        return None
+    mine = scores[subject_id]
+    better = sum(1 for value in scores.values() if value > mine)
+    return better + 1, len(scores)
+
+
+DEFAULT_PROVENANCE = (
+    "Our proposal, not an official weighting. Official Letter 2251/BTTTT-CĐSQG (15 June 2023) "
+    "announces an evaluation criteria set for the teams but publishes no criteria or weights. "
+    "The five groups follow what the letter asks teams to do: be active (not founded on paper "
+    "only), go door to door, teach the five basic digital skills, produce outcomes like those "
+    "Đồng Tháp and Bình Phước report, and train members. Default targets are per team per "
+    "month and scale with the number of teams under a unit; provinces override them with "
+    "PUT /v1/targets (chỉ tiêu giao)."
+)
+
+DEFAULT_CRITERIA_SET = CriteriaSet(
+    version="default@1",
+    description="Default evaluation criteria for Community Digital Technology Teams (100 points).",
+    provenance=DEFAULT_PROVENANCE,
+    criteria=(
+        Criterion(
+            id="active_member_share",
+            group="activity",
+            max_points=15,
+            numerator=("active_members",),
+            denominator=("members",),
+            target=0.8,
+            description="Share of members who recorded an activity in the period (target 80%).",
+        ),
+        Criterion(
+            id="active_weeks",
+            group="activity",
+            max_points=10,
+            numerator=("active_weeks",),
+            target=3,
+            basis="per_month",
+            description="Weeks with at least one activity (target 3 per month).",
+        ),
+        Criterion(
+            id="households_visited",
+            group="reach",
+            max_points=15,
+            numerator=("households_visited",),
+            target=20,
+            basis="per_team_month",
+            description="Distinct households visited (target 20 per team per month).",
+        ),
+        Criterion(
+            id="citizens_reached",
+            group="reach",
+            max_points=10,
+            numerator=("citizens_reached",),
+            target=40,
+            basis="per_team_month",
+            description="Citizens guided (target 40 per team per month).",
+        ),
+        Criterion(
+            id="skills_taught",
+            group="skill_coverage",
+            max_points=15,
+            numerator=("skills_taught",),
+            target=5,
+            description="How many of the five basic digital skills were taught (target all 5).",
+        ),
+        Criterion(
+            id="public_service_outcomes",
+            group="outcomes",
+            max_points=9,
+            numerator=("public_service_accounts", "online_applications"),
+            target=10,
+            basis="per_team_month",
+            description="Public-service accounts and online applications (10 per team-month).",
+        ),
+        Criterion(
+            id="payment_outcomes",
+            group="outcomes",
+            max_points=8,
+            numerator=("ewallet_accounts", "cashless_merchants"),
+            target=5,
+            basis="per_team_month",
+            description="E-wallets and cashless merchants (5 per team per month).",
+        ),
+        Criterion(
+            id="commerce_outcomes",
+            group="outcomes",
+            max_points=8,
+            numerator=("ecommerce_products", "app_installs"),
+            target=5,
+            basis="per_team_month",
+            description="E-commerce products and app installs (5 per team per month).",
+        ),
+        Criterion(
+            id="trained_member_share",
+            group="capacity",
+            max_points=10,
+            numerator=("trained_members",),
+            denominator=("members",),
+            target=1.0,
+            description="Share of members trained (target 100%).",
+        ),
+    ),
+)
+
+
+def criteria_from_json(version: str, data: Mapping[str, object]) -> CriteriaSet:
+    raw = data.get("criteria", [])
+    assert isinstance(raw, list)
+    criteria = tuple(
+        Criterion(
+            id=c["id"],
+            group=c["group"],
+            max_points=float(c["max_points"]),
+            numerator=tuple(c["numerator"]),
+            denominator=tuple(c.get("denominator", ())),
+            target=float(c["target"]),
+            basis=c.get("basis", "absolute"),
+            description=c.get("description", ""),
+        )
+        for c in raw
+    )
+    return CriteriaSet(
+        version=version,
+        criteria=criteria,
+        description=str(data.get("description", "")),
+        provenance=str(data.get("provenance", "")),
+    )
+
+
+def criteria_to_json(criteria_set: CriteriaSet) -> dict[str, object]:
+    return {
+        "description": criteria_set.description,
+        "provenance": criteria_set.provenance,
+        "criteria": [
+            {
+                "id": c.id,
+                "group": c.group,
+                "max_points": c.max_points,
+                "numerator": list(c.numerator),
+                "denominator": list(c.denominator),
+                "target": c.target,
+                "basis": c.basis,
+                "description": c.description,
+            }
+            for c in criteria_set.criteria
+        ],
+    }
+
+
+def next_version(name: str, existing: Iterable[str]) -> str:
+    numbers = [
+        int(v.split("@", 1)[1])
+        for v in existing
+        if v.split("@", 1)[0] == name and v.split("@", 1)[1].isdigit()
+    ]
+    return f"{name}@{max(numbers, default=0) + 1}"
+
+
+def campaign_days(start: date, end: date) -> int:
+    return (end - start).days + 1
+
+
+# --------------------------------------------------------------------------- in-memory model
+
+
+@dataclass
+class IndicatorModel:
+    """Indicators held in memory, with the same semantics as the tables (for tests/recompute)."""
+
+    counters: Counter[CounterKey] = field(default_factory=Counter)
+    distinct: Counter[DistinctKey] = field(default_factory=Counter)
+
+    def apply(self, deltas: Deltas) -> None:
+        changes = []
+        for key, delta in deltas.nonzero_distinct().items():
+            self.distinct[key] += delta
+            changes.append((key, delta, self.distinct[key]))
+            if self.distinct[key] == 0:
+                del self.distinct[key]
+        self.counters.update(deltas.nonzero_counters())
+        self.counters.update(distinct_transitions(changes))
+        for counter_key in [k for k, v in self.counters.items() if v == 0]:
+            del self.counters[counter_key]
+
+
+def recompute_from_facts(facts: Iterable[ActivityFact]) -> IndicatorModel:
+    """From scratch: every live fact added once."""
+    deltas = Deltas()
+    for fact in facts:
+        deltas.add_fact(fact, +1)
+    model = IndicatorModel()
+    model.apply(deltas)
+    return model
+
+
+@dataclass
+class Ledger:
+    """The fact ledger in memory: applies recorded/voided events like the consumer does."""
+
+    states: dict[UUID, FactState] = field(default_factory=dict)
+
+    def record(self, fact: ActivityFact, deltas: Deltas) -> None:
+        state, sign = on_recorded(self.states.get(fact.activity_id), fact)
+        self.states[fact.activity_id] = state
+        if sign:
+            deltas.add_fact(fact, sign)
+
+    def void(self, activity_id: UUID, deltas: Deltas) -> None:
+        state, sign = on_voided(self.states.get(activity_id))
+        self.states[activity_id] = state
+        if sign and state.fact is not None:
+            deltas.add_fact(state.fact, sign)
+
+    def live_facts(self) -> list[ActivityFact]:
+        return [s.fact for s in self.states.values() if s.fact is not None and not s.voided]
+
+
+def with_path(fact: ActivityFact, path: UnitPathCodes) -> ActivityFact:
+    return replace(fact, path=path)

@@ -1,0 +1,289 @@
+"""Bulk input: streamed CSV / NDJSON records and the row schemas (pure, no I/O).
+
+A body is consumed chunk by chunk; only the current batch of rows is ever held in memory.
+Rows are numbered from 1 in the order they appear (the CSV header is not a row; blank lines
+are skipped and not counted), and that number is what the per-row error report names.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from teams.domain import Affiliation, Role
+
+CSV_TYPES = frozenset({"text/csv", "application/csv"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+MAX_RECORD_CHARS = 16_384
+MAX_ERRORS_REPORTED = 1_000
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+PHONE_PATTERN = r"^\+?[0-9]{8,15}$"
+
+
+class BodyFormatError(ValueError):
+    """The body as a whole cannot be read (unknown media type, bad CSV header)."""
+
+
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def _normalise_phone(value: Any) -> Any:
+    value = _blank_to_none(value)
+    if isinstance(value, str):
+        # People write 0912 345 678 or 0912.345.678: keep the digits (and a leading +).
+        return "".join(ch for ch in value if ch.isdigit() or ch == "+")
+    return value
+
+
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=CODE_PATTERN)]
+Text = Annotated[str, Field(min_length=1, max_length=300)]
+OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none), Field(max_length=200)]
+OptionalCode = Annotated[str | None, BeforeValidator(_blank_to_none), Field(max_length=64)]
+OptionalDate = Annotated[date | None, BeforeValidator(_blank_to_none)]
+Phone = Annotated[
+    str | None, BeforeValidator(_normalise_phone), Field(default=None, pattern=PHONE_PATTERN)
+]
+
+
+class RowModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+class UnitRow(RowModel):
+    code: Code
+    name: Text
+    level: Literal["province", "district", "commune", "village"]
+    parent_code: Annotated[Code | None, BeforeValidator(_blank_to_none)] = None
+    valid_from: OptionalDate = None
+    valid_to: OptionalDate = None
+
+
+class TeamRow(RowModel):
+    code: Code
+    name: Text
+    unit_code: Code
+    established_on: OptionalDate = None
+    decision_no: Annotated[str | None, BeforeValidator(_blank_to_none), Field(max_length=100)] = (
+        None
+    )
+
+
+class MemberRow(RowModel):
+    """Bulk members upsert by their external `code` (required here, unique in the registry)."""
+
+    code: Code
+    team_code: Code
+    full_name: Annotated[str, Field(min_length=1, max_length=200)]
+    role: Role = "member"
+    affiliation: Affiliation = "other"
+    enterprise_name: OptionalText = None
+    phone: Phone = None
+    joined_on: date
+    left_on: OptionalDate = None
+    # Optional: one completed training per row, recorded once (member, course, date).
+    training_course: OptionalText = None
+    training_completed_on: OptionalDate = None
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    row: int
+    data: dict[str, Any] | None
+    error: str | None = None
+
+
+def row_errors(row: int, exc: ValidationError) -> list[RowError]:
+    # pydantic messages name the rule, never the rejected value (phones must not be echoed).
+    return [
+        RowError(row=row, field=".".join(str(p) for p in err["loc"]) or None, message=err["msg"])
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+
+
+def media_kind(content_type: str | None) -> Literal["csv", "ndjson"]:
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in CSV_TYPES:
+        return "csv"
+    if media in NDJSON_TYPES:
+        return "ndjson"
+    raise BodyFormatError(
+        f"Unsupported media type {media or 'none'!r}: send text/csv or application/x-ndjson."
+    )
+
+
+class RecordSplitter:
+    """Bytes in, complete records out. CSV records may span lines inside quotes."""
+
+    def __init__(self, *, csv_quotes: bool, max_chars: int = MAX_RECORD_CHARS) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._csv_quotes = csv_quotes
+        self._max_chars = max_chars
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self._quotes = 0
+        self._started = False
+        self._overflow = False
+
+    def feed(self, chunk: bytes) -> Iterator[str | None]:
+        """Complete records; None stands for a record that was too long (dropped)."""
+        text = self._decoder.decode(chunk)
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        yield from self._split(text)
+
+    def finish(self) -> Iterator[str | None]:
+        yield from self._split(self._decoder.decode(b"", final=True))
+        if self._pending or self._overflow:
+            yield self._take()
+
+    def _split(self, text: str) -> Iterator[str | None]:
+        pieces = text.split("\n")
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            self._append(piece if last else piece + "\n")
+            if not last and (not self._csv_quotes or self._quotes % 2 == 0):
+                yield self._take()
+
+    def _append(self, piece: str) -> None:
+        if not piece:
+            return
+        if self._csv_quotes:
+            self._quotes += piece.count('"')
+        if self._overflow:
+            return
+        self._pending_chars += len(piece)
+        if self._pending_chars > self._max_chars:
+            # Keep counting quotes to find the record's end, but stop holding its text.
+            self._overflow = True
+            self._pending.clear()
+            return
+        self._pending.append(piece)
+
+    def _take(self) -> str | None:
+        record = None if self._overflow else "".join(self._pending).rstrip("\r\n")
+        self._pending.clear()
+        self._pending_chars = 0
+        self._quotes = 0
+        self._overflow = False
+        return record
+
+
+class RecordParser:
+    """Records (text) to numbered raw rows (dicts), per format."""
+
+    def __init__(self, kind: Literal["csv", "ndjson"], *, columns: frozenset[str]) -> None:
+        self.kind = kind
+        self._columns = columns
+        self._header: list[str] | None = None
+        self._row = 0
+
+    def parse(self, record: str | None) -> RawRecord | None:
+        if record is not None and not record.strip():
+            return None
+        if self.kind == "csv" and self._header is None:
+            if record is None:
+                raise BodyFormatError("The CSV header line is too long.")
+            self._header = self._read_header(record)
+            return None
+        self._row += 1
+        if record is None:
+            return RawRecord(self._row, None, f"Record longer than {MAX_RECORD_CHARS} characters.")
+        if "\ufffd" in record:
+            return RawRecord(self._row, None, "Record is not valid UTF-8.")
+        return self._csv(record) if self.kind == "csv" else self._json(record)
+
+    def _read_header(self, record: str) -> list[str]:
+        header = [name.strip().lower() for name in next(csv.reader([record]))]
+        unknown = sorted(set(header) - self._columns)
+        if unknown:
+            raise BodyFormatError(f"Unknown CSV columns: {', '.join(unknown)}.")
+        if len(set(header)) != len(header):
+            raise BodyFormatError("Repeated CSV column names.")
+        return header
+
+    def _csv(self, record: str) -> RawRecord:
+        assert self._header is not None
+        try:
+            values = next(csv.reader([record], strict=True))
+        except csv.Error:
+            return RawRecord(self._row, None, "Malformed CSV record (quotes).")
+        if len(values) != len(self._header):
+            return RawRecord(
+                self._row,
+                None,
+                f"Expected {len(self._header)} fields, found {len(values)}.",
+            )
+        return RawRecord(self._row, dict(zip(self._header, values, strict=True)))
+
+    def _json(self, record: str) -> RawRecord:
+        try:
+            data = json.loads(record)
+        except ValueError:
+            return RawRecord(self._row, None, "Malformed JSON.")
+        if not isinstance(data, dict):
+            return RawRecord(self._row, None, "Each line must be a JSON object.")
+        return RawRecord(self._row, data)
+
+
+async def raw_records(
+    chunks: AsyncIterator[bytes], *, kind: Literal["csv", "ndjson"], columns: frozenset[str]
+) -> AsyncIterator[RawRecord]:
+    splitter = RecordSplitter(csv_quotes=kind == "csv")
+    parser = RecordParser(kind, columns=columns)
+    async for chunk in chunks:
+        for record in splitter.feed(chunk):
+            if (raw := parser.parse(record)) is not None:
+                yield raw
+    for record in splitter.finish():
+        if (raw := parser.parse(record)) is not None:
+            yield raw
+
+
+@dataclass
+class BulkReport:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    rejected: int = 0
+
+    def reject(self, errors: list[RowError]) -> None:
+        if not errors:
+            return
+        self.rejected += len({e.row for e in errors})
+        room = MAX_ERRORS_REPORTED - len(self.errors)
+        self.errors.extend(errors[: max(room, 0)])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "errors": [e.as_dict() for e in self.errors],
+            "errors_truncated": self.rejected > len({e.row for e in self.errors}),
+        }
