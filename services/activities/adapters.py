@@ -308,7 +308,7 @@ async def existing_hashes(session: AsyncSession, ids: Sequence[UUID]) -> dict[UU
 # One set-based statement: claim the ids, store the new activities and their outbox rows.
 # Rows whose id another transaction claimed meanwhile are skipped (ON CONFLICT DO NOTHING) and
 # the caller classifies them as duplicate or conflict.
-_INSERT_BATCH = text(f"""
+_INSERT_BATCH = text(f"""  # noqa: S608 - only the constant schema name is interpolated
 WITH input AS (
   SELECT * FROM unnest(
     CAST(:id AS uuid[]), CAST(:payload_hash AS bytea[]), CAST(:occurred_at AS timestamptz[]),

@@ -59,7 +59,9 @@ Reason = Literal[
 ]
 # The replica learns teams and members from Kafka a little after teams commits them: these
 # reasons mean "not yet", and the same event posted again later may be accepted.
-RETRYABLE_REASONS: frozenset[str] = frozenset({"team_unknown", "team_unit_unknown", "member_unknown"})
+RETRYABLE_REASONS: frozenset[str] = frozenset(
+    {"team_unknown", "team_unit_unknown", "member_unknown"}
+)
 
 
 class ActivityIn(BaseModel):
@@ -130,25 +132,38 @@ def check_against_replica(
     """The business rules an event must pass; `provinces=None` means every province."""
     if team is None:
         return Rejection("team_unknown", "The team is not known (yet); retry later.")
+    day = local_date(event.occurred_at)
+    rejection = _check_team(team, provinces=provinces, day=day) or _check_event(
+        event, team=team, day=day, now=now, clock_skew=clock_skew
+    )
+    if rejection is not None or event.member_id is None:
+        return rejection
+    return _check_member(member, team_id=team.id, day=day)
+
+
+def _check_team(team: TeamView, *, provinces: Sequence[str] | None, day: date) -> Rejection | None:
     if team.province is None:
         return Rejection("team_unit_unknown", "The team's unit is not known yet; retry later.")
     if provinces is not None and team.province not in provinces:
         return Rejection("team_outside_scope", "The team is outside this key's provinces.")
-    day = local_date(event.occurred_at)
-    if event.occurred_at > now + clock_skew:
-        return Rejection("occurred_in_future", "occurred_at is in the future.")
     if team.established_on is not None and day < team.established_on:
         return Rejection("before_team_established", "occurred_at is before the team existed.")
     if team.status == "dissolved" and (team.dissolved_on is None or day >= team.dissolved_on):
         return Rejection("team_dissolved", "The team was dissolved.")
-    if event.kind == "household_visit" and event.citizens_reached > MAX_CITIZENS_PER_HOUSEHOLD_VISIT:
+    return None
+
+
+def _check_event(
+    event: ActivityIn, *, team: TeamView, day: date, now: datetime, clock_skew: timedelta
+) -> Rejection | None:
+    if event.occurred_at > now + clock_skew:
+        return Rejection("occurred_in_future", "occurred_at is in the future.")
+    limit = MAX_CITIZENS_PER_HOUSEHOLD_VISIT
+    if event.kind == "household_visit" and event.citizens_reached > limit:
         return Rejection(
-            "count_out_of_range",
-            f"A household visit reaches at most {MAX_CITIZENS_PER_HOUSEHOLD_VISIT} citizens.",
+            "count_out_of_range", f"A household visit reaches at most {limit} citizens."
         )
-    if event.member_id is None:
-        return None
-    return _check_member(member, team_id=team.id, day=day)
+    return None
 
 
 def _check_member(member: MemberView | None, *, team_id: UUID, day: date) -> Rejection | None:

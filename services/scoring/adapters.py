@@ -8,7 +8,7 @@ Rows are sorted by key before each upsert so concurrent writers lock rows in the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,9 +29,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.outbox_tables import define_service_tables
@@ -232,7 +232,9 @@ LEVEL_COLUMNS = ("province", "district", "commune", "village")
 
 
 async def lock_for_apply(session: AsyncSession) -> None:
-    await session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": RECOMPUTE_LOCK_KEY})
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": RECOMPUTE_LOCK_KEY}
+    )
 
 
 async def lock_for_recompute(session: AsyncSession) -> None:
@@ -242,7 +244,7 @@ async def lock_for_recompute(session: AsyncSession) -> None:
 # --------------------------------------------------------------------------- facts
 
 
-def _path_of(row: Mapping[str, Any]) -> UnitPathCodes:
+def _path_of(row: RowMapping) -> UnitPathCodes:
     return UnitPathCodes(
         province=row["province"] or "",
         district=row["district"],
@@ -251,7 +253,7 @@ def _path_of(row: Mapping[str, Any]) -> UnitPathCodes:
     )
 
 
-def fact_of(row: Mapping[str, Any]) -> ActivityFact:
+def fact_of(row: RowMapping) -> ActivityFact:
     return ActivityFact(
         activity_id=row["activity_id"],
         team_id=row["team_id"],
@@ -337,9 +339,7 @@ async def save_fact_states(
     )
 
 
-async def live_facts_where(
-    session: AsyncSession, *, level: str, code: str
-) -> list[ActivityFact]:
+async def live_facts_where(session: AsyncSession, *, level: str, code: str) -> list[ActivityFact]:
     column = activity_facts.c[level]
     rows = (
         await session.execute(
@@ -632,6 +632,9 @@ async def save_roster(session: AsyncSession, roster: Roster) -> None:
 # --------------------------------------------------------------------------- admin units
 
 
+_UNIT_COLUMNS = ("level", "path", "change", "replaced_by", "version")
+
+
 async def save_admin_unit(
     session: AsyncSession,
     *,
@@ -650,7 +653,8 @@ async def save_admin_unit(
         statement.on_conflict_do_update(
             index_elements=[admin_units.c.code],
             set_={
-                k: statement.excluded[k] for k in ("level", "path", "change", "replaced_by", "version")
+                k: statement.excluded[k]
+                for k in ("level", "path", "change", "replaced_by", "version")
             },
             where=admin_units.c.version < statement.excluded.version,
         ).returning(admin_units.c.code)
@@ -746,7 +750,7 @@ async def campaign_lengths(session: AsyncSession, periods: Iterable[str]) -> dic
     return {f"campaign:{r[0]}": domain.campaign_days(r[1], r[2]) for r in rows}
 
 
-def _criteria_set_of(row: Mapping[str, Any]) -> CriteriaSet:
+def _criteria_set_of(row: RowMapping) -> CriteriaSet:
     return domain.criteria_from_json(row["version"], row["definition"])
 
 
@@ -768,9 +772,9 @@ async def criteria_set(session: AsyncSession, version: str) -> CriteriaSet | Non
     return _criteria_set_of(row) if row else None
 
 
-async def upsert_scores(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> dict[
-    tuple[str, str, str, str], int
-]:
+async def upsert_scores(
+    session: AsyncSession, rows: Sequence[dict[str, Any]]
+) -> dict[tuple[str, str, str, str], int]:
     """Store computed scores; each stored change bumps the subject's version by one."""
     if not rows:
         return {}
@@ -881,7 +885,3 @@ async def set_ranks(
             "cs": criteria,
         },
     )
-
-
-def parse_date(value: str) -> date:
-    return date.fromisoformat(value)

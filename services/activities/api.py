@@ -1,0 +1,488 @@
+"""Activities HTTP API (`/v1`): partner keys, ingest, corrections, queries."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from uuid6 import uuid7
+
+from activities import adapters
+from activities.adapters import ActivityFilter, Partner
+from activities.domain import (
+    MAX_BATCH_ITEMS,
+    ActivityIn,
+    RateLimiter,
+    Rejection,
+    decode_cursor,
+    encode_cursor,
+    issue_key,
+    key_lookup,
+    key_matches,
+    rejection_from_validation,
+)
+from activities.ingest import SOURCE, Ingestor, ItemResult, count_rejection
+from activities.metrics import VOIDS
+from common.app import OperatorDep, RuntimeDep, UowDep
+from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.contracts.activities import OUTCOMES, ActivityKind, ActivityVoided, Skill
+from common.envelope import OutboundEvent
+from common.problems import ProblemError
+
+router = APIRouter(prefix="/v1", tags=["activities"])
+
+ProvinceCode = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[0-9A-Za-z-]+$")]
+
+
+@dataclass(frozen=True)
+class ActivitiesContext:
+    """Per-app state the routes share (one per process)."""
+
+    ingestor: Ingestor
+    limiter: RateLimiter
+    default_rate_limit: int
+
+
+def get_context(request: Request) -> ActivitiesContext:
+    context: ActivitiesContext = request.app.state.activities
+    return context
+
+
+ContextDep = Annotated[ActivitiesContext, Depends(get_context)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    partner: Partner | None  # None: the operator
+
+    @property
+    def provinces(self) -> list[str] | None:
+        return None if self.partner is None else self.partner.provinces
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
+
+
+async def authenticate(
+    request: Request, runtime: RuntimeDep, uow: UowDep, context: ContextDep
+) -> Principal:
+    """The operator token, or an active partner key (then rate-limited)."""
+    token = bearer_token(request)
+    if token is None:
+        raise _unauthorized("A bearer token is required.")
+    if is_operator_token(token, expected=runtime.settings.admin_token):
+        return Principal(None)
+    lookup = key_lookup(token)
+    if lookup is None:
+        raise _unauthorized("The API key is malformed.")
+    partner = await adapters.partner_by_lookup(uow.session, lookup)
+    # Same answer for unknown, wrong and revoked keys: nothing to learn by probing.
+    if partner is None or partner.status != "active" or not key_matches(token, partner.key_hash):
+        raise _unauthorized("The API key is not valid.")
+    wait = context.limiter.check(
+        partner.id, rate=partner.rate_limit_per_second, now=time.monotonic()
+    )
+    if wait:
+        raise ProblemError(
+            429,
+            "Too Many Requests",
+            f"Rate limit of {partner.rate_limit_per_second} requests/s exceeded.",
+            headers={"Retry-After": str(wait)},
+        )
+    return Principal(partner)
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def _partner_only(principal: Principal) -> Partner:
+    if principal.partner is None:
+        raise ProblemError(403, "Forbidden", "Activities are posted with a partner key.")
+    return principal.partner
+
+
+# ---- partners -------------------------------------------------------------------------------
+
+
+class PartnerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    provinces: Annotated[list[ProvinceCode], Field(min_length=1, max_length=100)]
+    rate_limit_per_second: Annotated[int | None, Field(ge=1, le=100_000)] = None
+
+
+class PartnerCreated(BaseModel):
+    id: UUID
+    name: str
+    provinces: list[str]
+    rate_limit_per_second: int
+    api_key: str = Field(description="Shown once; store it safely. Only a hash is kept.")
+
+
+class KeyRotated(BaseModel):
+    id: UUID
+    api_key: str
+
+
+@router.post("/partners", status_code=status.HTTP_201_CREATED, dependencies=[OperatorDep])
+async def create_partner(body: PartnerCreate, uow: UowDep, context: ContextDep) -> PartnerCreated:
+    key = issue_key()
+    partner_id = uuid7()
+    provinces = sorted(set(body.provinces))
+    rate = body.rate_limit_per_second or context.default_rate_limit
+    await adapters.add_partner(
+        uow.session,
+        partner_id=partner_id,
+        name=body.name,
+        provinces=provinces,
+        rate_limit=rate,
+        lookup=key.lookup,
+        digest=key.digest,
+    )
+    await uow.commit()
+    return PartnerCreated(
+        id=partner_id, name=body.name, provinces=provinces, rate_limit_per_second=rate,
+        api_key=key.api_key,
+    )  # fmt: skip
+
+
+@router.post(
+    "/partners/{partner_id}:rotate-key",
+    dependencies=[OperatorDep],
+    responses={404: {"description": "unknown or revoked partner"}},
+)
+async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
+    key = issue_key()
+    if not await adapters.replace_key(
+        uow.session, partner_id, lookup=key.lookup, digest=key.digest
+    ):
+        raise ProblemError(404, "Not Found", f"No active partner {partner_id}.")
+    await uow.commit()
+    return KeyRotated(id=partner_id, api_key=key.api_key)
+
+
+@router.delete(
+    "/partners/{partner_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[OperatorDep],
+    responses={404: {"description": "unknown partner"}},
+)
+async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
+    if not await adapters.revoke_partner(uow.session, partner_id):
+        raise ProblemError(404, "Not Found", f"No partner {partner_id}.")
+    await uow.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---- ingest ---------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.") from exc
+
+
+def _parse_item(item: Any) -> ActivityIn | Rejection:
+    if not isinstance(item, dict):
+        return Rejection("invalid", "An activity must be a JSON object.")
+    try:
+        return ActivityIn.model_validate(item)
+    except ValidationError as exc:
+        return rejection_from_validation(exc)
+
+
+def _rejection_problem(rejection: Rejection, activity_id: UUID | None) -> ProblemError:
+    extensions: dict[str, Any] = {"reason": rejection.reason, "retryable": rejection.retryable}
+    if activity_id is not None:
+        extensions["id"] = str(activity_id)
+    if rejection.errors:
+        extensions["errors"] = rejection.errors
+    if rejection.reason == "conflict":
+        return ProblemError(409, "Conflict", rejection.detail, **extensions)
+    if rejection.reason == "team_outside_scope":
+        return ProblemError(403, "Forbidden", rejection.detail, **extensions)
+    headers = {"Retry-After": "30"} if rejection.retryable else None
+    return ProblemError(
+        422, "Activity rejected", rejection.detail, headers=headers, **extensions
+    )
+
+
+def _item_json(result: ItemResult) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "index": result.index,
+        "id": str(result.id) if result.id else None,
+        "status": result.status,
+    }
+    if result.rejection is not None:
+        body["reason"] = result.rejection.reason
+        body["detail"] = result.rejection.detail
+        body["retryable"] = result.rejection.retryable
+        if result.rejection.errors:
+            body["errors"] = result.rejection.errors
+    return body
+
+
+@router.post(
+    "/activities",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "duplicate: this id was already recorded with this payload"},
+        400: {"description": "malformed JSON"},
+        401: {"description": "missing, malformed or revoked key"},
+        403: {"description": "team outside the key's provinces"},
+        409: {"description": "id reused with a different payload"},
+        413: {"description": "body too large"},
+        422: {"description": "rejected: `reason` says why; `retryable` ones may pass later"},
+        429: {"description": "rate limit; see Retry-After"},
+    },
+)
+async def post_activity(
+    request: Request, principal: PrincipalDep, uow: UowDep, context: ContextDep
+) -> JSONResponse:
+    partner = _partner_only(principal)
+    item = _parse_item(await _json_body(request))
+    if isinstance(item, Rejection):
+        count_rejection(item)
+        raise _rejection_problem(item, None)
+    (result,) = await context.ingestor.ingest(uow, partner, [item])
+    if result.rejection is not None:
+        raise _rejection_problem(result.rejection, item.id)
+    code = 201 if result.status == "accepted" else 200
+    return JSONResponse({"id": str(item.id), "status": result.status}, status_code=code)
+
+
+@router.post(
+    "/activities:batch",
+    responses={
+        400: {"description": "malformed JSON"},
+        413: {"description": f"body too large or more than {MAX_BATCH_ITEMS} items"},
+    },
+)
+async def post_batch(
+    request: Request, principal: PrincipalDep, uow: UowDep, context: ContextDep
+) -> JSONResponse:
+    """Up to 1,000 events (`{"items": [...]}` or a bare array); one result per item."""
+    partner = _partner_only(principal)
+    body = await _json_body(request)
+    raw_items = body.get("items") if isinstance(body, dict) else body
+    if isinstance(body, dict) and set(body) != {"items"}:
+        raise ProblemError(422, "Validation failed", 'The body is {"items": [...]}.')
+    if not isinstance(raw_items, list):
+        raise ProblemError(422, "Validation failed", "items must be a JSON array.")
+    if len(raw_items) > MAX_BATCH_ITEMS:
+        raise ProblemError(
+            413, "Content Too Large", f"A batch holds at most {MAX_BATCH_ITEMS} items."
+        )
+    items = [_parse_item(item) for item in raw_items]
+    results = await context.ingestor.ingest(uow, partner, items)
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate")}
+    return JSONResponse(
+        {
+            "items": [_item_json(r) for r in results],
+            "accepted": counts["accepted"],
+            "duplicate": counts["duplicate"],
+            "rejected": len(results) - counts["accepted"] - counts["duplicate"],
+        }
+    )
+
+
+# ---- corrections ----------------------------------------------------------------------------
+
+
+class VoidRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class Voided(BaseModel):
+    id: UUID
+    voided_at: datetime
+    reason: str
+
+
+@router.post(
+    "/activities/{activity_id}:void",
+    responses={404: {"description": "unknown activity, or another partner's"}},
+)
+async def void_activity(
+    activity_id: UUID, body: VoidRequest, principal: PrincipalDep, uow: UowDep
+) -> Voided:
+    """Cancel an activity (idempotent): consumers subtract it on `activity-voided.v1`."""
+    key = await adapters.lock_activity(uow.session, activity_id)
+    partner = principal.partner
+    if key is None or (partner is not None and key.partner_id != partner.id):
+        raise ProblemError(404, "Not Found", f"No activity {activity_id} for this key.")
+    if key.voided_at is not None:
+        assert key.void_reason is not None
+        return Voided(id=key.id, voided_at=key.voided_at, reason=key.void_reason)
+    now = datetime.now(UTC)
+    await adapters.mark_voided(uow.session, key, reason=body.reason, voided_at=now)
+    event = ActivityVoided(id=key.id, team_id=key.team_id, reason=body.reason, voided_at=now)
+    uow.publish(OutboundEvent.of(event, source=SOURCE, subject=str(key.id)))
+    await uow.commit()
+    VOIDS.inc()
+    return Voided(id=key.id, voided_at=now, reason=body.reason)
+
+
+# ---- queries --------------------------------------------------------------------------------
+
+
+class ActivityOut(BaseModel):
+    id: UUID
+    team_id: UUID
+    member_id: UUID | None
+    partner_id: UUID
+    occurred_at: datetime
+    recorded_at: datetime
+    kind: str
+    skills: list[str]
+    citizens_reached: int
+    audience: list[str]
+    campaign_id: str | None
+    outcomes: dict[str, int]
+    province: str
+    district: str | None
+    commune: str | None
+    village: str | None
+    voided_at: datetime | None
+    void_reason: str | None
+
+
+class ActivityPage(BaseModel):
+    items: list[ActivityOut]
+    next_cursor: str | None
+
+
+UnitCode = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    team_id: UUID | None
+    member_id: UUID | None
+    unit: str | None
+    since: datetime | None
+    until: datetime | None
+    kind: str | None
+    skill: str | None
+
+
+def query_params(
+    *,
+    team_id: UUID | None = None,
+    member_id: UUID | None = None,
+    unit: Annotated[UnitCode | None, Query(description="any unit code of the subtree")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="occurred_at >= since")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="occurred_at < until")] = None,
+    kind: ActivityKind | None = None,
+    skill: Skill | None = None,
+) -> QueryParams:
+    return QueryParams(team_id, member_id, unit, since, until, kind, skill)
+
+
+QueryDep = Annotated[QueryParams, Depends(query_params)]
+
+
+def _filter(principal: Principal, q: QueryParams) -> ActivityFilter:
+    return ActivityFilter(
+        provinces=principal.provinces,
+        team_id=q.team_id,
+        member_id=q.member_id,
+        unit=q.unit,
+        since=q.since,
+        until=q.until,
+        kind=q.kind,
+        skill=q.skill,
+    )
+
+
+@router.get("/activities")
+async def list_activities(
+    principal: PrincipalDep,
+    uow: UowDep,
+    q: QueryDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ActivityPage:
+    """Activities in the caller's provinces (operator: all), oldest first."""
+    where = _filter(principal, q)
+    if cursor is not None:
+        after = decode_cursor(cursor)
+        if after is None:
+            raise ProblemError(422, "Validation failed", "The cursor is not valid.")
+        where = ActivityFilter(**{**where.__dict__, "after": after})
+    rows = await adapters.list_activities(uow.session, where, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["id"]) if more else None
+    return ActivityPage(
+        items=[ActivityOut.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+CSV_COLUMNS = [
+    "id", "team_id", "member_id", "partner_id", "occurred_at", "recorded_at", "kind", "skills",
+    "citizens_reached", "audience", "campaign_id", *OUTCOMES, "province", "district", "commune",
+    "village", "voided_at",
+]  # fmt: skip
+
+
+def _csv_line(row: dict[str, Any] | list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if isinstance(row, list):
+        writer.writerow(row)
+    else:
+        outcomes = row["outcomes"]
+        writer.writerow(
+            [
+                *(row[c] for c in CSV_COLUMNS[:7]),
+                ";".join(row["skills"]),
+                row["citizens_reached"],
+                ";".join(row["audience"]),
+                row["campaign_id"] or "",
+                *(outcomes.get(o, 0) for o in OUTCOMES),
+                *(row[c] or "" for c in ("province", "district", "commune", "village")),
+                row["voided_at"] or "",
+            ]
+        )
+    return out.getvalue()
+
+
+@router.get(
+    "/activities:export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def export_activities(
+    principal: PrincipalDep, runtime: RuntimeDep, q: QueryDep
+) -> StreamingResponse:
+    """Streamed CSV of the matching activities (no household data)."""
+    where = _filter(principal, q)
+
+    async def lines() -> AsyncIterator[str]:
+        yield _csv_line(CSV_COLUMNS)
+        async for page in adapters.stream_activities(runtime.sessions, where):
+            yield "".join(_csv_line(row) for row in page)
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="activities.csv"'},
+    )

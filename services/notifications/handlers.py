@@ -1,0 +1,547 @@
+"""What notifications does with the events it consumes, and the scheduled inactivity sweep.
+
+The consumer runner hands each batch over once (processed_events dedupes event ids); the
+handlers add their own idempotency on business keys (activity id, score version, alert dedupe
+key) because producers may re-publish the same fact under a new event id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import RowMapping
+
+from common.consumer import Handler
+from common.contracts.activities import ActivityRecorded
+from common.contracts.scoring import ScoreUpdated
+from common.contracts.teams import TeamChanged
+from common.db import UnitOfWork
+from common.envelope import InboundEvent
+from notifications import adapters
+from notifications.alerts import RuleBook, raise_alert, resolve_alerts, resolve_keys
+from notifications.domain import (
+    VIETNAM_TZ,
+    AlertCandidate,
+    CampaignAtRiskParams,
+    Clock,
+    ScoreDropParams,
+    SuspiciousActivityParams,
+    TargetReachedParams,
+    TeamInactiveParams,
+    campaign_id_of,
+    campaign_pace,
+    dedupe_key,
+    inactivity_reference,
+    is_inactive,
+    local_day,
+    previous_period,
+    score_drop,
+    score_recovered,
+    target_statuses,
+    unit_path_codes,
+)
+
+log = logging.getLogger(__name__)
+
+
+def notifications_handler(clock: Clock) -> Handler:
+    """One batch handler for the three topics: teams first, then activities, then scores."""
+
+    async def handle(uow: UnitOfWork, events: Sequence[InboundEvent]) -> None:
+        now = clock()
+        for event in events:
+            if event.type == TeamChanged.CE_TYPE:
+                await on_team_changed(uow, event.parse(TeamChanged), now=now)
+        activities = [e.parse(ActivityRecorded) for e in events if e.type == ActivityRecorded.CE_TYPE]
+        if activities:
+            await on_activities(uow, activities, now=now)
+        for event in events:
+            if event.type == ScoreUpdated.CE_TYPE:
+                await on_score_updated(uow, event.parse(ScoreUpdated), now=now)
+
+    return handle
+
+
+# --------------------------------------------------------------------------- teams
+
+
+async def on_team_changed(uow: UnitOfWork, team: TeamChanged, *, now: datetime) -> None:
+    path = team.unit_path
+    unit_path = list(
+        unit_path_codes(path.province, path.district, path.commune, path.village)
+        if path is not None
+        else ()
+    )
+    await adapters.upsert_team(uow.session, team, unit_path=unit_path)
+    await evaluate_inactivity(uow, now=now, team_ids=[team.id])
+
+
+# --------------------------------------------------------------------------- activities
+
+
+async def on_activities(
+    uow: UnitOfWork, activities: Sequence[ActivityRecorded], *, now: datetime
+) -> None:
+    rows = [
+        {
+            "activity_id": a.id,
+            "team_id": a.team_id,
+            "member_id": a.member_id,
+            "kind": a.kind,
+            "household_hash": a.household_hash,
+            "occurred_at": a.occurred_at,
+            "recorded_at": a.recorded_at,
+            "backdated_hours": max((a.recorded_at - a.occurred_at).total_seconds() / 3600, 0.0),
+        }
+        for a in {a.id: a for a in activities}.values()
+    ]
+    new_ids = await adapters.log_activities(uow.session, rows)
+    fresh = [a for a in activities if a.id in new_ids]
+    if not fresh:
+        return
+    await adapters.touch_teams(uow.session, _team_touches(fresh))
+    book = await RuleBook.load(uow, provinces={a.unit_path.province for a in fresh})
+    for candidate in await suspicious_candidates(uow, fresh, book=book):
+        await raise_alert(uow, candidate, now=now)
+    await evaluate_inactivity(uow, now=now, team_ids=sorted({a.team_id for a in fresh}))
+
+
+def _path(activity: ActivityRecorded) -> tuple[str, ...]:
+    p = activity.unit_path
+    return unit_path_codes(p.province, p.district, p.commune, p.village)
+
+
+def _team_touches(activities: Sequence[ActivityRecorded]) -> list[dict[str, Any]]:
+    latest: dict[UUID, ActivityRecorded] = {}
+    for a in activities:
+        if a.team_id not in latest or a.occurred_at > latest[a.team_id].occurred_at:
+            latest[a.team_id] = a
+    return [
+        {
+            "id": team_id,
+            "unit_path": list(_path(a)),
+            "last_activity_at": a.occurred_at,
+            "first_seen_at": a.recorded_at,
+        }
+        for team_id, a in sorted(latest.items())
+    ]
+
+
+async def suspicious_candidates(
+    uow: UnitOfWork, fresh: Sequence[ActivityRecorded], *, book: RuleBook
+) -> list[AlertCandidate]:
+    """The three checks of fabricated-looking activity, each once per key in the batch."""
+    candidates: list[AlertCandidate] = []
+    seen: set[tuple[str, str, str]] = set()
+    for a in fresh:
+        params: SuspiciousActivityParams | None = book.params(
+            "suspicious_activity", a.unit_path.province
+        )
+        if params is None:
+            continue
+        for check in (_member_day, _household, _backdated):
+            candidate = await check(uow, a, params, seen)
+            if candidate is not None:
+                candidates.append(candidate)
+    return candidates
+
+
+async def _member_day(
+    uow: UnitOfWork,
+    a: ActivityRecorded,
+    params: SuspiciousActivityParams,
+    seen: set[tuple[str, str, str]],
+) -> AlertCandidate | None:
+    if a.member_id is None or a.kind != "household_visit":
+        return None
+    day = local_day(a.occurred_at)
+    if not _first(seen, ("member", str(a.member_id), day.isoformat())):
+        return None
+    start = datetime.combine(day, datetime.min.time(), VIETNAM_TZ)
+    visits = await adapters.member_household_visits(
+        uow.session, member_id=a.member_id, start=start, end=start + timedelta(days=1)
+    )
+    if visits <= params.max_visits_per_member_day:
+        return None
+    return AlertCandidate(
+        alert_type="suspicious_activity",
+        subject_type="member",
+        subject_id=str(a.member_id),
+        period=day.isoformat(),
+        qualifier="visits_per_day",
+        unit_path=_path(a),
+        summary=f"A member logged {visits} household visits on {day.isoformat()} "
+        f"(plausible: at most {params.max_visits_per_member_day}).",
+        details={
+            "check": "visits_per_day",
+            "team_id": str(a.team_id),
+            "visits": visits,
+            "limit": params.max_visits_per_member_day,
+        },
+    )
+
+
+async def _household(
+    uow: UnitOfWork,
+    a: ActivityRecorded,
+    params: SuspiciousActivityParams,
+    seen: set[tuple[str, str, str]],
+) -> AlertCandidate | None:
+    if a.household_hash is None:
+        return None
+    day = local_day(a.occurred_at)
+    if not _first(seen, ("household", a.household_hash, a.occurred_at.isoformat())):
+        return None
+    window = timedelta(hours=params.household_window_hours)
+    teams = await adapters.household_teams(
+        uow.session,
+        household_hash=a.household_hash,
+        start=a.occurred_at - window,
+        end=a.occurred_at + window,
+    )
+    if teams < params.household_max_teams:
+        return None
+    return AlertCandidate(
+        alert_type="suspicious_activity",
+        subject_type="household",
+        subject_id=a.household_hash,  # a keyed hash, never the partner's reference
+        period=day.isoformat(),
+        qualifier="household_many_teams",
+        unit_path=_path(a),
+        summary=f"One household was reported visited by {teams} teams within "
+        f"{params.household_window_hours:g} hours.",
+        details={
+            "check": "household_many_teams",
+            "teams": teams,
+            "limit": params.household_max_teams,
+            "window_hours": params.household_window_hours,
+        },
+    )
+
+
+async def _backdated(
+    uow: UnitOfWork,
+    a: ActivityRecorded,
+    params: SuspiciousActivityParams,
+    seen: set[tuple[str, str, str]],
+) -> AlertCandidate | None:
+    lag_hours = (a.recorded_at - a.occurred_at).total_seconds() / 3600
+    if lag_hours <= params.backdate_hours:
+        return None
+    day = local_day(a.recorded_at)
+    if not _first(seen, ("backdated", str(a.team_id), day.isoformat())):
+        return None
+    count = await adapters.backdated_count(
+        uow.session,
+        team_id=a.team_id,
+        hours=params.backdate_hours,
+        start=a.recorded_at - timedelta(minutes=params.backdate_burst_window_minutes),
+        end=a.recorded_at,
+    )
+    if count < params.backdate_burst_count:
+        return None
+    return AlertCandidate(
+        alert_type="suspicious_activity",
+        subject_type="team",
+        subject_id=str(a.team_id),
+        period=day.isoformat(),
+        qualifier="backdated_burst",
+        unit_path=_path(a),
+        summary=f"A team recorded {count} activities backdated by more than "
+        f"{params.backdate_hours:g} hours within {params.backdate_burst_window_minutes:g} minutes.",
+        details={
+            "check": "backdated_burst",
+            "events": count,
+            "limit": params.backdate_burst_count,
+            "backdate_hours": params.backdate_hours,
+        },
+    )
+
+
+def _first(seen: set[tuple[str, str, str]], key: tuple[str, str, str]) -> bool:
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+# --------------------------------------------------------------------------- team_inactive
+
+
+async def evaluate_inactivity(
+    uow: UnitOfWork, *, now: datetime, team_ids: Sequence[UUID] | None = None
+) -> tuple[int, int]:
+    """Raise `team_inactive` for silent teams and resolve it for active (or dissolved) ones.
+
+    `team_ids=None` is the full sweep. Returns (raised, resolved).
+    """
+    teams = await adapters.teams_for_sweep(uow.session, team_ids=team_ids)
+    book = await RuleBook.load(uow, provinces={_province(t) for t in teams})
+    active = {
+        row["dedupe_key"]: row
+        for row in await _active_inactivity_alerts(uow, team_ids=team_ids)
+    }
+    raised = 0
+    clear: list[RowMapping] = []
+    for team in teams:
+        candidate = _inactivity_candidate(team, book=book, now=now)
+        key = _inactive_key(team["id"])
+        if candidate is None:
+            if key in active:
+                clear.append(active[key])
+        elif key not in active:
+            raised += await raise_alert(uow, candidate, now=now)
+    return raised, await resolve_alerts(uow, clear, now=now)
+
+
+def _province(team: RowMapping) -> str | None:
+    return team["unit_path"][0] if team["unit_path"] else None
+
+
+def _inactive_key(team_id: UUID) -> str:
+    return dedupe_key("team_inactive", subject_type="team", subject_id=str(team_id), period=None)
+
+
+async def _active_inactivity_alerts(
+    uow: UnitOfWork, *, team_ids: Sequence[UUID] | None
+) -> list[RowMapping]:
+    if team_ids is not None:
+        return await adapters.active_alerts(
+            uow.session, dedupe_keys=[_inactive_key(t) for t in team_ids]
+        )
+    table = adapters.alerts_table
+    rows = await uow.session.execute(
+        select(table).where(
+            table.c.alert_type == "team_inactive", table.c.status.in_(adapters.OPEN_STATES)
+        )
+    )
+    return list(rows.mappings())
+
+
+def _inactivity_candidate(
+    team: RowMapping, *, book: RuleBook, now: datetime
+) -> AlertCandidate | None:
+    params: TeamInactiveParams | None = book.params("team_inactive", _province(team))
+    if params is None or team["status"] != "active":
+        return None
+    reference = inactivity_reference(
+        last_activity_at=team["last_activity_at"],
+        established_on=team["established_on"],
+        first_seen_at=team["first_seen_at"],
+    )
+    if not is_inactive(reference=reference, now=now, days=params.days):
+        return None
+    silent_days = (now - reference).days
+    return AlertCandidate(
+        alert_type="team_inactive",
+        subject_type="team",
+        subject_id=str(team["id"]),
+        period=None,
+        unit_path=tuple(team["unit_path"]),
+        summary=f"Team {team['code'] or team['id']} has recorded no activity for "
+        f"{silent_days} days (limit {params.days}).",
+        details={
+            "team_code": team["code"],
+            "last_activity_at": reference.isoformat(),
+            "days": silent_days,
+            "limit_days": params.days,
+        },
+    )
+
+
+async def sweep(uow: UnitOfWork, *, now: datetime) -> tuple[int, int] | None:
+    """The scheduled full sweep; None when another replica holds the sweep lock."""
+    locked = await uow.session.scalar(
+        select(func.pg_try_advisory_xact_lock(func.hashtext("notifications:inactivity-sweep")))
+    )
+    if not locked:
+        return None
+    result = await evaluate_inactivity(uow, now=now)
+    await uow.commit()
+    return result
+
+
+# --------------------------------------------------------------------------- scores
+
+
+async def on_score_updated(uow: UnitOfWork, score: ScoreUpdated, *, now: datetime) -> None:
+    previous = await adapters.score_state_of(
+        uow.session,
+        subject_type=score.subject_type,
+        subject_id=score.subject_id,
+        period=score.period,
+    )
+    newer = await adapters.save_score_state(
+        uow.session,
+        subject_type=score.subject_type,
+        subject_id=score.subject_id,
+        period=score.period,
+        version=score.version,
+        score=score.score,
+    )
+    if not newer:
+        return  # a replay or an out-of-order older version: already judged
+    unit_path = tuple(
+        await adapters.unit_path_of(
+            uow.session, subject_type=score.subject_type, code=score.subject_id
+        )
+    )
+    province = unit_path[0] if unit_path else None
+    book = await RuleBook.load(uow, provinces=[province])
+    await _score_drop(
+        uow,
+        score,
+        params=book.params("score_drop", province),
+        previous_score=previous["score"] if previous else None,
+        unit_path=unit_path,
+        now=now,
+    )
+    await _targets(
+        uow, score, params=book.params("target_reached", province), unit_path=unit_path, now=now
+    )
+    await _campaign(
+        uow, score, params=book.params("campaign_at_risk", province), unit_path=unit_path, now=now
+    )
+
+
+async def _score_drop(
+    uow: UnitOfWork,
+    score: ScoreUpdated,
+    *,
+    params: ScoreDropParams | None,
+    previous_score: float | None,
+    unit_path: tuple[str, ...],
+    now: datetime,
+) -> None:
+    if params is None:
+        return
+    previous_period_score = None
+    if params.between_periods and (earlier := previous_period(score.period)) is not None:
+        state = await adapters.score_state_of(
+            uow.session, subject_type=score.subject_type, subject_id=score.subject_id, period=earlier
+        )
+        previous_period_score = state["score"] if state else None
+    drop = score_drop(
+        previous_version_score=previous_score,
+        previous_period_score=previous_period_score,
+        score=score.score,
+        params=params,
+    )
+    base = AlertCandidate(
+        alert_type="score_drop",
+        subject_type=score.subject_type,
+        subject_id=score.subject_id,
+        period=score.period,
+        unit_path=unit_path,
+        summary="",
+    )
+    if drop is not None:
+        await raise_alert(
+            uow,
+            AlertCandidate(
+                **{
+                    **base.__dict__,
+                    "summary": f"The {score.subject_type} score for {score.period} fell by "
+                    f"{drop.points:g} points ({drop.baseline:g} → {drop.score:g}).",
+                    "details": {
+                        "baseline": drop.baseline,
+                        "score": drop.score,
+                        "points": drop.points,
+                        "compared_with": drop.compared_with,
+                        "version": score.version,
+                        "criteria_set": score.criteria_set,
+                    },
+                }
+            ),
+            now=now,
+        )
+        return
+    recovered = [
+        row
+        for row in await adapters.active_alerts(uow.session, dedupe_keys=[base.dedupe_key])
+        if score_recovered(baseline=float(row["details"]["baseline"]), score=score.score, params=params)
+    ]
+    await resolve_alerts(uow, recovered, now=now)
+
+
+async def _targets(
+    uow: UnitOfWork,
+    score: ScoreUpdated,
+    *,
+    params: TargetReachedParams | None,
+    unit_path: tuple[str, ...],
+    now: datetime,
+) -> None:
+    if params is None:
+        return
+    statuses = target_statuses(components=score.components, indicators=score.indicators, params=params)
+    cleared: list[str] = []
+    for status in statuses:
+        candidate = AlertCandidate(
+            alert_type="target_reached",
+            subject_type=score.subject_type,
+            subject_id=score.subject_id,
+            period=score.period,
+            qualifier=status.name,
+            unit_path=unit_path,
+            summary=f"The {score.subject_type} reached its {status.name.split(':', 1)[1]} "
+            f"target for {score.period}: {status.value:g} of {status.target:g}.",
+            details={"target": status.name, "value": status.value, "goal": status.target},
+        )
+        if status.reached:
+            await raise_alert(uow, candidate, now=now)
+        else:
+            cleared.append(candidate.dedupe_key)
+    await resolve_keys(uow, cleared, now=now)
+
+
+async def _campaign(
+    uow: UnitOfWork,
+    score: ScoreUpdated,
+    *,
+    params: CampaignAtRiskParams | None,
+    unit_path: tuple[str, ...],
+    now: datetime,
+) -> None:
+    campaign_id = campaign_id_of(score.period)
+    if params is None or campaign_id is None:
+        return
+    goal = params.campaigns.get(campaign_id)
+    if goal is None or goal.subject_type != score.subject_type:
+        return
+    pace = campaign_pace(
+        value=float(score.indicators.get(goal.indicator, 0.0)),
+        goal=goal,
+        now=score.computed_at,
+        min_elapsed=params.min_elapsed,
+    )
+    if pace is None:
+        return
+    candidate = AlertCandidate(
+        alert_type="campaign_at_risk",
+        subject_type=score.subject_type,
+        subject_id=score.subject_id,
+        period=score.period,
+        unit_path=unit_path,
+        summary=f"Campaign {campaign_id} will miss its {goal.indicator} target: "
+        f"{pace.value:g} so far after {pace.elapsed_fraction:.0%} of the time projects to "
+        f"{pace.projected:.0f} of {goal.target:g}.",
+        details={
+            "campaign_id": campaign_id,
+            "indicator": goal.indicator,
+            "value": pace.value,
+            "target": goal.target,
+            "elapsed_fraction": round(pace.elapsed_fraction, 4),
+            "projected": round(pace.projected, 2),
+            "ends_on": goal.ends_on.isoformat(),
+        },
+    )
+    if pace.at_risk:
+        await raise_alert(uow, candidate, now=now)
+    else:
+        await resolve_keys(uow, [candidate.dedupe_key], now=now)
