@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
 from common.contracts.teams import MemberChanged, TeamChanged
@@ -308,7 +309,7 @@ async def existing_hashes(session: AsyncSession, ids: Sequence[UUID]) -> dict[UU
 # One set-based statement: claim the ids, store the new activities and their outbox rows.
 # Rows whose id another transaction claimed meanwhile are skipped (ON CONFLICT DO NOTHING) and
 # the caller classifies them as duplicate or conflict.
-_INSERT_BATCH = text(f"""  # noqa: S608 - only the constant schema name is interpolated
+_INSERT_BATCH = text("""
 WITH input AS (
   SELECT * FROM unnest(
     CAST(:id AS uuid[]), CAST(:payload_hash AS bytea[]), CAST(:occurred_at AS timestamptz[]),
@@ -323,7 +324,7 @@ WITH input AS (
     event_id, topic, type, payload, headers, ord)
 ),
 claimed AS (
-  INSERT INTO {SCHEMA}.activity_ids (id, payload_hash, occurred_at, partner_id, team_id,
+  INSERT INTO activities.activity_ids (id, payload_hash, occurred_at, partner_id, team_id,
     recorded_at)
   SELECT id, payload_hash, occurred_at, CAST(:partner_id AS uuid), team_id,
     CAST(:recorded_at AS timestamptz)
@@ -332,7 +333,7 @@ claimed AS (
   RETURNING id
 ),
 stored AS (
-  INSERT INTO {SCHEMA}.activities (occurred_at, id, team_id, member_id, partner_id, recorded_at,
+  INSERT INTO activities.activities (occurred_at, id, team_id, member_id, partner_id, recorded_at,
     kind, skills, citizens_reached, household_hash, audience, campaign_id, outcomes, province,
     district, commune, village)
   SELECT occurred_at, id, team_id, member_id, CAST(:partner_id AS uuid),
@@ -342,7 +343,7 @@ stored AS (
   FROM input JOIN claimed USING (id)
 ),
 published AS (
-  INSERT INTO {SCHEMA}.outbox (id, aggregatetype, aggregateid, type, topic, payload, headers)
+  INSERT INTO activities.outbox (id, aggregatetype, aggregateid, type, topic, payload, headers)
   SELECT event_id, 'activity', CAST(team_id AS text), type, topic, CAST(payload AS jsonb),
     CAST(headers AS jsonb)
   FROM input JOIN claimed USING (id) ORDER BY ord
@@ -478,7 +479,7 @@ async def list_activities(
 ) -> list[dict[str, Any]]:
     """Keyset page ordered by (occurred_at, id); household hashes are never listed."""
     a = activities.c
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if where.provinces is not None:
         conditions.append(a.province.in_(where.provinces))
     if where.team_id is not None:
@@ -505,10 +506,7 @@ async def list_activities(
     if where.after is not None:
         conditions.append(tuple_(a.occurred_at, a.id) > tuple_(*where.after))
     statement = (
-        select(*LISTED_COLUMNS)
-        .where(*conditions)
-        .order_by(a.occurred_at, a.id)
-        .limit(limit)
+        select(*LISTED_COLUMNS).where(*conditions).order_by(a.occurred_at, a.id).limit(limit)
     )
     return [dict(row) for row in (await session.execute(statement)).mappings()]
 
@@ -526,6 +524,4 @@ async def stream_activities(
         if len(rows) < page:
             return
         last = rows[-1]
-        cursor = ActivityFilter(
-            **{**cursor.__dict__, "after": (last["occurred_at"], last["id"])}
-        )
+        cursor = ActivityFilter(**{**cursor.__dict__, "after": (last["occurred_at"], last["id"])})

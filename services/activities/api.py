@@ -217,9 +217,7 @@ def _rejection_problem(rejection: Rejection, activity_id: UUID | None) -> Proble
     if rejection.reason == "team_outside_scope":
         return ProblemError(403, "Forbidden", rejection.detail, **extensions)
     headers = {"Retry-After": "30"} if rejection.retryable else None
-    return ProblemError(
-        422, "Activity rejected", rejection.detail, headers=headers, **extensions
-    )
+    return ProblemError(422, "Activity rejected", rejection.detail, headers=headers, **extensions)
 
 
 def _item_json(result: ItemResult) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def check_against_replica(
         return Rejection("team_unknown", "The team is not known (yet); retry later.")
     day = local_date(event.occurred_at)
     rejection = _check_team(team, provinces=provinces, day=day) or _check_event(
-        event, team=team, day=day, now=now, clock_skew=clock_skew
+        event, now=now, clock_skew=clock_skew
     )
     if rejection is not None or event.member_id is None:
         return rejection
@@ -153,9 +153,7 @@ def _check_team(team: TeamView, *, provinces: Sequence[str] | None, day: date) -
     return None
 
 
-def _check_event(
-    event: ActivityIn, *, team: TeamView, day: date, now: datetime, clock_skew: timedelta
-) -> Rejection | None:
+def _check_event(event: ActivityIn, *, now: datetime, clock_skew: timedelta) -> Rejection | None:
     if event.occurred_at > now + clock_skew:
         return Rejection("occurred_in_future", "occurred_at is in the future.")
     limit = MAX_CITIZENS_PER_HOUSEHOLD_VISIT

@@ -12,7 +12,6 @@ from activities import adapters
 from activities.adapters import NewActivity, Partner
 from activities.domain import (
     ActivityIn,
-    MemberView,
     Rejection,
     TeamView,
     canonical_payload,
@@ -64,6 +63,32 @@ class Ingestor:
     ) -> list[ItemResult]:
         """One result per item, in order; commits the unit of work."""
         results: dict[int, ItemResult] = {}
+        candidates = self._first_occurrences(items, results)
+        fresh = await self._not_yet_stored(uow, candidates, results)
+        now = self._clock()
+        accepted = await self._validate(uow, fresh, partner=partner, now=now, results=results)
+        claimed = await adapters.insert_activities(
+            uow.session, accepted, partner_id=partner.id, recorded_at=now
+        )
+        lost = [a for a in accepted if a.id not in claimed]
+        # A concurrent request claimed these ids between our lookup and our insert.
+        raced = await adapters.existing_hashes(uow.session, [a.id for a in lost]) if lost else {}
+        index_of = {c.event.id: c.index for c in fresh}
+        for a in accepted:
+            index = index_of[a.id]
+            if a.id in claimed:
+                results[index] = ItemResult(index, a.id, "accepted")
+            else:
+                results[index] = _repeat(index, a.id, same=raced.get(a.id) == a.payload_hash)
+        await uow.commit()
+        ordered = [results[i] for i in range(len(items))]
+        _count(ordered)
+        return ordered
+
+    def _first_occurrences(
+        self, items: Sequence[ActivityIn | Rejection], results: dict[int, ItemResult]
+    ) -> list[_Candidate]:
+        """Schema rejections and repeats of an id within the batch (the first one decides)."""
         candidates: list[_Candidate] = []
         first_seen: dict[UUID, bytes] = {}
         for index, item in enumerate(items):
@@ -75,31 +100,42 @@ class Ingestor:
             if seen is None:
                 first_seen[item.id] = candidate.digest
                 candidates.append(candidate)
-            else:  # the same id twice in one batch: the first occurrence decides
+            else:
                 results[index] = _repeat(index, item.id, same=seen == candidate.digest)
+        return candidates
 
-        session = uow.session
-        stored = await adapters.existing_hashes(session, [c.event.id for c in candidates])
+    async def _not_yet_stored(
+        self, uow: UnitOfWork, candidates: list[_Candidate], results: dict[int, ItemResult]
+    ) -> list[_Candidate]:
+        stored = await adapters.existing_hashes(uow.session, [c.event.id for c in candidates])
         fresh: list[_Candidate] = []
         for c in candidates:
             if c.event.id in stored:
                 results[c.index] = _repeat(c.index, c.event.id, same=stored[c.event.id] == c.digest)
             else:
                 fresh.append(c)
+        return fresh
 
-        teams = await adapters.load_teams(session, list({c.event.team_id for c in fresh}))
+    async def _validate(
+        self,
+        uow: UnitOfWork,
+        fresh: list[_Candidate],
+        *,
+        partner: Partner,
+        now: datetime,
+        results: dict[int, ItemResult],
+    ) -> list[NewActivity]:
+        teams = await adapters.load_teams(uow.session, list({c.event.team_id for c in fresh}))
         members = await adapters.load_members(
-            session, list({c.event.member_id for c in fresh if c.event.member_id is not None})
+            uow.session, list({c.event.member_id for c in fresh if c.event.member_id is not None})
         )
-        now = self._clock()
         accepted: list[NewActivity] = []
         for c in fresh:
             team = teams.get(c.event.team_id)
-            member = members.get(c.event.member_id) if c.event.member_id else None
             rejection = check_against_replica(
                 c.event,
                 team=team,
-                member=member,
+                member=members.get(c.event.member_id) if c.event.member_id else None,
                 provinces=partner.provinces,
                 now=now,
                 clock_skew=self._skew,
@@ -109,24 +145,7 @@ class Ingestor:
             else:
                 assert team is not None
                 accepted.append(self._new_activity(c, team, partner=partner, now=now))
-
-        claimed = await adapters.insert_activities(
-            session, accepted, partner_id=partner.id, recorded_at=now
-        )
-        lost = [a for a in accepted if a.id not in claimed]
-        # A concurrent request claimed these ids between our lookup and our insert.
-        raced = await adapters.existing_hashes(session, [a.id for a in lost]) if lost else {}
-        by_id = {c.event.id: c for c in fresh}
-        for a in accepted:
-            index = by_id[a.id].index
-            if a.id in claimed:
-                results[index] = ItemResult(index, a.id, "accepted")
-            else:
-                results[index] = _repeat(index, a.id, same=raced.get(a.id) == a.payload_hash)
-        await uow.commit()
-        ordered = [results[i] for i in range(len(items))]
-        _count(ordered)
-        return ordered
+        return accepted
 
     def _candidate(self, index: int, event: ActivityIn) -> _Candidate:
         household = household_hash(event.household_ref, key=self._key)
@@ -138,9 +157,9 @@ class Ingestor:
     ) -> NewActivity:
         event = c.event
         assert team.province is not None
-        skills = sorted(set(event.skills))
+        skills: list[str] = sorted(set(event.skills))
         audience = sorted(set(event.audience))
-        outcomes = {k: v for k, v in sorted(event.outcomes.items()) if v}
+        outcomes: dict[str, int] = {k: v for k, v in sorted(event.outcomes.items()) if v}
         recorded = ActivityRecorded(
             id=event.id,
             team_id=event.team_id,
@@ -149,7 +168,7 @@ class Ingestor:
             occurred_at=event.occurred_at,
             recorded_at=now,
             kind=event.kind,
-            skills=skills,  # type: ignore[arg-type]
+            skills=skills,
             citizens_reached=event.citizens_reached,
             household_hash=c.household,
             audience=audience,

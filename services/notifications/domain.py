@@ -256,11 +256,14 @@ def unit_path_codes(
 def inactivity_reference(
     *, last_activity_at: datetime | None, established_on: date | None, first_seen_at: datetime
 ) -> datetime:
-    """The instant a team's silence is counted from."""
+    """The instant a team's silence is counted from: its last activity; for a team never
+    seen active, the later of its establishment and its first appearance here (a team
+    registered today gets the same grace as a new one, then counts as "founded on paper")."""
     if last_activity_at is not None:
         return last_activity_at
     if established_on is not None:
-        return datetime.combine(established_on, datetime.min.time(), VIETNAM_TZ)
+        established = datetime.combine(established_on, datetime.min.time(), VIETNAM_TZ)
+        return max(established, first_seen_at)
     return first_seen_at
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -443,20 +444,18 @@ async def _score_drop(
     if drop is not None:
         await raise_alert(
             uow,
-            AlertCandidate(
-                **{
-                    **base.__dict__,
-                    "summary": f"The {score.subject_type} score for {score.period} fell by "
-                    f"{drop.points:g} points ({drop.baseline:g} → {drop.score:g}).",
-                    "details": {
-                        "baseline": drop.baseline,
-                        "score": drop.score,
-                        "points": drop.points,
-                        "compared_with": drop.compared_with,
-                        "version": score.version,
-                        "criteria_set": score.criteria_set,
-                    },
-                }
+            replace(
+                base,
+                summary=f"The {score.subject_type} score for {score.period} fell by "
+                f"{drop.points:g} points ({drop.baseline:g} → {drop.score:g}).",
+                details={
+                    "baseline": drop.baseline,
+                    "score": drop.score,
+                    "points": drop.points,
+                    "compared_with": drop.compared_with,
+                    "version": score.version,
+                    "criteria_set": score.criteria_set,
+                },
             ),
             now=now,
         )

@@ -244,7 +244,7 @@ async def lock_for_recompute(session: AsyncSession) -> None:
 # --------------------------------------------------------------------------- facts
 
 
-def _path_of(row: RowMapping) -> UnitPathCodes:
+def path_of(row: RowMapping) -> UnitPathCodes:
     return UnitPathCodes(
         province=row["province"] or "",
         district=row["district"],
@@ -257,7 +257,7 @@ def fact_of(row: RowMapping) -> ActivityFact:
     return ActivityFact(
         activity_id=row["activity_id"],
         team_id=row["team_id"],
-        path=_path_of(row),
+        path=path_of(row),
         occurred_at=row["occurred_at"],
         periods=tuple(row["periods"]),
         counters=row["counters"],
@@ -575,7 +575,7 @@ async def load_roster(
         for row in rows:
             roster.teams[row["team_id"]] = TeamState(
                 team_id=row["team_id"],
-                path=_path_of(row) if row["province"] else None,
+                path=path_of(row) if row["province"] else None,
                 active=row["active"],
                 version=row["version"],
             )
@@ -774,7 +774,7 @@ async def criteria_set(session: AsyncSession, version: str) -> CriteriaSet | Non
 
 async def upsert_scores(
     session: AsyncSession, rows: Sequence[dict[str, Any]]
-) -> dict[tuple[str, str, str, str], int]:
+) -> dict[tuple[str, str, str, str], tuple[int, datetime | None]]:
     """Store computed scores; each stored change bumps the subject's version by one."""
     if not rows:
         return {}
@@ -806,9 +806,10 @@ async def upsert_scores(
             scores.c.period,
             scores.c.criteria_set,
             scores.c.version,
+            scores.c.as_of_event_time,
         )
     )
-    return {(r[0], r[1], r[2], r[3]): r[4] for r in result}
+    return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in result}
 
 
 async def sibling_ranks(

@@ -1,4 +1,4 @@
-"""The only wiring of the scoring service (its consumers arrive with the scoring issue)."""
+"""The only wiring of the scoring service."""
 
 from __future__ import annotations
 
@@ -7,21 +7,54 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from common.app import create_app
-from common.runtime import ServiceRuntime
+from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
+from common.topics import CONSUMER_GROUPS
+from scoring import api
 from scoring.adapters import service_tables
+from scoring.handlers import scoring_handler
+from scoring.service import ScorePublisher
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+GROUP = "scoring"
+
+
+class ScoringRuntime(ServiceRuntime):
+    """The common runtime plus the score publisher (coalesces dirty subjects every ~200 ms)."""
+
+    def __init__(self, *, settings: ServiceSettings, publish_interval: float = 0.2) -> None:
+        super().__init__(
+            settings=settings,
+            tables=service_tables,
+            migrations_dir=MIGRATIONS,
+            consumers=[
+                ConsumerSpec(
+                    group=GROUP,
+                    topics=[t.name for t in CONSUMER_GROUPS[GROUP]],
+                    handler=scoring_handler(),
+                )
+            ],
+        )
+        self.publisher = ScorePublisher(self, interval=publish_interval)
+
+    async def start(self, *, workers: bool) -> None:
+        await super().start(workers=workers)
+        if workers:
+            self._spawn("score-publisher", self.publisher.run)
+
+    async def stop(self) -> None:
+        self.publisher.stop()
+        await super().stop()
 
 
 def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
-    return ServiceRuntime(settings=settings, tables=service_tables, migrations_dir=MIGRATIONS)
+    return ScoringRuntime(settings=settings)
 
 
 def build_app(runtime: ServiceRuntime) -> FastAPI:
     return create_app(
         runtime=runtime,
-        routers=[],
+        routers=[api.router],
         title="CDT scoring",
         description="Indicators and evaluation scores for every team and level.",
     )

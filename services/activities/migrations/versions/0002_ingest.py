@@ -38,7 +38,9 @@ def upgrade() -> None:
         sa.Column("left_on", sa.Date),
         sa.Column("removed", sa.Boolean, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         schema=SCHEMA,
     )
     op.create_index("ix_member_replica_team", "member_replica", ["team_id"], schema=SCHEMA)
@@ -51,7 +53,9 @@ def upgrade() -> None:
         sa.Column("key_lookup", sa.String(12), nullable=False, unique=True),
         sa.Column("key_hash", sa.LargeBinary, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("key_rotated_at", sa.DateTime(timezone=True)),
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
         schema=SCHEMA,
@@ -94,7 +98,9 @@ def upgrade() -> None:
         postgresql_partition_by="RANGE (occurred_at)",
     )
     op.create_index("ix_activities_team", "activities", ["team_id", "occurred_at"], schema=SCHEMA)
-    op.create_index("ix_activities_province", "activities", ["province", "occurred_at"], schema=SCHEMA)
+    op.create_index(
+        "ix_activities_province", "activities", ["province", "occurred_at"], schema=SCHEMA
+    )
     op.execute(
         f'CREATE TABLE "{SCHEMA}".activities_default PARTITION OF "{SCHEMA}".activities DEFAULT'
     )

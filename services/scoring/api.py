@@ -1,0 +1,493 @@
+"""Scoring HTTP API (`/v1`): criteria sets, targets, campaigns, scores, indicators, rankings."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+
+from common.app import OperatorDep, UowDep
+from common.problems import ProblemError
+from scoring import adapters, domain, service
+
+router = APIRouter(prefix="/v1", tags=["scoring"])
+
+SubjectTypeParam = Literal["team", "village", "commune", "district", "province", "national"]
+Name = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[a-z][a-z0-9_]*$")]
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+PeriodParam = Annotated[
+    str, Query(min_length=4, max_length=80, description="2026-11 | 2026-Q4 | 2026 | campaign:<id>")
+]
+MAX_PAGE = 500
+
+
+def _check_period(period: str) -> str:
+    if not domain.is_valid_period(period):
+        raise ProblemError(
+            422,
+            "Validation failed",
+            "Invalid fields: period",
+            errors=[
+                {
+                    "field": "period",
+                    "message": "expected YYYY-MM, YYYY-Qn, YYYY or campaign:<id>",
+                    "type": "value_error",
+                }
+            ],
+        )
+    return period
+
+
+# --------------------------------------------------------------------------- criteria sets
+
+
+class CriterionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Name
+    group: Name
+    max_points: Annotated[float, Field(gt=0, le=100)]
+    numerator: Annotated[list[Name], Field(min_length=1, max_length=10)]
+    denominator: Annotated[list[Name], Field(max_length=10)] = []
+    target: Annotated[float, Field(gt=0, le=1e12)]
+    basis: Literal["absolute", "per_month", "per_team_month"] = "absolute"
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+class CriteriaSetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Annotated[str, Field(max_length=2000)] = ""
+    provenance: Annotated[str, Field(max_length=4000)] = ""
+    criteria: Annotated[list[CriterionIn], Field(min_length=1, max_length=50)]
+
+    @model_validator(mode="after")
+    def _sums_to_100(self) -> CriteriaSetIn:
+        total = sum(c.max_points for c in self.criteria)
+        if abs(total - 100) > 1e-6:
+            raise ValueError(f"criteria max_points must sum to 100 (got {total:g})")
+        ids = [c.id for c in self.criteria]
+        if len(set(ids)) != len(ids):
+            raise ValueError("criterion ids must be unique")
+        return self
+
+
+class CriteriaSetOut(BaseModel):
+    version: str
+    name: str
+    active: bool
+    created_at: datetime
+    activated_at: datetime | None
+    description: str
+    provenance: str
+    criteria: list[dict[str, Any]]
+
+
+def _criteria_out(row: Any) -> CriteriaSetOut:
+    definition = row["definition"]
+    return CriteriaSetOut(
+        version=row["version"],
+        name=row["name"],
+        active=row["active"],
+        created_at=row["created_at"],
+        activated_at=row["activated_at"],
+        description=definition.get("description", ""),
+        provenance=definition.get("provenance", ""),
+        criteria=definition.get("criteria", []),
+    )
+
+
+@router.get("/criteria-sets")
+async def list_criteria_sets(uow: UowDep) -> dict[str, Any]:
+    table = adapters.criteria_sets
+    rows = (
+        (await uow.session.execute(select(table).order_by(table.c.created_at).limit(MAX_PAGE)))
+        .mappings()
+        .all()
+    )
+    return {"items": [_criteria_out(r) for r in rows], "next_cursor": None}
+
+
+@router.get("/criteria-sets/{version}", responses={404: {"description": "unknown version"}})
+async def get_criteria_set(version: str, uow: UowDep) -> CriteriaSetOut:
+    table = adapters.criteria_sets
+    row = (
+        (await uow.session.execute(select(table).where(table.c.version == version)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise ProblemError(404, "Not Found", f"No criteria set {version!r}.")
+    return _criteria_out(row)
+
+
+@router.post("/criteria-sets", status_code=status.HTTP_201_CREATED, dependencies=[OperatorDep])
+async def create_criteria_set(body: CriteriaSetIn, uow: UowDep) -> CriteriaSetOut:
+    table = adapters.criteria_sets
+    existing = (await uow.session.scalars(select(table.c.version))).all()
+    version = domain.next_version(body.name, existing)
+    candidate = domain.criteria_from_json(version, body.model_dump())
+    definition = domain.criteria_to_json(candidate)
+    try:
+        await uow.session.execute(
+            table.insert().values(version=version, name=body.name, definition=definition)
+        )
+        await uow.commit()
+    except IntegrityError as exc:
+        raise ProblemError(409, "Conflict", "A concurrent create took this version.") from exc
+    row = (
+        (await uow.session.execute(select(table).where(table.c.version == version)))
+        .mappings()
+        .one()
+    )
+    return _criteria_out(row)
+
+
+@router.post(
+    "/criteria-sets/{version}:activate",
+    dependencies=[OperatorDep],
+    responses={404: {"description": "unknown version"}},
+)
+async def activate_criteria_set(version: str, uow: UowDep) -> dict[str, Any]:
+    """Make `version` the published set; every subject with indicators is re-scored with it.
+
+    Scores of the previous version stay stored and queryable with `?criteria_set=`.
+    """
+    table = adapters.criteria_sets
+    session = uow.session
+    await session.execute(text("LOCK TABLE scoring.criteria_sets IN EXCLUSIVE MODE"))
+    found = await session.scalar(select(table.c.version).where(table.c.version == version))
+    if found is None:
+        raise ProblemError(404, "Not Found", f"No criteria set {version!r}.")
+    await session.execute(update(table).where(table.c.active).values(active=False))
+    await session.execute(
+        update(table)
+        .where(table.c.version == version)
+        .values(active=True, activated_at=datetime.now(UTC))
+    )
+    rescoring = await adapters.mark_all_dirty(session)
+    await uow.commit()
+    return {"version": version, "active": True, "subjects_to_rescore": rescoring}
+
+
+# --------------------------------------------------------------------------- targets
+
+
+class TargetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject_type: SubjectTypeParam
+    subject_id: Code
+    period: Annotated[str, Field(min_length=4, max_length=80)]
+    indicator: Name
+    value: Annotated[float, Field(gt=0, le=1e12)]
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        if not domain.is_valid_period(value):
+            raise ValueError("expected YYYY-MM, YYYY-Qn, YYYY or campaign:<id>")
+        return value
+
+
+@router.put("/targets", dependencies=[OperatorDep])
+async def put_target(body: TargetIn, uow: UowDep) -> TargetIn:
+    """Set the target (chỉ tiêu giao) of one indicator or criterion for a subject and period."""
+    statement = insert(adapters.targets).values(**body.model_dump())
+    await uow.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["subject_type", "subject_id", "period", "indicator"],
+            set_={"value": statement.excluded.value, "updated_at": datetime.now(UTC)},
+        )
+    )
+    await adapters.mark_dirty(
+        uow.session, {(body.subject_type, body.subject_id, body.period): None}
+    )
+    await uow.commit()
+    return body
+
+
+@router.get("/targets")
+async def list_targets(
+    uow: UowDep,
+    subject_type: SubjectTypeParam,
+    subject_id: Annotated[str, Query(max_length=64)],
+    period: PeriodParam,
+) -> dict[str, Any]:
+    _check_period(period)
+    found = await adapters.targets_for(uow.session, [(subject_type, subject_id, period)])
+    items = [
+        {
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            "period": period,
+            "indicator": name,
+            "value": value,
+        }
+        for name, value in sorted(found[(subject_type, subject_id, period)].items())
+    ]
+    return {"items": items, "next_cursor": None}
+
+
+# --------------------------------------------------------------------------- campaigns
+
+
+class CampaignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Code
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    start_date: date
+    end_date: date
+    unit_codes: Annotated[list[Code], Field(max_length=5000)] = []
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CampaignIn:
+        if self.end_date < self.start_date:
+            raise ValueError("end_date must not be before start_date")
+        return self
+
+
+class CampaignOut(CampaignIn):
+    period: str
+    days: int
+
+
+def _campaign_out(row: Any) -> CampaignOut:
+    return CampaignOut(
+        id=row["id"],
+        name=row["name"],
+        start_date=row["start_date"],
+        end_date=row["end_date"],
+        unit_codes=list(row["unit_codes"]),
+        period=f"campaign:{row['id']}",
+        days=domain.campaign_days(row["start_date"], row["end_date"]),
+    )
+
+
+@router.post(
+    "/campaigns",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[OperatorDep],
+    responses={409: {"description": "duplicate id"}},
+)
+async def create_campaign(body: CampaignIn, uow: UowDep) -> CampaignOut:
+    table = adapters.campaigns
+    inserted = await uow.session.execute(
+        insert(table).values(**body.model_dump()).on_conflict_do_nothing().returning(*table.c)
+    )
+    row = inserted.mappings().first()
+    if row is None:
+        raise ProblemError(409, "Conflict", f"A campaign with id {body.id!r} exists.")
+    await uow.commit()
+    return _campaign_out(row)
+
+
+@router.get("/campaigns")
+async def list_campaigns(
+    uow: UowDep,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    table = adapters.campaigns
+    query = select(table).order_by(table.c.id).limit(limit + 1)
+    if cursor:
+        query = query.where(table.c.id > cursor)
+    rows = (await uow.session.execute(query)).mappings().all()
+    items = [_campaign_out(r) for r in rows[:limit]]
+    return {"items": items, "next_cursor": items[-1].id if len(rows) > limit else None}
+
+
+# --------------------------------------------------------------------------- scores
+
+
+async def _subject_known(uow: UowDep, subject_type: str, subject_id: str) -> bool:
+    if subject_type == "national":
+        return subject_id == domain.NATIONAL_ID
+    table = adapters.subjects
+    found = await uow.session.scalar(
+        select(table.c.subject_id).where(
+            table.c.subject_type == subject_type, table.c.subject_id == subject_id
+        )
+    )
+    return found is not None
+
+
+async def _require_subject(uow: UowDep, subject_type: str, subject_id: str) -> None:
+    if not await _subject_known(uow, subject_type, subject_id):
+        raise ProblemError(404, "Not Found", f"No {subject_type} {subject_id!r} has indicators.")
+
+
+@router.get(
+    "/scores/{subject_type}/{subject_id}", responses={404: {"description": "unknown subject"}}
+)
+async def get_score(
+    subject_type: SubjectTypeParam,
+    subject_id: Annotated[str, Path(max_length=64)],
+    uow: UowDep,
+    period: PeriodParam,
+    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
+) -> dict[str, Any]:
+    """The published score (as in `scoring.score-updated.v1`), or a live one if none yet."""
+    _check_period(period)
+    await _require_subject(uow, subject_type, subject_id)
+    session = uow.session
+    chosen = (
+        await adapters.criteria_set(session, criteria_set)
+        if criteria_set
+        else await adapters.active_criteria_set(session)
+    )
+    if chosen is None:
+        raise ProblemError(404, "Not Found", f"No criteria set {criteria_set!r}.")
+    table = adapters.scores
+    row = (
+        (
+            await session.execute(
+                select(table).where(
+                    table.c.subject_type == subject_type,
+                    table.c.subject_id == subject_id,
+                    table.c.period == period,
+                    table.c.criteria_set == chosen.version,
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is not None:
+        return {
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            "period": period,
+            "criteria_set": chosen.version,
+            "score": row["score"],
+            "max_score": row["max_score"],
+            "rank": row["rank"],
+            "rank_of": row["rank_of"],
+            "components": row["components"],
+            "indicators": row["indicators"],
+            "version": row["version"],
+            "as_of_event_time": row["as_of_event_time"],
+            "computed_at": row["computed_at"],
+        }
+    key = (subject_type, subject_id, period)
+    [evaluation] = await service.evaluate(session, [key], chosen)
+    payload = service.score_payload(
+        key=key,
+        criteria_set=chosen.version,
+        result=evaluation.result,
+        indicators=evaluation.indicators,
+        rank=None,
+        version=0,
+        as_of=None,
+        computed_at=datetime.now(UTC),
+    )
+    return payload.model_dump(mode="json")
+
+
+@router.get(
+    "/indicators/{subject_type}/{subject_id}",
+    responses={404: {"description": "unknown subject"}},
+)
+async def get_indicators(
+    subject_type: SubjectTypeParam,
+    subject_id: Annotated[str, Path(max_length=64)],
+    uow: UowDep,
+    period: PeriodParam,
+) -> dict[str, Any]:
+    _check_period(period)
+    await _require_subject(uow, subject_type, subject_id)
+    key = (subject_type, subject_id, period)
+    found = await adapters.indicators_for(uow.session, [key])
+    values = {**found[key], **domain.derived_indicators(found[key])}
+    return {
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "period": period,
+        "indicators": {k: values[k] for k in sorted(values)},
+    }
+
+
+@router.get("/rankings")
+async def get_rankings(
+    uow: UowDep,
+    level: SubjectTypeParam,
+    period: PeriodParam,
+    parent: Annotated[str | None, Query(max_length=64, description="unit code; none = all")] = None,
+    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
+    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^\d+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    """Subjects of `level` under `parent`, best score first (competition rank, ties share)."""
+    _check_period(period)
+    chosen = criteria_set or (await adapters.active_criteria_set(uow.session)).version
+    offset = int(cursor or 0)
+    rows = (
+        await uow.session.execute(
+            text(
+                """
+                SELECT sc.subject_id, sc.score, sc.version, sc.as_of_event_time,
+                       rank() OVER (ORDER BY sc.score DESC) AS rank, count(*) OVER () AS rank_of
+                FROM scoring.scores sc
+                JOIN scoring.subjects s
+                  ON s.subject_type = sc.subject_type AND s.subject_id = sc.subject_id
+                WHERE sc.subject_type = :level AND sc.period = :period
+                  AND sc.criteria_set = :cs
+                  AND (CAST(:parent AS text) IS NULL
+                       OR :parent IN (s.province, s.district, s.commune, s.village))
+                ORDER BY sc.score DESC, sc.subject_id
+                LIMIT :limit OFFSET :offset
+                """
+            ),
+            {
+                "level": level,
+                "period": period,
+                "cs": chosen,
+                "parent": parent,
+                "limit": limit + 1,
+                "offset": offset,
+            },
+        )
+    ).all()
+    items = [
+        {
+            "subject_type": level,
+            "subject_id": r[0],
+            "score": r[1],
+            "version": r[2],
+            "as_of_event_time": r[3],
+            "rank": r[4],
+            "rank_of": r[5],
+        }
+        for r in rows[:limit]
+    ]
+    return {
+        "level": level,
+        "parent": parent,
+        "period": period,
+        "criteria_set": chosen,
+        "items": items,
+        "next_cursor": str(offset + limit) if len(rows) > limit else None,
+    }
+
+
+# --------------------------------------------------------------------------- recompute
+
+
+@router.post("/recompute", dependencies=[OperatorDep])
+async def post_recompute(uow: UowDep) -> dict[str, Any]:
+    """Rebuild every indicator from stored facts (same code path as the consumer), re-score."""
+    result = await service.recompute(uow.session)
+    await uow.commit()
+    return {
+        "facts": result.facts,
+        "teams": result.teams,
+        "subjects_to_rescore": result.dirty,
+        "seconds": round(result.seconds, 3),
+    }

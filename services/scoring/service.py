@@ -1,0 +1,264 @@
+"""Scoring use cases over the repositories: evaluate, publish dirty subjects, full recompute."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.contracts.scoring import ScoreComponent, ScoreLatest, ScoreUpdated
+from common.envelope import OutboundEvent
+from common.runtime import ServiceRuntime
+from scoring import adapters, domain
+from scoring.domain import CriteriaSet, Deltas, ScoreResult
+
+log = logging.getLogger(__name__)
+SOURCE = "/cdt/scoring"
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    key: Key
+    result: ScoreResult
+    indicators: dict[str, float]
+
+
+async def evaluate(
+    session: AsyncSession, keys: Sequence[Key], criteria_set: CriteriaSet
+) -> list[Evaluation]:
+    """Score subject-periods from their aggregated indicators (rollups are never averages)."""
+    indicators = await adapters.indicators_for(session, keys)
+    targets = await adapters.targets_for(session, keys)
+    lengths = await adapters.campaign_lengths(session, (k[2] for k in keys))
+    return [
+        Evaluation(
+            key=key,
+            result=domain.score(
+                criteria_set,
+                indicators[key],
+                period=key[2],
+                targets=targets[key],
+                campaign_days=lengths.get(key[2]),
+            ),
+            indicators={
+                **indicators[key],
+                **domain.derived_indicators(indicators[key]),
+            },
+        )
+        for key in keys
+    ]
+
+
+def components_json(result: ScoreResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "criterion": c.criterion,
+            "group": c.group,
+            "points": c.points,
+            "max_points": c.max_points,
+            "value": c.value,
+            "target": c.target,
+        }
+        for c in result.components
+    ]
+
+
+def score_payload(
+    *,
+    key: Key,
+    criteria_set: str,
+    result: ScoreResult,
+    indicators: dict[str, float],
+    rank: tuple[int, int] | None,
+    version: int,
+    as_of: datetime | None,
+    computed_at: datetime,
+) -> ScoreUpdated:
+    return ScoreUpdated(
+        subject_type=key[0],  # type: ignore[arg-type]
+        subject_id=key[1],
+        period=key[2],
+        criteria_set=criteria_set,
+        score=result.score,
+        max_score=result.max_score,
+        rank=rank[0] if rank else None,
+        rank_of=rank[1] if rank else None,
+        components=[ScoreComponent(**c) for c in components_json(result)],
+        indicators=indicators,
+        version=version,
+        as_of_event_time=as_of,
+        computed_at=computed_at,
+    )
+
+
+async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 500) -> int:
+    """Score the subjects marked dirty since the last pass and publish each once.
+
+    However many events touched a subject in between, it yields one update (coalescing): a burst
+    on one commune becomes a handful of ScoreUpdated/ScoreLatest pairs, not thousands.
+    """
+    async with runtime.unit_of_work() as uow:
+        session = uow.session
+        dirty = await adapters.take_dirty(session, limit=limit)
+        if not dirty:
+            return 0
+        criteria = await adapters.active_criteria_set(session)
+        keys = [(d[0], d[1], d[2]) for d in dirty]
+        event_times = {(d[0], d[1], d[2]): d[3] for d in dirty}
+        evaluations = await evaluate(session, keys, criteria)
+        now = datetime.now(UTC)
+        stored = await adapters.upsert_scores(
+            session,
+            [
+                {
+                    "subject_type": e.key[0],
+                    "subject_id": e.key[1],
+                    "period": e.key[2],
+                    "criteria_set": criteria.version,
+                    "score": e.result.score,
+                    "max_score": e.result.max_score,
+                    "components": components_json(e.result),
+                    "indicators": e.indicators,
+                    "version": 1,
+                    "as_of_event_time": event_times[e.key],
+                    "computed_at": now,
+                }
+                for e in evaluations
+            ],
+        )
+        ranks = await adapters.sibling_ranks(session, keys, criteria=criteria.version)
+        await adapters.set_ranks(session, ranks, criteria=criteria.version)
+        for e in evaluations:
+            version, as_of = stored[(*e.key, criteria.version)]
+            payload = score_payload(
+                key=e.key,
+                criteria_set=criteria.version,
+                result=e.result,
+                indicators=e.indicators,
+                rank=ranks.get(e.key),
+                version=version,
+                as_of=as_of,
+                computed_at=now,
+            )
+            subject = f"{e.key[0]}:{e.key[1]}"
+            uow.publish(OutboundEvent.of(payload, source=SOURCE, subject=subject))
+            latest = ScoreLatest(**payload.model_dump())
+            uow.publish(OutboundEvent.of(latest, source=SOURCE, subject=subject))
+        await uow.commit()
+        return len(dirty)
+
+
+class ScorePublisher:
+    """Background task: every `interval` seconds, publish what became dirty."""
+
+    def __init__(self, runtime: ServiceRuntime, *, interval: float = 0.2, limit: int = 500):
+        self._runtime = runtime
+        self._interval = interval
+        self._limit = limit
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set() and not self._runtime.draining:
+            try:
+                published = await publish_dirty(self._runtime, limit=self._limit)
+            except Exception:
+                log.exception("score publication failed; retrying")
+                published = 0
+            if published < self._limit:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+
+
+# --------------------------------------------------------------------------- full recompute
+
+
+@dataclass(frozen=True)
+class RecomputeResult:
+    facts: int
+    teams: int
+    seconds: float
+    dirty: int
+
+
+Progress = Callable[[int, int], None]
+
+
+async def recompute(
+    session: AsyncSession, *, chunk: int = 50_000, progress: Progress | None = None
+) -> RecomputeResult:
+    """Rebuild every indicator from the stored facts and roster, in the caller's transaction.
+
+    Facts go through the very expansion and upserts the consumer uses (`Deltas.add_fact`,
+    `apply_deltas`), so the result is what the incremental path produces. The exclusive lock
+    holds consumer batches back until this transaction commits.
+    """
+    started = time.perf_counter()
+    await adapters.lock_for_recompute(session)
+    await session.execute(
+        text(
+            "TRUNCATE scoring.indicator_values, scoring.distinct_values, "
+            "scoring.state_values, scoring.dirty_subjects"
+        )
+    )
+    facts_table = adapters.activity_facts
+    live = facts_table.c.recorded & ~facts_table.c.voided
+    total = int(await session.scalar(select(func.count()).where(live)) or 0)
+    done = 0
+    stream = await session.stream(
+        select(facts_table).where(live).execution_options(yield_per=chunk)
+    )
+    async for partition in stream.mappings().partitions(chunk):
+        deltas = Deltas()
+        placed: dict[tuple[Any, ...], dict[str, str | None]] = {}
+        for row in partition:
+            fact = adapters.fact_of(row)
+            deltas.add_fact(fact, +1)
+            for subject in domain.subject_rows(fact.team_id, fact.path):
+                placed[(subject["subject_type"], subject["subject_id"])] = subject
+        await adapters.upsert_subjects(session, placed.values())
+        await adapters.apply_deltas(session, deltas)
+        done += len(partition)
+        if progress is not None:
+            progress(done, total)
+    teams = await _recompute_roster(session)
+    dirty = await adapters.mark_all_dirty(session)
+    return RecomputeResult(
+        facts=done, teams=teams, seconds=time.perf_counter() - started, dirty=dirty
+    )
+
+
+async def _recompute_roster(session: AsyncSession) -> int:
+    """State indicators from the stored team and member replica (the same Roster rules)."""
+    rows = (await session.execute(select(adapters.team_state))).mappings().all()
+    roster = domain.Roster()
+    deltas = Deltas()
+    for row in rows:
+        team_id = row["team_id"]
+        roster.counts[team_id] = (row["members"], row["trained_members"])
+        if row["members"] or row["trained_members"]:
+            deltas.state[("team", str(team_id), "members")] += row["members"]
+            deltas.state[("team", str(team_id), "trained_members")] += row["trained_members"]
+        if row["version"] >= 0:
+            roster.apply_team(
+                domain.TeamState(
+                    team_id=team_id,
+                    path=adapters.path_of(row) if row["province"] else None,
+                    active=row["active"],
+                    version=row["version"],
+                ),
+                deltas,
+            )
+    await adapters.apply_deltas(session, deltas)
+    return len(rows)

@@ -1,0 +1,312 @@
+"""Administrative units (`/v1/admin-units`): import, create, read, coverage, re-organise."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Annotated, Any, Literal, cast
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.app import OperatorDep, RuntimeDep, UowDep
+from common.contracts.teams import UnitPath
+from common.problems import ProblemError
+from teams.adapters import UnitRepository
+from teams.api_common import (
+    BULK_REQUEST_BODY,
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    bulk_kind,
+    decode_cursor,
+    encode_cursor,
+    not_found,
+    raise_domain,
+    settings_of,
+)
+from teams.domain import AdminUnit, DomainError
+from teams.rows import BodyFormatError, UnitRow, raw_records
+from teams.services import apply_units, merge_units, reparent_unit, run_bulk, split_unit
+from teams.units_source import SOURCE_NAME, current_units, package_version
+
+router = APIRouter(prefix="/v1", tags=["admin units"])
+
+UnitCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+MAX_IMPORT_JSON_BYTES = 4_096
+UNIT_COLUMNS = frozenset(UnitRow.model_fields)
+
+
+class UnitOut(BaseModel):
+    code: str
+    name: str
+    level: str
+    parent_code: str | None
+    path: UnitPath
+    valid_from: date | None
+    valid_to: date | None
+    replaced_by: list[str]
+    version: int
+
+
+class UnitPage(BaseModel):
+    items: list[UnitOut]
+    next_cursor: str | None
+
+
+class ImportSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["vietnam-provinces"]
+
+
+class MergeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sources: Annotated[list[UnitCode], Field(min_length=1, max_length=50)]
+    into: UnitCode
+    effective_on: date
+
+
+class SplitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    into: Annotated[list[UnitCode], Field(min_length=1, max_length=50)]
+    effective_on: date
+    # Child unit code or team code -> one of `into`; the rest go to the first of `into`.
+    assign: Annotated[dict[str, UnitCode], Field(max_length=10_000)] = {}
+
+
+class ReparentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parent_code: UnitCode
+    effective_on: date
+
+
+async def _out(repo: UnitRepository, units: list[AdminUnit]) -> list[UnitOut]:
+    paths = await repo.unit_paths(u.code for u in units)
+    return [
+        UnitOut(
+            code=u.code,
+            name=u.name,
+            level=u.level,
+            parent_code=u.parent_code,
+            path=paths[u.code],
+            valid_from=u.valid_from,
+            valid_to=u.valid_to,
+            replaced_by=list(u.replaced_by),
+            version=u.version,
+        )
+        for u in units
+    ]
+
+
+@router.post(
+    "/admin-units:import",
+    dependencies=[OperatorDep],
+    summary="Import units: the vietnam-provinces package (JSON body) or CSV / NDJSON rows",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": ImportSource.model_json_schema()},
+                **BULK_REQUEST_BODY["requestBody"]["content"],  # type: ignore[index]
+            },
+        }
+    },
+)
+async def import_units(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media == "application/json":
+        body = await _small_json(request)
+        try:
+            ImportSource.model_validate(body)
+        except ValidationError as exc:
+            raise ProblemError(
+                422,
+                "Validation failed",
+                'Expected {"source": "vietnam-provinces"}.',
+                errors=[{"field": "source", "message": e["msg"]} for e in exc.errors()],
+            ) from exc
+        return await import_package(runtime)
+    kind = bulk_kind(request)
+    try:
+        report = await run_bulk(
+            runtime,
+            raw_records(request.stream(), kind=kind, columns=UNIT_COLUMNS),  # type: ignore[arg-type]
+            schema=UnitRow,
+            apply=apply_units,
+            batch_size=settings_of(runtime).bulk_batch_size,
+        )
+    except BodyFormatError as exc:
+        raise ProblemError(422, "Malformed body", str(exc)) from exc
+    return report.as_dict()
+
+
+async def import_package(runtime: Any) -> dict[str, Any]:
+    """All current units in one transaction (3,355 rows: parents precede children)."""
+    rows = [(i + 1, UnitRow.model_validate(u)) for i, u in enumerate(current_units())]
+    async with runtime.unit_of_work() as uow:
+        outcome = await apply_units(uow, rows, source=SOURCE_NAME)
+        await uow.commit()
+    return {
+        "source": SOURCE_NAME,
+        "version": package_version(),
+        "rows": len(rows),
+        "created": outcome.created,
+        "updated": outcome.updated,
+        "unchanged": len(rows) - outcome.created - outcome.updated - len(outcome.errors),
+        "rejected": len(outcome.errors),
+        "errors": [e.as_dict() for e in outcome.errors[:100]],
+    }
+
+
+async def _small_json(request: Request) -> Any:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_IMPORT_JSON_BYTES:
+            raise ProblemError(413, "Content Too Large", "The import request is too large.")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.") from exc
+
+
+@router.post(
+    "/admin-units",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[OperatorDep],
+    responses={409: {"description": "duplicate code"}, 422: {"description": "bad parent"}},
+)
+async def create_unit(body: UnitRow, uow: UowDep) -> UnitOut:
+    repo = UnitRepository(uow.session)
+    if await repo.get(body.code) is not None:
+        raise ProblemError(409, "Duplicate code", f"A unit with code {body.code!r} exists.")
+    outcome = await apply_units(uow, [(1, body)], source="api")
+    if outcome.errors:
+        error = outcome.errors[0]
+        raise ProblemError(
+            422,
+            "Validation failed",
+            error.message,
+            errors=[{"field": error.field, "message": error.message, "type": "domain"}],
+        )
+    await uow.commit()
+    unit = await repo.get(body.code)
+    assert unit is not None
+    return (await _out(repo, [unit]))[0]
+
+
+@router.get("/admin-units/{code}", responses={404: {"description": "unknown unit"}})
+async def get_unit(code: str, uow: UowDep) -> UnitOut:
+    repo = UnitRepository(uow.session)
+    unit = await repo.get(code)
+    if unit is None:
+        raise not_found("unit", code)
+    return (await _out(repo, [unit]))[0]
+
+
+@router.get("/admin-units")
+async def list_units(
+    uow: UowDep,
+    parent: Annotated[str | None, Query(max_length=64)] = None,
+    level: Literal["province", "district", "commune", "village"] | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> UnitPage:
+    repo = UnitRepository(uow.session)
+    units = await repo.page(parent=parent, level=level, after=decode_cursor(cursor), limit=limit + 1)
+    more = len(units) > limit
+    units = units[:limit]
+    return UnitPage(
+        items=await _out(repo, units),
+        next_cursor=encode_cursor(units[-1].code) if more else None,
+    )
+
+
+@router.get("/admin-units/{code}/coverage", responses={404: {"description": "unknown unit"}})
+async def coverage(code: str, uow: UowDep) -> dict[str, Any]:
+    """Teams, members, trained members, villages with / without a team: the unit and each
+    direct child unit (current units only; active teams and members)."""
+    repo = UnitRepository(uow.session)
+    unit = await repo.get(code)
+    if unit is None:
+        raise not_found("unit", code)
+    rows = await repo.coverage(unit.path)
+    keys = ("teams", "members", "trained_members", "villages", "villages_with_team")
+
+    def counts(row: Any) -> dict[str, int]:
+        data = {k: int(row[k]) for k in keys}
+        data["villages_without_team"] = data["villages"] - data["villages_with_team"]
+        return data
+
+    totals = dict.fromkeys((*keys, "villages_without_team"), 0)
+    for row in rows:
+        for key, value in counts(row).items():
+            totals[key] += value
+    names = await repo.get_many(r["child"] for r in rows if r["child"])
+    children = [
+        {"code": r["child"], "name": names[r["child"]].name, "level": names[r["child"]].level}
+        | counts(r)
+        for r in rows
+        if r["child"] and r["child"] in names
+    ]
+    return {"code": unit.code, "name": unit.name, "level": unit.level, **totals, "children": children}
+
+
+@router.get("/admin-units:crosswalk")
+async def crosswalk(
+    uow: UowDep,
+    code: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> dict[str, Any]:
+    """The old -> new history of merges, splits and moves (what scoring re-rolls by)."""
+    after = decode_cursor(cursor)
+    if after is not None and not after.isdigit():
+        raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
+    rows = await UnitRepository(uow.session).crosswalk(
+        code=code, after=int(after) if after else None, limit=limit + 1
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{k: v for k, v in row.items() if k != "id"} for row in rows]
+    return {"items": items, "next_cursor": encode_cursor(str(rows[-1]["id"])) if more else None}
+
+
+async def _reorganise(uow: Any, work: Any) -> dict[str, Any]:
+    try:
+        plan = await work
+    except DomainError as exc:
+        raise_domain(exc)
+    await uow.commit()
+    return cast(dict[str, Any], plan.summary())
+
+
+@router.post("/admin-units:merge", dependencies=[OperatorDep])
+async def merge(body: MergeBody, uow: UowDep) -> dict[str, Any]:
+    return await _reorganise(
+        uow,
+        merge_units(uow, sources=body.sources, into=body.into, effective_on=body.effective_on),
+    )
+
+
+@router.post("/admin-units/{code}:split", dependencies=[OperatorDep])
+async def split(code: str, body: SplitBody, uow: UowDep) -> dict[str, Any]:
+    return await _reorganise(
+        uow,
+        split_unit(
+            uow, code=code, into=body.into, effective_on=body.effective_on, assign=body.assign
+        ),
+    )
+
+
+@router.post("/admin-units/{code}:reparent", dependencies=[OperatorDep])
+async def reparent(code: str, body: ReparentBody, uow: UowDep) -> dict[str, Any]:
+    return await _reorganise(
+        uow,
+        reparent_unit(
+            uow, code=code, parent_code=body.parent_code, effective_on=body.effective_on
+        ),
+    )

@@ -1,0 +1,472 @@
+"""Use cases shared by the HTTP API and the CLI: bulk batches and re-organisations.
+
+Each bulk batch is one unit of work: its good rows and their events commit together; its bad
+rows are reported and touch nothing. Batches commit one after another, so a client that is cut
+off mid-stream keeps the batches already committed and can safely re-send (upserts by code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from uuid6 import uuid7
+
+from common.db import UnitOfWork
+from common.envelope import OutboundEvent
+from common.runtime import ServiceRuntime
+from teams.adapters import MemberRepository, TeamRepository, UnitRepository
+from teams.domain import (
+    AdminUnit,
+    DomainError,
+    Team,
+    UnitChange,
+    check_membership_dates,
+    check_no_cycle,
+    check_parent,
+    check_team_unit,
+    child_path,
+    duplicates,
+    retirement_date,
+)
+from teams.rows import BulkReport, MemberRow, RawRecord, RowError, TeamRow, UnitRow, row_errors
+
+SOURCE = "/cdt/teams"
+DEFAULT_BATCH_SIZE = 1_000
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class BatchOutcome:
+    created: int = 0
+    updated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+BatchApplier = Callable[[UnitOfWork, list[tuple[int, M]]], Awaitable[BatchOutcome]]
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def run_bulk(
+    runtime: ServiceRuntime,
+    records: AsyncIterator[RawRecord],
+    *,
+    schema: type[M],
+    apply: BatchApplier[M],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: Callable[[BulkReport], None] | None = None,
+) -> BulkReport:
+    report = BulkReport()
+    batch: list[tuple[int, M]] = []
+
+    async def flush() -> None:
+        accepted = len(batch)
+        async with runtime.unit_of_work() as uow:
+            outcome = await apply(uow, batch)
+            await uow.commit()
+        report.created += outcome.created
+        report.updated += outcome.updated
+        report.unchanged += accepted - len({e.row for e in outcome.errors})
+        report.unchanged -= outcome.created + outcome.updated
+        report.reject(outcome.errors)
+        batch.clear()
+        if on_progress is not None:
+            on_progress(report)
+
+    async for raw in records:
+        report.rows += 1
+        if raw.error is not None or raw.data is None:
+            report.reject([RowError(raw.row, None, raw.error or "Empty record.")])
+            continue
+        try:
+            batch.append((raw.row, schema.model_validate(raw.data)))
+        except ValidationError as exc:
+            report.reject(row_errors(raw.row, exc))
+            continue
+        if len(batch) >= batch_size:
+            await flush()
+    if batch:
+        await flush()
+    return report
+
+
+def _dedupe(batch: Sequence[tuple[int, Any]], key: Callable[[Any], str]) -> list[RowError]:
+    repeated = duplicates(key(model) for _, model in batch)
+    return [
+        RowError(batch[i][0], "code", f"Repeats the code of row {batch[first][0]}.")
+        for i, first in repeated.items()
+    ]
+
+
+# --- units ----------------------------------------------------------------------------------
+
+
+async def apply_units(
+    uow: UnitOfWork, batch: list[tuple[int, UnitRow]], *, source: str = "import"
+) -> BatchOutcome:
+    repo = UnitRepository(uow.session)
+    errors = _dedupe(batch, lambda m: m.code)
+    skip = {e.row for e in errors}
+    wanted = {m.code for _, m in batch} | {m.parent_code for _, m in batch if m.parent_code}
+    known = await repo.get_many(wanted)
+    accepted: list[dict[str, Any]] = []
+    for row_no, model in batch:
+        if row_no in skip:
+            continue
+        try:
+            accepted.append(_unit_row(model, known))
+        except DomainError as exc:
+            errors.append(RowError(row_no, exc.field, str(exc)))
+            continue
+        row = accepted[-1]
+        # Later rows of the same batch may hang under this one.
+        known[model.code] = known.get(model.code) or AdminUnit(
+            code=model.code,
+            name=model.name,
+            level=model.level,
+            parent_code=model.parent_code,
+            path=row["path"],
+            valid_from=model.valid_from,
+            valid_to=model.valid_to,
+            replaced_by=(),
+            version=0,
+        )
+    changed = await repo.upsert(accepted, source=source)
+    await publish_units(uow, changed, change=lambda u: "created" if u.version == 1 else "updated")
+    created = sum(1 for u in changed if u.version == 1)
+    return BatchOutcome(created=created, updated=len(changed) - created, errors=errors)
+
+
+def _unit_row(model: UnitRow, known: dict[str, AdminUnit]) -> dict[str, Any]:
+    existing = known.get(model.code)
+    if existing is not None and existing.version > 0:
+        if existing.level != model.level:
+            raise DomainError(
+                f"Unit {model.code} exists as a {existing.level}; levels do not change.",
+                field="level",
+            )
+        if existing.parent_code != model.parent_code:
+            raise DomainError(
+                f"Unit {model.code} exists under {existing.parent_code}; "
+                "move it with POST /v1/admin-units/{code}:reparent.",
+                field="parent_code",
+            )
+    parent = known.get(model.parent_code) if model.parent_code else None
+    if model.parent_code and parent is None:
+        raise DomainError(f"Unknown parent unit {model.parent_code!r}.", field="parent_code")
+    check_parent(level=model.level, parent_level=parent.level if parent else None)
+    if model.valid_from and model.valid_to and model.valid_to < model.valid_from:
+        raise DomainError("valid_to is before valid_from.", field="valid_to")
+    path = existing.path if existing else child_path(parent.path if parent else None, model.code)
+    return {**model.model_dump(), "path": path}
+
+
+async def publish_units(
+    uow: UnitOfWork, units: Sequence[AdminUnit], *, change: Callable[[AdminUnit], UnitChange]
+) -> None:
+    if not units:
+        return
+    repo = UnitRepository(uow.session)
+    ancestors = {code for unit in units for code in unit.ancestors}
+    levels = {unit.code: unit.level for unit in units}
+    levels.update(await repo.levels_of(ancestors - set(levels)))
+    from teams.domain import unit_path_of
+
+    now = datetime.now(UTC)
+    for unit in units:
+        event = unit.changed_event(
+            unit_path=unit_path_of(unit.path, levels), change=change(unit), at=now
+        )
+        uow.publish(OutboundEvent.of(event, source=SOURCE, subject=unit.code))
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+
+async def publish_teams(uow: UnitOfWork, teams: Iterable[Team]) -> None:
+    teams = list(teams)
+    paths = await UnitRepository(uow.session).unit_paths(t.unit_code for t in teams)
+    for team in teams:
+        event = team.changed_event(paths.get(team.unit_code))
+        uow.publish(OutboundEvent.of(event, source=SOURCE, subject=str(team.id)))
+
+
+async def apply_teams(uow: UnitOfWork, batch: list[tuple[int, TeamRow]]) -> BatchOutcome:
+    errors = _dedupe(batch, lambda m: m.code)
+    skip = {e.row for e in errors}
+    units = await UnitRepository(uow.session).get_many(m.unit_code for _, m in batch)
+    teams = TeamRepository(uow.session)
+    existing = await teams.by_codes(m.code for _, m in batch)
+    now = today()
+    accepted: list[dict[str, Any]] = []
+    for row_no, model in batch:
+        if row_no in skip:
+            continue
+        try:
+            check_team_unit(units.get(model.unit_code), code=model.unit_code, today=now)
+            current = existing.get(model.code)
+            data = model.model_dump()
+            if current is not None and current.status == "dissolved":
+                if any(getattr(current, k) != v for k, v in data.items()):
+                    raise DomainError(f"Team {model.code} is dissolved.", field="code")
+                continue  # same data as the dissolved team: nothing to do
+        except DomainError as exc:
+            errors.append(RowError(row_no, exc.field, str(exc)))
+            continue
+        accepted.append({**data, "id": current.id if current else uuid7()})
+    changed = await teams.upsert(accepted)
+    await publish_teams(uow, (team for team, _ in changed))
+    created = sum(1 for _, was_created in changed if was_created)
+    return BatchOutcome(created=created, updated=len(changed) - created, errors=errors)
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+async def apply_members(uow: UnitOfWork, batch: list[tuple[int, MemberRow]]) -> BatchOutcome:
+    errors = _dedupe(batch, lambda m: m.code)
+    skip = {e.row for e in errors}
+    teams = await TeamRepository(uow.session).by_codes(m.team_code for _, m in batch)
+    members = MemberRepository(uow.session)
+    ids = await members.ids_by_code([m.code for _, m in batch])
+    accepted: list[dict[str, Any]] = []
+    trainings: list[dict[str, Any]] = []
+    for row_no, model in batch:
+        if row_no in skip:
+            continue
+        try:
+            team = teams.get(model.team_code)
+            if team is None:
+                raise DomainError(f"Unknown team {model.team_code!r}.", field="team_code")
+            team.check_accepts_members()
+            check_membership_dates(joined_on=model.joined_on, left_on=model.left_on)
+            trained = _training_given(model)
+        except DomainError as exc:
+            errors.append(RowError(row_no, exc.field or "team_code", str(exc)))
+            continue
+        member_id = ids.get(model.code) or uuid7()
+        accepted.append(
+            {
+                **model.model_dump(exclude={"team_code", "training_course"}),
+                "id": member_id,
+                "team_id": team.id,
+                "trained": trained,
+            }
+        )
+        if trained:
+            trainings.append(
+                {
+                    "id": uuid7(),
+                    "member_id": member_id,
+                    "course": model.training_course,
+                    "completed_on": model.training_completed_on,
+                }
+            )
+    changed = await members.upsert(accepted)
+    await members.add_trainings(trainings)
+    for member, _ in changed:
+        uow.publish(
+            OutboundEvent.of(member.changed_event(), source=SOURCE, subject=str(member.id))
+        )
+    created = sum(1 for _, was_created in changed if was_created)
+    return BatchOutcome(created=created, updated=len(changed) - created, errors=errors)
+
+
+def _training_given(model: MemberRow) -> bool:
+    if (model.training_course is None) != (model.training_completed_on is None):
+        raise DomainError(
+            "training_course and training_completed_on go together.", field="training_course"
+        )
+    return model.training_course is not None
+
+
+# --- re-organisation ------------------------------------------------------------------------
+
+
+@dataclass
+class Reorganisation:
+    """What a merge / split / re-parent touched, for the response and the events."""
+
+    changes: dict[str, UnitChange] = field(default_factory=dict)
+    teams: dict[Any, Team] = field(default_factory=dict)
+    crosswalk: list[dict[str, Any]] = field(default_factory=list)
+
+    def mark(self, codes: Iterable[str], change: UnitChange) -> None:
+        for code in codes:
+            # The strongest change wins: a re-parented child is also "updated" by its move.
+            if self.changes.get(code) in (None, "updated"):
+                self.changes[code] = change
+
+    def add_teams(self, teams: Iterable[Team]) -> None:
+        for team in teams:
+            held = self.teams.get(team.id)
+            if held is None or held.version < team.version:
+                self.teams[team.id] = team
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "units": {code: change for code, change in sorted(self.changes.items())},
+            "teams_moved": len(self.teams),
+            "crosswalk": [
+                {k: v for k, v in row.items() if k != "id"} for row in self.crosswalk
+            ],
+        }
+
+
+async def _require(repo: UnitRepository, code: str, *, field: str) -> AdminUnit:
+    unit = await repo.get(code, lock=True)
+    if unit is None:
+        raise DomainError(f"Unknown unit {code!r}.", field=field)
+    if not unit.is_current(today=today()):
+        raise DomainError(f"Unit {code!r} is no longer current.", field=field, conflict=True)
+    return unit
+
+
+async def _move_under(
+    uow: UnitOfWork, plan: Reorganisation, *, unit: AdminUnit, parent: AdminUnit, on: date
+) -> None:
+    repo = UnitRepository(uow.session)
+    check_parent(level=unit.level, parent_level=parent.level)
+    check_no_cycle(unit_code=unit.code, new_parent_path=parent.path)
+    moved = await repo.move_subtree(old_path=unit.path, new_path=child_path(parent.path, unit.code))
+    await repo.set_parent(unit.code, parent.code)
+    plan.mark(moved, "updated")
+    plan.mark([unit.code], "reparented")
+    plan.crosswalk.append(
+        {
+            "old_code": unit.code,
+            "new_code": unit.code,
+            "change": "reparented",
+            "effective_on": on,
+            "old_parent_code": unit.parent_code,
+            "new_parent_code": parent.code,
+        }
+    )
+    plan.add_teams(await TeamRepository(uow.session).reversion_in_units(moved))
+
+
+async def _children(repo: UnitRepository, unit: AdminUnit) -> list[AdminUnit]:
+    return [u for u in await repo.subtree(unit.path) if u.parent_code == unit.code]
+
+
+async def merge_units(
+    uow: UnitOfWork, *, sources: Sequence[str], into: str, effective_on: date
+) -> Reorganisation:
+    """DHIS2 merge: sources retire into the target; their children and teams move to it."""
+    repo = UnitRepository(uow.session)
+    if into in sources:
+        raise DomainError("A unit cannot be merged into itself.", field="into")
+    target = await _require(repo, into, field="into")
+    plan = Reorganisation()
+    for code in dict.fromkeys(sources):
+        source = await _require(repo, code, field="sources")
+        if source.level != target.level:
+            raise DomainError(
+                f"{code} is a {source.level}, {into} a {target.level}: merge like with like.",
+                field="sources",
+            )
+        for child in await _children(repo, source):
+            await _move_under(uow, plan, unit=child, parent=target, on=effective_on)
+        await repo.retire(code, valid_to=retirement_date(effective_on), replaced_by=[into])
+        plan.mark([code], "merged")
+        plan.crosswalk.append(
+            {
+                "old_code": code,
+                "new_code": into,
+                "change": "merged",
+                "effective_on": effective_on,
+                "old_parent_code": source.parent_code,
+                "new_parent_code": target.parent_code,
+            }
+        )
+    plan.add_teams(await TeamRepository(uow.session).move_units(dict.fromkeys(sources, into)))
+    await _finish(uow, plan)
+    return plan
+
+
+async def split_unit(
+    uow: UnitOfWork,
+    *,
+    code: str,
+    into: Sequence[str],
+    effective_on: date,
+    assign: dict[str, str],
+) -> Reorganisation:
+    """DHIS2 split: the source retires; each child unit and team goes to the target `assign`
+    names for its code (the first target by default)."""
+    repo = UnitRepository(uow.session)
+    if code in into:
+        raise DomainError("A unit cannot be split into itself.", field="into")
+    source = await _require(repo, code, field="code")
+    targets = {c: await _require(repo, c, field="into") for c in dict.fromkeys(into)}
+    for target in targets.values():
+        if target.level != source.level:
+            raise DomainError(f"{target.code} is not a {source.level}.", field="into")
+    strays = sorted(k for k, v in assign.items() if v not in targets)
+    if strays:
+        raise DomainError(f"assign sends {', '.join(strays)} outside `into`.", field="assign")
+    default = next(iter(targets))
+    plan = Reorganisation()
+    for child in await _children(repo, source):
+        target = targets[assign.get(child.code, default)]
+        await _move_under(uow, plan, unit=child, parent=target, on=effective_on)
+    team_codes = await _team_codes_in(uow, code)
+    moves = {t: assign.get(t, default) for t in team_codes}
+    plan.add_teams(await TeamRepository(uow.session).move_codes(moves))
+    await repo.retire(code, valid_to=retirement_date(effective_on), replaced_by=list(targets))
+    plan.mark([code], "split")
+    for target in targets.values():
+        plan.crosswalk.append(
+            {
+                "old_code": code,
+                "new_code": target.code,
+                "change": "split",
+                "effective_on": effective_on,
+                "old_parent_code": source.parent_code,
+                "new_parent_code": target.parent_code,
+            }
+        )
+    await _finish(uow, plan)
+    return plan
+
+
+async def reparent_unit(
+    uow: UnitOfWork, *, code: str, parent_code: str, effective_on: date
+) -> Reorganisation:
+    repo = UnitRepository(uow.session)
+    unit = await _require(repo, code, field="code")
+    parent = await _require(repo, parent_code, field="parent_code")
+    plan = Reorganisation()
+    if unit.parent_code != parent_code:
+        await _move_under(uow, plan, unit=unit, parent=parent, on=effective_on)
+    await _finish(uow, plan)
+    return plan
+
+
+async def _team_codes_in(uow: UnitOfWork, unit_code: str) -> list[str]:
+    from sqlalchemy import select
+
+    from teams.adapters import teams_table
+
+    rows = await uow.session.execute(
+        select(teams_table.c.code).where(teams_table.c.unit_code == unit_code)
+    )
+    return [c for (c,) in rows]
+
+
+async def _finish(uow: UnitOfWork, plan: Reorganisation) -> None:
+    repo = UnitRepository(uow.session)
+    await repo.record_crosswalk(plan.crosswalk)
+    units = await repo.get_many(plan.changes)
+    await publish_units(
+        uow,
+        [units[c] for c in plan.changes if c in units],
+        change=lambda u: plan.changes[u.code],
+    )
+    await publish_teams(uow, plan.teams.values())

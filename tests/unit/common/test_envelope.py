@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from common.contracts.teams import TeamChanged
+from common.envelope import OutboundEvent, PoisonRecordError, decode_record, kafka_headers
+
+
+def team_changed() -> TeamChanged:
+    return TeamChanged(
+        id=uuid4(), code="DT-1", name="Tổ 1", unit_code="82", status="active", version=3,
+        changed_at=datetime(2026, 11, 29, tzinfo=UTC),
+    )
+
+
+def test_outbound_event_round_trips_through_kafka_headers() -> None:
+    contract = team_changed()
+    event = OutboundEvent.of(contract, source="/cdt/teams", subject=str(contract.id))
+    headers = kafka_headers({**event.ce_headers(), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    inbound = decode_record(
+        topic=event.topic, partition=2, offset=7, key=event.key.encode(),
+        value=json.dumps(event.data).encode(), headers=headers,
+    )
+    assert inbound.id == event.id
+    assert inbound.type == "vn.cdt.teams.team.v1"
+    assert inbound.subject == str(contract.id)
+    assert inbound.trace_headers["traceparent"].startswith("00-aaaa")
+    assert inbound.parse(TeamChanged) == contract
+    assert event.topic == "teams.team.v1" and event.key == str(contract.id)
+
+
+def test_unknown_fields_from_newer_producers_are_ignored() -> None:
+    data = {**team_changed().model_dump(mode="json"), "added_in_v1_1": True}
+    headers = [("ce_id", str(uuid4()).encode()), ("ce_type", b"vn.cdt.teams.team.v1")]
+    inbound = decode_record(topic="t", partition=0, offset=0, key=None,
+                            value=json.dumps(data).encode(), headers=headers)
+    assert inbound.parse(TeamChanged).code == "DT-1"
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"{}", [], "not a CloudEvent"),
+        (b"{}", [("ce_id", b"not-a-uuid"), ("ce_type", b"x")], "not a CloudEvent"),
+        (b"{oops", [("ce_id", str(uuid4()).encode()), ("ce_type", b"x")], "not JSON"),
+        (b"[1, 2]", [("ce_id", str(uuid4()).encode()), ("ce_type", b"x")], "not a JSON object"),
+    ],
+)
+def test_undecodable_records_are_poison(value: bytes, headers: list[tuple[str, bytes]], reason: str) -> None:
+    with pytest.raises(PoisonRecordError, match=reason):
+        decode_record(topic="t", partition=0, offset=1, key=None, value=value, headers=headers)
+
+
+def test_invalid_data_is_poison() -> None:
+    headers = [("ce_id", str(uuid4()).encode()), ("ce_type", b"vn.cdt.teams.team.v1")]
+    inbound = decode_record(topic="t", partition=0, offset=0, key=None,
+                            value=b'{"code": 1}', headers=headers)
+    with pytest.raises(PoisonRecordError, match="invalid data"):
+        inbound.parse(TeamChanged)

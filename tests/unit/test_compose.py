@@ -1,0 +1,77 @@
+"""docker-compose.yml cannot run here (no Docker engine); its structure is checked instead."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from activities.settings import ActivitiesSettings
+from common.settings import ServiceSettings
+from devstack.kafka import kafka_version
+from notifications.settings import NotificationsSettings
+from scoring.settings import ScoringSettings
+from teams.settings import TeamsSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES: dict[str, type[ServiceSettings]] = {
+    "teams": TeamsSettings,
+    "activities": ActivitiesSettings,
+    "scoring": ScoringSettings,
+    "notifications": NotificationsSettings,
+}
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def env_names(settings: type[ServiceSettings]) -> set[str]:
+    return {(f.alias or name).upper() for name, f in settings.model_fields.items()}
+
+
+def test_compose_runs_the_whole_stack() -> None:
+    services = compose()["services"]
+    assert set(services) >= {"postgres", "kafka", "otel-collector", "jaeger", *SERVICES}
+
+
+def test_kafka_image_is_the_pinned_release_in_kraft_mode() -> None:
+    kafka = compose()["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka["environment"]["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+
+
+def test_service_ports_commands_and_env_agree_with_the_code() -> None:
+    services = compose()["services"]
+    for name, settings in SERVICES.items():
+        service = services[name]
+        port = settings.model_fields["http_port"].default
+        assert service["ports"] == [f"{port}:{port}"], name
+        assert service["command"] == ["python", "-m", name, "api"]
+        dockerfile = ROOT / service["build"]["context"] / service["build"]["dockerfile"]
+        assert dockerfile.exists()
+        known = env_names(settings) | {"HTTP_PORT"}  # HTTP_PORT feeds the image's healthcheck
+        assert set(service["environment"]) <= known, set(service["environment"]) - known
+        assert str(port) in {str(v) for v in service["environment"].values()}
+        assert service["environment"]["CDT_TRACES_EXPORTER"] == "otlp"
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_database_url_points_at_the_compose_postgres() -> None:
+    env = compose()["services"]["teams"]["environment"]
+    postgres = compose()["services"]["postgres"]["environment"]
+    match = re.fullmatch(r"postgresql\+asyncpg://(\w+):(\w+)@postgres:5432/(\w+)", env["DATABASE_URL"])
+    assert match is not None
+    assert match.groups() == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"],
+                              postgres["POSTGRES_DB"])
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_collector_forwards_traces_to_jaeger() -> None:
+    collector = yaml.safe_load((ROOT / "deploy/otel/collector.yaml").read_text())
+    assert collector["exporters"]["otlp/jaeger"]["endpoint"].startswith("jaeger:")
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp/jaeger"]
