@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/libs:$(CURDIR)/services:$(CURDIR)/deploy
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-integration lint typecheck check lock clean kafka-jars
+.PHONY: trace install run test test-unit test-integration lint typecheck check lock clean kafka-jars
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ kafka-jars: install ## resolve the pinned Apache Kafka from Maven Central into ~
 
 run: install ## Postgres + Kafka + topics + migrations + the four services, in the foreground
 	$(PY) -m devstack.run
+
+trace: install ## print a trace as a tree: make trace (the last one) or make trace ID=<trace_id>
+	$(PY) -m devstack.trace $(if $(ID),show $(ID),last)
 
 test: install ## the whole suite against real Postgres and Kafka (started by the suite)
 	$(PY) -m pytest $(PYTEST_ARGS)

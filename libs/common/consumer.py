@@ -88,6 +88,7 @@ class ConsumerRunner:
         batch_size: int = 500,
         max_retries: int = 3,
         retry_backoff_seconds: float = 0.2,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.group = group
         self._topics = list(topics)
@@ -100,9 +101,9 @@ class ConsumerRunner:
         self._batch_size = batch_size
         self._max_retries = max_retries
         self._backoff = retry_backoff_seconds
+        self._session_timeout_ms = session_timeout_ms
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
-        self._last_lag_refresh = 0.0
         self.started = asyncio.Event()
 
     def stop(self) -> None:
@@ -118,7 +119,6 @@ class ConsumerRunner:
                 polled = await consumer.getmany(timeout_ms=500, max_records=self._batch_size)
                 if polled:
                     await self._process_polled(consumer, polled)
-                await self._refresh_lag(consumer)
         finally:
             await consumer.stop()
             self._consumer = None
@@ -130,6 +130,7 @@ class ConsumerRunner:
                 group_id=self.group,
                 topics=self._topics,
                 max_poll_records=self._batch_size,
+                session_timeout_ms=self._session_timeout_ms,
             )
             try:
                 await consumer.start()
@@ -337,20 +338,3 @@ class ConsumerRunner:
         headers: list[tuple[str, bytes]],
     ) -> None:
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
-
-    async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:
-        now = time.monotonic()
-        if now - self._last_lag_refresh < 1.0:
-            return
-        self._last_lag_refresh = now
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await consumer.position(tp)
-            except KafkaError:
-                continue
-            metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
-                max(highwater - position, 0)
-            )

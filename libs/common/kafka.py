@@ -28,7 +28,12 @@ def make_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProducer
 
 
 def make_consumer(
-    bootstrap_servers: str, *, group_id: str, topics: list[str], max_poll_records: int
+    bootstrap_servers: str,
+    *,
+    group_id: str,
+    topics: list[str],
+    max_poll_records: int,
+    session_timeout_ms: int = 10_000,
 ) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
@@ -41,8 +46,8 @@ def make_consumer(
         max_poll_records=max_poll_records,
         # Generous: a batch is one DB transaction and must finish before the group evicts us.
         max_poll_interval_ms=300_000,
-        session_timeout_ms=30_000,
-        heartbeat_interval_ms=3_000,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(session_timeout_ms // 4, 1_000),
     )
 
 

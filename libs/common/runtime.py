@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.consumer import ConsumerRunner, Handler
 from common.db import UnitOfWork, create_engine
 from common.kafka import ensure_topics, make_producer
+from common.lag import LagMonitor
 from common.migrations import upgrade
 from common.outbox_tables import ServiceTables
 from common.relay import OutboxRelay
@@ -54,13 +55,18 @@ class ServiceRuntime:
         self.tracer = self.tracer_provider.get_tracer(f"cdt.{settings.service_name}")
         self.engine = create_engine(settings)
         if settings.trace_sql:
+            # The instrumentation declares SQLAlchemy < 2.1 but only hooks engine events, which
+            # 2.1 keeps; without skip_dep_check it silently instruments nothing.
             SQLAlchemyInstrumentor().instrument(
-                engine=self.engine.sync_engine, tracer_provider=self.tracer_provider
+                engine=self.engine.sync_engine,
+                tracer_provider=self.tracer_provider,
+                skip_dep_check=True,
             )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.consumers: list[ConsumerRunner] = []
+        self.lag_monitor: LagMonitor | None = None
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._producer_ready = asyncio.Event()
@@ -80,6 +86,13 @@ class ServiceRuntime:
         if self.settings.run_migrations:
             await self.migrate()
         self._spawn("kafka-producer", self._start_producer)
+        if self.consumer_specs:
+            self.lag_monitor = LagMonitor(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                groups={spec.group: list(spec.topics) for spec in self.consumer_specs},
+                interval=self.settings.lag_interval_seconds,
+            )
+            self._spawn("lag-monitor", self.lag_monitor.run)
         if workers:
             self._spawn("outbox-relay", self._run_relay)
             for spec in self.consumer_specs:
@@ -92,6 +105,8 @@ class ServiceRuntime:
             consumer.stop()
         if self.relay is not None:
             self.relay.stop()
+        if self.lag_monitor is not None:
+            self.lag_monitor.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=DRAIN_TIMEOUT_SECONDS)
             for task in pending:
@@ -167,6 +182,7 @@ class ServiceRuntime:
                 tracer=self.tracer,
                 batch_size=self.settings.consumer_batch_size,
                 max_retries=self.settings.consumer_max_retries,
+                session_timeout_ms=self.settings.consumer_session_timeout_ms,
             )
             self.consumers.append(runner)
             try:

@@ -37,6 +37,12 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, alias="CDT_RELAY_BATCH_SIZE", ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, alias="CDT_RELAY_POLL_SECONDS", gt=0)
     consumer_batch_size: int = Field(default=500, alias="CDT_CONSUMER_BATCH_SIZE", ge=1)
+    lag_interval_seconds: float = Field(default=5.0, alias="CDT_LAG_INTERVAL_SECONDS", gt=0)
+    # How fast the group notices a consumer that died without leaving (kill -9): its
+    # partitions wait this long before another member takes them.
+    consumer_session_timeout_ms: int = Field(
+        default=10_000, alias="CDT_CONSUMER_SESSION_TIMEOUT_MS", ge=6_000
+    )
     consumer_max_retries: int = Field(default=3, alias="CDT_CONSUMER_MAX_RETRIES", ge=0)
 
     otel_traces_exporter: TraceExporter = Field(default="file", alias="CDT_TRACES_EXPORTER")

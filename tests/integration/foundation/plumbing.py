@@ -72,8 +72,12 @@ def make_handler(group: str):  # type: ignore[no-untyped-def]
     return handle
 
 
-def build_runtime(*, topic: str, group: str, with_consumer: bool = True) -> ServiceRuntime:
-    settings = ServiceSettings(service_name=SCHEMA, CDT_RUN_MIGRATIONS=False)
+def build_runtime(
+    *, topic: str, group: str, with_consumer: bool = True, lag_interval: float = 5.0
+) -> ServiceRuntime:
+    settings = ServiceSettings(
+        service_name=SCHEMA, CDT_RUN_MIGRATIONS=False, CDT_LAG_INTERVAL_SECONDS=lag_interval
+    )
     consumers = (
         [ConsumerSpec(group=group, topics=[topic_spec(topic).name], handler=make_handler(group))]
         if with_consumer

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -146,6 +147,9 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_o
     await send_raw(producer, poisoned)
     for e in good[1:]:
         await send_raw(producer, e)
+    dead_before = REGISTRY.get_sample_value(
+        "cdt_dead_letters_total", {"group": "g-poison", "topic": topic}
+    ) or 0.0
     await runtime.start(workers=True)
     try:
 
@@ -166,6 +170,10 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_o
     poisoned_copy = next(r for r in dead if "seq=99" in headers_of(r)["dlt_reason"])
     assert headers_of(poisoned_copy)["ce_id"] == str(poisoned.id)  # replayable as it was
     assert set((await applied_counts(engine, "g-poison")).values()) == {1}
+    dead_after = REGISTRY.get_sample_value(
+        "cdt_dead_letters_total", {"group": "g-poison", "topic": topic}
+    )
+    assert dead_after == dead_before + 2
 
 
 async def test_relay_stopped_while_writes_continue_then_publishes_all_in_order(
