@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.consumer import is_transient
+from common.consumer import TRANSIENT_ERRORS, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +126,24 @@ def install_problem_handlers(app: FastAPI) -> None:
             errors=errors,
         )
 
+    async def _dependency(request: Request, exc: Exception) -> JSONResponse:
+        if not is_transient(exc):
+            return await _unexpected(request, exc)
+        log.warning("dependency unavailable on %s: %s", request.url.path, type(exc).__name__)
+        return problem_response(
+            status=503,
+            title="Service Unavailable",
+            detail="A backing service is unavailable; retry later.",
+            instance=request.url.path,
+            headers={"Retry-After": "2"},
+        )
+
+    # Registered per class (not as the catch-all) so Starlette answers without re-raising.
+    for error in (*TRANSIENT_ERRORS, sa_exc.DBAPIError):
+        app.add_exception_handler(error, _dependency)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if is_transient(exc):
-            log.warning("dependency unavailable on %s: %s", request.url.path, type(exc).__name__)
-            return problem_response(
-                status=503,
-                title="Service Unavailable",
-                detail="A backing service is unavailable; retry later.",
-                instance=request.url.path,
-                headers={"Retry-After": "2"},
-            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(
             status=500, title="Internal Server Error", instance=request.url.path

@@ -73,10 +73,12 @@ def make_handler(group: str):  # type: ignore[no-untyped-def]
 
 
 def build_runtime(
-    *, topic: str, group: str, with_consumer: bool = True, lag_interval: float = 5.0
+    *, topic: str, group: str, with_consumer: bool = True, lag_interval: float = 5.0,
+    **settings: object,
 ) -> ServiceRuntime:
-    settings = ServiceSettings(
-        service_name=SCHEMA, CDT_RUN_MIGRATIONS=False, CDT_LAG_INTERVAL_SECONDS=lag_interval
+    config = ServiceSettings(
+        service_name=SCHEMA, CDT_RUN_MIGRATIONS=False, CDT_LAG_INTERVAL_SECONDS=lag_interval,
+        **settings,  # type: ignore[arg-type]
     )
     consumers = (
         [ConsumerSpec(group=group, topics=[topic_spec(topic).name], handler=make_handler(group))]
@@ -84,7 +86,7 @@ def build_runtime(
         else []
     )
     return ServiceRuntime(
-        settings=settings, tables=tables, migrations_dir=Path("/nonexistent"), consumers=consumers
+        settings=config, tables=tables, migrations_dir=Path("/nonexistent"), consumers=consumers
     )
 
 

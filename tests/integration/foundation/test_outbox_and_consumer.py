@@ -216,3 +216,54 @@ async def test_relay_stopped_while_writes_continue_then_publishes_all_in_order(
     for key, seqs in by_key.items():
         expected = [e.data["seq"] for e in written if e.key == key]
         assert seqs == expected, f"{key} out of order"
+
+
+async def test_relay_killed_after_send_before_mark_republishes_and_nothing_counts_twice(
+    engine, infra, subprocess_env
+) -> None:  # type: ignore[no-untyped-def]
+    topic = await make_topics(infra, "relaycrash", "g-relaycrash")
+    writer = plumbing.build_runtime(topic="relaycrash", group="g-relaycrash", with_consumer=False)
+    await writer.start(workers=False)
+    try:
+        async with writer.unit_of_work() as uow:
+            written = [event(key=f"k{i % 3}", seq=i, topic=topic) for i in range(25)]
+            for e in written:
+                uow.publish(e)
+            await uow.commit()
+    finally:
+        await writer.stop()
+    env = {**subprocess_env, "PLUMBING_TOPIC": "relaycrash", "PLUMBING_GROUP": "g-relaycrash"}
+    worker = [sys.executable, "-m", "tests.integration.foundation.plumbing"]
+    crashing = subprocess.run(
+        worker, env={**env, "CDT_FAULT_POINTS": "relay.after_send"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert crashing.returncode == 137, crashing.stderr[-2000:]
+    outbox = plumbing.tables.outbox
+    async with engine.connect() as conn:
+        unmarked = await conn.scalar(
+            select(func.count()).select_from(outbox).where(
+                outbox.c.topic == topic, outbox.c.published_at.is_(None)
+            )
+        )
+    assert unmarked == 25, "sent but not marked: the rows will be sent again"
+
+    survivor = subprocess.Popen(worker, env=env)
+    try:
+        records = await read_topic(
+            infra.kafka_bootstrap_servers, topic, until=lambda rs: len(rs) >= 50
+        )
+
+        async def all_consumed() -> bool:
+            committed = await committed_offsets(infra.kafka_bootstrap_servers, "g-relaycrash")
+            return committed == 50
+
+        await eventually(all_consumed, timeout=60, what="both copies consumed")
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(timeout=30)
+    ids = [headers_of(r)["ce_id"] for r in records]
+    assert len(ids) == 50 and len(set(ids)) == 25, "every event published exactly twice"
+    counts = await applied_counts(engine, "g-relaycrash")
+    assert set(counts) == {e.id for e in written}
+    assert set(counts.values()) == {1}
