@@ -267,3 +267,44 @@ async def test_relay_killed_after_send_before_mark_republishes_and_nothing_count
     counts = await applied_counts(engine, "g-relaycrash")
     assert set(counts) == {e.id for e in written}
     assert set(counts.values()) == {1}
+
+
+async def test_dead_letters_are_listed_and_replayed_once_after_a_fix(
+    engine, producer, infra, subprocess_env, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    topic = await make_topics(infra, "replay", "g-replay")
+    poisoned = event(key="k", seq=7, topic=topic, poison=True)
+    await send_raw(producer, poisoned)
+    runtime = plumbing.build_runtime(topic="replay", group="g-replay")
+    await runtime.start(workers=True)
+    try:
+        await read_topic(infra.kafka_bootstrap_servers, plumbing.dlt_spec("replay", "g-replay").name,
+                         until=lambda rs: len(rs) == 1)
+    finally:
+        await runtime.stop()
+    assert await applied_counts(engine, "g-replay") == {}
+
+    cli = [sys.executable, "-m", "common.deadletters", "--bootstrap",
+           infra.kafka_bootstrap_servers]
+    listed = subprocess.run([*cli, "list", "g-replay", topic], env=subprocess_env,
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert f"event={poisoned.id}" in listed.stdout and "poisoned payload" in listed.stdout
+
+    monkeypatch.setenv("PLUMBING_POISON_FIXED", "1")  # the fix is deployed
+    replayed = subprocess.run([*cli, "replay", "g-replay", topic], env=subprocess_env,
+                              capture_output=True, text=True, check=True, timeout=60)
+    assert "1 dead letters replayed" in replayed.stderr
+    again = subprocess.run([*cli, "replay", "g-replay", topic], env=subprocess_env,
+                           capture_output=True, text=True, check=True, timeout=60)
+    assert "0 dead letters replayed" in again.stderr
+
+    runtime = plumbing.build_runtime(topic="replay", group="g-replay")
+    await runtime.start(workers=True)
+    try:
+
+        async def applied_once() -> bool:
+            return await applied_counts(engine, "g-replay") == {poisoned.id: 1}
+
+        await eventually(applied_once, timeout=30, what="the replayed event applied")
+    finally:
+        await runtime.stop()
