@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
 from opentelemetry import trace
+
+# Defence in depth: whatever a careless log call passes, phone numbers (9-11 digits, with or
+# without +84) and bearer tokens never reach the output.
+_PHONE = re.compile(r"(?<![\w-])(?:\+?84|0)\d{8,10}(?![\w-])")
+_BEARER = re.compile(r"(?i)bearer\s+[\w.~+/=-]+")
+
+
+def redact(text: str) -> str:
+    return _BEARER.sub("Bearer [redacted]", _PHONE.sub("[phone]", text))
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,14 +31,14 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self._service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         span_context = trace.get_current_span().get_span_context()
         if span_context.is_valid:
             entry["trace_id"] = format(span_context.trace_id, "032x")
             entry["span_id"] = format(span_context.span_id, "016x")
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 

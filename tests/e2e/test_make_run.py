@@ -46,7 +46,11 @@ class Stack:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "devstack.run", "--data-dir", str(data_dir)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -72,8 +76,11 @@ class Stack:
 
 
 def test_make_run_brings_up_everything_and_stops_clean(workdir, subprocess_env) -> None:  # type: ignore[no-untyped-def]
-    env = {k: v for k, v in subprocess_env.items()
-           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "CDT_ADMIN_TOKEN")}
+    env = {
+        k: v
+        for k, v in subprocess_env.items()
+        if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "CDT_ADMIN_TOKEN")
+    }
     data_dir = workdir / "make-run"
     stack = Stack(data_dir, env)
     try:
@@ -88,7 +95,8 @@ def test_make_run_brings_up_everything_and_stops_clean(workdir, subprocess_env) 
         created = httpx.post(
             "http://127.0.0.1:8001/v1/teams",
             json={"code": "E2E-1", "name": "Tổ CNSCĐ e2e", "unit_code": "82"},
-            headers={"Authorization": f"Bearer {token}"}, timeout=10,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
         )
         assert created.status_code == 201, created.text
         assert any(line.startswith("teams") for line in stack.lines), "prefixed service logs"

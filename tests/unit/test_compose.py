@@ -64,10 +64,15 @@ def test_service_ports_commands_and_env_agree_with_the_code() -> None:
 def test_database_url_points_at_the_compose_postgres() -> None:
     env = compose()["services"]["teams"]["environment"]
     postgres = compose()["services"]["postgres"]["environment"]
-    match = re.fullmatch(r"postgresql\+asyncpg://(\w+):(\w+)@postgres:5432/(\w+)", env["DATABASE_URL"])
+    match = re.fullmatch(
+        r"postgresql\+asyncpg://(\w+):(\w+)@postgres:5432/(\w+)", env["DATABASE_URL"]
+    )
     assert match is not None
-    assert match.groups() == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"],
-                              postgres["POSTGRES_DB"])
+    assert match.groups() == (
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+        postgres["POSTGRES_DB"],
+    )
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
 
 

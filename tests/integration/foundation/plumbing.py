@@ -73,11 +73,17 @@ def make_handler(group: str):  # type: ignore[no-untyped-def]
 
 
 def build_runtime(
-    *, topic: str, group: str, with_consumer: bool = True, lag_interval: float = 5.0,
+    *,
+    topic: str,
+    group: str,
+    with_consumer: bool = True,
+    lag_interval: float = 5.0,
     **settings: object,
 ) -> ServiceRuntime:
     config = ServiceSettings(
-        service_name=SCHEMA, CDT_RUN_MIGRATIONS=False, CDT_LAG_INTERVAL_SECONDS=lag_interval,
+        service_name=SCHEMA,
+        CDT_RUN_MIGRATIONS=False,
+        CDT_LAG_INTERVAL_SECONDS=lag_interval,
         **settings,  # type: ignore[arg-type]
     )
     consumers = (

@@ -11,13 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.app import create_app
 from tests.helpers import eventually, running
 from tests.integration.foundation import plumbing
-from tests.integration.foundation.test_outbox_and_consumer import (  # noqa: F401 - fixtures
-    engine,
-    event,
-    make_topics,
-    producer,
-    send_raw,
-)
+from tests.integration.foundation.test_outbox_and_consumer import event, make_topics, send_raw
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -60,8 +54,12 @@ async def test_consumer_lag_rises_while_stopped_and_falls_after_restart(
             worker.wait(timeout=30)
 
         text = (await client.get("/metrics")).text
-        for name in ("cdt_http_requests_total", "cdt_http_request_duration_seconds_bucket",
-                     "cdt_outbox_backlog", "cdt_outbox_oldest_age_seconds"):
+        for name in (
+            "cdt_http_requests_total",
+            "cdt_http_request_duration_seconds_bucket",
+            "cdt_outbox_backlog",
+            "cdt_outbox_oldest_age_seconds",
+        ):
             assert name in text, name
         requests = samples(text, "cdt_http_requests_total")
         assert any(("route", "/metrics") in k and v >= 2 for k, v in requests.items())

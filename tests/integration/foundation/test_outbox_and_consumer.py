@@ -9,35 +9,16 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
 
-import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from common.envelope import OutboundEvent, kafka_headers
 from common.kafka import ensure_topics
 from tests.helpers import committed_offsets, eventually, headers_of, read_topic
 from tests.integration.foundation import plumbing
 from tests.integration.foundation.plumbing import PlumbingEvent, applied
-
-
-@pytest_asyncio.fixture(scope="module")
-async def engine(apply_env: None, infra):  # type: ignore[no-untyped-def]
-    engine = create_async_engine(infra.database_url)
-    await plumbing.create_schema(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def producer(infra) -> AsyncIterator[AIOKafkaProducer]:  # type: ignore[no-untyped-def]
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap_servers, acks="all")
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def make_topics(infra, name: str, group: str) -> str:  # type: ignore[no-untyped-def]
@@ -55,7 +36,9 @@ def event(*, key: str, seq: int, topic: str, poison: bool = False) -> OutboundEv
 
 async def send_raw(producer: AIOKafkaProducer, e: OutboundEvent) -> None:
     await producer.send_and_wait(
-        e.topic, value=json.dumps(e.data).encode(), key=e.key.encode(),
+        e.topic,
+        value=json.dumps(e.data).encode(),
+        key=e.key.encode(),
         headers=kafka_headers(e.ce_headers()),
     )
 
@@ -108,8 +91,12 @@ async def test_consumer_killed_after_db_commit_before_offset_commit(
     worker = [sys.executable, "-m", "tests.integration.foundation.plumbing"]
 
     crashing = subprocess.run(
-        worker, env={**env, "CDT_FAULT_POINTS": "consumer.after_db_commit"},
-        capture_output=True, text=True, timeout=120, check=False,
+        worker,
+        env={**env, "CDT_FAULT_POINTS": "consumer.after_db_commit"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert crashing.returncode == 137, crashing.stderr[-2000:]
     assert "crashing at consumer.after_db_commit" in crashing.stderr
@@ -147,9 +134,10 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_o
     await send_raw(producer, poisoned)
     for e in good[1:]:
         await send_raw(producer, e)
-    dead_before = REGISTRY.get_sample_value(
-        "cdt_dead_letters_total", {"group": "g-poison", "topic": topic}
-    ) or 0.0
+    dead_before = (
+        REGISTRY.get_sample_value("cdt_dead_letters_total", {"group": "g-poison", "topic": topic})
+        or 0.0
+    )
     await runtime.start(workers=True)
     try:
 
@@ -158,7 +146,8 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_o
 
         await eventually(good_applied, what="the good events applied")
         dead = await read_topic(
-            infra.kafka_bootstrap_servers, plumbing.dlt_spec("poison", "g-poison").name,
+            infra.kafka_bootstrap_servers,
+            plumbing.dlt_spec("poison", "g-poison").name,
             until=lambda records: len(records) >= 2,
         )
     finally:
@@ -194,7 +183,9 @@ async def test_relay_stopped_while_writes_continue_then_publishes_all_in_order(
         await writer.stop()
     async with engine.connect() as conn:
         backlog = await conn.scalar(
-            select(func.count()).select_from(plumbing.tables.outbox).where(
+            select(func.count())
+            .select_from(plumbing.tables.outbox)
+            .where(
                 plumbing.tables.outbox.c.published_at.is_(None),
                 plumbing.tables.outbox.c.topic == topic,
             )
@@ -235,16 +226,20 @@ async def test_relay_killed_after_send_before_mark_republishes_and_nothing_count
     env = {**subprocess_env, "PLUMBING_TOPIC": "relaycrash", "PLUMBING_GROUP": "g-relaycrash"}
     worker = [sys.executable, "-m", "tests.integration.foundation.plumbing"]
     crashing = subprocess.run(
-        worker, env={**env, "CDT_FAULT_POINTS": "relay.after_send"},
-        capture_output=True, text=True, timeout=120, check=False,
+        worker,
+        env={**env, "CDT_FAULT_POINTS": "relay.after_send"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert crashing.returncode == 137, crashing.stderr[-2000:]
     outbox = plumbing.tables.outbox
     async with engine.connect() as conn:
         unmarked = await conn.scalar(
-            select(func.count()).select_from(outbox).where(
-                outbox.c.topic == topic, outbox.c.published_at.is_(None)
-            )
+            select(func.count())
+            .select_from(outbox)
+            .where(outbox.c.topic == topic, outbox.c.published_at.is_(None))
         )
     assert unmarked == 25, "sent but not marked: the rows will be sent again"
 
@@ -278,24 +273,44 @@ async def test_dead_letters_are_listed_and_replayed_once_after_a_fix(
     runtime = plumbing.build_runtime(topic="replay", group="g-replay")
     await runtime.start(workers=True)
     try:
-        await read_topic(infra.kafka_bootstrap_servers, plumbing.dlt_spec("replay", "g-replay").name,
-                         until=lambda rs: len(rs) == 1)
+        await read_topic(
+            infra.kafka_bootstrap_servers,
+            plumbing.dlt_spec("replay", "g-replay").name,
+            until=lambda rs: len(rs) == 1,
+        )
     finally:
         await runtime.stop()
     assert await applied_counts(engine, "g-replay") == {}
 
-    cli = [sys.executable, "-m", "common.deadletters", "--bootstrap",
-           infra.kafka_bootstrap_servers]
-    listed = subprocess.run([*cli, "list", "g-replay", topic], env=subprocess_env,
-                            capture_output=True, text=True, check=True, timeout=60)
+    cli = [sys.executable, "-m", "common.deadletters", "--bootstrap", infra.kafka_bootstrap_servers]
+    listed = subprocess.run(
+        [*cli, "list", "g-replay", topic],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert f"event={poisoned.id}" in listed.stdout and "poisoned payload" in listed.stdout
 
     monkeypatch.setenv("PLUMBING_POISON_FIXED", "1")  # the fix is deployed
-    replayed = subprocess.run([*cli, "replay", "g-replay", topic], env=subprocess_env,
-                              capture_output=True, text=True, check=True, timeout=60)
+    replayed = subprocess.run(
+        [*cli, "replay", "g-replay", topic],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert "1 dead letters replayed" in replayed.stderr
-    again = subprocess.run([*cli, "replay", "g-replay", topic], env=subprocess_env,
-                           capture_output=True, text=True, check=True, timeout=60)
+    again = subprocess.run(
+        [*cli, "replay", "g-replay", topic],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert "0 dead letters replayed" in again.stderr
 
     runtime = plumbing.build_runtime(topic="replay", group="g-replay")

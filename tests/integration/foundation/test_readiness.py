@@ -20,7 +20,9 @@ async def test_readyz_tracks_postgres_and_kafka(workdir) -> None:  # type: ignor
     database_url = await asyncio.to_thread(postgres.start)
     bootstrap = await asyncio.to_thread(kafka.start)
     settings = ServiceSettings(
-        service_name="teams", database_url=database_url, kafka_bootstrap_servers=bootstrap,
+        service_name="teams",
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
         CDT_TRACES_EXPORTER="none",
     )
     runtime = build_runtime(settings)
@@ -58,7 +60,9 @@ async def test_postgres_crash_gives_fast_503s_then_pools_recover(workdir) -> Non
     database_url = await asyncio.to_thread(postgres.start)
     bootstrap = await asyncio.to_thread(kafka.start)
     settings = ServiceSettings(
-        service_name="teams", database_url=database_url, kafka_bootstrap_servers=bootstrap,
+        service_name="teams",
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
         CDT_TRACES_EXPORTER="none",
     )
     runtime = build_runtime(settings)
@@ -100,12 +104,16 @@ async def test_kafka_outage_writes_continue_into_the_outbox_then_drain(workdir) 
     bootstrap = await asyncio.to_thread(kafka.start)
     engine = create_async_engine(database_url)
     await plumbing.create_schema(engine)
-    await ensure_topics(bootstrap, specs=[plumbing.topic_spec("outage"),
-                                          plumbing.dlt_spec("outage", "g-outage")])
+    await ensure_topics(
+        bootstrap, specs=[plumbing.topic_spec("outage"), plumbing.dlt_spec("outage", "g-outage")]
+    )
     topic = plumbing.topic_spec("outage").name
     runtime = plumbing.build_runtime(
-        topic="outage", group="g-outage", database_url=database_url,
-        kafka_bootstrap_servers=bootstrap, CDT_TRACES_EXPORTER="none",
+        topic="outage",
+        group="g-outage",
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        CDT_TRACES_EXPORTER="none",
         CDT_RELAY_POLL_SECONDS=0.2,
     )
     outbox = plumbing.tables.outbox
@@ -122,8 +130,12 @@ async def test_kafka_outage_writes_continue_into_the_outbox_then_drain(workdir) 
 
     async def backlog() -> int:
         async with engine.connect() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(outbox).where(
-                outbox.c.published_at.is_(None))) or 0)
+            return int(
+                await conn.scalar(
+                    select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+                )
+                or 0
+            )
 
     await runtime.start(workers=True)
     try:

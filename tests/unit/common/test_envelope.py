@@ -12,7 +12,12 @@ from common.envelope import OutboundEvent, PoisonRecordError, decode_record, kaf
 
 def team_changed() -> TeamChanged:
     return TeamChanged(
-        id=uuid4(), code="DT-1", name="Tổ 1", unit_code="82", status="active", version=3,
+        id=uuid4(),
+        code="DT-1",
+        name="Tổ 1",
+        unit_code="82",
+        status="active",
+        version=3,
         changed_at=datetime(2026, 11, 29, tzinfo=UTC),
     )
 
@@ -20,10 +25,16 @@ def team_changed() -> TeamChanged:
 def test_outbound_event_round_trips_through_kafka_headers() -> None:
     contract = team_changed()
     event = OutboundEvent.of(contract, source="/cdt/teams", subject=str(contract.id))
-    headers = kafka_headers({**event.ce_headers(), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    headers = kafka_headers(
+        {**event.ce_headers(), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    )
     inbound = decode_record(
-        topic=event.topic, partition=2, offset=7, key=event.key.encode(),
-        value=json.dumps(event.data).encode(), headers=headers,
+        topic=event.topic,
+        partition=2,
+        offset=7,
+        key=event.key.encode(),
+        value=json.dumps(event.data).encode(),
+        headers=headers,
     )
     assert inbound.id == event.id
     assert inbound.type == "vn.cdt.teams.team.v1"
@@ -36,8 +47,9 @@ def test_outbound_event_round_trips_through_kafka_headers() -> None:
 def test_unknown_fields_from_newer_producers_are_ignored() -> None:
     data = {**team_changed().model_dump(mode="json"), "added_in_v1_1": True}
     headers = [("ce_id", str(uuid4()).encode()), ("ce_type", b"vn.cdt.teams.team.v1")]
-    inbound = decode_record(topic="t", partition=0, offset=0, key=None,
-                            value=json.dumps(data).encode(), headers=headers)
+    inbound = decode_record(
+        topic="t", partition=0, offset=0, key=None, value=json.dumps(data).encode(), headers=headers
+    )
     assert inbound.parse(TeamChanged).code == "DT-1"
 
 
@@ -50,14 +62,17 @@ def test_unknown_fields_from_newer_producers_are_ignored() -> None:
         (b"[1, 2]", [("ce_id", str(uuid4()).encode()), ("ce_type", b"x")], "not a JSON object"),
     ],
 )
-def test_undecodable_records_are_poison(value: bytes, headers: list[tuple[str, bytes]], reason: str) -> None:
+def test_undecodable_records_are_poison(
+    value: bytes, headers: list[tuple[str, bytes]], reason: str
+) -> None:
     with pytest.raises(PoisonRecordError, match=reason):
         decode_record(topic="t", partition=0, offset=1, key=None, value=value, headers=headers)
 
 
 def test_invalid_data_is_poison() -> None:
     headers = [("ce_id", str(uuid4()).encode()), ("ce_type", b"vn.cdt.teams.team.v1")]
-    inbound = decode_record(topic="t", partition=0, offset=0, key=None,
-                            value=b'{"code": 1}', headers=headers)
+    inbound = decode_record(
+        topic="t", partition=0, offset=0, key=None, value=b'{"code": 1}', headers=headers
+    )
     with pytest.raises(PoisonRecordError, match="invalid data"):
         inbound.parse(TeamChanged)

@@ -43,17 +43,22 @@ def test_validation_errors_name_the_field_and_do_not_echo_input() -> None:
 
 
 def test_malformed_json_is_400() -> None:
-    reply = make_client().post("/items", content=b'{"name": ', headers={"content-type": "application/json"})
+    reply = make_client().post(
+        "/items", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
     assert reply.status_code == 400
     assert reply.json()["title"] == "Malformed JSON"
 
 
 def test_bodies_over_the_limit_are_413_declared_or_streamed() -> None:
     client = make_client(limit=100)
-    declared = client.post("/items", content=b"x" * 200, headers={"content-type": "application/json"})
+    declared = client.post(
+        "/items", content=b"x" * 200, headers={"content-type": "application/json"}
+    )
     assert declared.status_code == 413
     streamed = client.post(
-        "/items", content=iter([b"{" + b" " * 80, b" " * 80 + b"}"]),
+        "/items",
+        content=iter([b"{" + b" " * 80, b" " * 80 + b"}"]),
         headers={"content-type": "application/json"},
     )
     assert streamed.status_code == 413

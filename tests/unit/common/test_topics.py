@@ -5,8 +5,12 @@ from common import topics
 
 def test_compacted_topics_are_declared_compacted() -> None:
     compacted = {t.name for t in topics.DOMAIN_TOPICS if t.compacted}
-    assert compacted == {"teams.team.v1", "teams.member.v1", "teams.admin-unit.v1",
-                         "scoring.score-latest.v1"}
+    assert compacted == {
+        "teams.team.v1",
+        "teams.member.v1",
+        "teams.admin-unit.v1",
+        "scoring.score-latest.v1",
+    }
     assert topics.SCORE_LATEST.broker_configs()["cleanup.policy"] == "compact"
     assert topics.ACTIVITY_RECORDED.broker_configs()["cleanup.policy"] == "delete"
 
