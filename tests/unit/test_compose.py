@@ -80,3 +80,24 @@ def test_collector_forwards_traces_to_jaeger() -> None:
     collector = yaml.safe_load((ROOT / "deploy/otel/collector.yaml").read_text())
     assert collector["exporters"]["otlp/jaeger"]["endpoint"].startswith("jaeger:")
     assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp/jaeger"]
+
+
+def test_kubernetes_manifests_agree_with_the_code() -> None:
+    k8s = ROOT / "deploy" / "k8s"
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    docs = [d for name in kustomization["resources"]
+            for d in yaml.safe_load_all((k8s / name).read_text()) if d]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for name, settings in SERVICES.items():
+        port = settings.model_fields["http_port"].default
+        api = deployments[f"{name}-api"]["spec"]["template"]["spec"]["containers"][0]
+        worker = deployments[f"{name}-worker"]["spec"]["template"]["spec"]["containers"][0]
+        assert api["command"] == ["python", "-m", name, "api"]
+        assert worker["command"] == ["python", "-m", name, "worker"]
+        assert api["ports"] == [{"containerPort": port}]
+        assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+    kafka = next(d for d in docs if d["kind"] == "Kafka")
+    assert kafka["spec"]["kafka"]["version"] == kafka_version()
+    assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert set(config) <= env_names(ServiceSettings)
