@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -59,17 +59,22 @@ OperatorDep = Depends(require_operator)
 class BodyLimitMiddleware:
     """413 for bodies over the limit, counted as they stream (Content-Length can lie)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Streamed bulk endpoints legitimately take far larger bodies than the default.
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, limit)
             return
         received = 0
         rejected = False
@@ -79,9 +84,9 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request" and not rejected:
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     rejected = True
-                    await self._reject(scope, receive, send)
+                    await self._reject(scope, receive, send, limit)
                     return {"type": "http.disconnect"}  # the app stops reading the body
             return message
 
@@ -95,11 +100,11 @@ class BodyLimitMiddleware:
             if not rejected:
                 raise
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = problem_response(
             status=413,
             title="Content Too Large",
-            detail=f"The body exceeds {self.max_bytes} bytes.",
+            detail=f"The body exceeds {limit} bytes.",
             instance=scope["path"],
         )
         await response(scope, receive, send)
@@ -112,6 +117,7 @@ def create_app(
     title: str,
     description: str,
     run_workers: bool | None = None,
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     settings = runtime.settings
     workers = settings.run_workers if run_workers is None else run_workers
@@ -135,7 +141,9 @@ def create_app(
     app.state.runtime = runtime
     install_problem_handlers(app)
     _install_http_metrics(app, service=settings.service_name)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits
+    )
     app.include_router(_operations_router())
     for router in routers:
         app.include_router(router)

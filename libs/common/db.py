@@ -29,6 +29,8 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
         pool_timeout=5,
+        # Bound values (phones, household references) never appear in logged DB errors.
+        hide_parameters=True,
         # Fail fast when Postgres is gone instead of hanging requests (readiness turns false).
         connect_args={"timeout": 5, "command_timeout": 60},
         json_serializer=lambda obj: json.dumps(obj, ensure_ascii=False, default=str),

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -112,6 +113,7 @@ state_values = Table(
     Column("subject_id", String(64), primary_key=True),
     Column("indicator", String(80), primary_key=True),
     Column("value", BigInteger, nullable=False),
+    Index("ix_state_values_zero", "subject_type", postgresql_where=text("value = 0")),
 )
 
 team_state = Table(
@@ -163,12 +165,15 @@ admin_units = Table(
     Column("version", Integer, nullable=False),
 )
 
+# Append-only marks (no unique key): a consumer batch never waits on rows the publisher holds;
+# the publisher coalesces duplicates when it takes them.
 dirty_subjects = Table(
     "dirty_subjects",
     metadata,
-    Column("subject_type", String(16), primary_key=True),
-    Column("subject_id", String(64), primary_key=True),
-    Column("period", String(80), primary_key=True),
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("subject_type", String(16), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("period", String(80), nullable=False),
     Column("event_time", DateTime(timezone=True)),
 )
 
@@ -456,6 +461,7 @@ async def _upsert_state(session: AsyncSession, state: Mapping[tuple[str, str, st
             "val": [state[k] for k in keys],
         },
     )
+    await session.execute(text("DELETE FROM scoring.state_values WHERE value = 0"))
 
 
 async def upsert_subjects(session: AsyncSession, rows: Iterable[dict[str, str | None]]) -> None:
@@ -487,11 +493,9 @@ async def mark_dirty(
     await session.execute(
         text(
             """
-            INSERT INTO scoring.dirty_subjects AS d (subject_type, subject_id, period, event_time)
+            INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period, event_time)
             SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
                                  CAST(:t AS timestamptz[]))
-            ON CONFLICT (subject_type, subject_id, period)
-            DO UPDATE SET event_time = GREATEST(d.event_time, excluded.event_time)
             """
         ),
         {
@@ -510,7 +514,6 @@ async def mark_all_dirty(session: AsyncSession) -> int:
             """
             INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period)
             SELECT DISTINCT subject_type, subject_id, period FROM scoring.indicator_values
-            ON CONFLICT DO NOTHING
             """
         )
     )
@@ -519,22 +522,29 @@ async def mark_all_dirty(session: AsyncSession) -> int:
 
 async def take_dirty(
     session: AsyncSession, *, limit: int
-) -> list[tuple[str, str, str, datetime | None]]:
-    rows = await session.execute(
-        text(
-            """
-            DELETE FROM scoring.dirty_subjects d
-            USING (SELECT subject_type, subject_id, period FROM scoring.dirty_subjects
-                   ORDER BY subject_type, subject_id, period
-                   LIMIT :limit FOR UPDATE SKIP LOCKED) picked
-            WHERE d.subject_type = picked.subject_type AND d.subject_id = picked.subject_id
-              AND d.period = picked.period
-            RETURNING d.subject_type, d.subject_id, d.period, d.event_time
-            """
-        ),
-        {"limit": limit},
-    )
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
+) -> tuple[int, dict[tuple[str, str, str], datetime | None]]:
+    """Take up to `limit` marks; returns how many, and each subject-period's latest event time."""
+    rows = (
+        await session.execute(
+            text(
+                """
+                DELETE FROM scoring.dirty_subjects d
+                USING (SELECT seq FROM scoring.dirty_subjects ORDER BY seq
+                       LIMIT :limit FOR UPDATE SKIP LOCKED) picked
+                WHERE d.seq = picked.seq
+                RETURNING d.subject_type, d.subject_id, d.period, d.event_time
+                """
+            ),
+            {"limit": limit},
+        )
+    ).all()
+    latest: dict[tuple[str, str, str], datetime | None] = {}
+    for stype, sid, period, moment in rows:
+        key = (stype, sid, period)
+        previous = latest.get(key)
+        if key not in latest or (moment is not None and (previous is None or moment > previous)):
+            latest[key] = moment
+    return len(rows), latest
 
 
 # --------------------------------------------------------------------------- roster
@@ -815,46 +825,64 @@ async def upsert_scores(
 async def sibling_ranks(
     session: AsyncSession, keys: Sequence[tuple[str, str, str]], *, criteria: str
 ) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """Rank of each subject-period among the subjects of its type sharing its parent."""
+    """Rank of each subject-period among the subjects of its type sharing its parent.
+
+    Plain index lookups, ranked in Python: a window function joined back to an `unnest` (which
+    the planner estimates at 10 rows) was re-run once per key. The nation is not ranked.
+    """
     if not keys:
         return {}
-    rows = await session.execute(
+    subject_keys = sorted({(k[0], k[1]) for k in keys})
+    parents: dict[tuple[str, str], tuple[str, str]] = {}
+    for stype, sid, ptype, pid in await session.execute(
         text(
             """
-            WITH wanted AS (
-                SELECT k.subject_type, k.subject_id, k.period, s.parent_type, s.parent_id
-                FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
-                     AS k(subject_type, subject_id, period)
-                JOIN scoring.subjects s
-                  ON s.subject_type = k.subject_type AND s.subject_id = k.subject_id
-            ), groups AS (
-                SELECT DISTINCT subject_type, period, parent_type, parent_id FROM wanted
-            ), ranked AS (
-                SELECT sc.subject_type, sc.subject_id, sc.period,
-                       rank() OVER w AS rank, count(*) OVER w AS rank_of
-                FROM groups g
-                JOIN scoring.subjects s
-                  ON s.subject_type = g.subject_type
-                 AND s.parent_type IS NOT DISTINCT FROM g.parent_type
-                 AND s.parent_id IS NOT DISTINCT FROM g.parent_id
-                JOIN scoring.scores sc
-                  ON sc.subject_type = s.subject_type AND sc.subject_id = s.subject_id
-                 AND sc.period = g.period AND sc.criteria_set = :cs
-                WINDOW w AS (PARTITION BY g.subject_type, g.period, g.parent_type, g.parent_id
-                             ORDER BY sc.score DESC)
-            )
-            SELECT r.subject_type, r.subject_id, r.period, r.rank, r.rank_of
-            FROM ranked r JOIN wanted w USING (subject_type, subject_id, period)
+            SELECT s.subject_type, s.subject_id, s.parent_type, s.parent_id
+            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[])) AS k(subject_type, subject_id)
+            JOIN scoring.subjects s
+              ON s.subject_type = k.subject_type AND s.subject_id = k.subject_id
+            WHERE s.parent_id IS NOT NULL
+            """
+        ),
+        {"st": [k[0] for k in subject_keys], "sid": [k[1] for k in subject_keys]},
+    ):
+        parents[(stype, sid)] = (ptype, pid)
+    groups = sorted({(*parents[(k[0], k[1])], k[0], k[2]) for k in keys if (k[0], k[1]) in parents})
+    if not groups:
+        return {}
+    siblings: dict[tuple[str, str, str, str], dict[str, float]] = {g: {} for g in groups}
+    for ptype, pid, stype, period, sid, value in await session.execute(
+        text(
+            """
+            SELECT g.parent_type, g.parent_id, g.subject_type, g.period, s.subject_id, sc.score
+            FROM unnest(CAST(:pt AS text[]), CAST(:pid AS text[]), CAST(:st AS text[]),
+                        CAST(:p AS text[])) AS g(parent_type, parent_id, subject_type, period)
+            JOIN scoring.subjects s
+              ON s.parent_type = g.parent_type AND s.parent_id = g.parent_id
+             AND s.subject_type = g.subject_type
+            JOIN scoring.scores sc
+              ON sc.subject_type = s.subject_type AND sc.subject_id = s.subject_id
+             AND sc.period = g.period AND sc.criteria_set = :cs
             """
         ),
         {
-            "st": [k[0] for k in keys],
-            "sid": [k[1] for k in keys],
-            "p": [k[2] for k in keys],
+            "pt": [g[0] for g in groups],
+            "pid": [g[1] for g in groups],
+            "st": [g[2] for g in groups],
+            "p": [g[3] for g in groups],
             "cs": criteria,
         },
-    )
-    return {(r[0], r[1], r[2]): (int(r[3]), int(r[4])) for r in rows}
+    ):
+        siblings[(ptype, pid, stype, period)][sid] = float(value)
+    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for stype, sid, period in keys:
+        parent = parents.get((stype, sid))
+        if parent is None:
+            continue
+        rank = domain.rank_of(siblings[(*parent, stype, period)], sid)
+        if rank is not None:
+            out[(stype, sid, period)] = rank
+    return out
 
 
 async def set_ranks(

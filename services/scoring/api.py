@@ -416,6 +416,7 @@ async def get_indicators(
 
 @router.get("/rankings")
 async def get_rankings(
+    *,
     uow: UowDep,
     level: SubjectTypeParam,
     period: PeriodParam,

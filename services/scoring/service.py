@@ -84,7 +84,7 @@ def score_payload(
     computed_at: datetime,
 ) -> ScoreUpdated:
     return ScoreUpdated(
-        subject_type=key[0],  # type: ignore[arg-type]
+        subject_type=key[0],
         subject_id=key[1],
         period=key[2],
         criteria_set=criteria_set,
@@ -100,7 +100,7 @@ def score_payload(
     )
 
 
-async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 500) -> int:
+async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
     """Score the subjects marked dirty since the last pass and publish each once.
 
     However many events touched a subject in between, it yields one update (coalescing): a burst
@@ -108,12 +108,11 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 500) -> int:
     """
     async with runtime.unit_of_work() as uow:
         session = uow.session
-        dirty = await adapters.take_dirty(session, limit=limit)
-        if not dirty:
+        taken, event_times = await adapters.take_dirty(session, limit=limit)
+        if not taken:
             return 0
         criteria = await adapters.active_criteria_set(session)
-        keys = [(d[0], d[1], d[2]) for d in dirty]
-        event_times = {(d[0], d[1], d[2]): d[3] for d in dirty}
+        keys = sorted(event_times)
         evaluations = await evaluate(session, keys, criteria)
         now = datetime.now(UTC)
         stored = await adapters.upsert_scores(
@@ -154,13 +153,13 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 500) -> int:
             latest = ScoreLatest(**payload.model_dump())
             uow.publish(OutboundEvent.of(latest, source=SOURCE, subject=subject))
         await uow.commit()
-        return len(dirty)
+        return taken
 
 
 class ScorePublisher:
     """Background task: every `interval` seconds, publish what became dirty."""
 
-    def __init__(self, runtime: ServiceRuntime, *, interval: float = 0.2, limit: int = 500):
+    def __init__(self, runtime: ServiceRuntime, *, interval: float = 0.2, limit: int = 2000):
         self._runtime = runtime
         self._interval = interval
         self._limit = limit
@@ -171,14 +170,16 @@ class ScorePublisher:
 
     async def run(self) -> None:
         while not self._stopping.is_set() and not self._runtime.draining:
+            started = time.perf_counter()
             try:
-                published = await publish_dirty(self._runtime, limit=self._limit)
+                await publish_dirty(self._runtime, limit=self._limit)
             except Exception:
                 log.exception("score publication failed; retrying")
-                published = 0
-            if published < self._limit:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+            # Rest at least as long as the pass took: under a backlog the publisher gets at most
+            # half the process and the consumer the rest, and a longer rest coalesces more.
+            pause = max(self._interval, time.perf_counter() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=pause)
 
 
 # --------------------------------------------------------------------------- full recompute
@@ -216,8 +217,13 @@ async def recompute(
     live = facts_table.c.recorded & ~facts_table.c.voided
     total = int(await session.scalar(select(func.count()).where(live)) or 0)
     done = 0
+    # By team: a chunk then holds whole teams, so their rows aggregate before any SQL
+    # (a team-month row is written once, not once per activity).
     stream = await session.stream(
-        select(facts_table).where(live).execution_options(yield_per=chunk)
+        select(facts_table)
+        .where(live)
+        .order_by(facts_table.c.team_id)
+        .execution_options(yield_per=chunk)
     )
     async for partition in stream.mappings().partitions(chunk):
         deltas = Deltas()

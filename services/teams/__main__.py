@@ -1,3 +1,10 @@
+import sys
+
+if sys.argv[1:2] == ["import-units"]:
+    from teams.cli import main
+
+    sys.exit(main(sys.argv[2:]))
+
 from common.main import run_service
 from teams.bootstrap import build_app, build_runtime
 from teams.settings import TeamsSettings

@@ -7,6 +7,7 @@ is a no-op that publishes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    RowMapping,
     String,
     Table,
     Text,
@@ -38,10 +40,13 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.teams import UnitPath
+from common.db import outbox_row
+from common.envelope import OutboundEvent
 from common.outbox_tables import define_service_tables
 from teams.domain import PATH_SEPARATOR, AdminUnit, Member, Team, unit_path_of
 
 SCHEMA = "teams"
+Row = RowMapping | Mapping[str, Any]
 metadata = MetaData(schema=SCHEMA)
 service_tables = define_service_tables(metadata)
 
@@ -98,7 +103,9 @@ members_table = Table(
     metadata,
     Column("id", PgUUID(as_uuid=True), primary_key=True),
     Column("code", String(64), unique=True),
-    Column("team_id", PgUUID(as_uuid=True), ForeignKey("teams.teams.id"), nullable=False, index=True),
+    Column(
+        "team_id", PgUUID(as_uuid=True), ForeignKey("teams.teams.id"), nullable=False, index=True
+    ),
     Column("full_name", String(200), nullable=False),
     Column("role", String(16), nullable=False),
     Column("affiliation", String(32), nullable=False),
@@ -169,17 +176,17 @@ def like_prefix(path: str) -> str:
     return escaped + PATH_SEPARATOR + "%"
 
 
-def to_unit(row: Mapping[str, Any]) -> AdminUnit:
+def to_unit(row: Row) -> AdminUnit:
     data = {k: row[k] for k in UNIT_COLUMNS}
     data["replaced_by"] = tuple(data["replaced_by"] or ())
     return AdminUnit(**data)
 
 
-def to_team(row: Mapping[str, Any]) -> Team:
+def to_team(row: Row) -> Team:
     return Team(**{k: row[k] for k in TEAM_COLUMNS})
 
 
-def to_member(row: Mapping[str, Any]) -> Member:
+def to_member(row: Row) -> Member:
     return Member(**{k: row[k] for k in MEMBER_COLUMNS})
 
 
@@ -244,7 +251,7 @@ class UnitRepository:
             return []
         result = await self._session.execute(
             text(
-                "INSERT INTO teams.admin_units"
+                "INSERT INTO teams.admin_units"  # noqa: S608 - constant column lists, values bound
                 " (code, name, level, parent_code, path, valid_from, valid_to, source, version)"
                 " SELECT code, name, level, parent_code, path, valid_from, valid_to, :source, 1"
                 " FROM unnest(CAST(:code AS text[]), CAST(:name AS text[]),"
@@ -330,7 +337,7 @@ class UnitRepository:
         if rows:
             await self._session.execute(unit_crosswalk.insert(), list(rows))
 
-    async def crosswalk(self, *, code: str | None, after: int | None, limit: int) -> list[Any]:
+    async def crosswalk(self, *, code: str | None, after: int | None, limit: int) -> list[Row]:
         query = select(unit_crosswalk).order_by(unit_crosswalk.c.id).limit(limit)
         if code is not None:
             query = query.where(
@@ -340,7 +347,7 @@ class UnitRepository:
             query = query.where(unit_crosswalk.c.id > after)
         return list((await self._session.execute(query)).mappings().all())
 
-    async def coverage(self, path: str) -> list[Mapping[str, Any]]:
+    async def coverage(self, path: str) -> list[Row]:
         """Counts per direct child of the unit (child '' is the unit itself)."""
         result = await self._session.execute(
             text(
@@ -456,13 +463,19 @@ class TeamRepository:
         rows = (await self._session.execute(query)).mappings().all()
         return [to_team(row) for row in rows]
 
+    async def codes_in_unit(self, unit_code: str) -> list[str]:
+        rows = await self._session.execute(
+            select(teams_table.c.code).where(teams_table.c.unit_code == unit_code)
+        )
+        return [code for (code,) in rows]
+
     async def move_units(self, moves: Mapping[str, str]) -> list[Team]:
         """Teams of each old unit move to its new unit (re-versioned); returns them."""
         if not moves:
             return []
         result = await self._session.execute(
             text(
-                "UPDATE teams.teams t SET unit_code = m.new_code, version = t.version + 1,"
+                "UPDATE teams.teams t SET unit_code = m.new_code, version = t.version + 1,"  # noqa: S608 - constant column lists, values bound
                 " updated_at = now()"
                 " FROM unnest(CAST(:old AS text[]), CAST(:new AS text[])) AS m(old_code, new_code)"
                 " WHERE t.unit_code = m.old_code"
@@ -490,7 +503,7 @@ class TeamRepository:
             return []
         result = await self._session.execute(
             text(
-                "UPDATE teams.teams t SET unit_code = m.unit_code, version = t.version + 1,"
+                "UPDATE teams.teams t SET unit_code = m.unit_code, version = t.version + 1,"  # noqa: S608 - constant column lists, values bound
                 " updated_at = now()"
                 " FROM unnest(CAST(:codes AS text[]), CAST(:units AS text[]))"
                 "  AS m(code, unit_code)"
@@ -507,7 +520,7 @@ class TeamRepository:
             return []
         result = await self._session.execute(
             text(
-                "INSERT INTO teams.teams"
+                "INSERT INTO teams.teams"  # noqa: S608 - constant column lists, values bound
                 " (id, code, name, unit_code, status, established_on, decision_no, version)"
                 " SELECT id, code, name, unit_code, 'active', established_on, decision_no, 1"
                 " FROM unnest(CAST(:id AS uuid[]), CAST(:code AS text[]), CAST(:name AS text[]),"
@@ -550,15 +563,16 @@ class TeamRepository:
             return {}
         m = members_table.c
         rows = await self._session.execute(
-            select(m.team_id, func.min(m.id))
+            select(m.team_id, m.id)
             .where(
                 m.team_id.in_(list(team_ids)),
                 m.role == "leader",
                 ~m.removed,
                 m.left_on.is_(None),
             )
-            .group_by(m.team_id)
+            .order_by(m.team_id, m.id.desc())
         )
+        # Several active leaders is a health issue, not an error: the earliest one is shown.
         return {team_id: leader for team_id, leader in rows}
 
 
@@ -642,7 +656,7 @@ class MemberRepository:
         )
         return result.first() is not None
 
-    async def trainings(self, member_id: UUID) -> list[Mapping[str, Any]]:
+    async def trainings(self, member_id: UUID) -> list[Row]:
         rows = await self._session.execute(
             select(trainings_table)
             .where(trainings_table.c.member_id == member_id)
@@ -656,7 +670,7 @@ class MemberRepository:
             return []
         result = await self._session.execute(
             text(
-                "INSERT INTO teams.members (id, code, team_id, full_name, role, affiliation,"
+                "INSERT INTO teams.members (id, code, team_id, full_name, role, affiliation,"  # noqa: S608 - constant column lists, values bound
                 "  enterprise_name, phone, joined_on, left_on, trained, removed, version)"
                 " SELECT id, code, team_id, full_name, role, affiliation, enterprise_name, phone,"
                 "  joined_on, left_on, trained, false, 1"
@@ -722,3 +736,37 @@ class MemberRepository:
             ),
             _columns(rows, ("id", "member_id", "course", "completed_on")),
         )
+
+
+# --- outbox ---------------------------------------------------------------------------------
+
+
+async def insert_outbox(session: AsyncSession, events: Sequence[OutboundEvent]) -> None:
+    """The unit of work's outbox insert, set-based for bulk batches: one statement over arrays
+    (JSON serialised once here) instead of one bound row per event. Same table, same trigger,
+    same transaction; `seq` follows the order of `events`."""
+    if not events:
+        return
+    rows = [outbox_row(event) for event in events]
+    await session.execute(
+        text(
+            "INSERT INTO teams.outbox"
+            " (id, aggregatetype, aggregateid, type, topic, payload, headers)"
+            " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS jsonb),"
+            "  CAST(headers AS jsonb)"
+            " FROM unnest(CAST(:id AS uuid[]), CAST(:aggregatetype AS text[]),"
+            "  CAST(:aggregateid AS text[]), CAST(:type AS text[]), CAST(:topic AS text[]),"
+            "  CAST(:payload AS text[]), CAST(:headers AS text[])) WITH ORDINALITY"
+            "  AS r(id, aggregatetype, aggregateid, type, topic, payload, headers, n)"
+            " ORDER BY n"
+        ),
+        {
+            **_columns(rows, ("id", "aggregatetype", "aggregateid", "type", "topic")),
+            "payload": [_json(row["payload"]) for row in rows],
+            "headers": [_json(row["headers"]) for row in rows],
+        },
+    )
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))

@@ -1,35 +1,101 @@
-"""Teams HTTP API (`/v1`)."""
+"""Teams HTTP API (`/v1`): teams, members, trainings, bulk imports."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
+from uuid6 import uuid7
 
-from common.app import OperatorDep, UowDep
+from common.app import OperatorDep, RuntimeDep, UowDep
+from common.contracts.teams import UnitPath
+from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.problems import ProblemError
-from teams.adapters import TeamRepository
-from teams.domain import Team
+from teams.adapters import MemberRepository, TeamRepository, UnitRepository
+from teams.api_common import (
+    BULK_REQUEST_BODY,
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    bulk_kind,
+    decode_cursor,
+    encode_cursor,
+    is_operator,
+    not_found,
+    raise_domain,
+    settings_of,
+)
+from teams.domain import (
+    Affiliation,
+    DomainError,
+    Member,
+    Role,
+    SizeBounds,
+    Team,
+    check_team_unit,
+    mask_phone,
+    team_health,
+)
+from teams.rows import (
+    PHONE_PATTERN,
+    BodyFormatError,
+    MemberRow,
+    TeamRow,
+    normalise_phone,
+    raw_records,
+)
+from teams.services import SOURCE, apply_members, apply_teams, publish_teams, run_bulk, today
 
 router = APIRouter(prefix="/v1", tags=["teams"])
-SOURCE = "/cdt/teams"
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Name = Annotated[str, Field(min_length=1, max_length=300)]
+PersonName = Annotated[str, Field(min_length=1, max_length=200)]
+Phone = Annotated[
+    Annotated[str, Field(pattern=PHONE_PATTERN)] | None, BeforeValidator(normalise_phone)
+]
+Enterprise = Annotated[str | None, Field(max_length=200)]
+TEAM_COLUMNS = frozenset(TeamRow.model_fields)
+MEMBER_COLUMNS = frozenset(MemberRow.model_fields)
 
 
 class TeamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: Code
-    name: Annotated[str, Field(min_length=1, max_length=300)]
+    name: Name
     unit_code: Code
     established_on: date | None = None
     decision_no: Annotated[str | None, Field(max_length=100)] = None
+
+
+class TeamPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    unit_code: Code | None = None
+    established_on: date | None = None
+    decision_no: Annotated[str | None, Field(max_length=100)] = None
+    status: Literal["dissolved"] | None = None
+    dissolved_on: date | None = None
+
+
+class Dissolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dissolved_on: date
+
+
+class Health(BaseModel):
+    ok: bool
+    size: int
+    leaders: int
+    trained: int
+    issues: list[str]
 
 
 class TeamOut(BaseModel):
@@ -37,35 +103,174 @@ class TeamOut(BaseModel):
     code: str
     name: str
     unit_code: str
+    unit_path: UnitPath | None = None
     status: str
     established_on: date | None
+    dissolved_on: date | None = None
     decision_no: str | None
+    version: int
+    leader_member_id: UUID | None = None
+    health: Health | None = None
+
+
+class TeamPage(BaseModel):
+    items: list[TeamOut]
+    next_cursor: str | None
+
+
+class MemberCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Code | None = None
+    full_name: PersonName
+    role: Role = "member"
+    affiliation: Affiliation = "other"
+    enterprise_name: Enterprise = None
+    phone: Phone = None
+    joined_on: date
+    left_on: date | None = None
+
+
+class MemberPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    full_name: PersonName | None = None
+    role: Role | None = None
+    affiliation: Affiliation | None = None
+    enterprise_name: Enterprise = None
+    phone: Phone = None
+    joined_on: date | None = None
+    left_on: date | None = None
+    removed: bool | None = None
+
+
+class MemberOut(BaseModel):
+    id: UUID
+    code: str | None
+    team_id: UUID
+    full_name: str
+    role: str
+    affiliation: str
+    enterprise_name: str | None
+    phone: str | None = Field(description="Masked unless the caller holds the operator token.")
+    joined_on: date
+    left_on: date | None
+    trained: bool
+    removed: bool
     version: int
 
 
-def _out(team: Team) -> TeamOut:
-    return TeamOut(
-        id=team.id,
-        code=team.code,
-        name=team.name,
-        unit_code=team.unit_code,
-        status=team.status,
-        established_on=team.established_on,
-        decision_no=team.decision_no,
-        version=team.version,
+class MemberPage(BaseModel):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+class TrainingCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    course: Annotated[str, Field(min_length=1, max_length=200)]
+    topic: Annotated[str | None, Field(max_length=200)] = None
+    completed_on: date
+
+
+class TrainingOut(BaseModel):
+    id: UUID
+    member_id: UUID
+    course: str
+    topic: str | None
+    completed_on: date
+    recorded: bool = Field(description="False when this training was already on record.")
+    member: MemberOut
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+
+async def _team_out(uow: UnitOfWork, teams: list[Team], bounds: SizeBounds) -> list[TeamOut]:
+    repo = TeamRepository(uow.session)
+    ids = [t.id for t in teams]
+    paths = await UnitRepository(uow.session).unit_paths(t.unit_code for t in teams)
+    counts = await repo.health_counts(ids)
+    leaders = await repo.leaders(ids)
+    result = []
+    for team in teams:
+        size, n_leaders, trained = counts.get(team.id, (0, 0, 0))
+        health = team_health(size=size, leaders=n_leaders, trained=trained, bounds=bounds)
+        result.append(
+            TeamOut(
+                id=team.id,
+                code=team.code,
+                name=team.name,
+                unit_code=team.unit_code,
+                unit_path=paths.get(team.unit_code),
+                status=team.status,
+                established_on=team.established_on,
+                dissolved_on=team.dissolved_on,
+                decision_no=team.decision_no,
+                version=team.version,
+                leader_member_id=leaders.get(team.id),
+                health=Health(
+                    ok=health.ok,
+                    size=health.size,
+                    leaders=health.leaders,
+                    trained=health.trained,
+                    issues=list(health.issues),
+                ),
+            )
+        )
+    return result
+
+
+def _bounds(runtime: Any) -> SizeBounds:
+    settings = settings_of(runtime)
+    return SizeBounds(minimum=settings.team_min_size, maximum=settings.team_max_size)
+
+
+async def _check_unit(uow: UnitOfWork, code: str) -> None:
+    unit = await UnitRepository(uow.session).get(code)
+    try:
+        check_team_unit(unit, code=code, today=today())
+    except DomainError as exc:
+        raise_domain(exc)
+
+
+async def _load_team(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Team:
+    repo = TeamRepository(uow.session)
+    team_id = _as_uuid(ref)
+    team = (
+        await repo.get(team_id, lock=lock)
+        if team_id is not None
+        else await repo.get_by_code(ref, lock=lock)
     )
+    if team is None:
+        raise not_found("team", ref)
+    return team
+
+
+def _as_uuid(ref: str) -> UUID | None:
+    try:
+        return UUID(ref)
+    except ValueError:
+        return None
+
+
+async def _save_team(uow: UnitOfWork, team: Team) -> None:
+    await TeamRepository(uow.session).save(team)
+    await publish_teams(uow, [team])
+    await uow.commit()
 
 
 @router.post(
     "/teams",
     status_code=status.HTTP_201_CREATED,
     dependencies=[OperatorDep],
-    responses={409: {"description": "duplicate code"}},
+    responses={409: {"description": "duplicate code"}, 422: {"description": "unknown unit"}},
 )
-async def create_team(body: TeamCreate, uow: UowDep) -> TeamOut:
+async def create_team(body: TeamCreate, uow: UowDep, runtime: RuntimeDep) -> TeamOut:
     repo = TeamRepository(uow.session)
     if await repo.code_exists(body.code):
         raise ProblemError(409, "Duplicate code", f"A team with code {body.code!r} exists.")
+    await _check_unit(uow, body.unit_code)
     team = Team.establish(
         code=body.code,
         name=body.name,
@@ -74,19 +279,303 @@ async def create_team(body: TeamCreate, uow: UowDep) -> TeamOut:
         decision_no=body.decision_no,
     )
     await repo.add(team)
-    uow.publish(OutboundEvent.of(team.changed_event(), source=SOURCE, subject=str(team.id)))
+    await publish_teams(uow, [team])
     try:
         await uow.commit()
     except IntegrityError as exc:  # a concurrent create with the same code won the race
         raise ProblemError(
             409, "Duplicate code", f"A team with code {body.code!r} exists."
         ) from exc
-    return _out(team)
+    return (await _team_out(uow, [team], _bounds(runtime)))[0]
 
 
-@router.get("/teams/{team_id}", responses={404: {"description": "unknown team"}})
-async def get_team(team_id: UUID, uow: UowDep) -> TeamOut:
-    team = await TeamRepository(uow.session).get(team_id)
-    if team is None:
-        raise ProblemError(404, "Not Found", f"No team {team_id}.")
-    return _out(team)
+@router.get("/teams/{team_ref}", responses={404: {"description": "unknown team"}})
+async def get_team(team_ref: str, uow: UowDep, runtime: RuntimeDep) -> TeamOut:
+    """By id (UUID) or by registry code; the health flags are computed on read."""
+    team = await _load_team(uow, team_ref)
+    return (await _team_out(uow, [team], _bounds(runtime)))[0]
+
+
+@router.get("/teams")
+async def list_teams(
+    *,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
+    status_: Annotated[Literal["active", "dissolved"] | None, Query(alias="status")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> TeamPage:
+    after_raw = decode_cursor(cursor)
+    after = _as_uuid(after_raw) if after_raw else None
+    if after_raw and after is None:
+        raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
+    repo = TeamRepository(uow.session)
+    if unit is None:
+        teams = await repo.page(status=status_, after=after, limit=limit + 1)
+    else:
+        found = await UnitRepository(uow.session).get(unit)
+        if found is None:
+            raise not_found("unit", unit)
+        teams = await repo.in_subtree(path=found.path, status=status_, after=after, limit=limit + 1)
+    more = len(teams) > limit
+    teams = teams[:limit]
+    return TeamPage(
+        items=await _team_out(uow, teams, _bounds(runtime)),
+        next_cursor=encode_cursor(str(teams[-1].id)) if more else None,
+    )
+
+
+@router.patch(
+    "/teams/{team_ref}",
+    dependencies=[OperatorDep],
+    responses={404: {"description": "unknown team"}, 409: {"description": "dissolved"}},
+)
+async def patch_team(team_ref: str, body: TeamPatch, uow: UowDep, runtime: RuntimeDep) -> TeamOut:
+    team = await _load_team(uow, team_ref, lock=True)
+    changes = body.model_dump(exclude_unset=True, exclude={"status", "dissolved_on"})
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    if "unit_code" in changes:
+        if changes["unit_code"] is None:
+            changes.pop("unit_code")
+        else:
+            await _check_unit(uow, changes["unit_code"])
+    try:
+        updated = team.revised(**changes)
+        if body.status == "dissolved":
+            updated = updated.dissolve(on=body.dissolved_on or today())
+        elif body.dissolved_on is not None:
+            raise DomainError("dissolved_on goes with status=dissolved.", field="dissolved_on")
+    except DomainError as exc:
+        raise_domain(exc)
+    if updated is not team:
+        await _save_team(uow, updated)
+    return (await _team_out(uow, [updated], _bounds(runtime)))[0]
+
+
+@router.post(
+    "/teams/{team_ref}:dissolve",
+    dependencies=[OperatorDep],
+    responses={404: {"description": "unknown team"}, 409: {"description": "already dissolved"}},
+)
+async def dissolve_team(
+    team_ref: str, body: Dissolution, uow: UowDep, runtime: RuntimeDep
+) -> TeamOut:
+    team = await _load_team(uow, team_ref, lock=True)
+    try:
+        dissolved = team.dissolve(on=body.dissolved_on)
+    except DomainError as exc:
+        raise_domain(exc)
+    await _save_team(uow, dissolved)
+    return (await _team_out(uow, [dissolved], _bounds(runtime)))[0]
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+def _member_out(member: Member, *, operator: bool) -> MemberOut:
+    return MemberOut(
+        id=member.id,
+        code=member.code,
+        team_id=member.team_id,
+        full_name=member.full_name,
+        role=member.role,
+        affiliation=member.affiliation,
+        enterprise_name=member.enterprise_name,
+        phone=member.phone if operator else mask_phone(member.phone),
+        joined_on=member.joined_on,
+        left_on=member.left_on,
+        trained=member.trained,
+        removed=member.removed,
+        version=member.version,
+    )
+
+
+async def _load_member(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Member:
+    repo = MemberRepository(uow.session)
+    member_id = _as_uuid(ref)
+    member = (
+        await repo.get(member_id, lock=lock)
+        if member_id is not None
+        else await repo.get_by_code(ref, lock=lock)
+    )
+    if member is None:
+        raise not_found("member", ref)
+    return member
+
+
+def _publish_member(uow: UnitOfWork, member: Member) -> None:
+    uow.publish(OutboundEvent.of(member.changed_event(), source=SOURCE, subject=str(member.id)))
+
+
+@router.post(
+    "/teams/{team_ref}/members",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[OperatorDep],
+    responses={
+        404: {"description": "unknown team"},
+        409: {"description": "dissolved team or duplicate code"},
+    },
+)
+async def add_member(team_ref: str, body: MemberCreate, uow: UowDep) -> MemberOut:
+    team = await _load_team(uow, team_ref, lock=True)
+    repo = MemberRepository(uow.session)
+    if body.code is not None and await repo.code_exists(body.code):
+        raise ProblemError(409, "Duplicate code", f"A member with code {body.code!r} exists.")
+    try:
+        member = Member.join(team=team, **body.model_dump())
+    except DomainError as exc:
+        raise_domain(exc)
+    await repo.add(member)
+    _publish_member(uow, member)
+    try:
+        await uow.commit()
+    except IntegrityError as exc:
+        raise ProblemError(409, "Duplicate code", "A member with this code exists.") from exc
+    return _member_out(member, operator=True)
+
+
+@router.get("/teams/{team_ref}/members", responses={404: {"description": "unknown team"}})
+async def list_members(
+    team_ref: str,
+    *,
+    request: Request,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> MemberPage:
+    team = await _load_team(uow, team_ref)
+    after_raw = decode_cursor(cursor)
+    after = _as_uuid(after_raw) if after_raw else None
+    members = await MemberRepository(uow.session).of_team(team.id, after=after, limit=limit + 1)
+    more = len(members) > limit
+    members = members[:limit]
+    operator = is_operator(request, runtime)
+    return MemberPage(
+        items=[_member_out(m, operator=operator) for m in members],
+        next_cursor=encode_cursor(str(members[-1].id)) if more else None,
+    )
+
+
+@router.get("/members/{member_ref}", responses={404: {"description": "unknown member"}})
+async def get_member(
+    member_ref: str, request: Request, uow: UowDep, runtime: RuntimeDep
+) -> MemberOut:
+    member = await _load_member(uow, member_ref)
+    return _member_out(member, operator=is_operator(request, runtime))
+
+
+@router.patch(
+    "/members/{member_ref}",
+    dependencies=[OperatorDep],
+    responses={404: {"description": "unknown member"}},
+)
+async def patch_member(member_ref: str, body: MemberPatch, uow: UowDep) -> MemberOut:
+    member = await _load_member(uow, member_ref, lock=True)
+    changes = body.model_dump(exclude_unset=True)
+    for required in ("full_name", "role", "affiliation", "joined_on", "removed"):
+        if required in changes and changes[required] is None:
+            raise ProblemError(
+                422,
+                "Validation failed",
+                f"{required} cannot be null.",
+                errors=[{"field": required, "message": "cannot be null", "type": "domain"}],
+            )
+    try:
+        updated = member.revised(**changes)
+    except DomainError as exc:
+        raise_domain(exc)
+    if updated is not member:
+        await MemberRepository(uow.session).save(updated)
+        _publish_member(uow, updated)
+        await uow.commit()
+    return _member_out(updated, operator=True)
+
+
+@router.post(
+    "/members/{member_ref}/trainings",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[OperatorDep],
+    responses={404: {"description": "unknown member"}, 409: {"description": "removed member"}},
+)
+async def add_training(member_ref: str, body: TrainingCreate, uow: UowDep) -> TrainingOut:
+    member = await _load_member(uow, member_ref, lock=True)
+    if member.removed:
+        raise ProblemError(409, "Conflict", "The member was removed from the registry.")
+    if body.completed_on > today():
+        raise ProblemError(
+            422,
+            "Validation failed",
+            "completed_on is in the future.",
+            errors=[{"field": "completed_on", "message": "in the future", "type": "domain"}],
+        )
+    repo = MemberRepository(uow.session)
+    training_id = uuid7()
+    recorded = await repo.add_training(
+        training_id=training_id,
+        member_id=member.id,
+        course=body.course,
+        topic=body.topic,
+        completed_on=body.completed_on,
+    )
+    trained = member.trained_now()
+    if trained is not member:
+        await repo.save(trained)
+        _publish_member(uow, trained)
+    await uow.commit()
+    return TrainingOut(
+        id=training_id,
+        member_id=member.id,
+        course=body.course,
+        topic=body.topic,
+        completed_on=body.completed_on,
+        recorded=recorded,
+        member=_member_out(trained, operator=True),
+    )
+
+
+# --- bulk -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/teams:bulk",
+    dependencies=[OperatorDep],
+    openapi_extra=BULK_REQUEST_BODY,
+    summary="Upsert teams by code from a streamed CSV / NDJSON body; per-row error report",
+)
+async def bulk_teams(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    kind = bulk_kind(request)
+    try:
+        report = await run_bulk(
+            runtime,
+            raw_records(request.stream(), kind=kind, columns=TEAM_COLUMNS),  # type: ignore[arg-type]
+            schema=TeamRow,
+            apply=apply_teams,
+            batch_size=settings_of(runtime).bulk_batch_size,
+        )
+    except BodyFormatError as exc:
+        raise ProblemError(422, "Malformed body", str(exc)) from exc
+    return report.as_dict()
+
+
+@router.post(
+    "/members:bulk",
+    dependencies=[OperatorDep],
+    openapi_extra=BULK_REQUEST_BODY,
+    summary="Upsert members by their code from a streamed CSV / NDJSON body",
+)
+async def bulk_members(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    kind = bulk_kind(request)
+    try:
+        report = await run_bulk(
+            runtime,
+            raw_records(request.stream(), kind=kind, columns=MEMBER_COLUMNS),  # type: ignore[arg-type]
+            schema=MemberRow,
+            apply=apply_members,
+            batch_size=settings_of(runtime).bulk_batch_size,
+        )
+    except BodyFormatError as exc:
+        raise ProblemError(422, "Malformed body", str(exc)) from exc
+    return report.as_dict()

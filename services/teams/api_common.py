@@ -17,15 +17,11 @@ from teams.settings import TeamsSettings
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
-BULK_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "text/csv": {"schema": {"type": "string"}},
-            "application/x-ndjson": {"schema": {"type": "string"}},
-        },
-    }
+BULK_CONTENT: dict[str, Any] = {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/x-ndjson": {"schema": {"type": "string"}},
 }
+BULK_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": BULK_CONTENT}}
 
 
 def settings_of(runtime: ServiceRuntime) -> TeamsSettings:
@@ -45,7 +41,8 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.") from exc
 

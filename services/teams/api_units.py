@@ -14,7 +14,7 @@ from common.contracts.teams import UnitPath
 from common.problems import ProblemError
 from teams.adapters import UnitRepository
 from teams.api_common import (
-    BULK_REQUEST_BODY,
+    BULK_CONTENT,
     DEFAULT_PAGE,
     MAX_PAGE,
     bulk_kind,
@@ -31,7 +31,9 @@ from teams.units_source import SOURCE_NAME, current_units, package_version
 
 router = APIRouter(prefix="/v1", tags=["admin units"])
 
-UnitCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+UnitCode = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
 MAX_IMPORT_JSON_BYTES = 4_096
 UNIT_COLUMNS = frozenset(UnitRow.model_fields)
 
@@ -110,7 +112,7 @@ async def _out(repo: UnitRepository, units: list[AdminUnit]) -> list[UnitOut]:
             "required": True,
             "content": {
                 "application/json": {"schema": ImportSource.model_json_schema()},
-                **BULK_REQUEST_BODY["requestBody"]["content"],  # type: ignore[index]
+                **BULK_CONTENT,
             },
         }
     },
@@ -216,7 +218,9 @@ async def list_units(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> UnitPage:
     repo = UnitRepository(uow.session)
-    units = await repo.page(parent=parent, level=level, after=decode_cursor(cursor), limit=limit + 1)
+    units = await repo.page(
+        parent=parent, level=level, after=decode_cursor(cursor), limit=limit + 1
+    )
     more = len(units) > limit
     units = units[:limit]
     return UnitPage(
@@ -252,7 +256,13 @@ async def coverage(code: str, uow: UowDep) -> dict[str, Any]:
         for r in rows
         if r["child"] and r["child"] in names
     ]
-    return {"code": unit.code, "name": unit.name, "level": unit.level, **totals, "children": children}
+    return {
+        "code": unit.code,
+        "name": unit.name,
+        "level": unit.level,
+        **totals,
+        "children": children,
+    }
 
 
 @router.get("/admin-units:crosswalk")
@@ -306,7 +316,5 @@ async def split(code: str, body: SplitBody, uow: UowDep) -> dict[str, Any]:
 async def reparent(code: str, body: ReparentBody, uow: UowDep) -> dict[str, Any]:
     return await _reorganise(
         uow,
-        reparent_unit(
-            uow, code=code, parent_code=body.parent_code, effective_on=body.effective_on
-        ),
+        reparent_unit(uow, code=code, parent_code=body.parent_code, effective_on=body.effective_on),
     )

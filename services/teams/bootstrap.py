@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from common.app import create_app
 from common.runtime import ServiceRuntime
 from common.settings import ServiceSettings
-from teams import api
+from teams import api, api_units
 from teams.adapters import service_tables
+from teams.settings import TeamsSettings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -19,10 +20,20 @@ def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
     return ServiceRuntime(settings=settings, tables=service_tables, migrations_dir=MIGRATIONS)
 
 
+BULK_PATHS = ("/v1/teams:bulk", "/v1/members:bulk", "/v1/admin-units:import")
+
+
 def build_app(runtime: ServiceRuntime) -> FastAPI:
+    settings = runtime.settings
+    bulk_limit = (
+        settings.bulk_max_body_bytes
+        if isinstance(settings, TeamsSettings)
+        else TeamsSettings.model_fields["bulk_max_body_bytes"].default
+    )
     return create_app(
         runtime=runtime,
-        routers=[api.router],
+        body_limits=dict.fromkeys(BULK_PATHS, bulk_limit),
+        routers=[api_units.router, api.router],
         title="CDT teams",
         description="Administrative units, teams, members and training.",
     )

@@ -128,7 +128,7 @@ def unit_path_of(path: str, levels: Mapping[str, str]) -> UnitPath:
         if level is not None:
             by_level[level] = code
     return UnitPath(
-        province=by_level.get("province", path.split(PATH_SEPARATOR)[0]),
+        province=by_level.get("province", path.split(PATH_SEPARATOR, maxsplit=1)[0]),
         district=by_level.get("district"),
         commune=by_level.get("commune"),
         village=by_level.get("village"),

@@ -38,7 +38,7 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
-def _normalise_phone(value: Any) -> Any:
+def normalise_phone(value: Any) -> Any:
     value = _blank_to_none(value)
     if isinstance(value, str):
         # People write 0912 345 678 or 0912.345.678: keep the digits (and a leading +).
@@ -48,11 +48,13 @@ def _normalise_phone(value: Any) -> Any:
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=CODE_PATTERN)]
 Text = Annotated[str, Field(min_length=1, max_length=300)]
-OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none), Field(max_length=200)]
-OptionalCode = Annotated[str | None, BeforeValidator(_blank_to_none), Field(max_length=64)]
+# Constraints sit on the inner `str` so that None (a blank cell) passes untouched.
+OptionalText = Annotated[
+    Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_to_none)
+]
 OptionalDate = Annotated[date | None, BeforeValidator(_blank_to_none)]
 Phone = Annotated[
-    str | None, BeforeValidator(_normalise_phone), Field(default=None, pattern=PHONE_PATTERN)
+    Annotated[str, Field(pattern=PHONE_PATTERN)] | None, BeforeValidator(normalise_phone)
 ]
 
 
@@ -74,9 +76,9 @@ class TeamRow(RowModel):
     name: Text
     unit_code: Code
     established_on: OptionalDate = None
-    decision_no: Annotated[str | None, BeforeValidator(_blank_to_none), Field(max_length=100)] = (
-        None
-    )
+    decision_no: Annotated[
+        Annotated[str, Field(max_length=100)] | None, BeforeValidator(_blank_to_none)
+    ] = None
 
 
 class MemberRow(RowModel):

@@ -18,7 +18,7 @@ from uuid6 import uuid7
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.runtime import ServiceRuntime
-from teams.adapters import MemberRepository, TeamRepository, UnitRepository
+from teams.adapters import MemberRepository, TeamRepository, UnitRepository, insert_outbox
 from teams.domain import (
     AdminUnit,
     DomainError,
@@ -31,6 +31,7 @@ from teams.domain import (
     child_path,
     duplicates,
     retirement_date,
+    unit_path_of,
 )
 from teams.rows import BulkReport, MemberRow, RawRecord, RowError, TeamRow, UnitRow, row_errors
 
@@ -88,6 +89,9 @@ async def run_bulk(
             batch.append((raw.row, schema.model_validate(raw.data)))
         except ValidationError as exc:
             report.reject(row_errors(raw.row, exc))
+            continue
+        except (TypeError, ValueError):  # a shape the schema did not foresee: still per row
+            report.reject([RowError(raw.row, None, "Invalid row.")])
             continue
         if len(batch) >= batch_size:
             await flush()
@@ -174,16 +178,22 @@ async def publish_units(
         return
     repo = UnitRepository(uow.session)
     ancestors = {code for unit in units for code in unit.ancestors}
-    levels = {unit.code: unit.level for unit in units}
+    levels: dict[str, str] = {unit.code: unit.level for unit in units}
     levels.update(await repo.levels_of(ancestors - set(levels)))
-    from teams.domain import unit_path_of
-
     now = datetime.now(UTC)
-    for unit in units:
-        event = unit.changed_event(
-            unit_path=unit_path_of(unit.path, levels), change=change(unit), at=now
-        )
-        uow.publish(OutboundEvent.of(event, source=SOURCE, subject=unit.code))
+    await insert_outbox(
+        uow.session,
+        [
+            OutboundEvent.of(
+                unit.changed_event(
+                    unit_path=unit_path_of(unit.path, levels), change=change(unit), at=now
+                ),
+                source=SOURCE,
+                subject=unit.code,
+            )
+            for unit in units
+        ],
+    )
 
 
 # --- teams ----------------------------------------------------------------------------------
@@ -192,9 +202,15 @@ async def publish_units(
 async def publish_teams(uow: UnitOfWork, teams: Iterable[Team]) -> None:
     teams = list(teams)
     paths = await UnitRepository(uow.session).unit_paths(t.unit_code for t in teams)
-    for team in teams:
-        event = team.changed_event(paths.get(team.unit_code))
-        uow.publish(OutboundEvent.of(event, source=SOURCE, subject=str(team.id)))
+    await insert_outbox(
+        uow.session,
+        [
+            OutboundEvent.of(
+                team.changed_event(paths.get(team.unit_code)), source=SOURCE, subject=str(team.id)
+            )
+            for team in teams
+        ],
+    )
 
 
 async def apply_teams(uow: UnitOfWork, batch: list[tuple[int, TeamRow]]) -> BatchOutcome:
@@ -270,10 +286,13 @@ async def apply_members(uow: UnitOfWork, batch: list[tuple[int, MemberRow]]) -> 
             )
     changed = await members.upsert(accepted)
     await members.add_trainings(trainings)
-    for member, _ in changed:
-        uow.publish(
+    await insert_outbox(
+        uow.session,
+        [
             OutboundEvent.of(member.changed_event(), source=SOURCE, subject=str(member.id))
-        )
+            for member, _ in changed
+        ],
+    )
     created = sum(1 for _, was_created in changed if was_created)
     return BatchOutcome(created=created, updated=len(changed) - created, errors=errors)
 
@@ -313,9 +332,7 @@ class Reorganisation:
         return {
             "units": {code: change for code, change in sorted(self.changes.items())},
             "teams_moved": len(self.teams),
-            "crosswalk": [
-                {k: v for k, v in row.items() if k != "id"} for row in self.crosswalk
-            ],
+            "crosswalk": [{k: v for k, v in row.items() if k != "id"} for row in self.crosswalk],
         }
 
 
@@ -413,10 +430,17 @@ async def split_unit(
         raise DomainError(f"assign sends {', '.join(strays)} outside `into`.", field="assign")
     default = next(iter(targets))
     plan = Reorganisation()
-    for child in await _children(repo, source):
+    children = await _children(repo, source)
+    team_codes = await TeamRepository(uow.session).codes_in_unit(code)
+    unknown = sorted(set(assign) - {c.code for c in children} - set(team_codes))
+    if unknown:
+        raise DomainError(
+            f"assign names {', '.join(unknown[:5])}: not a child unit or team of {code}.",
+            field="assign",
+        )
+    for child in children:
         target = targets[assign.get(child.code, default)]
         await _move_under(uow, plan, unit=child, parent=target, on=effective_on)
-    team_codes = await _team_codes_in(uow, code)
     moves = {t: assign.get(t, default) for t in team_codes}
     plan.add_teams(await TeamRepository(uow.session).move_codes(moves))
     await repo.retire(code, valid_to=retirement_date(effective_on), replaced_by=list(targets))
@@ -447,17 +471,6 @@ async def reparent_unit(
         await _move_under(uow, plan, unit=unit, parent=parent, on=effective_on)
     await _finish(uow, plan)
     return plan
-
-
-async def _team_codes_in(uow: UnitOfWork, unit_code: str) -> list[str]:
-    from sqlalchemy import select
-
-    from teams.adapters import teams_table
-
-    rows = await uow.session.execute(
-        select(teams_table.c.code).where(teams_table.c.unit_code == unit_code)
-    )
-    return [c for (c,) in rows]
 
 
 async def _finish(uow: UnitOfWork, plan: Reorganisation) -> None:

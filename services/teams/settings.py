@@ -13,3 +13,7 @@ class TeamsSettings(ServiceSettings):
     team_max_size: int = Field(default=9, alias="TEAMS_MAX_SIZE", ge=1)
     # Rows per transaction in bulk imports: bounds memory and lock time per batch.
     bulk_batch_size: int = Field(default=1_000, alias="TEAMS_BULK_BATCH_SIZE", ge=1, le=5_000)
+    # Bulk bodies are streamed in batches, so a national file (~60 MB) needs no memory for it.
+    bulk_max_body_bytes: int = Field(
+        default=512_000_000, alias="TEAMS_BULK_MAX_BODY_BYTES", ge=1024
+    )

@@ -92,10 +92,18 @@ def test_make_run_brings_up_everything_and_stops_clean(workdir, subprocess_env) 
             assert reply.json()["checks"] == {"database": True, "kafka": True, "draining": False}
         token = (data_dir / "admin-token").read_text().strip()
         assert any(token in line for line in stack.lines), "the operator token is printed"
+        operator = {"Authorization": f"Bearer {token}"}
+        imported = httpx.post(
+            "http://127.0.0.1:8001/v1/admin-units:import",
+            json={"source": "vietnam-provinces"},
+            headers=operator,
+            timeout=60,
+        )
+        assert imported.status_code == 200, imported.text
         created = httpx.post(
             "http://127.0.0.1:8001/v1/teams",
-            json={"code": "E2E-1", "name": "Tổ CNSCĐ e2e", "unit_code": "82"},
-            headers={"Authorization": f"Bearer {token}"},
+            json={"code": "E2E-1", "name": "Tổ CNSCĐ e2e", "unit_code": "28261"},
+            headers=operator,
             timeout=10,
         )
         assert created.status_code == 201, created.text

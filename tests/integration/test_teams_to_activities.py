@@ -29,6 +29,10 @@ async def services(apply_env: None) -> AsyncIterator[tuple[httpx.AsyncClient, ob
         running(teams_rt, teams_bootstrap.build_app(teams_rt)) as teams_client,
         running(activities_rt, activities_bootstrap.build_app(activities_rt)),
     ):
+        imported = await teams_client.post(
+            "/v1/admin-units:import", json={"source": "vietnam-provinces"}, headers=OPERATOR
+        )
+        assert imported.status_code == 200, imported.text
         yield teams_client, teams_rt, activities_rt
 
 
@@ -37,7 +41,7 @@ def new_team(**overrides: object) -> dict[str, object]:
     return {
         "code": code,
         "name": "Tổ CNSCĐ ấp 1",
-        "unit_code": "82-28000",
+        "unit_code": "28261",
         "established_on": "2022-04-01",
         "decision_no": "12/QĐ-UBND",
         **overrides,

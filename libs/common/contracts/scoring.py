@@ -13,6 +13,8 @@ SubjectType = Literal["team", "village", "commune", "district", "province", "nat
 
 class ScoreComponent(EventContract):
     criterion: str
+    # The criteria group (activity, reach, skill_coverage, outcomes, capacity); optional, added.
+    group: str | None = None
     points: float
     max_points: float
     value: float

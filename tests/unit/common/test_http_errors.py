@@ -80,3 +80,19 @@ def test_operator_token_comparison() -> None:
     assert not is_operator_token("s3cret", expected=None)
     assert not is_operator_token(None, expected="s3cret")
     assert not is_operator_token("s3cre", expected="s3cret")
+
+
+def test_bulk_paths_can_take_larger_bodies() -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=100, path_limits={"/bulk": 10_000})
+
+    @app.post("/bulk")
+    async def bulk(item: Item) -> Item:
+        return item
+
+    client = TestClient(app, raise_server_exceptions=False)
+    padded = b'{"name": "n", "count": 1' + b" " * 500 + b"}"
+    headers = {"content-type": "application/json"}
+    assert client.post("/bulk", content=padded, headers=headers).status_code == 200
+    assert client.post("/bulk", content=b" " * 20_000, headers=headers).status_code == 413

@@ -1,0 +1,91 @@
+"""`python -m teams import-units`: load administrative units from the command line.
+
+    python -m teams import-units --source vietnam-provinces
+    python -m teams import-units --file villages.csv        (or .ndjson / .jsonl)
+
+Writes through the same units of work as the API (state and outbox rows together); the
+service's relay publishes the events. Progress goes to stderr, the final report to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+from teams.bootstrap import build_runtime
+from teams.rows import BodyFormatError, BulkReport, UnitRow, raw_records
+from teams.services import apply_units, run_bulk
+from teams.settings import TeamsSettings
+
+CHUNK_BYTES = 256 * 1024
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m teams import-units")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--source", choices=["vietnam-provinces"], help="a packaged dataset")
+    group.add_argument("--file", type=Path, help="CSV or NDJSON file of units")
+    parser.add_argument(
+        "--format", choices=["csv", "ndjson"], help="default: from the file extension"
+    )
+    return parser
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+            yield chunk
+
+
+def _progress(report: BulkReport) -> None:
+    print(
+        f"  {report.rows} rows: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.rejected} rejected",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    runtime = build_runtime(TeamsSettings())
+    try:
+        if runtime.settings.run_migrations:
+            await runtime.migrate()
+        if args.source:
+            from teams.api_units import import_package
+
+            print(f"importing {args.source} ...", file=sys.stderr, flush=True)
+            return await import_package(runtime)
+        path: Path = args.file
+        kind: Literal["csv", "ndjson"] = args.format or (
+            "csv" if path.suffix.lower() == ".csv" else "ndjson"
+        )
+        print(f"importing {path} as {kind} ...", file=sys.stderr, flush=True)
+        report = await run_bulk(
+            runtime,
+            raw_records(_chunks(path), kind=kind, columns=frozenset(UnitRow.model_fields)),
+            schema=UnitRow,
+            apply=apply_units,
+            batch_size=TeamsSettings().bulk_batch_size,
+            on_progress=_progress,
+        )
+        return report.as_dict()
+    finally:
+        await runtime.engine.dispose()
+        runtime.tracer_provider.shutdown()
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result = asyncio.run(run(args))
+    except BodyFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, ensure_ascii=False, default=str, indent=2))
+    return 1 if result.get("rejected") else 0

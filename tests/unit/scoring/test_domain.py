@@ -1,0 +1,154 @@
+"""Pure domain rules: periods, facts, ledger, distinct sets, roster, scores."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, date, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.contracts.activities import ActivityRecorded, ActivityVoided
+from scoring import domain
+from scoring.domain import Deltas, IndicatorModel, Ledger
+from scoring.handlers import fact_from_event
+from tests.unit.scoring import factory
+
+
+def test_periods_use_vietnam_time() -> None:
+    # 17:00 UTC on 31 Dec is already New Year in Hồ Chí Minh City (UTC+7)
+    assert domain.periods_of(datetime(2026, 12, 31, 17, 0, tzinfo=UTC), None) == (
+        "2027-01",
+        "2027-Q1",
+        "2027",
+    )
+    assert domain.periods_of(datetime(2026, 12, 31, 16, 59, tzinfo=UTC), "bp") == (
+        "2026-12",
+        "2026-Q4",
+        "2026",
+        "campaign:bp",
+    )
+    assert domain.is_valid_period("2026-Q4") and domain.is_valid_period("campaign:bp-92")
+    assert not domain.is_valid_period("2026-13") and not domain.is_valid_period("2026-Q5")
+
+
+def test_fact_counts_skills_once_and_ignores_bad_names() -> None:
+    event = factory.activity(
+        team_id=uuid.uuid4(),
+        unit_path=factory.path("82", "82-C"),
+        skills=["online_payment", "online_payment"],
+        citizens_reached=4,
+        outcomes={"app_installs": 2, "Bad Name": 5, "ewallet_accounts": 0},
+        audience=["elderly", "DROP TABLE"],
+    )
+    fact = fact_from_event(event)
+    assert fact.counters == {
+        "activities": 1,
+        "activities_household_visit": 1,
+        "citizens_reached": 4,
+        "activities_skill_online_payment": 1,
+        "citizens_reached_online_payment": 4,
+        "activities_audience_elderly": 1,
+        "app_installs": 2,
+    }
+    subjects = domain.subjects_of(fact.team_id, fact.path)
+    assert subjects == [
+        ("team", str(event.team_id)),
+        ("commune", "82-C"),
+        ("province", "82"),
+        ("national", "VN"),
+    ]
+
+
+def test_ledger_void_before_record_and_redelivery() -> None:
+    event = factory.activity(team_id=uuid.uuid4(), unit_path=factory.path("82"))
+    fact = fact_from_event(event)
+    state, sign = domain.on_voided(None)
+    assert sign == 0 and state.voided and state.fact is None
+    state, sign = domain.on_recorded(state, fact)
+    assert sign == 0 and state.fact == fact
+    fresh, sign = domain.on_recorded(None, fact)
+    assert sign == 1
+    assert domain.on_recorded(fresh, fact)[1] == 0
+    voided, sign = domain.on_voided(fresh)
+    assert sign == -1 and domain.on_voided(voided)[1] == 0
+
+
+def test_distinct_household_leaves_only_with_its_last_activity() -> None:
+    team, unit = uuid.uuid4(), factory.path("82")
+    a = fact_from_event(factory.activity(team_id=team, unit_path=unit, household_hash="h"))
+    b = fact_from_event(factory.activity(team_id=team, unit_path=unit, household_hash="h"))
+    model = IndicatorModel()
+    for fact, sign, expected in [(a, 1, 1), (b, 1, 1), (a, -1, 1), (b, -1, None)]:
+        deltas = Deltas()
+        deltas.add_fact(fact, sign)
+        model.apply(deltas)
+        assert model.counters.get(("province", "82", "2026-11", "households_visited")) == expected
+
+
+def test_roster_moves_counts_with_team_and_member_changes() -> None:
+    roster = domain.Roster()
+    team_id, member_id = uuid.uuid4(), uuid.uuid4()
+    deltas = Deltas()
+    roster.apply_member(
+        domain.MemberState(member_id, team_id, counted=True, trained=True, version=1), deltas
+    )
+    assert deltas.state == {
+        ("team", str(team_id), "members"): 1,
+        ("team", str(team_id), "trained_members"): 1,
+    }
+    path = domain.UnitPathCodes(province="82", commune="82-C")
+    roster.apply_team(domain.TeamState(team_id, path, active=True, version=1), deltas)
+    assert deltas.state[("commune", "82-C", "members")] == 1
+    assert deltas.state[("province", "82", "teams")] == 1
+    moved = domain.UnitPathCodes(province="82", commune="82-D")
+    roster.apply_team(domain.TeamState(team_id, moved, active=True, version=2), deltas)
+    roster.apply_team(domain.TeamState(team_id, path, active=True, version=1), deltas)  # stale
+    assert deltas.state[("commune", "82-C", "members")] == 0
+    assert deltas.state[("commune", "82-D", "trained_members")] == 1
+    assert deltas.state[("province", "82", "teams")] == 1
+
+
+def test_score_caps_each_criterion_and_uses_targets() -> None:
+    criteria = domain.DEFAULT_CRITERIA_SET
+    assert criteria.max_score == 100
+    indicators = {"app_installs": 1333.0, "teams": 10.0, "members": 10.0, "trained_members": 5.0}
+    result = domain.score(criteria, indicators, period="2026", targets={"app_installs": 1333})
+    parts = {c.criterion: c for c in result.components}
+    assert parts["app_installs"].points == parts["app_installs"].max_points
+    assert parts["trained_member_share"].points == 5.0  # half trained of a 100% target
+    # default target per team per month: 5 × 10 teams × 12 months
+    default = domain.score(criteria, indicators, period="2026", targets={})
+    assert {c.criterion: c for c in default.components}["app_installs"].target == 600
+    assert result.score == round(sum(c.points for c in result.components), 2)
+    assert domain.rank_of({"a": 5, "b": 9, "c": 5}, "c") == (2, 3)
+
+
+def test_next_version() -> None:
+    assert domain.next_version("default", ["default@1", "default@2", "x@7"]) == "default@3"
+    assert domain.next_version("new", []) == "new@1"
+    assert domain.campaign_days(date(2022, 6, 1), date(2022, 8, 31)) == 92
+
+
+def incremental(stream: factory.Stream, rng: random.Random) -> IndicatorModel:
+    ledger, model, seen = Ledger(), IndicatorModel(), set()
+    for batch in factory.batches(rng, stream.deliveries):
+        deltas = Deltas()
+        for event in factory.dedupe_like_runner(batch, seen):
+            if event.type == ActivityRecorded.CE_TYPE:
+                ledger.record(fact_from_event(event.parse(ActivityRecorded)), deltas)
+            else:
+                ledger.void(event.parse(ActivityVoided).id, deltas)
+        model.apply(deltas)
+    return model
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_incremental_equals_recompute_for_any_stream(rng: random.Random) -> None:
+    stream = factory.random_stream(rng, province="82")
+    got = incremental(stream, rng)
+    oracle = domain.recompute_from_facts(fact_from_event(a) for a in stream.live)
+    assert got.counters == oracle.counters
+    assert got.distinct == oracle.distinct
