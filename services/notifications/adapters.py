@@ -30,7 +30,6 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     func,
-    or_,
     select,
     text,
     update,
@@ -42,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.teams import TeamChanged
 from common.outbox_tables import define_service_tables
-from notifications.domain import NATIONAL, AlertCandidate, RuleOverride
+from notifications.domain import NATIONAL, RuleOverride
 
 SCHEMA = "notifications"
 metadata = MetaData(schema=SCHEMA)
@@ -87,6 +86,9 @@ activity_log = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("backdated_hours", Float, nullable=False),
+    # A voided activity stays as a tombstone: it no longer counts, and a recorded event that
+    # arrives after its void (different topics, no order between them) is not counted either.
+    Column("voided", Boolean, nullable=False, server_default=text("false")),
     Index("ix_activity_log_member", "member_id", "occurred_at"),
     Index("ix_activity_log_household", "household_hash", "occurred_at"),
     Index("ix_activity_log_team_recorded", "team_id", "recorded_at"),
@@ -219,18 +221,15 @@ async def put_rule_override(
 # --------------------------------------------------------------------------- teams replica
 
 
-async def upsert_team(session: AsyncSession, team: TeamChanged, *, unit_path: list[str]) -> None:
-    """Apply a team's latest state; an older version (compaction, replays) never wins."""
-    row = {
-        "id": team.id,
-        "code": team.code,
-        "unit_path": unit_path,
-        "status": team.status,
-        "established_on": team.established_on,
-        "version": team.version,
-        "first_seen_at": team.changed_at,
-    }
-    statement = insert(teams_table).values(**row)
+async def upsert_teams(session: AsyncSession, teams: Sequence[TeamChanged]) -> None:
+    """Apply teams' latest states; an older version (compaction, replays) never wins."""
+    latest: dict[UUID, TeamChanged] = {}
+    for team in teams:  # one row per id: a multi-row upsert may not touch a row twice
+        if team.id not in latest or team.version > latest[team.id].version:
+            latest[team.id] = team
+    if not latest:
+        return
+    statement = insert(teams_table).values([_team_row(t) for t in latest.values()])
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=[teams_table.c.id],
@@ -241,6 +240,20 @@ async def upsert_team(session: AsyncSession, team: TeamChanged, *, unit_path: li
             where=teams_table.c.version < statement.excluded.version,
         )
     )
+
+
+def _team_row(team: TeamChanged) -> dict[str, Any]:
+    path = team.unit_path
+    codes = [path.province, path.district, path.commune, path.village] if path else []
+    return {
+        "id": team.id,
+        "code": team.code,
+        "unit_path": [c for c in codes if c],
+        "status": team.status,
+        "established_on": team.established_on,
+        "version": team.version,
+        "first_seen_at": team.changed_at,
+    }
 
 
 async def touch_teams(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -318,49 +331,132 @@ async def log_activities(session: AsyncSession, rows: Sequence[Mapping[str, Any]
     return set(inserted)
 
 
-async def member_household_visits(
-    session: AsyncSession, *, member_id: UUID, start: datetime, end: datetime
-) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(activity_log)
-        .where(
-            activity_log.c.member_id == member_id,
-            activity_log.c.kind == "household_visit",
-            activity_log.c.occurred_at >= start,
-            activity_log.c.occurred_at < end,
+# The three suspicious-activity counts, each for every key of a batch in one statement: the
+# keys travel as parallel arrays and are joined to the log with `unnest`.
+
+MEMBER_DAY_SQL = text(
+    """
+    SELECT k.member_id, k.day_start, count(a.activity_id) AS visits
+    FROM unnest(CAST(:members AS uuid[]), CAST(:starts AS timestamptz[])) AS k(member_id, day_start)
+    JOIN notifications.activity_log a
+      ON a.member_id = k.member_id
+     AND a.occurred_at >= k.day_start AND a.occurred_at < k.day_start + interval '1 day'
+     AND a.kind = 'household_visit' AND NOT a.voided
+    GROUP BY k.member_id, k.day_start
+    """
+)
+
+HOUSEHOLD_SQL = text(
+    """
+    SELECT k.i, count(DISTINCT a.team_id) AS teams
+    FROM unnest(CAST(:hashes AS text[]), CAST(:starts AS timestamptz[]),
+                CAST(:ends AS timestamptz[])) WITH ORDINALITY AS k(household_hash, s, e, i)
+    JOIN notifications.activity_log a
+      ON a.household_hash = k.household_hash
+     AND a.occurred_at BETWEEN k.s AND k.e AND NOT a.voided
+    GROUP BY k.i
+    """
+)
+
+BACKDATED_SQL = text(
+    """
+    SELECT k.i, count(a.activity_id) AS events
+    FROM unnest(CAST(:teams AS uuid[]), CAST(:starts AS timestamptz[]),
+                CAST(:ends AS timestamptz[]), CAST(:hours AS float8[]))
+         WITH ORDINALITY AS k(team_id, s, e, hours, i)
+    JOIN notifications.activity_log a
+      ON a.team_id = k.team_id AND a.recorded_at BETWEEN k.s AND k.e
+     AND a.backdated_hours > k.hours AND NOT a.voided
+    GROUP BY k.i
+    """
+)
+
+
+async def member_day_visits(
+    session: AsyncSession, keys: Sequence[tuple[UUID, datetime]]
+) -> dict[tuple[UUID, datetime], int]:
+    """Household visits per (member, start of local day)."""
+    if not keys:
+        return {}
+    rows = await session.execute(
+        MEMBER_DAY_SQL, {"members": [k[0] for k in keys], "starts": [k[1] for k in keys]}
+    )
+    return {(r.member_id, r.day_start): int(r.visits) for r in rows}
+
+
+async def household_team_counts(
+    session: AsyncSession, keys: Sequence[tuple[str, datetime, datetime]]
+) -> list[int]:
+    """Distinct teams per (household hash, window start, window end), in the keys' order."""
+    if not keys:
+        return []
+    rows = await session.execute(
+        HOUSEHOLD_SQL,
+        {
+            "hashes": [k[0] for k in keys],
+            "starts": [k[1] for k in keys],
+            "ends": [k[2] for k in keys],
+        },
+    )
+    counts = {int(r.i): int(r.teams) for r in rows}
+    return [counts.get(i + 1, 0) for i in range(len(keys))]
+
+
+async def backdated_counts(
+    session: AsyncSession, keys: Sequence[tuple[UUID, datetime, datetime, float]]
+) -> list[int]:
+    """Backdated events per (team, window start, window end, backdate hours), in order."""
+    if not keys:
+        return []
+    rows = await session.execute(
+        BACKDATED_SQL,
+        {
+            "teams": [k[0] for k in keys],
+            "starts": [k[1] for k in keys],
+            "ends": [k[2] for k in keys],
+            "hours": [k[3] for k in keys],
+        },
+    )
+    counts = {int(r.i): int(r.events) for r in rows}
+    return [counts.get(i + 1, 0) for i in range(len(keys))]
+
+
+async def void_activities(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[UUID]:
+    """Mark activities voided (rows: activity_id, team_id, voided_at), leaving a tombstone
+    when the void comes first; returns the teams whose last activity must be recomputed."""
+    if not rows:
+        return set()
+    statement = insert(activity_log).values(
+        [
+            {
+                "activity_id": r["activity_id"],
+                "team_id": r["team_id"],
+                "kind": "voided",
+                "occurred_at": r["voided_at"],
+                "recorded_at": r["voided_at"],
+                "backdated_hours": 0.0,
+                "voided": True,
+            }
+            for r in rows
+        ]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[activity_log.c.activity_id], set_={"voided": True}
         )
     )
-    return int(count or 0)
-
-
-async def household_teams(
-    session: AsyncSession, *, household_hash: str, start: datetime, end: datetime
-) -> int:
-    count = await session.scalar(
-        select(func.count(func.distinct(activity_log.c.team_id))).where(
-            activity_log.c.household_hash == household_hash,
-            activity_log.c.occurred_at >= start,
-            activity_log.c.occurred_at <= end,
-        )
+    team_ids = {r["team_id"] for r in rows}
+    latest = (
+        select(func.max(activity_log.c.occurred_at))
+        .where(activity_log.c.team_id == teams_table.c.id, activity_log.c.voided.is_(False))
+        .scalar_subquery()
     )
-    return int(count or 0)
-
-
-async def backdated_count(
-    session: AsyncSession, *, team_id: UUID, hours: float, start: datetime, end: datetime
-) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(activity_log)
-        .where(
-            activity_log.c.team_id == team_id,
-            activity_log.c.recorded_at >= start,
-            activity_log.c.recorded_at <= end,
-            activity_log.c.backdated_hours > hours,
-        )
+    await session.execute(
+        update(teams_table)
+        .where(teams_table.c.id.in_(list(team_ids)))
+        .values(last_activity_at=latest)
     )
-    return int(count or 0)
+    return team_ids
 
 
 # --------------------------------------------------------------------------- scores
@@ -422,32 +518,27 @@ async def save_score_state(
 # --------------------------------------------------------------------------- alerts
 
 
-async def insert_alert(
-    session: AsyncSession, *, alert_id: UUID, candidate: AlertCandidate, now: datetime
-) -> RowMapping | None:
-    """The new alert, or None when an unresolved alert already holds the dedupe key."""
-    statement = (
-        insert(alerts_table)
-        .values(
-            id=alert_id,
-            alert_type=candidate.alert_type,
-            dedupe_key=candidate.dedupe_key,
-            subject_type=candidate.subject_type,
-            subject_id=candidate.subject_id,
-            period=candidate.period,
-            unit_path=list(candidate.unit_path),
-            status="open",
-            summary=candidate.summary[:500],
-            details=dict(candidate.details),
-            raised_at=now,
+ALERT_INSERT_CHUNK = 2000  # 11 parameters a row, under asyncpg's 32,767
+
+
+async def insert_alerts(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> list[RowMapping]:
+    """Insert alerts; returns those created (a key already held by an unresolved alert is
+    skipped by the partial unique index, also when two writers race)."""
+    created: list[RowMapping] = []
+    for i in range(0, len(rows), ALERT_INSERT_CHUNK):
+        statement = (
+            insert(alerts_table)
+            .values(list(rows[i : i + ALERT_INSERT_CHUNK]))
+            .on_conflict_do_nothing(
+                index_elements=[alerts_table.c.dedupe_key],
+                index_where=text("status <> 'resolved'"),
+            )
+            .returning(alerts_table)
         )
-        .on_conflict_do_nothing(
-            index_elements=[alerts_table.c.dedupe_key],
-            index_where=text("status <> 'resolved'"),
-        )
-        .returning(alerts_table)
-    )
-    return (await session.execute(statement)).mappings().first()
+        created += list((await session.execute(statement)).mappings())
+    return created
 
 
 async def active_alerts(session: AsyncSession, *, dedupe_keys: Sequence[str]) -> list[RowMapping]:
@@ -573,17 +664,16 @@ async def delete_subscription(session: AsyncSession, *, subscription_id: UUID) -
     return True
 
 
-async def matching_subscriptions(
-    session: AsyncSession, *, alert_type: str, unit_path: Sequence[str]
+async def subscriptions_for(
+    session: AsyncSession, *, alert_types: Iterable[str]
 ) -> list[RowMapping]:
+    """Live subscriptions to any of these alert types (few: matched to alerts in memory)."""
     rows = await session.execute(
-        select(subscriptions_table.c.id).where(
+        select(
+            subscriptions_table.c.id, subscriptions_table.c.scope, subscriptions_table.c.alert_types
+        ).where(
             subscriptions_table.c.deleted_at.is_(None),
-            subscriptions_table.c.alert_types.contains([alert_type]),
-            or_(
-                subscriptions_table.c.scope == NATIONAL,
-                subscriptions_table.c.scope.in_(list(unit_path) or [""]),
-            ),
+            subscriptions_table.c.alert_types.overlap(list(set(alert_types))),
         )
     )
     return list(rows.mappings())
@@ -593,10 +683,10 @@ async def matching_subscriptions(
 
 
 async def enqueue_deliveries(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
+    for i in range(0, len(rows), ALERT_INSERT_CHUNK):
         await session.execute(
             insert(deliveries_table)
-            .values(list(rows))
+            .values(list(rows[i : i + ALERT_INSERT_CHUNK]))
             .on_conflict_do_nothing(constraint="uq_deliveries_alert_subscription")
         )
 

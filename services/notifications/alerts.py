@@ -64,32 +64,74 @@ def webhook_body(*, delivery_id: UUID, alert: AlertRaised, created_at: datetime)
 
 async def raise_alert(uow: UnitOfWork, candidate: AlertCandidate, *, now: datetime) -> bool:
     """Raise the alert unless one for the same condition is still open; True if raised."""
-    row = await adapters.insert_alert(
-        uow.session, alert_id=uuid7(), candidate=candidate, now=now
+    return await raise_alerts(uow, [candidate], now=now) == 1
+
+
+async def raise_alerts(
+    uow: UnitOfWork, candidates: Sequence[AlertCandidate], *, now: datetime
+) -> int:
+    """Raise every candidate whose condition has no unresolved alert yet, in a few set-based
+    statements; publishes each new alert and enqueues its webhook deliveries. Returns the
+    number raised."""
+    unique = list({c.dedupe_key: c for c in candidates}.values())
+    if not unique:
+        return 0
+    created = await adapters.insert_alerts(
+        uow.session, [_alert_row(c, alert_id=uuid7(), now=now) for c in unique]
     )
-    if row is None:
-        return False
-    alert = _publish(uow, row)
-    subscriptions = await adapters.matching_subscriptions(
-        uow.session, alert_type=candidate.alert_type, unit_path=candidate.unit_path
+    if not created:
+        return 0
+    subscriptions = await adapters.subscriptions_for(
+        uow.session, alert_types={row["alert_type"] for row in created}
     )
-    created = datetime.now(UTC)
+    enqueued_at = datetime.now(UTC)
     deliveries = []
-    for subscription in subscriptions:
-        delivery_id = uuid7()
-        deliveries.append(
-            {
-                "id": delivery_id,
-                "alert_id": row["id"],
-                "subscription_id": subscription["id"],
-                "status": "pending",
-                "next_attempt_at": created,
-                "body": webhook_body(delivery_id=delivery_id, alert=alert, created_at=created),
-            }
-        )
+    for row in created:
+        alert = _publish(uow, row)
+        metrics.ALERTS_RAISED.labels(row["alert_type"]).inc()
+        for subscription in subscriptions:
+            if _matches(subscription, row):
+                deliveries.append(_delivery_row(subscription, alert, created_at=enqueued_at))
     await adapters.enqueue_deliveries(uow.session, deliveries)
-    metrics.ALERTS_RAISED.labels(candidate.alert_type).inc()
-    return True
+    return len(created)
+
+
+def _alert_row(candidate: AlertCandidate, *, alert_id: UUID, now: datetime) -> dict[str, Any]:
+    return {
+        "id": alert_id,
+        "alert_type": candidate.alert_type,
+        "dedupe_key": candidate.dedupe_key,
+        "subject_type": candidate.subject_type,
+        "subject_id": candidate.subject_id,
+        "period": candidate.period,
+        "unit_path": list(candidate.unit_path),
+        "status": "open",
+        "summary": candidate.summary[:500],
+        "details": dict(candidate.details),
+        "raised_at": now,
+    }
+
+
+def _matches(subscription: RowMapping, alert: RowMapping) -> bool:
+    """A subscription covers the alert's type, and its scope is "national" or a unit on the
+    alert's path (the alert is in that unit's subtree)."""
+    return alert["alert_type"] in subscription["alert_types"] and (
+        subscription["scope"] == NATIONAL or subscription["scope"] in alert["unit_path"]
+    )
+
+
+def _delivery_row(
+    subscription: RowMapping, alert: AlertRaised, *, created_at: datetime
+) -> dict[str, Any]:
+    delivery_id = uuid7()
+    return {
+        "id": delivery_id,
+        "alert_id": alert.id,
+        "subscription_id": subscription["id"],
+        "status": "pending",
+        "next_attempt_at": created_at,
+        "body": webhook_body(delivery_id=delivery_id, alert=alert, created_at=created_at),
+    }
 
 
 async def resolve_alerts(uow: UnitOfWork, rows: Iterable[RowMapping], *, now: datetime) -> int:
@@ -129,9 +171,7 @@ class RuleBook:
         overrides = await adapters.rule_overrides(uow.session, scopes=scopes)
         return cls(
             {
-                scope: {
-                    t: resolve_rule(t, scope=scope, overrides=overrides) for t in ALERT_TYPES
-                }
+                scope: {t: resolve_rule(t, scope=scope, overrides=overrides) for t in ALERT_TYPES}
                 for scope in scopes
             }
         )

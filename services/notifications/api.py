@@ -55,8 +55,12 @@ def _cursor(raw: str | None) -> UUID | None:
         return UUID(raw)
     except ValueError as exc:
         raise ProblemError(
-            422, "Validation failed", "Invalid fields: query.cursor",
-            errors=[{"field": "query.cursor", "message": "not a cursor from this API", "type": "cursor"}],
+            422,
+            "Validation failed",
+            "Invalid fields: query.cursor",
+            errors=[
+                {"field": "query.cursor", "message": "not a cursor from this API", "type": "cursor"}
+            ],
         ) from exc
 
 
@@ -117,7 +121,9 @@ async def get_rules(uow: UowDep, scope: Annotated[Code, Query()] = NATIONAL) -> 
 )
 async def put_rule(body: RulePut, uow: UowDep) -> RuleOut:
     overrides = await adapters.rule_overrides(uow.session, scopes=[body.scope])
-    others = [o for o in overrides if not (o.scope == body.scope and o.alert_type == body.alert_type)]
+    others = [
+        o for o in overrides if not (o.scope == body.scope and o.alert_type == body.alert_type)
+    ]
     proposed = RuleOverride(
         scope=body.scope, alert_type=body.alert_type, enabled=body.enabled, params=body.params
     )
@@ -257,6 +263,7 @@ def _alert(row: RowMapping) -> AlertOut:
 @router.get("/alerts", summary="The inbox: alerts of a unit's subtree, newest first")
 async def list_alerts(
     uow: UowDep,
+    *,
     unit: Annotated[Code | None, Query(description="a unit code: alerts in its subtree")] = None,
     status_: Annotated[list[AlertStatus] | None, Query(alias="status")] = None,
     type_: Annotated[AlertType | None, Query(alias="type")] = None,
@@ -296,7 +303,9 @@ async def ack_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
     if row is None:
         raise ProblemError(404, "Not Found", f"No alert {alert_id}.")
     if row["status"] == "resolved":
-        raise ProblemError(409, "Conflict", "The alert is already resolved.", status=row["status"])
+        raise ProblemError(
+            409, "Conflict", "The alert is already resolved.", alert_status=row["status"]
+        )
     return _alert(row)
 
 
@@ -345,6 +354,7 @@ def _delivery(row: RowMapping, attempts: list[RowMapping]) -> DeliveryOut:
 @router.get("/deliveries", summary="The delivery log, newest first, with each attempt")
 async def list_deliveries(
     uow: UowDep,
+    *,
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     alert_id: UUID | None = None,
     subscription_id: UUID | None = None,
@@ -361,7 +371,8 @@ async def list_deliveries(
     )
     attempts = await adapters.attempts_of(uow.session, delivery_ids=[r["id"] for r in rows])
     return Page(
-        items=[_delivery(r, attempts.get(r["id"], [])) for r in rows], next_cursor=_next(rows, limit)
+        items=[_delivery(r, attempts.get(r["id"], [])) for r in rows],
+        next_cursor=_next(rows, limit),
     )
 
 
@@ -381,9 +392,8 @@ async def redeliver(delivery_id: UUID, uow: UowDep) -> DeliveryOut:
             409,
             "Conflict",
             f"A {current['status']} delivery cannot be redelivered.",
-            status=current["status"],
+            delivery_status=current["status"],
         )
     await uow.commit()
     attempts = await adapters.attempts_of(uow.session, delivery_ids=[delivery_id])
     return _delivery(row, attempts.get(delivery_id, []))
-

@@ -46,7 +46,9 @@ async def check_webhook_url(url: str, *, allow_private: bool, require_https: boo
     to must be public, unless private targets are explicitly allowed (tests, local dev)."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or (require_https and parts.scheme != "https"):
-        raise WebhookUrlError("the URL must use https" if require_https else "the URL must be http(s)")
+        raise WebhookUrlError(
+            "the URL must use https" if require_https else "the URL must be http(s)"
+        )
     if parts.username or parts.password:
         raise WebhookUrlError("credentials in the URL are not allowed")
     host = parts.hostname
@@ -118,7 +120,9 @@ class DeliveryWorker:
             clock = time.perf_counter()
             outcome, status_code, error = await self._post(client, row)
             metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - clock)
-        await self._record(row, started=started, outcome=outcome, status_code=status_code, error=error)
+        await self._record(
+            row, started=started, outcome=outcome, status_code=status_code, error=error
+        )
 
     async def _post(
         self, client: httpx.AsyncClient, row: RowMapping
@@ -141,8 +145,11 @@ class DeliveryWorker:
             DELIVERY_HEADER: str(row["id"]),
         }
         try:
-            response = await client.post(row["url"], content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            # httpx's timeout bounds each phase; this bounds the whole attempt, so an attempt
+            # never outlives its lease (a receiver dripping bytes cannot hold it).
+            async with asyncio.timeout(self._settings.webhook_timeout_seconds):
+                response = await client.post(row["url"], content=body, headers=headers)
+        except (httpx.HTTPError, TimeoutError) as exc:
             return "network_error", None, type(exc).__name__
         if 200 <= response.status_code < 300:
             return "success", response.status_code, None

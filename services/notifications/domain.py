@@ -44,7 +44,8 @@ class _Params(BaseModel):
 
 class TeamInactiveParams(_Params):
     """No activity (by `occurred_at`) for `days` days. A team never seen active counts from
-    its `established_on` date (teams "founded only on paper"), else from when we first saw it."""
+    the later of its `established_on` date and when we first saw it (see
+    `inactivity_reference`), so teams "founded only on paper" surface after one grace period."""
 
     days: Annotated[int, Field(ge=1, le=366)] = 14
 
@@ -452,7 +453,7 @@ def backoff_seconds(
 
 
 def is_public_address(address: str) -> bool:
-    """False for loopback, private, link-local, multicast, reserved and unspecified ranges
+    """False for loopback, private, shared, link-local, multicast, reserved, unspecified ranges
     (an IPv4-mapped IPv6 address is judged as the IPv4 address it carries)."""
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
         address.split("%", 1)[0]
@@ -460,7 +461,8 @@ def is_public_address(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     blocked = (
-        ip.is_private
+        not ip.is_global  # also shared (CGNAT 100.64/10), documentation and benchmark ranges
+        or ip.is_private
         or ip.is_loopback
         or ip.is_link_local
         or ip.is_multicast

@@ -18,13 +18,19 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 
 from common.consumer import Handler
-from common.contracts.activities import ActivityRecorded
+from common.contracts.activities import ActivityRecorded, ActivityVoided
 from common.contracts.scoring import ScoreUpdated
 from common.contracts.teams import TeamChanged
 from common.db import UnitOfWork
 from common.envelope import InboundEvent
 from notifications import adapters
-from notifications.alerts import RuleBook, raise_alert, resolve_alerts, resolve_keys
+from notifications.alerts import (
+    RuleBook,
+    raise_alert,
+    raise_alerts,
+    resolve_alerts,
+    resolve_keys,
+)
 from notifications.domain import (
     VIETNAM_TZ,
     AlertCandidate,
@@ -38,6 +44,7 @@ from notifications.domain import (
     campaign_pace,
     dedupe_key,
     inactivity_reference,
+    is_backdated,
     is_inactive,
     local_day,
     previous_period,
@@ -55,12 +62,17 @@ def notifications_handler(clock: Clock) -> Handler:
 
     async def handle(uow: UnitOfWork, events: Sequence[InboundEvent]) -> None:
         now = clock()
-        for event in events:
-            if event.type == TeamChanged.CE_TYPE:
-                await on_team_changed(uow, event.parse(TeamChanged), now=now)
-        activities = [e.parse(ActivityRecorded) for e in events if e.type == ActivityRecorded.CE_TYPE]
+        teams = [e.parse(TeamChanged) for e in events if e.type == TeamChanged.CE_TYPE]
+        if teams:
+            await on_teams_changed(uow, teams, now=now)
+        activities = [
+            e.parse(ActivityRecorded) for e in events if e.type == ActivityRecorded.CE_TYPE
+        ]
         if activities:
             await on_activities(uow, activities, now=now)
+        voids = [e.parse(ActivityVoided) for e in events if e.type == ActivityVoided.CE_TYPE]
+        if voids:
+            await on_activities_voided(uow, voids, now=now)
         for event in events:
             if event.type == ScoreUpdated.CE_TYPE:
                 await on_score_updated(uow, event.parse(ScoreUpdated), now=now)
@@ -71,15 +83,9 @@ def notifications_handler(clock: Clock) -> Handler:
 # --------------------------------------------------------------------------- teams
 
 
-async def on_team_changed(uow: UnitOfWork, team: TeamChanged, *, now: datetime) -> None:
-    path = team.unit_path
-    unit_path = list(
-        unit_path_codes(path.province, path.district, path.commune, path.village)
-        if path is not None
-        else ()
-    )
-    await adapters.upsert_team(uow.session, team, unit_path=unit_path)
-    await evaluate_inactivity(uow, now=now, team_ids=[team.id])
+async def on_teams_changed(uow: UnitOfWork, teams: Sequence[TeamChanged], *, now: datetime) -> None:
+    await adapters.upsert_teams(uow.session, teams)
+    await evaluate_inactivity(uow, now=now, team_ids=sorted({t.id for t in teams}))
 
 
 # --------------------------------------------------------------------------- activities
@@ -88,6 +94,7 @@ async def on_team_changed(uow: UnitOfWork, team: TeamChanged, *, now: datetime) 
 async def on_activities(
     uow: UnitOfWork, activities: Sequence[ActivityRecorded], *, now: datetime
 ) -> None:
+    unique = list({a.id: a for a in activities}.values())  # a batch may repeat one activity
     rows = [
         {
             "activity_id": a.id,
@@ -99,17 +106,31 @@ async def on_activities(
             "recorded_at": a.recorded_at,
             "backdated_hours": max((a.recorded_at - a.occurred_at).total_seconds() / 3600, 0.0),
         }
-        for a in {a.id: a for a in activities}.values()
+        for a in unique
     ]
     new_ids = await adapters.log_activities(uow.session, rows)
-    fresh = [a for a in activities if a.id in new_ids]
+    fresh = [a for a in unique if a.id in new_ids]
     if not fresh:
         return
     await adapters.touch_teams(uow.session, _team_touches(fresh))
     book = await RuleBook.load(uow, provinces={a.unit_path.province for a in fresh})
-    for candidate in await suspicious_candidates(uow, fresh, book=book):
-        await raise_alert(uow, candidate, now=now)
+    await raise_alerts(uow, await suspicious_candidates(uow, fresh, book=book), now=now)
     await evaluate_inactivity(uow, now=now, team_ids=sorted({a.team_id for a in fresh}))
+
+
+async def on_activities_voided(
+    uow: UnitOfWork, voids: Sequence[ActivityVoided], *, now: datetime
+) -> None:
+    """Voided activities stop counting; a team whose only recent work was voided may turn
+    inactive again. Suspicious-activity alerts already raised stay for a person to review."""
+    team_ids = await adapters.void_activities(
+        uow.session,
+        [
+            {"activity_id": v.id, "team_id": v.team_id, "voided_at": v.voided_at}
+            for v in {v.id: v for v in voids}.values()  # one row per id in an upsert
+        ],
+    )
+    await evaluate_inactivity(uow, now=now, team_ids=sorted(team_ids))
 
 
 def _path(activity: ActivityRecorded) -> tuple[str, ...]:
@@ -136,139 +157,141 @@ def _team_touches(activities: Sequence[ActivityRecorded]) -> list[dict[str, Any]
 async def suspicious_candidates(
     uow: UnitOfWork, fresh: Sequence[ActivityRecorded], *, book: RuleBook
 ) -> list[AlertCandidate]:
-    """The three checks of fabricated-looking activity, each once per key in the batch."""
-    candidates: list[AlertCandidate] = []
-    seen: set[tuple[str, str, str]] = set()
-    for a in fresh:
-        params: SuspiciousActivityParams | None = book.params(
-            "suspicious_activity", a.unit_path.province
-        )
-        if params is None:
+    """The three checks of fabricated-looking activity, each one query for the whole batch."""
+    checked = [
+        (a, params)
+        for a in fresh
+        if (params := book.params("suspicious_activity", a.unit_path.province)) is not None
+    ]
+    return [
+        *await _member_days(uow, checked),
+        *await _households(uow, checked),
+        *await _backdated(uow, checked),
+    ]
+
+
+Checked = Sequence[tuple[ActivityRecorded, SuspiciousActivityParams]]
+
+
+async def _member_days(uow: UnitOfWork, checked: Checked) -> list[AlertCandidate]:
+    keys: dict[tuple[UUID, datetime], tuple[ActivityRecorded, SuspiciousActivityParams]] = {}
+    for a, params in checked:
+        if a.member_id is not None and a.kind == "household_visit":
+            start = datetime.combine(local_day(a.occurred_at), datetime.min.time(), VIETNAM_TZ)
+            keys.setdefault((a.member_id, start), (a, params))
+    counts = await adapters.member_day_visits(uow.session, list(keys))
+    candidates = []
+    for (member_id, start), (a, params) in keys.items():
+        visits = counts.get((member_id, start), 0)
+        if visits <= params.max_visits_per_member_day:
             continue
-        for check in (_member_day, _household, _backdated):
-            candidate = await check(uow, a, params, seen)
-            if candidate is not None:
-                candidates.append(candidate)
+        day = start.date().isoformat()
+        candidates.append(
+            AlertCandidate(
+                alert_type="suspicious_activity",
+                subject_type="member",
+                subject_id=str(member_id),
+                period=day,
+                qualifier="visits_per_day",
+                unit_path=_path(a),
+                summary=f"A member logged {visits} household visits on {day} "
+                f"(plausible: at most {params.max_visits_per_member_day}).",
+                details={
+                    "check": "visits_per_day",
+                    "team_id": str(a.team_id),
+                    "visits": visits,
+                    "limit": params.max_visits_per_member_day,
+                },
+            )
+        )
     return candidates
 
 
-async def _member_day(
-    uow: UnitOfWork,
-    a: ActivityRecorded,
-    params: SuspiciousActivityParams,
-    seen: set[tuple[str, str, str]],
-) -> AlertCandidate | None:
-    if a.member_id is None or a.kind != "household_visit":
-        return None
-    day = local_day(a.occurred_at)
-    if not _first(seen, ("member", str(a.member_id), day.isoformat())):
-        return None
-    start = datetime.combine(day, datetime.min.time(), VIETNAM_TZ)
-    visits = await adapters.member_household_visits(
-        uow.session, member_id=a.member_id, start=start, end=start + timedelta(days=1)
-    )
-    if visits <= params.max_visits_per_member_day:
-        return None
-    return AlertCandidate(
-        alert_type="suspicious_activity",
-        subject_type="member",
-        subject_id=str(a.member_id),
-        period=day.isoformat(),
-        qualifier="visits_per_day",
-        unit_path=_path(a),
-        summary=f"A member logged {visits} household visits on {day.isoformat()} "
-        f"(plausible: at most {params.max_visits_per_member_day}).",
-        details={
-            "check": "visits_per_day",
-            "team_id": str(a.team_id),
-            "visits": visits,
-            "limit": params.max_visits_per_member_day,
-        },
-    )
+async def _households(uow: UnitOfWork, checked: Checked) -> list[AlertCandidate]:
+    keys = {
+        (a.household_hash, a.occurred_at): (a, params)
+        for a, params in checked
+        if a.household_hash is not None
+    }
+    windows = [
+        (
+            household,
+            at - timedelta(hours=p.household_window_hours),
+            at + timedelta(hours=p.household_window_hours),
+        )
+        for (household, at), (_, p) in keys.items()
+    ]
+    counts = await adapters.household_team_counts(uow.session, windows)
+    candidates = []
+    for teams, ((household, at), (a, params)) in zip(counts, keys.items(), strict=True):
+        if teams < params.household_max_teams:
+            continue
+        candidates.append(
+            AlertCandidate(
+                alert_type="suspicious_activity",
+                subject_type="household",
+                subject_id=household,  # a keyed hash, never the partner's reference
+                period=local_day(at).isoformat(),
+                qualifier="household_many_teams",
+                unit_path=_path(a),
+                summary=f"One household was reported visited by {teams} teams within "
+                f"{params.household_window_hours:g} hours.",
+                details={
+                    "check": "household_many_teams",
+                    "teams": teams,
+                    "limit": params.household_max_teams,
+                    "window_hours": params.household_window_hours,
+                },
+            )
+        )
+    return candidates
 
 
-async def _household(
-    uow: UnitOfWork,
-    a: ActivityRecorded,
-    params: SuspiciousActivityParams,
-    seen: set[tuple[str, str, str]],
-) -> AlertCandidate | None:
-    if a.household_hash is None:
-        return None
-    day = local_day(a.occurred_at)
-    if not _first(seen, ("household", a.household_hash, a.occurred_at.isoformat())):
-        return None
-    window = timedelta(hours=params.household_window_hours)
-    teams = await adapters.household_teams(
-        uow.session,
-        household_hash=a.household_hash,
-        start=a.occurred_at - window,
-        end=a.occurred_at + window,
-    )
-    if teams < params.household_max_teams:
-        return None
-    return AlertCandidate(
-        alert_type="suspicious_activity",
-        subject_type="household",
-        subject_id=a.household_hash,  # a keyed hash, never the partner's reference
-        period=day.isoformat(),
-        qualifier="household_many_teams",
-        unit_path=_path(a),
-        summary=f"One household was reported visited by {teams} teams within "
-        f"{params.household_window_hours:g} hours.",
-        details={
-            "check": "household_many_teams",
-            "teams": teams,
-            "limit": params.household_max_teams,
-            "window_hours": params.household_window_hours,
-        },
-    )
-
-
-async def _backdated(
-    uow: UnitOfWork,
-    a: ActivityRecorded,
-    params: SuspiciousActivityParams,
-    seen: set[tuple[str, str, str]],
-) -> AlertCandidate | None:
-    lag_hours = (a.recorded_at - a.occurred_at).total_seconds() / 3600
-    if lag_hours <= params.backdate_hours:
-        return None
-    day = local_day(a.recorded_at)
-    if not _first(seen, ("backdated", str(a.team_id), day.isoformat())):
-        return None
-    count = await adapters.backdated_count(
-        uow.session,
-        team_id=a.team_id,
-        hours=params.backdate_hours,
-        start=a.recorded_at - timedelta(minutes=params.backdate_burst_window_minutes),
-        end=a.recorded_at,
-    )
-    if count < params.backdate_burst_count:
-        return None
-    return AlertCandidate(
-        alert_type="suspicious_activity",
-        subject_type="team",
-        subject_id=str(a.team_id),
-        period=day.isoformat(),
-        qualifier="backdated_burst",
-        unit_path=_path(a),
-        summary=f"A team recorded {count} activities backdated by more than "
-        f"{params.backdate_hours:g} hours within {params.backdate_burst_window_minutes:g} minutes.",
-        details={
-            "check": "backdated_burst",
-            "events": count,
-            "limit": params.backdate_burst_count,
-            "backdate_hours": params.backdate_hours,
-        },
-    )
-
-
-def _first(seen: set[tuple[str, str, str]], key: tuple[str, str, str]) -> bool:
-    if key in seen:
-        return False
-    seen.add(key)
-    return True
+async def _backdated(uow: UnitOfWork, checked: Checked) -> list[AlertCandidate]:
+    # per (team, local day of recording): the latest backdated event of the batch
+    latest: dict[tuple[UUID, str], tuple[ActivityRecorded, SuspiciousActivityParams]] = {}
+    for a, params in checked:
+        if not is_backdated(
+            occurred_at=a.occurred_at, recorded_at=a.recorded_at, hours=params.backdate_hours
+        ):
+            continue
+        key = (a.team_id, local_day(a.recorded_at).isoformat())
+        if key not in latest or a.recorded_at > latest[key][0].recorded_at:
+            latest[key] = (a, params)
+    windows = [
+        (
+            a.team_id,
+            a.recorded_at - timedelta(minutes=p.backdate_burst_window_minutes),
+            a.recorded_at,
+            p.backdate_hours,
+        )
+        for a, p in latest.values()
+    ]
+    counts = await adapters.backdated_counts(uow.session, windows)
+    candidates = []
+    for count, ((team_id, day), (a, params)) in zip(counts, latest.items(), strict=True):
+        if count < params.backdate_burst_count:
+            continue
+        candidates.append(
+            AlertCandidate(
+                alert_type="suspicious_activity",
+                subject_type="team",
+                subject_id=str(team_id),
+                period=day,
+                qualifier="backdated_burst",
+                unit_path=_path(a),
+                summary=f"A team recorded {count} activities backdated by more than "
+                f"{params.backdate_hours:g} hours within "
+                f"{params.backdate_burst_window_minutes:g} minutes.",
+                details={
+                    "check": "backdated_burst",
+                    "events": count,
+                    "limit": params.backdate_burst_count,
+                    "backdate_hours": params.backdate_hours,
+                },
+            )
+        )
+    return candidates
 
 
 # --------------------------------------------------------------------------- team_inactive
@@ -284,10 +307,9 @@ async def evaluate_inactivity(
     teams = await adapters.teams_for_sweep(uow.session, team_ids=team_ids)
     book = await RuleBook.load(uow, provinces={_province(t) for t in teams})
     active = {
-        row["dedupe_key"]: row
-        for row in await _active_inactivity_alerts(uow, team_ids=team_ids)
+        row["dedupe_key"]: row for row in await _active_inactivity_alerts(uow, team_ids=team_ids)
     }
-    raised = 0
+    raise_now: list[AlertCandidate] = []
     clear: list[RowMapping] = []
     for team in teams:
         candidate = _inactivity_candidate(team, book=book, now=now)
@@ -296,7 +318,8 @@ async def evaluate_inactivity(
             if key in active:
                 clear.append(active[key])
         elif key not in active:
-            raised += await raise_alert(uow, candidate, now=now)
+            raise_now.append(candidate)
+    raised = await raise_alerts(uow, raise_now, now=now)
     return raised, await resolve_alerts(uow, clear, now=now)
 
 
@@ -424,7 +447,10 @@ async def _score_drop(
     previous_period_score = None
     if params.between_periods and (earlier := previous_period(score.period)) is not None:
         state = await adapters.score_state_of(
-            uow.session, subject_type=score.subject_type, subject_id=score.subject_id, period=earlier
+            uow.session,
+            subject_type=score.subject_type,
+            subject_id=score.subject_id,
+            period=earlier,
         )
         previous_period_score = state["score"] if state else None
     drop = score_drop(
@@ -463,7 +489,9 @@ async def _score_drop(
     recovered = [
         row
         for row in await adapters.active_alerts(uow.session, dedupe_keys=[base.dedupe_key])
-        if score_recovered(baseline=float(row["details"]["baseline"]), score=score.score, params=params)
+        if score_recovered(
+            baseline=float(row["details"]["baseline"]), score=score.score, params=params
+        )
     ]
     await resolve_alerts(uow, recovered, now=now)
 
@@ -478,7 +506,9 @@ async def _targets(
 ) -> None:
     if params is None:
         return
-    statuses = target_statuses(components=score.components, indicators=score.indicators, params=params)
+    statuses = target_statuses(
+        components=score.components, indicators=score.indicators, params=params
+    )
     cleared: list[str] = []
     for status in statuses:
         candidate = AlertCandidate(

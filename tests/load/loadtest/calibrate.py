@@ -31,11 +31,30 @@ def kafka_producer_perf(
 ) -> tuple[float, float]:
     libs = resolve_classpath()
     done = subprocess.run(
-        ["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.ProducerPerformance",
-         "--topic", topic, "--num-records", str(records), "--record-size", str(record_size),
-         "--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",
-         "enable.idempotence=true", "linger.ms=5"],
-        capture_output=True, text=True, check=True, timeout=600,
+        [
+            "java",
+            "-Xmx256m",
+            "-cp",
+            f"{libs}/*",
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(records),
+            "--record-size",
+            str(record_size),
+            "--throughput",
+            "-1",
+            "--producer-props",
+            f"bootstrap.servers={bootstrap}",
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     summary = done.stdout.strip().splitlines()[-1]
     match = re.search(r"([\d.]+) records/sec \(([\d.]+) MB/sec\)", summary)
@@ -45,7 +64,9 @@ def kafka_producer_perf(
 
 
 async def postgres_copy(database_url: str, *, rows: int = 200_000) -> float:
-    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(
+        database_url.replace("postgresql+asyncpg://", "postgresql://")
+    )
     try:
         await connection.execute(
             "CREATE UNLOGGED TABLE IF NOT EXISTS public.calibration_copy ("
@@ -55,8 +76,17 @@ async def postgres_copy(database_url: str, *, rows: int = 200_000) -> float:
         await connection.execute("TRUNCATE public.calibration_copy")
         team, member, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
         records = [
-            (uuid.uuid4(), team, member, now, "household_visit", ["public_services"], 3,
-             "h" * 64, '{"app_installs": 1}')
+            (
+                uuid.uuid4(),
+                team,
+                member,
+                now,
+                "household_visit",
+                ["public_services"],
+                3,
+                "h" * 64,
+                '{"app_installs": 1}',
+            )
             for _ in range(rows)
         ]
         started = time.perf_counter()
@@ -73,5 +103,6 @@ async def postgres_copy(database_url: str, *, rows: int = 200_000) -> float:
 async def calibrate(*, bootstrap: str, database_url: str, records: int = 200_000) -> Calibration:
     kafka_rate, kafka_mb = kafka_producer_perf(bootstrap, records=records)
     copy_rate = await postgres_copy(database_url, rows=records)
-    return Calibration(kafka_records_per_s=kafka_rate, kafka_mb_per_s=kafka_mb,
-                       postgres_copy_rows_per_s=copy_rate)
+    return Calibration(
+        kafka_records_per_s=kafka_rate, kafka_mb_per_s=kafka_mb, postgres_copy_rows_per_s=copy_rate
+    )

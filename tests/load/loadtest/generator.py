@@ -104,9 +104,7 @@ async def run_open_model(
 ) -> LoadResult:
     result = LoadResult()
     provinces = sorted(teams_by_province)
-    factories = {
-        p: ActivityFactory(teams=teams_by_province[p], profile=profile) for p in provinces
-    }
+    factories = {p: ActivityFactory(teams=teams_by_province[p], profile=profile) for p in provinces}
     requests_per_s = profile.rate / profile.batch_size
     total = int(requests_per_s * profile.duration_s)
     start = time.monotonic() + 0.2
@@ -132,8 +130,12 @@ async def run_open_model(
 
 
 async def _send(
-    client: httpx.AsyncClient, key: str, items: list[tuple[dict[str, Any], str]],
-    scheduled: float, start: float, result: LoadResult,
+    client: httpx.AsyncClient,
+    key: str,
+    items: list[tuple[dict[str, Any], str]],
+    scheduled: float,
+    start: float,
+    result: LoadResult,
     on_accepted: Callable[[dict[str, Any], float], None],
 ) -> None:
     headers = {"Authorization": f"Bearer {key}"}

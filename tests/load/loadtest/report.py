@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -21,11 +21,19 @@ def percentiles(values: list[float]) -> dict[str, float]:
     def pick(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 1)
 
-    return {"count": len(ordered), "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99),
-            "p99.9": pick(0.999), "max": round(ordered[-1], 1)}
+    return {
+        "count": len(ordered),
+        "p50": pick(0.5),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "p99.9": pick(0.999),
+        "max": round(ordered[-1], 1),
+    }
 
 
-def windowed_p(points: list[tuple[float, float]], q: float, width: float = 5.0) -> tuple[list[float], list[float]]:
+def windowed_p(
+    points: list[tuple[float, float]], q: float, width: float = 5.0
+) -> tuple[list[float], list[float]]:
     buckets: dict[int, list[float]] = {}
     for t, v in points:
         buckets.setdefault(int(t // width), []).append(v)
@@ -33,9 +41,16 @@ def windowed_p(points: list[tuple[float, float]], q: float, width: float = 5.0) 
     return [x * width for x in xs], [percentiles(buckets[x])[f"p{int(q * 100)}"] for x in xs]
 
 
-def write(report: dict[str, Any], *, directory: Path, name: str,
-          accepted_per_second: dict[int, int], acceptance: list[tuple[float, float]],
-          end_to_end: list[tuple[float, float]], pipeline: list[dict[str, Any]]) -> tuple[Path, Path]:
+def write(
+    report: dict[str, Any],
+    *,
+    directory: Path,
+    name: str,
+    accepted_per_second: dict[int, int],
+    acceptance: list[tuple[float, float]],
+    end_to_end: list[tuple[float, float]],
+    pipeline: list[dict[str, Any]],
+) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / f"{name}.json"
     json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
@@ -54,12 +69,19 @@ def write(report: dict[str, Any], *, directory: Path, name: str,
     middle.legend(loc="upper left")
     groups = sorted({g for row in pipeline for g in row["lag"]})
     for group in groups:
-        bottom.plot([r["t"] for r in pipeline], [r["lag"].get(group, 0) for r in pipeline],
-                    label=f"lag {group}")
+        bottom.plot(
+            [r["t"] for r in pipeline],
+            [r["lag"].get(group, 0) for r in pipeline],
+            label=f"lag {group}",
+        )
     services = sorted({s for row in pipeline for s in row["backlog"]})
     for service in services:
-        bottom.plot([r["t"] for r in pipeline], [r["backlog"].get(service, 0) for r in pipeline],
-                    linestyle="--", label=f"outbox {service}")
+        bottom.plot(
+            [r["t"] for r in pipeline],
+            [r["backlog"].get(service, 0) for r in pipeline],
+            linestyle="--",
+            label=f"outbox {service}",
+        )
     bottom.set_ylabel("records")
     bottom.set_xlabel("seconds since start")
     bottom.legend(loc="upper left", fontsize="small")

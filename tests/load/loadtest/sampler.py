@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,10 +37,8 @@ class ProcessSampler:
         last = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
         last_at = time.monotonic()
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
             now = time.monotonic()
             row: dict[str, object] = {"t": time.time()}
             for name, pid in self.pids.items():
@@ -55,8 +54,16 @@ class ProcessSampler:
     def peaks(self) -> dict[str, dict[str, float]]:
         result: dict[str, dict[str, float]] = {}
         for name in self.pids:
-            cpu = [float(s[f"{name}.cpu_pct"]) for s in self.samples if s.get(f"{name}.cpu_pct") is not None]  # type: ignore[arg-type]
-            rss = [float(s[f"{name}.rss_mb"]) for s in self.samples if s.get(f"{name}.rss_mb") is not None]  # type: ignore[arg-type]
+            cpu = [
+                float(s[f"{name}.cpu_pct"])
+                for s in self.samples
+                if s.get(f"{name}.cpu_pct") is not None
+            ]  # type: ignore[arg-type]
+            rss = [
+                float(s[f"{name}.rss_mb"])
+                for s in self.samples
+                if s.get(f"{name}.rss_mb") is not None
+            ]  # type: ignore[arg-type]
             result[name] = {
                 "cpu_pct_mean": round(sum(cpu) / len(cpu), 1) if cpu else 0.0,
                 "cpu_pct_peak": max(cpu, default=0.0),

@@ -5,6 +5,7 @@ backlog scraped from every service's /metrics over time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -24,7 +25,9 @@ class EndToEnd:
     """Pending accepted events per team; a team's score record whose event-time watermark
     reaches an event's `occurred_at` completes that event."""
 
-    pending: dict[str, list[tuple[datetime, float]]] = field(default_factory=lambda: defaultdict(list))
+    pending: dict[str, list[tuple[datetime, float]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     latencies_ms: list[tuple[float, float]] = field(default_factory=list)
     records_seen: int = 0
     started: float = field(default_factory=time.time)
@@ -45,8 +48,12 @@ class EndToEnd:
         return sum(len(v) for v in self.pending.values())
 
     async def follow(self, bootstrap: str, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(SCORE_LATEST.name, bootstrap_servers=bootstrap,
-                                    group_id=None, auto_offset_reset="latest")
+        consumer = AIOKafkaConsumer(
+            SCORE_LATEST.name,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+        )
         await consumer.start()
         try:
             while not stop.is_set():
@@ -79,7 +86,10 @@ def _gauge_sum(text: str, name: str, label: str) -> dict[str, float]:
 
 
 async def scrape_pipeline(
-    urls: dict[str, str], stop: asyncio.Event, series: list[dict[str, Any]], started: float,
+    urls: dict[str, str],
+    stop: asyncio.Event,
+    series: list[dict[str, Any]],
+    started: float,
     interval: float = 2.0,
 ) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
@@ -93,7 +103,5 @@ async def scrape_pipeline(
                 row["lag"].update(_gauge_sum(text, "cdt_consumer_lag", "group"))
                 row["backlog"].update(_gauge_sum(text, "cdt_outbox_backlog", "service"))
             series.append(row)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
