@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    literal,
     or_,
     select,
     text,
@@ -181,25 +182,38 @@ async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
     )
 
 
-async def load_teams(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, TeamView]:
-    t = team_replica.c
-    rows = await session.execute(
-        select(
-            t.id, t.status, t.province, t.district, t.commune, t.village, t.established_on,
-            t.dissolved_on,
-        ).where(t.id.in_(ids))
-    )  # fmt: skip
-    return {r.id: TeamView(*r) for r in rows}
+_LOAD_REPLICA = text("""
+SELECT 'team' AS entity, id, status, province, district, commune, village, established_on,
+  dissolved_on, NULL::uuid AS team_id, NULL::date AS joined_on, NULL::date AS left_on,
+  NULL::boolean AS removed
+FROM activities.team_replica WHERE id = ANY(CAST(:teams AS uuid[]))
+UNION ALL
+SELECT 'member', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, team_id, joined_on, left_on,
+  removed
+FROM activities.member_replica WHERE id = ANY(CAST(:members AS uuid[]))
+""")
 
 
-async def load_members(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, MemberView]:
-    if not ids:
-        return {}
-    m = member_replica.c
+async def load_replica(
+    session: AsyncSession, *, team_ids: Sequence[UUID], member_ids: Sequence[UUID]
+) -> tuple[dict[UUID, TeamView], dict[UUID, MemberView]]:
+    """Teams and members of a batch in one round trip."""
+    teams: dict[UUID, TeamView] = {}
+    members: dict[UUID, MemberView] = {}
+    if not team_ids and not member_ids:
+        return teams, members
     rows = await session.execute(
-        select(m.id, m.team_id, m.joined_on, m.left_on, m.removed).where(m.id.in_(ids))
+        _LOAD_REPLICA, {"teams": list(team_ids), "members": list(member_ids)}
     )
-    return {r.id: MemberView(*r) for r in rows}
+    for r in rows:
+        if r.entity == "team":
+            teams[r.id] = TeamView(
+                r.id, r.status, r.province, r.district, r.commune, r.village, r.established_on,
+                r.dissolved_on,
+            )  # fmt: skip
+        else:
+            members[r.id] = MemberView(r.id, r.team_id, r.joined_on, r.left_on, r.removed)
+    return teams, members
 
 
 # ---- partners -------------------------------------------------------------------------------
@@ -299,10 +313,15 @@ class NewActivity:
     outbox: dict[str, Any]
 
 
+_EXISTING_HASHES = text(
+    "SELECT id, payload_hash FROM activities.activity_ids WHERE id = ANY(CAST(:ids AS uuid[]))"
+)
+
+
 async def existing_hashes(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, bytes]:
-    rows = await session.execute(
-        select(activity_ids.c.id, activity_ids.c.payload_hash).where(activity_ids.c.id.in_(ids))
-    )
+    if not ids:
+        return {}
+    rows = await session.execute(_EXISTING_HASHES, {"ids": list(ids)})
     return {r.id: r.payload_hash for r in rows}
 
 
@@ -504,7 +523,8 @@ async def list_activities(
     if where.skill is not None:
         conditions.append(a.skills.contains([where.skill]))
     if where.after is not None:
-        conditions.append(tuple_(a.occurred_at, a.id) > tuple_(*where.after))
+        moment, last_id = where.after
+        conditions.append(tuple_(a.occurred_at, a.id) > tuple_(literal(moment), literal(last_id)))
     statement = (
         select(*LISTED_COLUMNS).where(*conditions).order_by(a.occurred_at, a.id).limit(limit)
     )

@@ -441,6 +441,12 @@ CSV_COLUMNS = [
 ]  # fmt: skip
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _csv_line(row: dict[str, Any] | list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -450,14 +456,14 @@ def _csv_line(row: dict[str, Any] | list[str]) -> str:
         outcomes = row["outcomes"]
         writer.writerow(
             [
-                *(row[c] for c in CSV_COLUMNS[:7]),
+                *(_cell(row[c]) for c in CSV_COLUMNS[:7]),
                 ";".join(row["skills"]),
                 row["citizens_reached"],
                 ";".join(row["audience"]),
                 row["campaign_id"] or "",
                 *(outcomes.get(o, 0) for o in OUTCOMES),
                 *(row[c] or "" for c in ("province", "district", "commune", "village")),
-                row["voided_at"] or "",
+                _cell(row["voided_at"]),
             ]
         )
     return out.getvalue()

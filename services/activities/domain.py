@@ -227,6 +227,38 @@ def canonical_payload(event: ActivityIn, *, household: str | None) -> dict[str, 
     }
 
 
+def recorded_payload(
+    event: ActivityIn,
+    *,
+    team: TeamView,
+    partner_id: UUID,
+    household: str | None,
+    recorded_at: datetime,
+) -> dict[str, Any]:
+    """The `ActivityRecorded` payload, JSON-ready, with the team's unit path."""
+    return {
+        "id": str(event.id),
+        "team_id": str(event.team_id),
+        "member_id": str(event.member_id) if event.member_id else None,
+        "partner_id": str(partner_id),
+        "occurred_at": event.occurred_at.isoformat(),
+        "recorded_at": recorded_at.isoformat(),
+        "kind": event.kind,
+        "skills": sorted(set(event.skills)),
+        "citizens_reached": event.citizens_reached,
+        "household_hash": household,
+        "audience": sorted(set(event.audience)),
+        "campaign_id": event.campaign_id,
+        "outcomes": {k: v for k, v in sorted(event.outcomes.items()) if v},
+        "unit_path": {
+            "province": team.province,
+            "district": team.district,
+            "commune": team.commune,
+            "village": team.village,
+        },
+    }
+
+
 def payload_hash(canonical: dict[str, Any]) -> bytes:
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).digest()
@@ -277,7 +309,7 @@ def key_matches(api_key: str, digest: bytes) -> bool:
 
 @dataclass
 class TokenBucket:
-    """`rate` requests per second with bursts up to `rate` (one second's worth)."""
+    """`rate` requests per second with bursts up to one second's worth (at least one)."""
 
     rate: float
     tokens: float
@@ -286,7 +318,7 @@ class TokenBucket:
     def take(self, *, now: float, rate: float) -> float:
         """Take one token; returns 0 when allowed, else the seconds to wait."""
         self.rate = rate
-        self.tokens = min(rate, self.tokens + (now - self.updated) * rate)
+        self.tokens = min(max(rate, 1.0), self.tokens + (now - self.updated) * rate)
         self.updated = now
         if self.tokens >= 1:
             self.tokens -= 1

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
+from opentelemetry.propagate import inject
+
 from activities import adapters
 from activities.adapters import NewActivity, Partner
 from activities.domain import (
@@ -18,11 +20,11 @@ from activities.domain import (
     check_against_replica,
     household_hash,
     payload_hash,
+    recorded_payload,
 )
 from activities.metrics import EVENTS
 from common.contracts.activities import ActivityRecorded
-from common.contracts.teams import UnitPath
-from common.db import UnitOfWork, outbox_row
+from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 
 SOURCE = "/cdt/activities"
@@ -61,25 +63,31 @@ class Ingestor:
     async def ingest(
         self, uow: UnitOfWork, partner: Partner, items: Sequence[ActivityIn | Rejection]
     ) -> list[ItemResult]:
-        """One result per item, in order; commits the unit of work."""
+        """One result per item, in order; commits the unit of work.
+
+        Happy path in two statements (replica lookup, then one insert of ids, rows and outbox);
+        ids already stored are found by the insert's ON CONFLICT and only then looked up, so a
+        retried event is `duplicate` (or a conflict) even if it would not validate any more.
+        """
         results: dict[int, ItemResult] = {}
         candidates = self._first_occurrences(items, results)
-        fresh = await self._not_yet_stored(uow, candidates, results)
         now = self._clock()
-        accepted = await self._validate(uow, fresh, partner=partner, now=now, results=results)
+        accepted = await self._validate(uow, candidates, partner=partner, now=now, results=results)
         claimed = await adapters.insert_activities(
             uow.session, accepted, partner_id=partner.id, recorded_at=now
         )
-        lost = [a for a in accepted if a.id not in claimed]
-        # A concurrent request claimed these ids between our lookup and our insert.
-        raced = await adapters.existing_hashes(uow.session, [a.id for a in lost]) if lost else {}
-        index_of = {c.event.id: c.index for c in fresh}
-        for a in accepted:
-            index = index_of[a.id]
-            if a.id in claimed:
-                results[index] = ItemResult(index, a.id, "accepted")
-            else:
-                results[index] = _repeat(index, a.id, same=raced.get(a.id) == a.payload_hash)
+        for c in candidates:
+            if c.event.id in claimed:
+                results[c.index] = ItemResult(c.index, c.event.id, "accepted")
+        # Rejected or not claimed: maybe stored earlier (a retry) or by a concurrent request.
+        unsettled = [c for c in candidates if c.event.id not in claimed]
+        stored = await adapters.existing_hashes(uow.session, [c.event.id for c in unsettled])
+        for c in unsettled:
+            if c.event.id in stored:
+                same = stored[c.event.id] == c.digest
+                results[c.index] = _repeat(c.index, c.event.id, same=same)
+            elif c.index not in results:  # not claimed yet not stored: cannot happen, be safe
+                results[c.index] = ItemResult(c.index, c.event.id, "rejected", CONFLICT)
         await uow.commit()
         ordered = [results[i] for i in range(len(items))]
         _count(ordered)
@@ -104,33 +112,24 @@ class Ingestor:
                 results[index] = _repeat(index, item.id, same=seen == candidate.digest)
         return candidates
 
-    async def _not_yet_stored(
-        self, uow: UnitOfWork, candidates: list[_Candidate], results: dict[int, ItemResult]
-    ) -> list[_Candidate]:
-        stored = await adapters.existing_hashes(uow.session, [c.event.id for c in candidates])
-        fresh: list[_Candidate] = []
-        for c in candidates:
-            if c.event.id in stored:
-                results[c.index] = _repeat(c.index, c.event.id, same=stored[c.event.id] == c.digest)
-            else:
-                fresh.append(c)
-        return fresh
-
     async def _validate(
         self,
         uow: UnitOfWork,
-        fresh: list[_Candidate],
+        candidates: list[_Candidate],
         *,
         partner: Partner,
         now: datetime,
         results: dict[int, ItemResult],
     ) -> list[NewActivity]:
-        teams = await adapters.load_teams(uow.session, list({c.event.team_id for c in fresh}))
-        members = await adapters.load_members(
-            uow.session, list({c.event.member_id for c in fresh if c.event.member_id is not None})
+        teams, members = await adapters.load_replica(
+            uow.session,
+            team_ids=list({c.event.team_id for c in candidates}),
+            member_ids=list({c.event.member_id for c in candidates if c.event.member_id}),
         )
+        trace: dict[str, str] = {}
+        inject(trace)  # W3C traceparent of the request's span
         accepted: list[NewActivity] = []
-        for c in fresh:
+        for c in candidates:
             team = teams.get(c.event.team_id)
             rejection = check_against_replica(
                 c.event,
@@ -144,7 +143,7 @@ class Ingestor:
                 results[c.index] = ItemResult(c.index, c.event.id, "rejected", rejection)
             else:
                 assert team is not None
-                accepted.append(self._new_activity(c, team, partner=partner, now=now))
+                accepted.append(self._new_activity(c, team, partner=partner, now=now, trace=trace))
         return accepted
 
     def _candidate(self, index: int, event: ActivityIn) -> _Candidate:
@@ -153,33 +152,30 @@ class Ingestor:
         return _Candidate(index, event, household, digest)
 
     def _new_activity(
-        self, c: _Candidate, team: TeamView, *, partner: Partner, now: datetime
+        self,
+        c: _Candidate,
+        team: TeamView,
+        *,
+        partner: Partner,
+        now: datetime,
+        trace: dict[str, str],
     ) -> NewActivity:
         event = c.event
         assert team.province is not None
-        skills: list[str] = sorted(set(event.skills))
-        audience = sorted(set(event.audience))
-        outcomes: dict[str, int] = {k: v for k, v in sorted(event.outcomes.items()) if v}
-        recorded = ActivityRecorded(
-            id=event.id,
-            team_id=event.team_id,
-            member_id=event.member_id,
-            partner_id=partner.id,
-            occurred_at=event.occurred_at,
-            recorded_at=now,
-            kind=event.kind,
-            skills=skills,
-            citizens_reached=event.citizens_reached,
-            household_hash=c.household,
-            audience=audience,
-            campaign_id=event.campaign_id,
-            outcomes=outcomes,
-            unit_path=UnitPath(
-                province=team.province,
-                district=team.district,
-                commune=team.commune,
-                village=team.village,
-            ),
+        payload = recorded_payload(
+            event, team=team, partner_id=partner.id, household=c.household, recorded_at=now
+        )
+        # Built as a JSON-ready dict (checked against the ActivityRecorded contract by the unit
+        # tests): at 10,000 events/s a model round trip per event is a large share of the CPU.
+        envelope = OutboundEvent(
+            topic=ActivityRecorded.TOPIC.name,
+            key=str(event.team_id),
+            type=ActivityRecorded.CE_TYPE,
+            source=SOURCE,
+            aggregate_type=ActivityRecorded.AGGREGATE,
+            data=payload,
+            dataschema=ActivityRecorded.dataschema(),
+            subject=str(event.id),
         )
         return NewActivity(
             id=event.id,
@@ -188,17 +184,24 @@ class Ingestor:
             team_id=event.team_id,
             member_id=event.member_id,
             kind=event.kind,
-            skills=skills,
+            skills=payload["skills"],
             citizens_reached=event.citizens_reached,
             household_hash=c.household,
-            audience=audience,
+            audience=payload["audience"],
             campaign_id=event.campaign_id,
-            outcomes=outcomes,
+            outcomes=payload["outcomes"],
             province=team.province,
             district=team.district,
             commune=team.commune,
             village=team.village,
-            outbox=outbox_row(OutboundEvent.of(recorded, source=SOURCE, subject=str(event.id))),
+            outbox={
+                "id": envelope.id,
+                "topic": envelope.topic,
+                "type": envelope.type,
+                "payload": payload,
+                # One trace context for the whole request: injected once, not per event.
+                "headers": {**envelope.ce_headers(), **trace},
+            },
         )
 
 

@@ -1,0 +1,419 @@
+"""Benchmark of activities ingest: `python -m tests.load.bench_activities_ingest`.
+
+Starts its own Postgres + Kafka (or uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS) and the
+activities service with uvicorn on a free port (one process: API, outbox relay and consumer),
+seeds the teams replica through Kafka, then measures:
+1. batch ingest: events/s accepted (HTTP answered) and published (on Kafka, outbox drained);
+2. single-event POST latency at a fixed arrival rate (open model: requests are sent on
+   schedule whatever the answers, latency counted from the scheduled time).
+Targets (issue 4): >= 10,000 events/s batch; p99 < 50 ms at 500 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+# Runnable as `python -m tests.load.bench_activities_ingest` without PYTHONPATH set.
+sys.path[:0] = [
+    str(ROOT / p) for p in ("libs", "services", "deploy") if str(ROOT / p) not in sys.path
+]
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+
+from common.contracts.teams import MemberChanged, TeamChanged, UnitPath  # noqa: E402
+from common.db import asyncpg_dsn  # noqa: E402
+from common.envelope import OutboundEvent, kafka_headers  # noqa: E402
+from common.kafka import ensure_topics  # noqa: E402
+from common.topics import ACTIVITY_RECORDED  # noqa: E402
+from devstack.infra import Infra, provide  # noqa: E402
+
+ADMIN = "bench-operator-token"
+TEAMS = 200
+MEMBERS_PER_TEAM = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def service_env(infra: Infra, port: int, workdir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": infra.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+        "CDT_ADMIN_TOKEN": ADMIN,
+        "CDT_ENV": "test",
+        "ACTIVITIES_PORT": str(port),
+        "CDT_TRACES_EXPORTER": "none",
+        "CDT_TRACE_SQL": "false",
+        "CDT_TRACE_FILE": str(workdir / "traces.jsonl"),
+        "CDT_LOG_LEVEL": "WARNING",
+        "CDT_RELAY_POLL_SECONDS": "0.05",
+        "CDT_RELAY_BATCH_SIZE": "2000",
+        "CDT_HOUSEHOLD_HMAC_KEY": "bench-household-secret-0123456789",
+        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "deploy", ".")),
+    }
+
+
+async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("activities service exited during start-up")
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.3)
+    raise RuntimeError("activities service not ready in time")
+
+
+async def seed_replica(bootstrap: str, dsn: str) -> list[tuple[uuid.UUID, list[uuid.UUID]]]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    teams: list[tuple[uuid.UUID, list[uuid.UUID]]] = []
+    now = datetime.now(UTC)
+    try:
+        for n in range(TEAMS):
+            team_id = uuid.uuid4()
+            contracts: list[TeamChanged | MemberChanged] = [
+                TeamChanged(
+                    id=team_id, code=f"B-{n}", name=f"Tổ {n}", unit_code=f"82-{n:05d}",
+                    unit_path=UnitPath(province="82", commune=f"82-{n % 40:05d}",
+                                       village=f"82-{n:05d}"),
+                    status="active", established_on=date(2022, 1, 1), version=1, changed_at=now,
+                )
+            ]  # fmt: skip
+            members = [uuid.uuid4() for _ in range(MEMBERS_PER_TEAM)]
+            contracts += [
+                MemberChanged(
+                    id=m, team_id=team_id, role="member", affiliation="resident",
+                    joined_on=date(2022, 1, 1), version=1, changed_at=now,
+                )
+                for m in members
+            ]  # fmt: skip
+            for contract in contracts:
+                event = OutboundEvent.of(contract, source="/cdt/teams")
+                await producer.send(
+                    contract.TOPIC.name,
+                    key=event.key.encode(),
+                    value=json.dumps(event.data).encode(),
+                    headers=kafka_headers(event.ce_headers()),
+                )
+            teams.append((team_id, members))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            members = await conn.fetchval("SELECT count(*) FROM activities.member_replica")
+            teams_seen = await conn.fetchval("SELECT count(*) FROM activities.team_replica")
+            if members >= TEAMS * MEMBERS_PER_TEAM and teams_seen >= TEAMS:
+                return teams
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    raise RuntimeError("replica not seeded in time")
+
+
+def make_event(teams: Sequence[tuple[uuid.UUID, list[uuid.UUID]]]) -> dict[str, Any]:
+    team_id, members = random.choice(teams)
+    return {
+        "id": str(uuid.uuid4()),
+        "team_id": str(team_id),
+        "member_id": str(random.choice(members)),
+        "occurred_at": (datetime.now(UTC) - timedelta(days=random.randint(0, 300)))
+        .astimezone()
+        .isoformat(),
+        "kind": random.choice(["household_visit", "group_session", "support_desk"]),
+        "skills": random.sample(["public_services", "online_payment", "cyber_safety"], 2),
+        "citizens_reached": random.randint(1, 5),
+        "household_ref": f"HH-{random.randint(1, 10**6)}",
+        "audience": ["elderly"],
+        "outcomes": {"public_service_accounts": 1, "app_installs": random.randint(0, 1)},
+    }
+
+
+async def topic_end(bootstrap: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition(ACTIVITY_RECORDED.name, p) for p in range(ACTIVITY_RECORDED.partitions)
+        ]
+        ends = await consumer.end_offsets(parts)
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def bench_batches(
+    base: str, key: str, teams: Sequence[Any], *, batches: int, size: int, concurrency: int,
+    bootstrap: str,
+) -> dict[str, float]:  # fmt: skip
+    bodies = [
+        json.dumps({"items": [make_event(teams) for _ in range(size)]}) for _ in range(batches)
+    ]
+    start_offset = await topic_end(bootstrap)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    accepted = 0
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal accepted
+        while not queue.empty():
+            body = queue.get_nowait()
+            reply = await client.post("/v1/activities:batch", content=body, headers=headers)
+            reply.raise_for_status()
+            accepted += reply.json()["accepted"]
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    answered = time.perf_counter() - started
+    total = batches * size
+    while await topic_end(bootstrap) - start_offset < total:
+        await asyncio.sleep(0.05)
+    published = time.perf_counter() - started
+    return {
+        "events": total,
+        "accepted": accepted,
+        "accepted_per_s": accepted / answered,
+        "published_per_s": total / published,
+        "accept_seconds": answered,
+        "publish_seconds": published,
+    }
+
+
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client: the load generator must not eat the CPU it tests."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        if self.idle:
+            status = await self._exchange(self.idle.pop(), path, body, headers)
+            if status is not None:
+                return status
+            # The server closed this idle keep-alive connection: one fresh attempt.
+        conn = await asyncio.open_connection(self.host, self.port)
+        status = await self._exchange(conn, path, body, headers)
+        return 0 if status is None else status
+
+    async def _exchange(
+        self,
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> int | None:
+        reader, writer = conn
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        try:
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-length: {len(body)}\r\n"
+                f"content-type: application/json\r\n{head}\r\n".encode()
+                + body
+            )
+            status_line = await reader.readline()
+        except OSError:
+            status_line = b""
+        if not status_line:
+            writer.close()
+            return None
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        self.idle.append(conn)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def bench_single(
+    port: int, key: str, teams: Sequence[Any], *, rate: int, seconds: float
+) -> dict[str, Any]:
+    client = RawClient("127.0.0.1", port)
+    headers = {"authorization": f"Bearer {key}"}
+    total = int(rate * seconds)
+    bodies = [json.dumps(make_event(teams)).encode() for _ in range(total)]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def one(body: bytes, due: float) -> None:
+        try:
+            status = await client.post("/v1/activities", body, headers)
+        except (OSError, asyncio.IncompleteReadError):
+            status = 0  # connection error: counted, not retried
+        latencies.append(time.perf_counter() - due)
+        statuses[status] = statuses.get(status, 0) + 1
+
+    tasks = []
+    start = time.perf_counter() + 0.1
+    for i, body in enumerate(bodies):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(body, due)))
+    await asyncio.gather(*tasks)
+    client.close()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    return {
+        "requests": total,
+        "rate": rate,
+        "ok_201": statuses.get(201, 0),
+        "other_statuses": sum(v for k, v in statuses.items() if k != 201),
+        "statuses": dict(sorted(statuses.items())),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] * 1000,
+    }
+
+
+async def run(args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
+    await ensure_topics(infra.kafka_bootstrap_servers)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = service_env(infra, port, workdir)
+    procs: list[subprocess.Popen[bytes]] = []
+    # The deployment shape for load: the API process serves HTTP only, a worker process of the
+    # same service runs the outbox relay and the teams consumer (--one-process: all in one).
+    commands = [("api", "true")] if args.one_process else [("worker", "true"), ("api", "false")]
+    with (workdir / "service.log").open("w") as svc_log:
+        try:
+            for mode, workers in commands:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "activities", mode],
+                        env={**env, "CDT_RUN_WORKERS": workers},
+                        cwd=ROOT,
+                        stdout=svc_log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            await wait_ready(base, procs[-1])
+            await measure(args, infra, base=base, port=port)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+async def measure(args: argparse.Namespace, infra: Infra, *, base: str, port: int) -> None:
+    bootstrap = infra.kafka_bootstrap_servers
+    teams = await seed_replica(bootstrap, asyncpg_dsn(infra.database_url))
+    async with httpx.AsyncClient(base_url=base) as client:
+        reply = await client.post(
+            "/v1/partners",
+            json={"name": "bench", "provinces": ["82"], "rate_limit_per_second": 100_000},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        key = reply.json()["api_key"]
+    # Warm-up: connections, prepared statements, code paths.
+    await bench_batches(base, key, teams, batches=5, size=1000, concurrency=2, bootstrap=bootstrap)
+    if args.batches > 0:
+        await report_batches(args, base, key, teams, bootstrap)
+    await asyncio.sleep(2)
+    single = await bench_single(port, key, teams, rate=args.rate, seconds=args.seconds)
+    print(
+        f"single POST at {single['rate']} req/s for {args.seconds:.0f} s (open model): "
+        f"{single['requests']} requests, {single['ok_201']} x 201, "
+        f"{single['other_statuses']} other {single['statuses']}; "
+        f"latency p50 {single['p50_ms']:.1f} ms, "
+        f"p90 {single['p90_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms, "
+        f"max {single['max_ms']:.1f} ms",
+        flush=True,
+    )
+
+
+async def report_batches(
+    args: argparse.Namespace, base: str, key: str, teams: Sequence[Any], bootstrap: str
+) -> None:
+    batch = await bench_batches(
+        base, key, teams, batches=args.batches, size=1000, concurrency=args.concurrency,
+        bootstrap=bootstrap,
+    )  # fmt: skip
+    print(
+        f"batch ingest: {batch['events']:.0f} events in batches of 1000 "
+        f"({args.concurrency} concurrent): accepted {batch['accepted_per_s']:,.0f} "
+        f"events/s ({batch['accept_seconds']:.2f} s), accepted and published "
+        f"{batch['published_per_s']:,.0f} events/s ({batch['publish_seconds']:.2f} s)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--batches", type=int, default=100, help="batches of 1000 events")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=500, help="single POSTs per second")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep logs and data")
+    parser.add_argument(
+        "--one-process", action="store_true", help="API, relay and consumer in one process"
+    )
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="cdt-bench-"))
+    workdir.chmod(0o755)  # PostgreSQL runs as an unprivileged user and must reach its data
+    try:
+        with (workdir / "pg.log").open("w") as pg_log, (workdir / "kafka.log").open("w") as k_log:
+            infra = provide(
+                workdir / "infra", postgres_log=pg_log, kafka_log=k_log, kafka_heap="1g"
+            )
+            try:
+                asyncio.run(run(args, infra, workdir))
+            finally:
+                infra.stop()
+    finally:
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
