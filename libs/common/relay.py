@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common import metrics
@@ -55,6 +57,7 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._metrics_at = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -72,6 +75,8 @@ class OutboxRelay:
                     await self._sleep(self._poll_seconds)
                 if published < self._batch_size:
                     await self._sleep(self._poll_seconds)
+                    await self._refresh_backlog_metrics()
+                elif time.monotonic() - self._metrics_at > 1.0:
                     await self._refresh_backlog_metrics()
                 if listener is None or listener.is_closed():
                     listener = await self._listen()
@@ -127,7 +132,11 @@ class OutboxRelay:
             crash_point("relay.after_send")
             await conn.execute(
                 update(outbox)
-                .where(outbox.c.seq.in_([r.seq for r in rows]))
+                # One array parameter, not one bind parameter per row.
+                .where(
+                    outbox.c.seq
+                    == func.any(bindparam("seqs", [r.seq for r in rows], type_=ARRAY(BigInteger)))
+                )
                 .values(published_at=func.now())
             )
         for row in rows:
@@ -158,6 +167,10 @@ class OutboxRelay:
         await asyncio.gather(*deliveries)
 
     async def _refresh_backlog_metrics(self) -> None:
+        # At most once a second: under load the relay wakes on every committed request.
+        if time.monotonic() - self._metrics_at < 1.0:
+            return
+        self._metrics_at = time.monotonic()
         outbox = self._tables.outbox
         try:
             async with self._engine.connect() as conn:

@@ -48,6 +48,8 @@ class ServiceSettings(BaseSettings):
     otel_traces_exporter: TraceExporter = Field(default="file", alias="CDT_TRACES_EXPORTER")
     otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318"
     trace_file: Path = Field(default=Path(".data/traces.jsonl"), alias="CDT_TRACE_FILE")
+    # Head sampling, honoured downstream through `traceparent` (parent-based): 0.01 under load.
+    trace_sample_ratio: float = Field(default=1.0, alias="CDT_TRACE_SAMPLE_RATIO", ge=0, le=1)
     trace_sql: bool = Field(default=True, alias="CDT_TRACE_SQL")
     log_level: str = Field(default="INFO", alias="CDT_LOG_LEVEL")
 

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, SpanKind
 
 from common.settings import ServiceSettings
@@ -78,7 +79,8 @@ def build_tracer_provider(settings: ServiceSettings) -> TracerProvider:
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": settings.service_name, "deployment.environment": settings.cdt_env}
-        )
+        ),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
     exporter: SpanExporter | None
     if settings.otel_traces_exporter == "file":
