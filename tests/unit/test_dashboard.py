@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def exported_samples() -> set[str]:
-    return set(REGISTRY._names_to_collectors)  # noqa: SLF001 - every sample name registered
+    return set(REGISTRY._names_to_collectors)  # every sample name registered
 
 
 def test_every_dashboard_query_uses_exported_metrics() -> None:
