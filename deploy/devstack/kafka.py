@@ -141,7 +141,7 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cid = _cluster_id()
             subprocess.run(
                 self._java(
                     libs,
@@ -180,3 +180,11 @@ class LocalKafka:
 
     def libs(self) -> Path:
         return resolve_classpath()
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id; one starting with '-' would parse as a command-line flag."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

@@ -42,8 +42,11 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = [json.dumps(span_to_dict(s), ensure_ascii=False, default=str) for s in spans]
-        with self._lock, self._path.open("a", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
+        data = ("\n".join(lines) + "\n").encode()
+        # One unbuffered O_APPEND write per batch: the four services share the file, and a
+        # buffered writer could interleave their lines mid-record.
+        with self._lock, self._path.open("ab", buffering=0) as out:
+            out.write(data)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

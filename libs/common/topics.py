@@ -29,6 +29,8 @@ TEAMS_MEMBER = TopicSpec("teams.member.v1", compacted=True)
 TEAMS_ADMIN_UNIT = TopicSpec("teams.admin-unit.v1", compacted=True)
 ACTIVITY_RECORDED = TopicSpec("activities.activity-recorded.v1", partitions=12)
 ACTIVITY_VOIDED = TopicSpec("activities.activity-voided.v1", partitions=12)
+# Partner apps and their key hashes, so other services can authenticate partner reads.
+ACTIVITIES_PARTNER = TopicSpec("activities.partner.v1", partitions=3, compacted=True)
 SCORE_UPDATED = TopicSpec("scoring.score-updated.v1", partitions=12)
 SCORE_LATEST = TopicSpec("scoring.score-latest.v1", partitions=12, compacted=True)
 ALERT_RAISED = TopicSpec("notifications.alert-raised.v1")
@@ -39,6 +41,7 @@ DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
     TEAMS_ADMIN_UNIT,
     ACTIVITY_RECORDED,
     ACTIVITY_VOIDED,
+    ACTIVITIES_PARTNER,
     SCORE_UPDATED,
     SCORE_LATEST,
     ALERT_RAISED,
@@ -49,6 +52,7 @@ CONSUMER_GROUPS: dict[str, tuple[TopicSpec, ...]] = {
     "activities": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT),
     "scoring": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT, ACTIVITY_RECORDED, ACTIVITY_VOIDED),
     "notifications": (TEAMS_TEAM, ACTIVITY_RECORDED, ACTIVITY_VOIDED, SCORE_UPDATED),
+    "teams": (ACTIVITIES_PARTNER,),
 }
 
 

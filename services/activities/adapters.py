@@ -58,6 +58,7 @@ team_replica = Table(
     Column("commune", String(64)),
     Column("village", String(64)),
     Column("dissolved_on", Date),
+    Column("traceparent", Text),
 )
 
 member_replica = Table(
@@ -136,7 +137,9 @@ activities = Table(
 # ---- replica --------------------------------------------------------------------------------
 
 
-async def upsert_team(session: AsyncSession, team: TeamChanged) -> None:
+async def upsert_team(
+    session: AsyncSession, team: TeamChanged, *, traceparent: str | None = None
+) -> None:
     """Apply a team's latest state; an older version (compaction, replays) never wins."""
     path = team.unit_path
     row = {
@@ -151,6 +154,7 @@ async def upsert_team(session: AsyncSession, team: TeamChanged) -> None:
         "district": path.district if path else None,
         "commune": path.commune if path else None,
         "village": path.village if path else None,
+        "traceparent": traceparent,
     }
     statement = insert(team_replica).values(**row)
     await session.execute(
@@ -185,11 +189,11 @@ async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
 _LOAD_REPLICA = text("""
 SELECT 'team' AS entity, id, status, province, district, commune, village, established_on,
   dissolved_on, NULL::uuid AS team_id, NULL::date AS joined_on, NULL::date AS left_on,
-  NULL::boolean AS removed
+  NULL::boolean AS removed, traceparent
 FROM activities.team_replica WHERE id = ANY(CAST(:teams AS uuid[]))
 UNION ALL
 SELECT 'member', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, team_id, joined_on, left_on,
-  removed
+  removed, NULL
 FROM activities.member_replica WHERE id = ANY(CAST(:members AS uuid[]))
 """)
 
@@ -209,7 +213,7 @@ async def load_replica(
         if r.entity == "team":
             teams[r.id] = TeamView(
                 r.id, r.status, r.province, r.district, r.commune, r.village, r.established_on,
-                r.dissolved_on,
+                r.dissolved_on, r.traceparent,
             )  # fmt: skip
         else:
             members[r.id] = MemberView(r.id, r.team_id, r.joined_on, r.left_on, r.removed)
@@ -285,6 +289,39 @@ async def revoke_partner(session: AsyncSession, partner_id: UUID) -> bool:
         .returning(partners.c.id)
     )
     return updated.first() is not None
+
+
+@dataclass(frozen=True)
+class PartnerState:
+    """A partner row as published on `activities.partner.v1` (the key's digest, never the key)."""
+
+    id: UUID
+    name: str
+    provinces: list[str]
+    key_lookup: str
+    key_hash: bytes
+    status: str
+    changed_at: datetime
+
+
+async def partner_state(session: AsyncSession, partner_id: UUID) -> PartnerState | None:
+    """Read after a write in the same transaction: the row is locked by that write, so the
+    clock read here orders successive changes of one partner (it becomes the event version)."""
+    p = partners.c
+    row = (
+        await session.execute(
+            select(
+                p.id,
+                p.name,
+                p.provinces,
+                p.key_lookup,
+                p.key_hash,
+                p.status,
+                func.clock_timestamp(),
+            ).where(p.id == partner_id)
+        )
+    ).first()
+    return PartnerState(*row) if row else None
 
 
 # ---- ingest ---------------------------------------------------------------------------------

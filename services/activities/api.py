@@ -29,13 +29,21 @@ from activities.domain import (
     issue_key,
     key_lookup,
     key_matches,
+    partner_version,
     rejection_from_validation,
 )
 from activities.ingest import SOURCE, Ingestor, ItemResult, count_rejection
 from activities.metrics import VOIDS
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
-from common.contracts.activities import OUTCOMES, ActivityKind, ActivityVoided, Skill
+from common.contracts.activities import (
+    OUTCOMES,
+    ActivityKind,
+    ActivityVoided,
+    PartnerChanged,
+    Skill,
+)
+from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.problems import ProblemError
 
@@ -136,6 +144,23 @@ class KeyRotated(BaseModel):
     api_key: str
 
 
+async def _publish_partner(uow: UnitOfWork, partner_id: UUID) -> None:
+    """Publish the partner's current state (scope, key digest, revoked) with this transaction."""
+    state = await adapters.partner_state(uow.session, partner_id)
+    assert state is not None  # written earlier in the same transaction
+    event = PartnerChanged(
+        id=state.id,
+        name=state.name,
+        provinces=list(state.provinces),
+        key_lookup=state.key_lookup,
+        key_sha256=state.key_hash.hex(),
+        revoked=state.status != "active",
+        version=partner_version(state.changed_at),
+        changed_at=state.changed_at,
+    )
+    uow.publish(OutboundEvent.of(event, source=SOURCE, subject=str(state.id)))
+
+
 @router.post("/partners", status_code=status.HTTP_201_CREATED, dependencies=[OperatorDep])
 async def create_partner(body: PartnerCreate, uow: UowDep, context: ContextDep) -> PartnerCreated:
     key = issue_key()
@@ -151,6 +176,7 @@ async def create_partner(body: PartnerCreate, uow: UowDep, context: ContextDep) 
         lookup=key.lookup,
         digest=key.digest,
     )
+    await _publish_partner(uow, partner_id)
     await uow.commit()
     return PartnerCreated(
         id=partner_id, name=body.name, provinces=provinces, rate_limit_per_second=rate,
@@ -169,6 +195,7 @@ async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
         uow.session, partner_id, lookup=key.lookup, digest=key.digest
     ):
         raise ProblemError(404, "Not Found", f"No active partner {partner_id}.")
+    await _publish_partner(uow, partner_id)
     await uow.commit()
     return KeyRotated(id=partner_id, api_key=key.api_key)
 
@@ -182,6 +209,7 @@ async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
 async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
     if not await adapters.revoke_partner(uow.session, partner_id):
         raise ProblemError(404, "Not Found", f"No partner {partner_id}.")
+    await _publish_partner(uow, partner_id)
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

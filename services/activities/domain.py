@@ -94,6 +94,8 @@ class TeamView:
     village: str | None
     established_on: date | None
     dissolved_on: date | None
+    # W3C traceparent of the teams event this state came from: ingest links its span to it.
+    origin_trace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,17 @@ def key_lookup(api_key: str) -> str | None:
 
 def key_matches(api_key: str, digest: bytes) -> bool:
     return hmac.compare_digest(key_digest(api_key), digest)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def partner_version(changed_at: datetime) -> int:
+    """A partner event's version: microseconds since the epoch of the change (exact, no float).
+
+    Changes of one partner are serialised by its row lock, so later changes get larger values.
+    """
+    return (changed_at - _EPOCH) // timedelta(microseconds=1)
 
 
 # ---- rate limit -----------------------------------------------------------------------------

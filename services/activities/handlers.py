@@ -10,7 +10,9 @@ from common.envelope import InboundEvent
 
 
 async def on_team_changed(uow: UnitOfWork, event: InboundEvent) -> None:
-    await upsert_team(uow.session, event.parse(TeamChanged))
+    await upsert_team(
+        uow.session, event.parse(TeamChanged), traceparent=event.trace_headers.get("traceparent")
+    )
 
 
 async def on_member_changed(uow: UnitOfWork, event: InboundEvent) -> None:

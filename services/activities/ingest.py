@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
+from opentelemetry import trace as otel_trace
 from opentelemetry.propagate import inject
 
 from activities import adapters
@@ -26,6 +27,7 @@ from activities.metrics import EVENTS
 from common.contracts.activities import ActivityRecorded
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
+from common.telemetry import span_link
 
 SOURCE = "/cdt/activities"
 Status = Literal["accepted", "duplicate", "rejected"]
@@ -128,6 +130,7 @@ class Ingestor:
         )
         trace: dict[str, str] = {}
         inject(trace)  # W3C traceparent of the request's span
+        _link_to_registry_traces(teams.values())
         accepted: list[NewActivity] = []
         for c in candidates:
             team = teams.get(c.event.team_id)
@@ -219,3 +222,14 @@ def _count(results: Sequence[ItemResult]) -> None:
 def count_rejection(rejection: Rejection) -> None:
     """For events rejected before they reach the ingestor (schema errors of single posts)."""
     EVENTS.labels("rejected", rejection.reason).inc()
+
+
+def _link_to_registry_traces(teams: Iterable[TeamView]) -> None:
+    """Link the request's span to the teams events its validation relied on (causality
+    across traces: the registry change that made these events acceptable)."""
+    span = otel_trace.get_current_span()
+    if not span.is_recording():
+        return
+    for origin in {t.origin_trace for t in teams if t.origin_trace}:
+        if (link := span_link({"traceparent": origin})) is not None:
+            span.add_link(link.context, {"cdt.link": "team-registry-state"})

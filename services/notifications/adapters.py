@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from opentelemetry.propagate import inject
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -161,6 +162,8 @@ deliveries_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("delivered_at", DateTime(timezone=True)),
+    # W3C traceparent of the span that raised the alert: every attempt continues that trace.
+    Column("traceparent", Text),
     UniqueConstraint("alert_id", "subscription_id", name="uq_deliveries_alert_subscription"),
     Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
 )
@@ -683,10 +686,13 @@ async def subscriptions_for(
 
 
 async def enqueue_deliveries(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    for i in range(0, len(rows), ALERT_INSERT_CHUNK):
+    carrier: dict[str, str] = {}
+    inject(carrier)  # the consumer's (or sweep's) current span
+    traced = [{"traceparent": carrier.get("traceparent"), **row} for row in rows]
+    for i in range(0, len(traced), ALERT_INSERT_CHUNK):
         await session.execute(
             insert(deliveries_table)
-            .values(list(rows[i : i + ALERT_INSERT_CHUNK]))
+            .values(traced[i : i + ALERT_INSERT_CHUNK])
             .on_conflict_do_nothing(constraint="uq_deliveries_alert_subscription")
         )
 
@@ -721,6 +727,7 @@ async def claim_due_deliveries(
             deliveries_table.c.attempts,
             deliveries_table.c.round_start,
             deliveries_table.c.body,
+            deliveries_table.c.traceparent,
             deliveries_table.c.subscription_id,
         )
         .cte("claimed")
@@ -731,6 +738,7 @@ async def claim_due_deliveries(
             claimed.c.attempts,
             claimed.c.round_start,
             claimed.c.body,
+            claimed.c.traceparent,
             subscriptions_table.c.url,
             subscriptions_table.c.secret,
         ).join(subscriptions_table, subscriptions_table.c.id == claimed.c.subscription_id)

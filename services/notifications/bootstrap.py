@@ -55,7 +55,10 @@ class NotificationsRuntime(ServiceRuntime):
         self._spawn("inactivity-sweep", self._sweep_loop)
         if self.notifications.webhook_worker:
             worker = DeliveryWorker(
-                sessions=self.sessions, settings=self.notifications, stopping=self._loops_stopping
+                sessions=self.sessions,
+                settings=self.notifications,
+                stopping=self._loops_stopping,
+                tracer=self.tracer,
             )
             self._spawn("webhook-deliveries", worker.run)
 

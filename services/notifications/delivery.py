@@ -19,9 +19,13 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.telemetry import context_from_headers
 from notifications import adapters, metrics
 from notifications.domain import (
     DELIVERY_HEADER,
@@ -77,7 +81,9 @@ class DeliveryWorker:
         settings: NotificationsSettings,
         stopping: asyncio.Event,
         rng: Callable[[], float] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._sessions = sessions
         self._settings = settings
         self._stopping = stopping
@@ -144,13 +150,28 @@ class DeliveryWorker:
             IDEMPOTENCY_HEADER: str(row["id"]),
             DELIVERY_HEADER: str(row["id"]),
         }
-        try:
-            # httpx's timeout bounds each phase; this bounds the whole attempt, so an attempt
-            # never outlives its lease (a receiver dripping bytes cannot hold it).
-            async with asyncio.timeout(self._settings.webhook_timeout_seconds):
-                response = await client.post(row["url"], content=body, headers=headers)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            return "network_error", None, type(exc).__name__
+        parent = context_from_headers({"traceparent": row["traceparent"] or ""})
+        with self._tracer.start_as_current_span(
+            "POST",
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "POST",
+                "url.full": _without_query(row["url"]),
+                "cdt.delivery.id": str(row["id"]),
+                "cdt.delivery.attempt": row["attempts"],
+            },
+        ) as span:
+            inject(headers)  # receivers can join the trace too
+            try:
+                # httpx's timeout bounds each phase; this bounds the whole attempt, so an
+                # attempt never outlives its lease (a receiver dripping bytes cannot hold it).
+                async with asyncio.timeout(self._settings.webhook_timeout_seconds):
+                    response = await client.post(row["url"], content=body, headers=headers)
+            except (httpx.HTTPError, TimeoutError) as exc:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                return "network_error", None, type(exc).__name__
+            span.set_attribute("http.response.status_code", response.status_code)
         if 200 <= response.status_code < 300:
             return "success", response.status_code, None
         return "http_error", response.status_code, f"HTTP {response.status_code}"
@@ -198,3 +219,8 @@ class DeliveryWorker:
         if moved and next_status == "dead":
             metrics.WEBHOOK_DELIVERIES.labels("dead").inc()
             log.warning("webhook delivery %s is dead after %d attempts", row["id"], used)
+
+
+def _without_query(url: str) -> str:
+    """Query strings may carry receivers' tokens: never put them in traces."""
+    return urlsplit(url)._replace(query="", fragment="").geturl()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -37,8 +38,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
+from common.contracts.activities import PartnerChanged
 from common.contracts.teams import UnitPath
 from common.db import outbox_row
 from common.envelope import OutboundEvent
@@ -131,6 +135,21 @@ trainings_table = Table(
     UniqueConstraint("member_id", "course", "completed_on", name="uq_trainings_member"),
 )
 
+# Replica of activities' partner apps (from `activities.partner.v1`), to authenticate reads.
+partner_replica = Table(
+    "partner_replica",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("provinces", ARRAY(String(16)), nullable=False),
+    Column("key_lookup", String(12), nullable=False, index=True),
+    Column("key_sha256", String(64), nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 UNIT_COLUMNS = (
     "code",
     "name",
@@ -174,6 +193,11 @@ def like_prefix(path: str) -> str:
     """LIKE pattern for the strict descendants of `path` (codes may contain `_`)."""
     escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped + PATH_SEPARATOR + "%"
+
+
+def in_provinces(provinces: Sequence[str]) -> ColumnElement[bool]:
+    """Units whose materialised path starts at one of `provinces` (a partner's scope)."""
+    return func.split_part(admin_units.c.path, PATH_SEPARATOR, 1).in_(list(provinces))
 
 
 def to_unit(row: Row) -> AdminUnit:
@@ -273,9 +297,17 @@ class UnitRepository:
         return [to_unit(row) for row in result.mappings()]
 
     async def page(
-        self, *, parent: str | None, level: str | None, after: str | None, limit: int
+        self,
+        *,
+        parent: str | None,
+        level: str | None,
+        after: str | None,
+        limit: int,
+        provinces: Sequence[str] | None = None,
     ) -> list[AdminUnit]:
         query = select(admin_units).order_by(admin_units.c.code).limit(limit)
+        if provinces is not None:
+            query = query.where(in_provinces(provinces))
         if parent is not None:
             query = query.where(admin_units.c.parent_code == parent)
         if level is not None:
@@ -337,8 +369,24 @@ class UnitRepository:
         if rows:
             await self._session.execute(unit_crosswalk.insert(), list(rows))
 
-    async def crosswalk(self, *, code: str | None, after: int | None, limit: int) -> list[Row]:
+    async def crosswalk(
+        self,
+        *,
+        code: str | None,
+        after: int | None,
+        limit: int,
+        provinces: Sequence[str] | None = None,
+    ) -> list[Row]:
         query = select(unit_crosswalk).order_by(unit_crosswalk.c.id).limit(limit)
+        if provinces is not None:
+            known = (
+                select(admin_units.c.code)
+                .where(
+                    admin_units.c.code.in_([unit_crosswalk.c.old_code, unit_crosswalk.c.new_code])
+                )
+                .where(in_provinces(provinces))
+            )
+            query = query.where(known.exists())
         if code is not None:
             query = query.where(
                 (unit_crosswalk.c.old_code == code) | (unit_crosswalk.c.new_code == code)
@@ -435,7 +483,13 @@ class TeamRepository:
         return {row["code"]: to_team(row) for row in rows}
 
     async def in_subtree(
-        self, *, path: str, status: str | None, after: UUID | None, limit: int
+        self,
+        *,
+        path: str,
+        status: str | None,
+        after: UUID | None,
+        limit: int,
+        provinces: Sequence[str] | None = None,
     ) -> list[Team]:
         query = (
             select(teams_table)
@@ -447,6 +501,8 @@ class TeamRepository:
             .order_by(teams_table.c.id)
             .limit(limit)
         )
+        if provinces is not None:
+            query = query.where(in_provinces(provinces))
         if status is not None:
             query = query.where(teams_table.c.status == status)
         if after is not None:
@@ -454,8 +510,19 @@ class TeamRepository:
         rows = (await self._session.execute(query)).mappings().all()
         return [to_team(row) for row in rows]
 
-    async def page(self, *, status: str | None, after: UUID | None, limit: int) -> list[Team]:
+    async def page(
+        self,
+        *,
+        status: str | None,
+        after: UUID | None,
+        limit: int,
+        provinces: Sequence[str] | None = None,
+    ) -> list[Team]:
         query = select(teams_table).order_by(teams_table.c.id).limit(limit)
+        if provinces is not None:
+            query = query.join(admin_units, admin_units.c.code == teams_table.c.unit_code).where(
+                in_provinces(provinces)
+            )
         if status is not None:
             query = query.where(teams_table.c.status == status)
         if after is not None:
@@ -770,3 +837,51 @@ async def insert_outbox(session: AsyncSession, events: Sequence[OutboundEvent]) 
 
 def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+# --- partner replica ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicatedPartner:
+    id: UUID
+    provinces: tuple[str, ...]
+    key_sha256: str
+    revoked: bool
+
+
+async def upsert_partner(session: AsyncSession, event: PartnerChanged) -> None:
+    """Version-guarded: a replayed or reordered older event never moves the replica back."""
+    values = {
+        "id": event.id,
+        "name": event.name,
+        "provinces": list(event.provinces),
+        "key_lookup": event.key_lookup,
+        "key_sha256": event.key_sha256,
+        "revoked": event.revoked,
+        "version": event.version,
+        "changed_at": event.changed_at,
+    }
+    statement = pg_insert(partner_replica).values(**values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[partner_replica.c.id],
+            set_={
+                **{k: statement.excluded[k] for k in values if k != "id"},
+                "updated_at": func.now(),
+            },
+            where=partner_replica.c.version < statement.excluded.version,
+        )
+    )
+
+
+async def partners_by_lookup(session: AsyncSession, lookup: str) -> list[ReplicatedPartner]:
+    c = partner_replica.c
+    rows = await session.execute(
+        select(c.id, c.provinces, c.key_sha256, c.revoked).where(c.key_lookup == lookup)
+    )
+    return [
+        ReplicatedPartner(id=r.id, provinces=tuple(r.provinces), key_sha256=r.key_sha256,
+                          revoked=r.revoked)
+        for r in rows
+    ]  # fmt: skip

@@ -21,10 +21,11 @@ from teams.api_common import (
     BULK_REQUEST_BODY,
     DEFAULT_PAGE,
     MAX_PAGE,
+    READ_RESPONSES,
+    ReaderDep,
     bulk_kind,
     decode_cursor,
     encode_cursor,
-    is_operator,
     not_found,
     raise_domain,
     settings_of,
@@ -33,6 +34,7 @@ from teams.domain import (
     Affiliation,
     DomainError,
     Member,
+    Reader,
     Role,
     SizeBounds,
     Team,
@@ -247,6 +249,17 @@ async def _load_team(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Team:
     return team
 
 
+async def _read_team(uow: UnitOfWork, ref: str, reader: Reader) -> Team:
+    """A team the reader may see; one outside a partner's provinces is "not found" (its
+    existence is not revealed)."""
+    team = await _load_team(uow, ref)
+    if not reader.is_operator:
+        unit = await UnitRepository(uow.session).get(team.unit_code)
+        if unit is None or not reader.may_see(unit.path):
+            raise not_found("team", ref)
+    return team
+
+
 def _as_uuid(ref: str) -> UUID | None:
     try:
         return UUID(ref)
@@ -289,18 +302,19 @@ async def create_team(body: TeamCreate, uow: UowDep, runtime: RuntimeDep) -> Tea
     return (await _team_out(uow, [team], _bounds(runtime)))[0]
 
 
-@router.get("/teams/{team_ref}", responses={404: {"description": "unknown team"}})
-async def get_team(team_ref: str, uow: UowDep, runtime: RuntimeDep) -> TeamOut:
+@router.get("/teams/{team_ref}", responses=READ_RESPONSES)
+async def get_team(team_ref: str, uow: UowDep, runtime: RuntimeDep, reader: ReaderDep) -> TeamOut:
     """By id (UUID) or by registry code; the health flags are computed on read."""
-    team = await _load_team(uow, team_ref)
+    team = await _read_team(uow, team_ref, reader)
     return (await _team_out(uow, [team], _bounds(runtime)))[0]
 
 
-@router.get("/teams")
+@router.get("/teams", responses=READ_RESPONSES)
 async def list_teams(
     *,
     uow: UowDep,
     runtime: RuntimeDep,
+    reader: ReaderDep,
     unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
     status_: Annotated[Literal["active", "dissolved"] | None, Query(alias="status")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -312,12 +326,17 @@ async def list_teams(
         raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
     repo = TeamRepository(uow.session)
     if unit is None:
-        teams = await repo.page(status=status_, after=after, limit=limit + 1)
+        teams = await repo.page(
+            status=status_, after=after, limit=limit + 1, provinces=reader.provinces
+        )
     else:
         found = await UnitRepository(uow.session).get(unit)
-        if found is None:
+        if found is None or not reader.may_see(found.path):
             raise not_found("unit", unit)
-        teams = await repo.in_subtree(path=found.path, status=status_, after=after, limit=limit + 1)
+        teams = await repo.in_subtree(
+            path=found.path, status=status_, after=after, limit=limit + 1,
+            provinces=reader.provinces,
+        )  # fmt: skip
     more = len(teams) > limit
     teams = teams[:limit]
     return TeamPage(
@@ -436,35 +455,36 @@ async def add_member(team_ref: str, body: MemberCreate, uow: UowDep) -> MemberOu
     return _member_out(member, operator=True)
 
 
-@router.get("/teams/{team_ref}/members", responses={404: {"description": "unknown team"}})
+@router.get("/teams/{team_ref}/members", responses=READ_RESPONSES)
 async def list_members(
     team_ref: str,
     *,
-    request: Request,
     uow: UowDep,
-    runtime: RuntimeDep,
+    reader: ReaderDep,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> MemberPage:
-    team = await _load_team(uow, team_ref)
+    team = await _read_team(uow, team_ref, reader)
     after_raw = decode_cursor(cursor)
     after = _as_uuid(after_raw) if after_raw else None
     members = await MemberRepository(uow.session).of_team(team.id, after=after, limit=limit + 1)
     more = len(members) > limit
     members = members[:limit]
-    operator = is_operator(request, runtime)
     return MemberPage(
-        items=[_member_out(m, operator=operator) for m in members],
+        items=[_member_out(m, operator=reader.is_operator) for m in members],
         next_cursor=encode_cursor(str(members[-1].id)) if more else None,
     )
 
 
-@router.get("/members/{member_ref}", responses={404: {"description": "unknown member"}})
-async def get_member(
-    member_ref: str, request: Request, uow: UowDep, runtime: RuntimeDep
-) -> MemberOut:
+@router.get("/members/{member_ref}", responses=READ_RESPONSES)
+async def get_member(member_ref: str, uow: UowDep, reader: ReaderDep) -> MemberOut:
     member = await _load_member(uow, member_ref)
-    return _member_out(member, operator=is_operator(request, runtime))
+    if not reader.is_operator:
+        try:
+            await _read_team(uow, str(member.team_id), reader)
+        except ProblemError:
+            raise not_found("member", member_ref) from None
+    return _member_out(member, operator=reader.is_operator)
 
 
 @router.patch(

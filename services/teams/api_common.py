@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from common.auth import bearer_token, is_operator_token
+from common.app import RuntimeDep, UowDep
+from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.problems import ProblemError
 from common.runtime import ServiceRuntime
-from teams.domain import DomainError
+from teams.adapters import partners_by_lookup
+from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
 from teams.rows import BodyFormatError, media_kind
 from teams.settings import TeamsSettings
 
@@ -29,8 +31,34 @@ def settings_of(runtime: ServiceRuntime) -> TeamsSettings:
     return settings if isinstance(settings, TeamsSettings) else TeamsSettings()
 
 
-def is_operator(request: Request, runtime: ServiceRuntime) -> bool:
-    return is_operator_token(bearer_token(request), expected=runtime.settings.admin_token)
+async def get_reader(request: Request, runtime: RuntimeDep, uow: UowDep) -> Reader:
+    """The operator token, or an active partner key replicated from activities.
+
+    Missing, malformed, unknown, wrong and revoked keys all get the same 401: probing teaches
+    nothing. The key itself is never logged nor echoed.
+    """
+    token = bearer_token(request)
+    if token is None:
+        raise _unauthorized("A bearer token is required.")
+    if is_operator_token(token, expected=runtime.settings.admin_token):
+        return Reader(provinces=None)
+    lookup = partner_key_lookup(token)
+    if lookup is not None:
+        for partner in await partners_by_lookup(uow.session, lookup):
+            if not partner.revoked and partner_key_matches(token, key_sha256=partner.key_sha256):
+                return Reader(provinces=partner.provinces)
+    raise _unauthorized("The token or API key is not valid.")
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
+
+
+ReaderDep = Annotated[Reader, Depends(get_reader)]
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid operator token / partner key"},
+    404: {"description": "unknown, or outside the partner key's provinces"},
+}
 
 
 def encode_cursor(key: str) -> str:

@@ -17,6 +17,8 @@ from teams.api_common import (
     BULK_CONTENT,
     DEFAULT_PAGE,
     MAX_PAGE,
+    READ_RESPONSES,
+    ReaderDep,
     bulk_kind,
     decode_cursor,
     encode_cursor,
@@ -200,18 +202,20 @@ async def create_unit(body: UnitRow, uow: UowDep) -> UnitOut:
     return (await _out(repo, [unit]))[0]
 
 
-@router.get("/admin-units/{code}", responses={404: {"description": "unknown unit"}})
-async def get_unit(code: str, uow: UowDep) -> UnitOut:
+@router.get("/admin-units/{code}", responses=READ_RESPONSES)
+async def get_unit(code: str, uow: UowDep, reader: ReaderDep) -> UnitOut:
     repo = UnitRepository(uow.session)
     unit = await repo.get(code)
-    if unit is None:
+    if unit is None or not reader.may_see(unit.path):
         raise not_found("unit", code)
     return (await _out(repo, [unit]))[0]
 
 
-@router.get("/admin-units")
+@router.get("/admin-units", responses={401: READ_RESPONSES[401]})
 async def list_units(
+    *,
     uow: UowDep,
+    reader: ReaderDep,
     parent: Annotated[str | None, Query(max_length=64)] = None,
     level: Literal["province", "district", "commune", "village"] | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -219,7 +223,11 @@ async def list_units(
 ) -> UnitPage:
     repo = UnitRepository(uow.session)
     units = await repo.page(
-        parent=parent, level=level, after=decode_cursor(cursor), limit=limit + 1
+        parent=parent,
+        level=level,
+        after=decode_cursor(cursor),
+        limit=limit + 1,
+        provinces=reader.provinces,
     )
     more = len(units) > limit
     units = units[:limit]
@@ -229,13 +237,13 @@ async def list_units(
     )
 
 
-@router.get("/admin-units/{code}/coverage", responses={404: {"description": "unknown unit"}})
-async def coverage(code: str, uow: UowDep) -> dict[str, Any]:
+@router.get("/admin-units/{code}/coverage", responses=READ_RESPONSES)
+async def coverage(code: str, uow: UowDep, reader: ReaderDep) -> dict[str, Any]:
     """Teams, members, trained members, villages with / without a team: the unit and each
     direct child unit (current units only; active teams and members)."""
     repo = UnitRepository(uow.session)
     unit = await repo.get(code)
-    if unit is None:
+    if unit is None or not reader.may_see(unit.path):
         raise not_found("unit", code)
     rows = await repo.coverage(unit.path)
     keys = ("teams", "members", "trained_members", "villages", "villages_with_team")
@@ -265,9 +273,10 @@ async def coverage(code: str, uow: UowDep) -> dict[str, Any]:
     }
 
 
-@router.get("/admin-units:crosswalk")
+@router.get("/admin-units:crosswalk", responses={401: READ_RESPONSES[401]})
 async def crosswalk(
     uow: UowDep,
+    reader: ReaderDep,
     code: Annotated[str | None, Query(max_length=64)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
@@ -277,7 +286,7 @@ async def crosswalk(
     if after is not None and not after.isdigit():
         raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
     rows = await UnitRepository(uow.session).crosswalk(
-        code=code, after=int(after) if after else None, limit=limit + 1
+        code=code, after=int(after) if after else None, limit=limit + 1, provinces=reader.provinces
     )
     more = len(rows) > limit
     rows = rows[:limit]

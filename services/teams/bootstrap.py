@@ -7,17 +7,32 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from common.app import create_app
-from common.runtime import ServiceRuntime
+from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
+from common.topics import CONSUMER_GROUPS
 from teams import api, api_units
 from teams.adapters import service_tables
+from teams.handlers import partner_replica_handler
 from teams.settings import TeamsSettings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+GROUP = "teams"
 
 
 def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
-    return ServiceRuntime(settings=settings, tables=service_tables, migrations_dir=MIGRATIONS)
+    return ServiceRuntime(
+        settings=settings,
+        tables=service_tables,
+        migrations_dir=MIGRATIONS,
+        consumers=[
+            # Partner apps from activities: partner keys may read within their provinces.
+            ConsumerSpec(
+                group=GROUP,
+                topics=[t.name for t in CONSUMER_GROUPS[GROUP]],
+                handler=partner_replica_handler(),
+            )
+        ],
+    )
 
 
 BULK_PATHS = ("/v1/teams:bulk", "/v1/members:bulk", "/v1/admin-units:import")

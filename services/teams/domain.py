@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -376,3 +378,46 @@ def duplicates(keys: Iterable[str]) -> dict[int, int]:
         else:
             first[key] = index
     return repeated
+
+
+# --- who reads: the operator, or a partner key scoped to provinces ---------------------------
+
+PARTNER_KEY_PREFIX = "cdtp"
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who is reading: the operator (`provinces` is None) or a partner limited to provinces."""
+
+    provinces: tuple[str, ...] | None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.provinces is None
+
+    def may_see(self, path: str) -> bool:
+        """Whether a unit (by its materialised path) lies within the reader's provinces."""
+        return self.provinces is None or province_of(path) in self.provinces
+
+
+def province_of(path: str) -> str:
+    """The root of a materialised path: the unit's province (or legacy province)."""
+    return path.split(PATH_SEPARATOR, maxsplit=1)[0]
+
+
+def partner_key_lookup(token: str) -> str | None:
+    """The public lookup part of a well-formed partner key (`cdtp_<12 hex>_<secret>`)."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != PARTNER_KEY_PREFIX:
+        return None
+    lookup, secret = parts[1], parts[2]
+    if len(lookup) != 12 or not set(lookup) <= _HEX or not 20 <= len(secret) <= 100:
+        return None
+    return lookup
+
+
+def partner_key_matches(token: str, *, key_sha256: str) -> bool:
+    """Constant-time comparison of the key's SHA-256 with the replicated hex digest."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return hmac.compare_digest(digest.encode(), key_sha256.lower().encode())

@@ -118,7 +118,9 @@ def test_make_run_brings_up_everything_and_stops_clean(workdir, subprocess_env) 
     second = Stack(data_dir, env)
     try:
         second.wait_for("all four services ready", timeout=240)
-        team = httpx.get(f"http://127.0.0.1:8001/v1/teams/{created.json()['id']}", timeout=5)
+        team = httpx.get(
+            f"http://127.0.0.1:8001/v1/teams/{created.json()['id']}", headers=operator, timeout=5
+        )
         assert team.status_code == 200 and team.json()["code"] == "E2E-1"
     finally:
         second.stop()

@@ -245,7 +245,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> None:
             rss = ", ".join(f"{n} {peak_rss_mib(p.pid):,.0f} MiB" for n, p in procs.items())
             client_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"peak RSS: {rss}; bench client {client_rss:,.0f} MiB", flush=True)
-            coverage = (await client.get("/v1/admin-units/82/coverage")).json()
+            coverage = (await client.get("/v1/admin-units/82/coverage", headers=AUTH)).json()
             print(
                 "Đồng Tháp coverage:",
                 {

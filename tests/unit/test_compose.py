@@ -85,8 +85,12 @@ def test_collector_forwards_traces_to_jaeger() -> None:
 def test_kubernetes_manifests_agree_with_the_code() -> None:
     k8s = ROOT / "deploy" / "k8s"
     kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
-    docs = [d for name in kustomization["resources"]
-            for d in yaml.safe_load_all((k8s / name).read_text()) if d]
+    docs = [
+        d
+        for name in kustomization["resources"]
+        for d in yaml.safe_load_all((k8s / name).read_text())
+        if d
+    ]
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     for name, settings in SERVICES.items():
         port = settings.model_fields["http_port"].default

@@ -68,3 +68,25 @@ class ActivityVoided(EventContract):
 
     def event_key(self) -> str:
         return str(self.team_id)
+
+
+class PartnerChanged(EventContract):
+    """A partner app's scope and current key digest (never the key), keyed by partner id.
+
+    Other services replicate it to authenticate partner reads without calling activities:
+    `key_lookup` finds the row, `key_sha256` (hex SHA-256 of the whole key) is compared in
+    constant time. `version` only grows per partner (microseconds of the change's clock).
+    """
+
+    TOPIC: ClassVar = topics.ACTIVITIES_PARTNER
+    CE_TYPE: ClassVar = "vn.cdt.activities.partner.v1"
+    AGGREGATE: ClassVar = "partner"
+
+    id: UUID
+    name: str
+    provinces: list[str]
+    key_lookup: str
+    key_sha256: str
+    revoked: bool
+    version: int
+    changed_at: datetime

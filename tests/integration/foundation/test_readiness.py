@@ -11,7 +11,7 @@ from common.settings import ServiceSettings
 from devstack.kafka import LocalKafka
 from devstack.postgres import LocalPostgres
 from teams.bootstrap import build_app, build_runtime
-from tests.helpers import eventually, running
+from tests.helpers import OPERATOR, eventually, running
 
 
 async def test_readyz_tracks_postgres_and_kafka(workdir) -> None:  # type: ignore[no-untyped-def]
@@ -64,16 +64,17 @@ async def test_postgres_crash_gives_fast_503s_then_pools_recover(workdir) -> Non
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap,
         CDT_TRACES_EXPORTER="none",
+        CDT_ADMIN_TOKEN=OPERATOR["Authorization"].split()[1],
     )
     runtime = build_runtime(settings)
     unknown = "/v1/teams/00000000-0000-7000-8000-000000000000"
     try:
         async with running(runtime, build_app(runtime), workers=False) as client:
-            assert (await client.get(unknown)).status_code == 404
+            assert (await client.get(unknown, headers=OPERATOR)).status_code == 404
             await asyncio.to_thread(postgres.stop, mode="immediate")  # a crash, not a shutdown
             for _ in range(5):
                 started = asyncio.get_running_loop().time()
-                reply = await client.get(unknown)
+                reply = await client.get(unknown, headers=OPERATOR)
                 elapsed = asyncio.get_running_loop().time() - started
                 assert reply.status_code == 503, reply.text
                 assert reply.headers["content-type"] == "application/problem+json"
@@ -82,7 +83,7 @@ async def test_postgres_crash_gives_fast_503s_then_pools_recover(workdir) -> Non
             await asyncio.to_thread(postgres.start)
 
             async def recovered() -> bool:
-                return (await client.get(unknown)).status_code == 404
+                return (await client.get(unknown, headers=OPERATOR)).status_code == 404
 
             await eventually(recovered, timeout=30, what="the pool to recover")
     finally:

@@ -104,16 +104,20 @@ async def test_package_import_is_complete_and_idempotent(teams, infra) -> None: 
     assert again.json()["created"] == again.json()["updated"] == 0
     assert await outbox_count(runtime, DONG_THAP) == 1  # the re-import published nothing
 
-    province = (await client.get(f"/v1/admin-units/{DONG_THAP}")).json()
+    province = (await client.get(f"/v1/admin-units/{DONG_THAP}", headers=OPERATOR)).json()
     assert province["name"] == "Đồng Tháp" and province["level"] == "province"
-    provinces = (await client.get("/v1/admin-units?level=province&limit=500")).json()
+    provinces = (
+        await client.get("/v1/admin-units?level=province&limit=500", headers=OPERATOR)
+    ).json()
     assert len(provinces["items"]) == 34 and provinces["next_cursor"] is None
 
     seen: list[str] = []
     cursor = None
     while True:
         url = f"/v1/admin-units?parent={DONG_THAP}&level=commune&limit=40"
-        page = (await client.get(url + (f"&cursor={cursor}" if cursor else ""))).json()
+        page = (
+            await client.get(url + (f"&cursor={cursor}" if cursor else ""), headers=OPERATOR)
+        ).json()
         seen += [u["code"] for u in page["items"]]
         assert all(
             u["path"]
@@ -136,7 +140,7 @@ async def test_package_import_is_complete_and_idempotent(teams, infra) -> None: 
 async def test_village_creation_rules(teams) -> None:  # type: ignore[no-untyped-def]
     client, _ = teams
     code = await village(client)
-    got = (await client.get(f"/v1/admin-units/{code}")).json()
+    got = (await client.get(f"/v1/admin-units/{code}", headers=OPERATOR)).json()
     assert got["path"] == {
         "province": DONG_THAP,
         "district": None,
@@ -165,7 +169,7 @@ async def test_village_creation_rules(teams) -> None:  # type: ignore[no-untyped
     assert "cannot sit under a province" in under_province.json()["detail"]
     no_token = await client.post("/v1/admin-units", json=body())
     assert no_token.status_code == 401
-    assert (await client.get("/v1/admin-units/NOPE")).status_code == 404
+    assert (await client.get("/v1/admin-units/NOPE", headers=OPERATOR)).status_code == 404
 
 
 async def test_legacy_three_tier_csv_and_ndjson_villages(teams) -> None:  # type: ignore[no-untyped-def]
@@ -189,7 +193,7 @@ async def test_legacy_three_tier_csv_and_ndjson_villages(teams) -> None:  # type
         (5, "parent_code"),
         (6, None),
     }
-    commune = (await client.get(f"/v1/admin-units/L{t}-28249")).json()
+    commune = (await client.get(f"/v1/admin-units/L{t}-28249", headers=OPERATOR)).json()
     assert commune["path"]["district"] == f"L{t}-815"
     assert commune["valid_to"] == "2025-06-30"
 
@@ -234,8 +238,8 @@ async def test_team_members_health_training_and_dissolution(teams, infra) -> Non
     for _ in range(3):
         await member(client, team_id)
     assert leader["phone"] == "0912345678"  # the operator sees it
-    public = (await client.get(f"/v1/members/{leader['id']}")).json()
-    assert public["phone"] == "091*****78"
+    anonymous = await client.get(f"/v1/members/{leader['id']}")
+    assert anonymous.status_code == 401  # reads need the operator token or a partner key
     by_code = (await client.get(f"/v1/members/{leader['code']}", headers=OPERATOR)).json()
     assert by_code["id"] == leader["id"] and by_code["phone"] == "0912345678"
 
@@ -245,7 +249,7 @@ async def test_team_members_health_training_and_dissolution(teams, infra) -> Non
         headers=OPERATOR,
     )
     assert trained.status_code == 201 and trained.json()["member"]["trained"] is True
-    healthy = (await client.get(f"/v1/teams/{created['code']}")).json()
+    healthy = (await client.get(f"/v1/teams/{created['code']}", headers=OPERATOR)).json()
     assert healthy["health"] == {"ok": True, "size": 4, "leaders": 1, "trained": 1, "issues": []}
     assert healthy["leader_member_id"] == leader["id"]
 
@@ -346,7 +350,7 @@ async def test_bulk_teams_and_members_report_rows_and_are_idempotent(teams) -> N
         (8, "phone"),
     }
     assert "12" not in json.dumps(report["errors"])  # the rejected phone is not echoed
-    team_view = (await client.get(f"/v1/teams/B{t}-1")).json()
+    team_view = (await client.get(f"/v1/teams/B{t}-1", headers=OPERATOR)).json()
     assert team_view["health"]["size"] == 5 and team_view["health"]["trained"] == 2
     assert team_view["health"]["ok"] is True
     member_id = (await client.get(f"/v1/members/BM{t}-0", headers=OPERATOR)).json()["id"]
@@ -403,15 +407,17 @@ async def test_subtree_listing_and_coverage(teams) -> None:  # type: ignore[no-u
     cursor = None
     while True:
         url = f"/v1/teams?unit={commune}&limit=2" + (f"&cursor={cursor}" if cursor else "")
-        page = (await client.get(url)).json()
+        page = (await client.get(url, headers=OPERATOR)).json()
         listed += [x["id"] for x in page["items"]]
         if not (cursor := page["next_cursor"]):
             break
     assert len(listed) == len(set(listed)) == 3
-    in_village = (await client.get(f"/v1/teams?unit={villages[0]}")).json()["items"]
+    in_village = (await client.get(f"/v1/teams?unit={villages[0]}", headers=OPERATOR)).json()[
+        "items"
+    ]
     assert [x["id"] for x in in_village] == [t1["id"]]
 
-    cov = (await client.get(f"/v1/admin-units/{commune}/coverage")).json()
+    cov = (await client.get(f"/v1/admin-units/{commune}/coverage", headers=OPERATOR)).json()
     assert {
         k: cov[k]
         for k in (
@@ -430,7 +436,7 @@ async def test_subtree_listing_and_coverage(teams) -> None:  # type: ignore[no-u
         "villages_with_team": 2,
         "villages_without_team": 1,
     }
-    province = (await client.get(f"/v1/admin-units/{DONG_THAP}/coverage")).json()
+    province = (await client.get(f"/v1/admin-units/{DONG_THAP}/coverage", headers=OPERATOR)).json()
     assert province["teams"] >= 3
     child = next(c for c in province["children"] if c["code"] == commune)
     assert child["teams"] == 3 and child["villages_without_team"] == 1
@@ -447,11 +453,13 @@ async def test_merge_moves_teams_and_publishes_crosswalk(teams, infra) -> None: 
     )
     assert merged.status_code == 200, merged.text
     assert merged.json()["units"] == {a: "merged"} and merged.json()["teams_moved"] == 1
-    moved = (await client.get(f"/v1/teams/{team_a['id']}")).json()
+    moved = (await client.get(f"/v1/teams/{team_a['id']}", headers=OPERATOR)).json()
     assert moved["unit_code"] == b and moved["unit_path"]["village"] == b
-    old = (await client.get(f"/v1/admin-units/{a}")).json()
+    old = (await client.get(f"/v1/admin-units/{a}", headers=OPERATOR)).json()
     assert old["replaced_by"] == [b] and old["valid_to"] == "2025-12-31"
-    walk = (await client.get(f"/v1/admin-units:crosswalk?code={a}")).json()["items"]
+    walk = (await client.get(f"/v1/admin-units:crosswalk?code={a}", headers=OPERATOR)).json()[
+        "items"
+    ]
     assert [(w["old_code"], w["new_code"], w["change"]) for w in walk] == [(a, b, "merged")]
     stale = await client.post(
         "/v1/teams", json={"code": f"Z-{tag()}", "name": "z", "unit_code": a}, headers=OPERATOR
@@ -490,10 +498,12 @@ async def test_split_and_reparent_with_cycle_check(teams) -> None:  # type: igno
     assert split.status_code == 200, split.text
     assert split.json()["units"][source] == "split"
     assert split.json()["units"][v1] == split.json()["units"][v2] == "reparented"
-    assert (await client.get(f"/v1/admin-units/{v2}")).json()["parent_code"] == y
-    assert (await client.get(f"/v1/teams/{t1['id']}")).json()["unit_path"]["commune"] == x
-    assert (await client.get(f"/v1/teams/{t2['id']}")).json()["unit_code"] == x
-    assert (await client.get(f"/v1/teams/{t3['id']}")).json()["unit_code"] == y
+    assert (await client.get(f"/v1/admin-units/{v2}", headers=OPERATOR)).json()["parent_code"] == y
+    assert (await client.get(f"/v1/teams/{t1['id']}", headers=OPERATOR)).json()["unit_path"][
+        "commune"
+    ] == x
+    assert (await client.get(f"/v1/teams/{t2['id']}", headers=OPERATOR)).json()["unit_code"] == x
+    assert (await client.get(f"/v1/teams/{t3['id']}", headers=OPERATOR)).json()["unit_code"] == y
 
     moved = await client.post(
         f"/v1/admin-units/{v1}:reparent",
@@ -501,7 +511,9 @@ async def test_split_and_reparent_with_cycle_check(teams) -> None:  # type: igno
         headers=OPERATOR,
     )
     assert moved.status_code == 200 and moved.json()["units"] == {v1: "reparented"}
-    assert (await client.get(f"/v1/teams/{t1['id']}")).json()["unit_path"]["commune"] == y
+    assert (await client.get(f"/v1/teams/{t1['id']}", headers=OPERATOR)).json()["unit_path"][
+        "commune"
+    ] == y
     wrong_level = await client.post(
         f"/v1/admin-units/{y}:reparent",
         json={"parent_code": v1, "effective_on": "2026-02-01"},
@@ -514,7 +526,9 @@ async def test_split_and_reparent_with_cycle_check(teams) -> None:  # type: igno
         headers=OPERATOR,
     )
     assert stray.status_code == 422 and stray.json()["errors"][0]["field"] == "assign"
-    assert (await client.get(f"/v1/admin-units/{x}")).json()["valid_to"] is None  # untouched
+    assert (await client.get(f"/v1/admin-units/{x}", headers=OPERATOR)).json()[
+        "valid_to"
+    ] is None  # untouched
 
 
 async def test_cli_imports_units_with_progress(teams, subprocess_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -546,4 +560,6 @@ async def test_cli_imports_units_with_progress(teams, subprocess_env, tmp_path) 
     report = json.loads(out)
     assert (report["created"], report["rejected"]) == (1, 1)
     assert "2 rows: 1 created" in err.decode()
-    assert (await client.get(f"/v1/admin-units/{MY_THO}-C{t}1")).status_code == 200
+    assert (
+        await client.get(f"/v1/admin-units/{MY_THO}-C{t}1", headers=OPERATOR)
+    ).status_code == 200

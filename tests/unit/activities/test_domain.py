@@ -232,3 +232,15 @@ def test_recorded_payload_is_the_activity_recorded_contract() -> None:
     assert ActivityRecorded.model_validate(payload) == expected
     assert set(payload) == set(ActivityRecorded.model_fields)
     assert "household_ref" not in payload
+
+
+def test_partner_version_is_exact_microseconds_and_grows() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from activities.domain import partner_version
+
+    at = datetime(2026, 11, 29, 23, 40, 0, 123456, tzinfo=UTC)
+    whole_seconds = int(at.replace(microsecond=0).timestamp())
+    assert partner_version(at) == whole_seconds * 1_000_000 + 123_456
+    assert partner_version(datetime(1970, 1, 1, tzinfo=UTC)) == 0
+    assert partner_version(at + timedelta(microseconds=1)) == partner_version(at) + 1

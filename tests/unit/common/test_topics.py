@@ -9,6 +9,7 @@ def test_compacted_topics_are_declared_compacted() -> None:
         "teams.team.v1",
         "teams.member.v1",
         "teams.admin-unit.v1",
+        "activities.partner.v1",
         "scoring.score-latest.v1",
     }
     assert topics.SCORE_LATEST.broker_configs()["cleanup.policy"] == "compact"

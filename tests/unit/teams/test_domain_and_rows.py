@@ -282,3 +282,47 @@ def test_cursor_round_trip_and_rejects_garbage() -> None:
     assert decode_cursor(None) is None
     with pytest.raises(ProblemError):
         decode_cursor("%%%")
+
+
+# --- partner reads --------------------------------------------------------------------------
+
+
+def test_partner_key_lookup_accepts_only_well_formed_keys() -> None:
+    from teams.domain import partner_key_lookup
+
+    secret = "s" * 43
+    assert partner_key_lookup(f"cdtp_0123456789ab_{secret}") == "0123456789ab"
+    for bad in (
+        f"cdtp_0123456789AB_{secret}",  # upper-case hex is not what activities issues
+        f"cdtp_0123456789a_{secret}",
+        f"xxxx_0123456789ab_{secret}",
+        "cdtp_0123456789ab_short",
+        "operator-token",
+        "",
+    ):
+        assert partner_key_lookup(bad) is None, bad
+
+
+def test_partner_key_matches_the_replicated_digest_only() -> None:
+    import hashlib
+
+    from teams.domain import partner_key_matches
+
+    key = "cdtp_0123456789ab_" + "k" * 43
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert partner_key_matches(key, key_sha256=digest)
+    assert partner_key_matches(key, key_sha256=digest.upper())
+    assert not partner_key_matches(key + "x", key_sha256=digest)
+    assert not partner_key_matches(key, key_sha256="")
+
+
+def test_reader_scope_is_the_root_of_the_unit_path() -> None:
+    from teams.domain import Reader, province_of
+
+    assert province_of("82/28261/28261-V01") == "82" and province_of("01") == "01"
+    partner = Reader(provinces=("82",))
+    assert partner.may_see("82/28261") and partner.may_see("82")
+    assert not partner.may_see("01/00070") and not partner.may_see("820/1")
+    assert not partner.is_operator
+    operator = Reader(provinces=None)
+    assert operator.is_operator and operator.may_see("01/00070")
