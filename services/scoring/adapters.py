@@ -7,7 +7,9 @@ Rows are sorted by key before each upsert so concurrent writers lock rows in the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -80,15 +82,16 @@ activity_facts = Table(
     Index("ix_facts_province", "province"),
 )
 
-indicator_values = Table(
-    "indicator_values",
+# All counters of one subject-period in one JSONB object (revision 0003): an activity touches one
+# row per subject-period instead of one per indicator. Merged by `scoring.jsonb_add`.
+indicator_sets = Table(
+    "indicator_sets",
     metadata,
     Column("subject_type", String(16), primary_key=True),
     Column("subject_id", String(64), primary_key=True),
     Column("period", String(80), primary_key=True),
-    Column("indicator", String(80), primary_key=True),
-    Column("value", BigInteger, nullable=False),
-    Index("ix_indicator_values_zero", "subject_type", postgresql_where=text("value = 0")),
+    Column("indicators", JSONB, nullable=False),
+    Index("ix_indicator_sets_empty", "subject_type", postgresql_where=text("indicators = '{}'")),
 )
 
 # Distinct households / members / teams / weeks per subject and period, reference-counted so a
@@ -175,6 +178,8 @@ dirty_subjects = Table(
     Column("subject_id", String(64), nullable=False),
     Column("period", String(80), nullable=False),
     Column("event_time", DateTime(timezone=True)),
+    # W3C traceparent of the span that marked it: the publisher's span continues that trace.
+    Column("traceparent", Text),
 )
 
 scores = Table(
@@ -417,29 +422,34 @@ async def _upsert_distinct(
 
 
 async def _upsert_counters(session: AsyncSession, counters: Mapping[CounterKey, int]) -> None:
+    """One row per subject-period: the batch's deltas grouped in Python, merged in SQL."""
     if not counters:
         return
-    keys = sorted(counters)
+    grouped: dict[tuple[str, str, str], dict[str, int]] = {}
+    for (stype, sid, period, name), value in counters.items():
+        grouped.setdefault((stype, sid, period), {})[name] = value
+    keys = sorted(grouped)
     await session.execute(
         text(
             """
-            INSERT INTO scoring.indicator_values AS t
-                (subject_type, subject_id, period, indicator, value)
-            SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                                 CAST(:ind AS text[]), CAST(:val AS bigint[]))
-            ON CONFLICT (subject_type, subject_id, period, indicator)
-            DO UPDATE SET value = t.value + excluded.value
+            INSERT INTO scoring.indicator_sets AS t (subject_type, subject_id, period, indicators)
+            SELECT st, sid, p, CAST(v AS jsonb)
+            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                        CAST(:v AS text[])) AS k(st, sid, p, v)
+            ON CONFLICT (subject_type, subject_id, period)
+            DO UPDATE SET indicators = scoring.jsonb_add(t.indicators, excluded.indicators)
             """
         ),
         {
             "st": [k[0] for k in keys],
             "sid": [k[1] for k in keys],
             "p": [k[2] for k in keys],
-            "ind": [k[3] for k in keys],
-            "val": [counters[k] for k in keys],
+            "v": [json.dumps(grouped[k]) for k in keys],
         },
     )
-    await session.execute(text("DELETE FROM scoring.indicator_values WHERE value = 0"))
+    await session.execute(
+        text("DELETE FROM scoring.indicator_sets WHERE indicators = CAST('{}' AS jsonb)")
+    )
 
 
 async def _upsert_state(session: AsyncSession, state: Mapping[tuple[str, str, str], int]) -> None:
@@ -485,7 +495,10 @@ async def upsert_subjects(session: AsyncSession, rows: Iterable[dict[str, str | 
 
 
 async def mark_dirty(
-    session: AsyncSession, touched: Mapping[tuple[str, str, str], datetime | None]
+    session: AsyncSession,
+    touched: Mapping[tuple[str, str, str], datetime | None],
+    *,
+    traceparent: str | None = None,
 ) -> None:
     if not touched:
         return
@@ -493,9 +506,11 @@ async def mark_dirty(
     await session.execute(
         text(
             """
-            INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period, event_time)
-            SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                                 CAST(:t AS timestamptz[]))
+            INSERT INTO scoring.dirty_subjects
+                (subject_type, subject_id, period, event_time, traceparent)
+            SELECT k.*, CAST(:tp AS text)
+            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                        CAST(:t AS timestamptz[])) AS k
             """
         ),
         {
@@ -503,6 +518,7 @@ async def mark_dirty(
             "sid": [k[1] for k in keys],
             "p": [k[2] for k in keys],
             "t": [touched[k] for k in keys],
+            "tp": traceparent,
         },
     )
 
@@ -513,38 +529,58 @@ async def mark_all_dirty(session: AsyncSession) -> int:
         text(
             """
             INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period)
-            SELECT DISTINCT subject_type, subject_id, period FROM scoring.indicator_values
+            SELECT subject_type, subject_id, period FROM scoring.indicator_sets
             """
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def take_dirty(
-    session: AsyncSession, *, limit: int
-) -> tuple[int, dict[tuple[str, str, str], datetime | None]]:
-    """Take up to `limit` marks; returns how many, and each subject-period's latest event time."""
+@dataclass
+class DirtyMarks:
+    """Marks taken by one publisher pass, coalesced per subject-period."""
+
+    taken: int = 0
+    # subject-period -> latest event time (the watermark)
+    event_times: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    # subject-period -> distinct traceparents of the batches that marked it, latest last
+    traces: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+
+
+async def take_dirty(session: AsyncSession, *, limit: int) -> DirtyMarks:
+    """Take up to `limit` marks, oldest first, coalesced per subject-period."""
     rows = (
         await session.execute(
             text(
                 """
-                DELETE FROM scoring.dirty_subjects d
-                USING (SELECT seq FROM scoring.dirty_subjects ORDER BY seq
-                       LIMIT :limit FOR UPDATE SKIP LOCKED) picked
-                WHERE d.seq = picked.seq
-                RETURNING d.subject_type, d.subject_id, d.period, d.event_time
+                WITH taken AS (
+                    DELETE FROM scoring.dirty_subjects d
+                    USING (SELECT seq FROM scoring.dirty_subjects ORDER BY seq
+                           LIMIT :limit FOR UPDATE SKIP LOCKED) picked
+                    WHERE d.seq = picked.seq
+                    RETURNING d.seq, d.subject_type, d.subject_id, d.period, d.event_time,
+                              d.traceparent
+                )
+                SELECT subject_type, subject_id, period, event_time, traceparent
+                FROM taken ORDER BY seq
                 """
             ),
             {"limit": limit},
         )
     ).all()
-    latest: dict[tuple[str, str, str], datetime | None] = {}
-    for stype, sid, period, moment in rows:
+    marks = DirtyMarks(taken=len(rows))
+    latest = marks.event_times
+    for stype, sid, period, moment, traceparent in rows:
         key = (stype, sid, period)
         previous = latest.get(key)
         if key not in latest or (moment is not None and (previous is None or moment > previous)):
             latest[key] = moment
-    return len(rows), latest
+        if traceparent:
+            seen = marks.traces.setdefault(key, [])
+            if traceparent in seen:
+                seen.remove(traceparent)
+            seen.append(traceparent)
+    return marks
 
 
 # --------------------------------------------------------------------------- roster
@@ -692,8 +728,8 @@ async def indicators_for(
     rows = await session.execute(
         text(
             """
-            SELECT v.subject_type, v.subject_id, v.period, v.indicator, v.value
-            FROM scoring.indicator_values v
+            SELECT v.subject_type, v.subject_id, v.period, v.indicators
+            FROM scoring.indicator_sets v
             JOIN unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
                  AS k(subject_type, subject_id, period)
               ON v.subject_type = k.subject_type AND v.subject_id = k.subject_id
@@ -702,8 +738,8 @@ async def indicators_for(
         ),
         {"st": [k[0] for k in keys], "sid": [k[1] for k in keys], "p": [k[2] for k in keys]},
     )
-    for stype, sid, period, indicator, value in rows:
-        out[(stype, sid, period)][indicator] = float(value)
+    for stype, sid, period, values in rows:
+        out[(stype, sid, period)].update({k: float(v) for k, v in values.items()})
     subject_keys = sorted({(k[0], k[1]) for k in keys})
     state_rows = await session.execute(
         text(
@@ -783,49 +819,72 @@ async def criteria_set(session: AsyncSession, version: str) -> CriteriaSet | Non
 
 
 async def upsert_scores(
-    session: AsyncSession, rows: Sequence[dict[str, Any]]
+    session: AsyncSession, rows: Sequence[dict[str, Any]], *, computed_at: datetime
 ) -> dict[tuple[str, str, str, str], tuple[int, datetime | None]]:
-    """Store computed scores; each stored change bumps the subject's version by one."""
+    """Store computed scores with their ranks; each stored change bumps the version by one.
+
+    One `unnest` statement (a multi-VALUES insert of thousands of rows was bind-bound).
+    """
     if not rows:
         return {}
-    statement = insert(scores)
+    ordered = sorted(
+        rows, key=lambda r: (r["subject_type"], r["subject_id"], r["period"], r["criteria_set"])
+    )
     result = await session.execute(
-        statement.values(list(rows))
-        .on_conflict_do_update(
-            index_elements=[
-                scores.c.subject_type,
-                scores.c.subject_id,
-                scores.c.period,
-                scores.c.criteria_set,
-            ],
-            set_={
-                "score": statement.excluded.score,
-                "max_score": statement.excluded.max_score,
-                "components": statement.excluded.components,
-                "indicators": statement.excluded.indicators,
-                "version": scores.c.version + 1,
-                "as_of_event_time": func.greatest(
-                    scores.c.as_of_event_time, statement.excluded.as_of_event_time
-                ),
-                "computed_at": statement.excluded.computed_at,
-            },
-        )
-        .returning(
-            scores.c.subject_type,
-            scores.c.subject_id,
-            scores.c.period,
-            scores.c.criteria_set,
-            scores.c.version,
-            scores.c.as_of_event_time,
-        )
+        text(
+            """
+            INSERT INTO scoring.scores AS s
+                (subject_type, subject_id, period, criteria_set, score, max_score, components,
+                 indicators, rank, rank_of, version, as_of_event_time, computed_at)
+            SELECT st, sid, p, cs, sc, mx, CAST(co AS jsonb), CAST(ind AS jsonb), r, n, 1, t,
+                   CAST(:now AS timestamptz)
+            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                        CAST(:cs AS text[]), CAST(:sc AS float8[]), CAST(:mx AS float8[]),
+                        CAST(:co AS text[]), CAST(:ind AS text[]), CAST(:r AS int[]),
+                        CAST(:n AS int[]), CAST(:t AS timestamptz[]))
+                 AS k(st, sid, p, cs, sc, mx, co, ind, r, n, t)
+            ON CONFLICT (subject_type, subject_id, period, criteria_set) DO UPDATE SET
+                score = excluded.score,
+                max_score = excluded.max_score,
+                components = excluded.components,
+                indicators = excluded.indicators,
+                rank = excluded.rank,
+                rank_of = excluded.rank_of,
+                version = s.version + 1,
+                as_of_event_time = greatest(s.as_of_event_time, excluded.as_of_event_time),
+                computed_at = excluded.computed_at
+            RETURNING subject_type, subject_id, period, criteria_set, version, as_of_event_time
+            """
+        ),
+        {
+            "st": [r["subject_type"] for r in ordered],
+            "sid": [r["subject_id"] for r in ordered],
+            "p": [r["period"] for r in ordered],
+            "cs": [r["criteria_set"] for r in ordered],
+            "sc": [r["score"] for r in ordered],
+            "mx": [r["max_score"] for r in ordered],
+            "co": [json.dumps(r["components"], ensure_ascii=False) for r in ordered],
+            "ind": [json.dumps(r["indicators"], ensure_ascii=False) for r in ordered],
+            "r": [r.get("rank") for r in ordered],
+            "n": [r.get("rank_of") for r in ordered],
+            "t": [r["as_of_event_time"] for r in ordered],
+            "now": computed_at,
+        },
     )
     return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in result}
 
 
 async def sibling_ranks(
-    session: AsyncSession, keys: Sequence[tuple[str, str, str]], *, criteria: str
+    session: AsyncSession,
+    keys: Sequence[tuple[str, str, str]],
+    *,
+    criteria: str,
+    fresh: Mapping[tuple[str, str, str], float],
 ) -> dict[tuple[str, str, str], tuple[int, int]]:
     """Rank of each subject-period among the subjects of its type sharing its parent.
+
+    Siblings' stored scores, overridden by the `fresh` scores about to be stored (so ranks are
+    known before the one upsert that writes scores and ranks together).
 
     Plain index lookups, ranked in Python: a window function joined back to an `unnest` (which
     the planner estimates at 10 rows) was re-run once per key. The nation is not ranked.
@@ -874,6 +933,10 @@ async def sibling_ranks(
         },
     ):
         siblings[(ptype, pid, stype, period)][sid] = float(value)
+    for (stype, sid, period), value in fresh.items():
+        parent = parents.get((stype, sid))
+        if parent is not None:
+            siblings[(*parent, stype, period)][sid] = value
     out: dict[tuple[str, str, str], tuple[int, int]] = {}
     for stype, sid, period in keys:
         parent = parents.get((stype, sid))
@@ -883,34 +946,3 @@ async def sibling_ranks(
         if rank is not None:
             out[(stype, sid, period)] = rank
     return out
-
-
-async def set_ranks(
-    session: AsyncSession,
-    ranks: Mapping[tuple[str, str, str], tuple[int, int]],
-    *,
-    criteria: str,
-) -> None:
-    if not ranks:
-        return
-    keys = sorted(ranks)
-    await session.execute(
-        text(
-            """
-            UPDATE scoring.scores sc SET rank = k.rank, rank_of = k.rank_of
-            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                        CAST(:r AS int[]), CAST(:n AS int[]))
-                 AS k(subject_type, subject_id, period, rank, rank_of)
-            WHERE sc.subject_type = k.subject_type AND sc.subject_id = k.subject_id
-              AND sc.period = k.period AND sc.criteria_set = :cs
-            """
-        ),
-        {
-            "st": [k[0] for k in keys],
-            "sid": [k[1] for k in keys],
-            "p": [k[2] for k in keys],
-            "r": [ranks[k][0] for k in keys],
-            "n": [ranks[k][1] for k in keys],
-            "cs": criteria,
-        },
-    )

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
+from opentelemetry.propagate import inject
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.consumer import Handler
@@ -198,7 +199,11 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
         session, [row for f in placed for row in domain.subject_rows(f.team_id, f.path)]
     )
     await adapters.apply_deltas(session, deltas)
-    await adapters.mark_dirty(session, _dirty(deltas))
+    # The W3C context of the current span (the consumer's `process` span): the publisher's span
+    # for these subjects becomes its child, so the score records continue the activity's trace.
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    await adapters.mark_dirty(session, _dirty(deltas), traceparent=carrier.get("traceparent"))
     return deltas
 
 

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.scoring import ScoreComponent, ScoreLatest, ScoreUpdated
+from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.runtime import ServiceRuntime
+from common.telemetry import context_from_headers, span_link
 from scoring import adapters, domain
 from scoring.domain import CriteriaSet, Deltas, ScoreResult
 
@@ -100,6 +103,9 @@ def score_payload(
     )
 
 
+MAX_LINKS = 32
+
+
 async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
     """Score the subjects marked dirty since the last pass and publish each once.
 
@@ -108,13 +114,20 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
     """
     async with runtime.unit_of_work() as uow:
         session = uow.session
-        taken, event_times = await adapters.take_dirty(session, limit=limit)
-        if not taken:
+        marks = await adapters.take_dirty(session, limit=limit)
+        if not marks.taken:
             return 0
+        event_times = marks.event_times
         criteria = await adapters.active_criteria_set(session)
         keys = sorted(event_times)
         evaluations = await evaluate(session, keys, criteria)
         now = datetime.now(UTC)
+        ranks = await adapters.sibling_ranks(
+            session,
+            keys,
+            criteria=criteria.version,
+            fresh={e.key: e.result.score for e in evaluations},
+        )
         stored = await adapters.upsert_scores(
             session,
             [
@@ -127,33 +140,79 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
                     "max_score": e.result.max_score,
                     "components": components_json(e.result),
                     "indicators": e.indicators,
-                    "version": 1,
+                    "rank": ranks[e.key][0] if e.key in ranks else None,
+                    "rank_of": ranks[e.key][1] if e.key in ranks else None,
                     "as_of_event_time": event_times[e.key],
-                    "computed_at": now,
                 }
                 for e in evaluations
             ],
+            computed_at=now,
         )
-        ranks = await adapters.sibling_ranks(session, keys, criteria=criteria.version)
-        await adapters.set_ranks(session, ranks, criteria=criteria.version)
-        for e in evaluations:
-            version, as_of = stored[(*e.key, criteria.version)]
-            payload = score_payload(
+        payloads = {
+            e.key: score_payload(
                 key=e.key,
                 criteria_set=criteria.version,
                 result=e.result,
                 indicators=e.indicators,
                 rank=ranks.get(e.key),
-                version=version,
-                as_of=as_of,
+                version=stored[(*e.key, criteria.version)][0],
+                as_of=stored[(*e.key, criteria.version)][1],
                 computed_at=now,
             )
-            subject = f"{e.key[0]}:{e.key[1]}"
+            for e in evaluations
+        }
+        for parent, group in _by_trace(keys, marks.traces).items():
+            await _publish_group(
+                runtime, uow, parent=parent, keys=group, marks=marks, payloads=payloads
+            )
+        await uow.commit()
+        return marks.taken
+
+
+def _by_trace(keys: Sequence[Key], traces: dict[Key, list[str]]) -> dict[str | None, list[Key]]:
+    """Subject-periods grouped by the latest trace that marked them (one span per group)."""
+    groups: dict[str | None, list[Key]] = {}
+    for key in keys:
+        seen = traces.get(key)
+        groups.setdefault(seen[-1] if seen else None, []).append(key)
+    return groups
+
+
+async def _publish_group(
+    runtime: ServiceRuntime,
+    uow: UnitOfWork,
+    *,
+    parent: str | None,
+    keys: Sequence[Key],
+    marks: adapters.DirtyMarks,
+    payloads: dict[Key, ScoreUpdated],
+) -> None:
+    """Write the group's outbox rows inside a span continuing the latest marking trace.
+
+    The span is a child of the latest consumer span that marked these subjects and links the
+    earlier ones; the outbox rows capture its traceparent, so the trace runs on to Kafka.
+    """
+    others = dict.fromkeys(tp for k in keys for tp in marks.traces.get(k, ()) if tp != parent)
+    links = [
+        link
+        for tp in list(others)[:MAX_LINKS]
+        if (link := span_link({"traceparent": tp})) is not None
+    ]
+    context = context_from_headers({"traceparent": parent}) if parent else None
+    with runtime.tracer.start_as_current_span(
+        "publish scores",
+        context=context,
+        links=links,
+        kind=SpanKind.PRODUCER,
+        attributes={"cdt.scoring.subject_periods": len(keys)},
+    ):
+        for key in keys:
+            payload = payloads[key]
+            subject = f"{key[0]}:{key[1]}"
             uow.publish(OutboundEvent.of(payload, source=SOURCE, subject=subject))
             latest = ScoreLatest(**payload.model_dump())
             uow.publish(OutboundEvent.of(latest, source=SOURCE, subject=subject))
-        await uow.commit()
-        return taken
+        await uow.flush_events()
 
 
 class ScorePublisher:
@@ -209,7 +268,7 @@ async def recompute(
     await adapters.lock_for_recompute(session)
     await session.execute(
         text(
-            "TRUNCATE scoring.indicator_values, scoring.distinct_values, "
+            "TRUNCATE scoring.indicator_sets, scoring.distinct_values, "
             "scoring.state_values, scoring.dirty_subjects"
         )
     )

@@ -20,14 +20,17 @@ from tests.unit.scoring import factory
 
 async def snapshot(runtime: Any) -> dict[str, set[tuple[Any, ...]]]:
     async with runtime.sessions() as session:
-        return {
+        out = {
             table.name: {tuple(row) for row in await session.execute(select(table))}
-            for table in (
-                adapters.indicator_values,
-                adapters.distinct_values,
-                adapters.state_values,
-            )
+            for table in (adapters.distinct_values, adapters.state_values)
         }
+        # one row per indicator, whatever the storage layout
+        out["indicators"] = {
+            (st, sid, period, name, value)
+            for st, sid, period, values in await session.execute(select(adapters.indicator_sets))
+            for name, value in values.items()
+        }
+        return out
 
 
 async def test_random_streams_in_postgres_equal_a_from_scratch_recompute(scoring, producer) -> None:
@@ -45,13 +48,13 @@ async def test_random_streams_in_postgres_equal_a_from_scratch_recompute(scoring
         async with runtime.sessions() as session:
             rows = (
                 await session.execute(
-                    select(adapters.indicator_values).where(
-                        adapters.indicator_values.c.subject_type == "province",
-                        adapters.indicator_values.c.subject_id == province,
+                    select(adapters.indicator_sets).where(
+                        adapters.indicator_sets.c.subject_type == "province",
+                        adapters.indicator_sets.c.subject_id == province,
                     )
                 )
             ).all()
-            stored = {(r[0], r[1], r[2], r[3]): r[4] for r in rows}
+            stored = {(r[0], r[1], r[2], name): value for r in rows for name, value in r[3].items()}
         expected = {k: v for k, v in oracle.counters.items() if k[:2] == ("province", province)}
         assert stored == expected, f"seed {seed}"
 

@@ -18,11 +18,23 @@ branch_labels = None
 depends_on = None
 SCHEMA = "scoring"
 
+# One row per indicator: replaced by `indicator_sets` in revision 0003 (defined here, frozen).
+LEGACY_INDICATOR_VALUES = sa.Table(
+    "indicator_values",
+    sa.MetaData(schema=SCHEMA),
+    sa.Column("subject_type", sa.String(16), primary_key=True),
+    sa.Column("subject_id", sa.String(64), primary_key=True),
+    sa.Column("period", sa.String(80), primary_key=True),
+    sa.Column("indicator", sa.String(80), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Index("ix_indicator_values_zero", "subject_type", postgresql_where=sa.text("value = 0")),
+)
+
 # The first revision of these tables: created from their definitions in adapters.py, so the two
 # cannot drift today. A later change to a table gets its own explicit op.* revision.
 TABLES = (
     adapters.activity_facts,
-    adapters.indicator_values,
+    LEGACY_INDICATOR_VALUES,
     adapters.distinct_values,
     adapters.state_values,
     adapters.team_state,
