@@ -22,7 +22,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Link, SpanKind, Tracer
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 
@@ -250,7 +250,14 @@ class ConsumerRunner:
 
     def _process_span(self, events: Sequence[InboundEvent]) -> trace.Span:
         topics = sorted({e.topic for e in events})
-        links = [link for e in events if (link := span_link(e.trace_headers)) is not None]
+        # One link per trace: a bulk import can put hundreds of messages of one trace in a
+        # batch, and they must not crowd out (past the span's link limit) the others' traces.
+        by_trace: dict[int, Link] = {}
+        for e in events:
+            link = span_link(e.trace_headers)
+            if link is not None:
+                by_trace.setdefault(link.context.trace_id, link)
+        links = list(by_trace.values())
         # Parent: the first message, so a single event reads as one causal chain;
         # links: every message of the batch (OpenTelemetry messaging conventions).
         return self._tracer.start_as_current_span(  # type: ignore[return-value]
