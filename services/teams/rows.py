@@ -217,7 +217,11 @@ class RecordParser:
         return self._csv(record) if self.kind == "csv" else self._json(record)
 
     def _read_header(self, record: str) -> list[str]:
-        header = [name.strip().lower() for name in next(csv.reader([record]))]
+        try:
+            names = next(csv.reader([record], strict=True))
+        except csv.Error as exc:  # e.g. a stray carriage return or quote in the header
+            raise BodyFormatError("Malformed CSV header line.") from exc
+        header = [name.strip().lower() for name in names]
         unknown = sorted(set(header) - self._columns)
         if unknown:
             raise BodyFormatError(f"Unknown CSV columns: {', '.join(unknown)}.")

@@ -326,3 +326,12 @@ def test_reader_scope_is_the_root_of_the_unit_path() -> None:
     assert not partner.is_operator
     operator = Reader(provinces=None)
     assert operator.is_operator and operator.may_see("01/00070")
+
+
+def test_a_malformed_csv_header_is_a_body_error_not_a_crash() -> None:
+    # Found by schemathesis: a stray carriage return inside the header line.
+    parser = RecordParser("csv", columns=frozenset({"code", "team_code"}))
+    with pytest.raises(BodyFormatError, match="Malformed CSV header"):
+        parser.parse("¶\udca3\r\x85>")
+    with pytest.raises(BodyFormatError, match="Malformed CSV header"):
+        parser.parse('code,"team_code')
