@@ -23,12 +23,12 @@ from teams.api_common import (
     MAX_PAGE,
     READ_RESPONSES,
     ReaderDep,
-    bulk_kind,
     decode_cursor,
     encode_cursor,
     not_found,
     raise_domain,
     settings_of,
+    stream_bulk,
 )
 from teams.domain import (
     Affiliation,
@@ -44,13 +44,11 @@ from teams.domain import (
 )
 from teams.rows import (
     PHONE_PATTERN,
-    BodyFormatError,
     MemberRow,
     TeamRow,
     normalise_phone,
-    raw_records,
 )
-from teams.services import SOURCE, apply_members, apply_teams, publish_teams, run_bulk, today
+from teams.services import SOURCE, apply_members, apply_teams, publish_teams, today
 
 router = APIRouter(prefix="/v1", tags=["teams"])
 
@@ -566,18 +564,9 @@ async def add_training(member_ref: str, body: TrainingCreate, uow: UowDep) -> Tr
     summary="Upsert teams by code from a streamed CSV / NDJSON body; per-row error report",
 )
 async def bulk_teams(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
-    kind = bulk_kind(request)
-    try:
-        report = await run_bulk(
-            runtime,
-            raw_records(request.stream(), kind=kind, columns=TEAM_COLUMNS),  # type: ignore[arg-type]
-            schema=TeamRow,
-            apply=apply_teams,
-            batch_size=settings_of(runtime).bulk_batch_size,
-        )
-    except BodyFormatError as exc:
-        raise ProblemError(422, "Malformed body", str(exc)) from exc
-    return report.as_dict()
+    return await stream_bulk(
+        request, runtime, columns=TEAM_COLUMNS, schema=TeamRow, apply=apply_teams
+    )
 
 
 @router.post(
@@ -587,15 +576,6 @@ async def bulk_teams(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     summary="Upsert members by their code from a streamed CSV / NDJSON body",
 )
 async def bulk_members(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
-    kind = bulk_kind(request)
-    try:
-        report = await run_bulk(
-            runtime,
-            raw_records(request.stream(), kind=kind, columns=MEMBER_COLUMNS),  # type: ignore[arg-type]
-            schema=MemberRow,
-            apply=apply_members,
-            batch_size=settings_of(runtime).bulk_batch_size,
-        )
-    except BodyFormatError as exc:
-        raise ProblemError(422, "Malformed body", str(exc)) from exc
-    return report.as_dict()
+    return await stream_bulk(
+        request, runtime, columns=MEMBER_COLUMNS, schema=MemberRow, apply=apply_members
+    )

@@ -14,7 +14,8 @@ from common.problems import ProblemError
 from common.runtime import ServiceRuntime
 from teams.adapters import partners_by_lookup
 from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
-from teams.rows import BodyFormatError, media_kind
+from teams.rows import BodyFormatError, media_kind, raw_records
+from teams.services import BatchApplier, M, run_bulk
 from teams.settings import TeamsSettings
 
 MAX_PAGE = 500
@@ -93,3 +94,26 @@ def bulk_kind(request: Request) -> str:
         return media_kind(request.headers.get("content-type"))
     except BodyFormatError as exc:
         raise ProblemError(415, "Unsupported Media Type", str(exc)) from exc
+
+
+async def stream_bulk(
+    request: Request,
+    runtime: ServiceRuntime,
+    *,
+    columns: frozenset[str],
+    schema: type[M],
+    apply: BatchApplier[M],
+) -> dict[str, Any]:
+    """One streamed CSV / NDJSON bulk upsert: parse as the body arrives, apply in batches."""
+    kind = bulk_kind(request)
+    try:
+        report = await run_bulk(
+            runtime,
+            raw_records(request.stream(), kind=kind, columns=columns),  # type: ignore[arg-type]
+            schema=schema,
+            apply=apply,
+            batch_size=settings_of(runtime).bulk_batch_size,
+        )
+    except BodyFormatError as exc:
+        raise ProblemError(422, "Malformed body", str(exc)) from exc
+    return report.as_dict()

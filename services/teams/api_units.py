@@ -19,16 +19,15 @@ from teams.api_common import (
     MAX_PAGE,
     READ_RESPONSES,
     ReaderDep,
-    bulk_kind,
     decode_cursor,
     encode_cursor,
     not_found,
     raise_domain,
-    settings_of,
+    stream_bulk,
 )
 from teams.domain import AdminUnit, DomainError
-from teams.rows import BodyFormatError, UnitRow, raw_records
-from teams.services import apply_units, merge_units, reparent_unit, run_bulk, split_unit
+from teams.rows import UnitRow
+from teams.services import apply_units, merge_units, reparent_unit, split_unit
 from teams.units_source import SOURCE_NAME, current_units, package_version
 
 router = APIRouter(prefix="/v1", tags=["admin units"])
@@ -133,18 +132,9 @@ async def import_units(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
                 errors=[{"field": "source", "message": e["msg"]} for e in exc.errors()],
             ) from exc
         return await import_package(runtime)
-    kind = bulk_kind(request)
-    try:
-        report = await run_bulk(
-            runtime,
-            raw_records(request.stream(), kind=kind, columns=UNIT_COLUMNS),  # type: ignore[arg-type]
-            schema=UnitRow,
-            apply=apply_units,
-            batch_size=settings_of(runtime).bulk_batch_size,
-        )
-    except BodyFormatError as exc:
-        raise ProblemError(422, "Malformed body", str(exc)) from exc
-    return report.as_dict()
+    return await stream_bulk(
+        request, runtime, columns=UNIT_COLUMNS, schema=UnitRow, apply=apply_units
+    )
 
 
 async def import_package(runtime: Any) -> dict[str, Any]:
