@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
+import orjson
 from opentelemetry.propagate import inject
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import (
@@ -33,8 +33,15 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         hide_parameters=True,
         # Fail fast when Postgres is gone instead of hanging requests (readiness turns false).
         connect_args={"timeout": 5, "command_timeout": 60},
-        json_serializer=lambda obj: json.dumps(obj, ensure_ascii=False, default=str),
+        # orjson: JSONB columns (outbox payloads, indicator sets) are most of what we write.
+        json_serializer=dump_json,
+        json_deserializer=orjson.loads,
     )
+
+
+def dump_json(obj: Any) -> str:
+    """JSON text for JSONB columns; values JSON does not know (UUIDs, dates…) become strings."""
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def asyncpg_dsn(database_url: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import BigInteger, bindparam, func, select, update
+from sqlalchemy import BigInteger, Text, bindparam, cast, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -117,7 +116,8 @@ class OutboxRelay:
                         outbox.c.id,
                         outbox.c.topic,
                         outbox.c.aggregateid,
-                        outbox.c.payload,
+                        # as text: the stored JSON goes to Kafka as it is, never re-encoded
+                        cast(outbox.c.payload, Text).label("payload"),
                         outbox.c.headers,
                     )
                     .where(outbox.c.published_at.is_(None))
@@ -159,7 +159,7 @@ class OutboxRelay:
                 deliveries.append(
                     await self._producer.send(
                         row.topic,
-                        value=json.dumps(row.payload, ensure_ascii=False).encode(),
+                        value=row.payload.encode(),
                         key=row.aggregateid.encode(),
                         headers=kafka_headers(headers),
                     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
 from common.contracts.teams import MemberChanged, TeamChanged
+from common.db import dump_json
 from common.outbox_tables import define_service_tables
 
 SCHEMA = "activities"
@@ -408,10 +408,6 @@ SELECT id FROM claimed
 """)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
 async def insert_activities(
     session: AsyncSession,
     batch: Sequence[NewActivity],
@@ -434,7 +430,7 @@ async def insert_activities(
         "household": [a.household_hash for a in batch],
         "audience": [",".join(a.audience) for a in batch],
         "campaign": [a.campaign_id for a in batch],
-        "outcomes": [_json(a.outcomes) for a in batch],
+        "outcomes": [dump_json(a.outcomes) for a in batch],
         "province": [a.province for a in batch],
         "district": [a.district for a in batch],
         "commune": [a.commune for a in batch],
@@ -442,8 +438,8 @@ async def insert_activities(
         "event_id": [a.outbox["id"] for a in batch],
         "topic": [a.outbox["topic"] for a in batch],
         "type": [a.outbox["type"] for a in batch],
-        "payload": [_json(a.outbox["payload"]) for a in batch],
-        "headers": [_json(a.outbox["headers"]) for a in batch],
+        "payload": [dump_json(a.outbox["payload"]) for a in batch],
+        "headers": [dump_json(a.outbox["headers"]) for a in batch],
     }
     result = await session.execute(
         _INSERT_BATCH, {**columns, "partner_id": partner_id, "recorded_at": recorded_at}

@@ -7,7 +7,6 @@ Rows are sorted by key before each upsert so concurrent writers lock rows in the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,7 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.db import dump_json
 from common.outbox_tables import define_service_tables
 from scoring import domain
 from scoring.domain import (
@@ -379,8 +379,8 @@ async def apply_deltas(session: AsyncSession, deltas: Deltas) -> None:
     counters = deltas.nonzero_counters()
     distinct = deltas.nonzero_distinct()
     if distinct:
-        transitions = await _upsert_distinct(session, distinct)
-        for key, value in transitions.items():
+        changes = await _upsert_distinct(session, distinct)
+        for key, value in deltas.transitions(changes).items():
             counters[key] = counters.get(key, 0) + value
     await _upsert_counters(session, {k: v for k, v in counters.items() if v})
     state = {k: v for k, v in deltas.state.items() if v}
@@ -390,7 +390,8 @@ async def apply_deltas(session: AsyncSession, deltas: Deltas) -> None:
 
 async def _upsert_distinct(
     session: AsyncSession, distinct: Mapping[DistinctKey, int]
-) -> dict[CounterKey, int]:
+) -> list[tuple[DistinctKey, int, int]]:
+    """Reference counts merged in SQL; returns `(key, delta, new refcount)` per key."""
     keys = sorted(distinct)
     result = await session.execute(
         text(
@@ -404,21 +405,32 @@ async def _upsert_distinct(
             RETURNING subject_type, subject_id, period, dim, value, refcount
             """
         ),
-        {
-            "st": [k[0] for k in keys],
-            "sid": [k[1] for k in keys],
-            "p": [k[2] for k in keys],
-            "dim": [k[3] for k in keys],
-            "v": [k[4] for k in keys],
-            "rc": [distinct[k] for k in keys],
-        },
+        _columns(keys, "st", "sid", "p", "dim", "v") | {"rc": [distinct[k] for k in keys]},
     )
-    changes = []
+    changes: list[tuple[DistinctKey, int, int]] = []
     for row in result:
         key: DistinctKey = (row[0], row[1], row[2], row[3], row[4])
         changes.append((key, distinct[key], int(row[5])))
-    await session.execute(text("DELETE FROM scoring.distinct_values WHERE refcount <= 0"))
-    return dict(domain.distinct_transitions(changes))
+    gone = [key for key, _, refcount in changes if refcount <= 0]
+    if gone:  # only a void or a re-roll takes a value away: delete exactly those rows
+        await session.execute(
+            text(
+                """
+                DELETE FROM scoring.distinct_values d
+                USING unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                             CAST(:dim AS text[]), CAST(:v AS text[])) AS k(st, sid, p, dim, v)
+                WHERE d.subject_type = k.st AND d.subject_id = k.sid AND d.period = k.p
+                  AND d.dim = k.dim AND d.value = k.v AND d.refcount <= 0
+                """
+            ),
+            _columns(gone, "st", "sid", "p", "dim", "v"),
+        )
+    return changes
+
+
+def _columns(keys: Sequence[tuple[str, ...]], *names: str) -> dict[str, list[Any]]:
+    """Column arrays for an `unnest(...)` statement, one per key position."""
+    return {name: [key[index] for key in keys] for index, name in enumerate(names)}
 
 
 async def _upsert_counters(session: AsyncSession, counters: Mapping[CounterKey, int]) -> None:
@@ -426,8 +438,11 @@ async def _upsert_counters(session: AsyncSession, counters: Mapping[CounterKey, 
     if not counters:
         return
     grouped: dict[tuple[str, str, str], dict[str, int]] = {}
+    shrinking: set[tuple[str, str, str]] = set()
     for (stype, sid, period, name), value in counters.items():
         grouped.setdefault((stype, sid, period), {})[name] = value
+        if value < 0:
+            shrinking.add((stype, sid, period))
     keys = sorted(grouped)
     await session.execute(
         text(
@@ -440,16 +455,21 @@ async def _upsert_counters(session: AsyncSession, counters: Mapping[CounterKey, 
             DO UPDATE SET indicators = scoring.jsonb_add(t.indicators, excluded.indicators)
             """
         ),
-        {
-            "st": [k[0] for k in keys],
-            "sid": [k[1] for k in keys],
-            "p": [k[2] for k in keys],
-            "v": [json.dumps(grouped[k]) for k in keys],
-        },
+        _columns(keys, "st", "sid", "p") | {"v": [dump_json(grouped[k]) for k in keys]},
     )
-    await session.execute(
-        text("DELETE FROM scoring.indicator_sets WHERE indicators = CAST('{}' AS jsonb)")
-    )
+    if shrinking:  # only negative deltas can empty a row: look at exactly those
+        await session.execute(
+            text(
+                """
+                DELETE FROM scoring.indicator_sets t
+                USING unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
+                      AS k(st, sid, p)
+                WHERE t.subject_type = k.st AND t.subject_id = k.sid AND t.period = k.p
+                  AND t.indicators = CAST('{}' AS jsonb)
+                """
+            ),
+            _columns(sorted(shrinking), "st", "sid", "p"),
+        )
 
 
 async def _upsert_state(session: AsyncSession, state: Mapping[tuple[str, str, str], int]) -> None:
@@ -739,7 +759,7 @@ async def indicators_for(
         {"st": [k[0] for k in keys], "sid": [k[1] for k in keys], "p": [k[2] for k in keys]},
     )
     for stype, sid, period, values in rows:
-        out[(stype, sid, period)].update({k: float(v) for k, v in values.items()})
+        out[(stype, sid, period)].update(domain.visible_indicators(values))
     subject_keys = sorted({(k[0], k[1]) for k in keys})
     state_rows = await session.execute(
         text(
@@ -863,8 +883,8 @@ async def upsert_scores(
             "cs": [r["criteria_set"] for r in ordered],
             "sc": [r["score"] for r in ordered],
             "mx": [r["max_score"] for r in ordered],
-            "co": [json.dumps(r["components"], ensure_ascii=False) for r in ordered],
-            "ind": [json.dumps(r["indicators"], ensure_ascii=False) for r in ordered],
+            "co": [dump_json(r["components"]) for r in ordered],
+            "ind": [dump_json(r["indicators"]) for r in ordered],
             "r": [r.get("rank") for r in ordered],
             "n": [r.get("rank_of") for r in ordered],
             "t": [r["as_of_event_time"] for r in ordered],

@@ -378,17 +378,17 @@ async def get_score(
         }
     key = (subject_type, subject_id, period)
     [evaluation] = await service.evaluate(session, [key], chosen)
-    payload = service.score_payload(
+    return service.score_payload(
         key=key,
         criteria_set=chosen.version,
         result=evaluation.result,
+        components=service.components_json(evaluation.result),
         indicators=evaluation.indicators,
         rank=None,
         version=0,
         as_of=None,
         computed_at=datetime.now(UTC),
     )
-    return payload.model_dump(mode="json")
 
 
 @router.get(

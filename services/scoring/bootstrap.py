@@ -13,7 +13,7 @@ from common.topics import CONSUMER_GROUPS
 from scoring import api
 from scoring.adapters import service_tables
 from scoring.handlers import scoring_handler
-from scoring.service import ScorePublisher
+from scoring.service import ScorePublisher, rebuild_if_missing
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 GROUP = "scoring"
@@ -38,9 +38,19 @@ class ScoringRuntime(ServiceRuntime):
         self.publisher = ScorePublisher(self, interval=publish_interval)
 
     async def start(self, *, workers: bool) -> None:
+        if workers:
+            # Before any consumer batch: a batch would make the indicators look present.
+            if self.settings.run_migrations:
+                await self.migrate()
+            await self._rebuild_if_missing()
         await super().start(workers=workers)
         if workers:
             self._spawn("score-publisher", self.publisher.run)
+
+    async def _rebuild_if_missing(self) -> None:
+        async with self.unit_of_work() as uow:
+            if await rebuild_if_missing(uow.session) is not None:
+                await uow.commit()
 
     async def stop(self) -> None:
         self.publisher.stop()

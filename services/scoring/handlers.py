@@ -60,21 +60,24 @@ async def apply_activities(
     states: dict[UUID, FactState | None] = dict(stored)
     team_ids: dict[UUID, UUID] = {}
     added: list[ActivityFact] = []
+    subtracted: list[ActivityFact] = []
     for item in parsed:
         previous = states.get(item.id)
         if isinstance(item, ActivityRecorded):
             fact = fact_from_event(item)
             state, sign = domain.on_recorded(previous, fact)
             if sign:
-                deltas.add_fact(fact, sign)
                 added.append(fact)
         else:
             state, sign = domain.on_voided(previous)
             if sign and state.fact is not None:
-                deltas.add_fact(state.fact, sign)
+                subtracted.append(state.fact)
         if state != previous:
             states[item.id] = state
             team_ids[item.id] = item.team_id
+    # Deltas are sums: adding the batch's facts together equals adding them one by one.
+    deltas.add_facts(added, +1)
+    deltas.add_facts(subtracted, -1)
     changed = {k: v for k, v in states.items() if v is not None and k in team_ids}
     await adapters.save_fact_states(session, changed, team_ids=team_ids)
     return added
@@ -120,10 +123,13 @@ async def apply_roster(
 
 
 async def apply_admin_units(
-    session: AsyncSession, events: Sequence[InboundEvent], deltas: Deltas
+    session: AsyncSession, events: Sequence[InboundEvent], touched: Deltas
 ) -> list[ActivityFact]:
     """Re-roll history through the crosswalk: merged and re-parented units move their facts.
 
+    The old contributions are removed and applied before the new ones are added: a distinct
+    value (a team, member or household) must leave the old ancestors and arrive at the new ones,
+    which a single net-zero delta would hide. `touched` collects what must be scored again.
     A split cannot attribute past activities to one successor, so their history stays under
     the old code (DHIS2 does the same without a per-record mapping).
     """
@@ -146,9 +152,12 @@ async def apply_admin_units(
             continue
         facts = await adapters.live_facts_where(session, level=unit.level, code=unit.code)
         rerolled = [domain.with_path(f, _graft(f.path, unit.level, new_path)) for f in facts]
-        for old, new in zip(facts, rerolled, strict=True):
-            deltas.add_fact(old, -1)
-            deltas.add_fact(new, +1)
+        for facts_of_step, sign in ((facts, -1), (rerolled, +1)):
+            step = Deltas()
+            step.add_facts(facts_of_step, sign)
+            await adapters.apply_deltas(session, step)
+            for key, moment in step.touched.items():
+                touched.touch(key, moment)
         await adapters.rewrite_fact_paths(session, rerolled)
         moved.extend(rerolled)
     return moved
@@ -193,12 +202,13 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
         placed.extend(await apply_activities(session, activity_events, deltas))
     if roster_events:
         await apply_roster(session, roster_events, deltas)
-    if unit_events:
-        placed.extend(await apply_admin_units(session, unit_events, deltas))
-    await adapters.upsert_subjects(
-        session, [row for f in placed for row in domain.subject_rows(f.team_id, f.path)]
-    )
     await adapters.apply_deltas(session, deltas)
+    if unit_events:  # after the batch's own deltas: it re-rolls the facts this batch stored too
+        placed.extend(await apply_admin_units(session, unit_events, deltas))
+    chains = {(f.team_id, f.path) for f in placed}
+    await adapters.upsert_subjects(
+        session, [row for team, path in chains for row in domain.subject_rows(team, path)]
+    )
     # The W3C context of the current span (the consumer's `process` span): the publisher's span
     # for these subjects becomes its child, so the score records continue the activity's trace.
     carrier: dict[str, str] = {}

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.contracts.scoring import ScoreComponent, ScoreLatest, ScoreUpdated
+from common.contracts.scoring import ScoreLatest, ScoreUpdated
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.runtime import ServiceRuntime
@@ -80,27 +80,30 @@ def score_payload(
     key: Key,
     criteria_set: str,
     result: ScoreResult,
+    components: list[dict[str, Any]],
     indicators: dict[str, float],
     rank: tuple[int, int] | None,
     version: int,
     as_of: datetime | None,
     computed_at: datetime,
-) -> ScoreUpdated:
-    return ScoreUpdated(
-        subject_type=key[0],
-        subject_id=key[1],
-        period=key[2],
-        criteria_set=criteria_set,
-        score=result.score,
-        max_score=result.max_score,
-        rank=rank[0] if rank else None,
-        rank_of=rank[1] if rank else None,
-        components=[ScoreComponent(**c) for c in components_json(result)],
-        indicators=indicators,
-        version=version,
-        as_of_event_time=as_of,
-        computed_at=computed_at,
-    )
+) -> dict[str, Any]:
+    """The `ScoreUpdated` payload as plain data: thousands per second are built here, so no
+    model instance (tests check it validates against the contract)."""
+    return {
+        "subject_type": key[0],
+        "subject_id": key[1],
+        "period": key[2],
+        "criteria_set": criteria_set,
+        "score": result.score,
+        "max_score": result.max_score,
+        "rank": rank[0] if rank else None,
+        "rank_of": rank[1] if rank else None,
+        "components": components,
+        "indicators": indicators,
+        "version": version,
+        "as_of_event_time": as_of,
+        "computed_at": computed_at,
+    }
 
 
 MAX_LINKS = 32
@@ -128,6 +131,7 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
             criteria=criteria.version,
             fresh={e.key: e.result.score for e in evaluations},
         )
+        components = {e.key: components_json(e.result) for e in evaluations}
         stored = await adapters.upsert_scores(
             session,
             [
@@ -138,7 +142,7 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
                     "criteria_set": criteria.version,
                     "score": e.result.score,
                     "max_score": e.result.max_score,
-                    "components": components_json(e.result),
+                    "components": components[e.key],
                     "indicators": e.indicators,
                     "rank": ranks[e.key][0] if e.key in ranks else None,
                     "rank_of": ranks[e.key][1] if e.key in ranks else None,
@@ -153,6 +157,7 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
                 key=e.key,
                 criteria_set=criteria.version,
                 result=e.result,
+                components=components[e.key],
                 indicators=e.indicators,
                 rank=ranks.get(e.key),
                 version=stored[(*e.key, criteria.version)][0],
@@ -185,7 +190,7 @@ async def _publish_group(
     parent: str | None,
     keys: Sequence[Key],
     marks: adapters.DirtyMarks,
-    payloads: dict[Key, ScoreUpdated],
+    payloads: dict[Key, dict[str, Any]],
 ) -> None:
     """Write the group's outbox rows inside a span continuing the latest marking trace.
 
@@ -207,11 +212,13 @@ async def _publish_group(
         attributes={"cdt.scoring.subject_periods": len(keys)},
     ):
         for key in keys:
-            payload = payloads[key]
-            subject = f"{key[0]}:{key[1]}"
-            uow.publish(OutboundEvent.of(payload, source=SOURCE, subject=subject))
-            latest = ScoreLatest(**payload.model_dump())
-            uow.publish(OutboundEvent.of(latest, source=SOURCE, subject=subject))
+            subject, event_key = f"{key[0]}:{key[1]}", f"{key[0]}:{key[1]}:{key[2]}"
+            for contract in (ScoreUpdated, ScoreLatest):
+                uow.publish(
+                    OutboundEvent.of_payload(
+                        contract, payloads[key], key=event_key, source=SOURCE, subject=subject
+                    )
+                )
         await uow.flush_events()
 
 
@@ -287,10 +294,10 @@ async def recompute(
     async for partition in stream.mappings().partitions(chunk):
         deltas = Deltas()
         placed: dict[tuple[Any, ...], dict[str, str | None]] = {}
-        for row in partition:
-            fact = adapters.fact_of(row)
-            deltas.add_fact(fact, +1)
-            for subject in domain.subject_rows(fact.team_id, fact.path):
+        facts = [adapters.fact_of(row) for row in partition]
+        deltas.add_facts(facts, +1)
+        for team_id, path in {(f.team_id, f.path) for f in facts}:
+            for subject in domain.subject_rows(team_id, path):
                 placed[(subject["subject_type"], subject["subject_id"])] = subject
         await adapters.upsert_subjects(session, placed.values())
         await adapters.apply_deltas(session, deltas)
@@ -302,6 +309,17 @@ async def recompute(
     return RecomputeResult(
         facts=done, teams=teams, seconds=time.perf_counter() - started, dirty=dirty
     )
+
+
+async def rebuild_if_missing(session: AsyncSession) -> RecomputeResult | None:
+    """Recompute when facts are stored but no indicator is (after a migration emptied them)."""
+    await adapters.lock_for_recompute(session)
+    facts = await session.scalar(select(adapters.activity_facts.c.activity_id).limit(1))
+    derived = await session.scalar(select(adapters.indicator_sets.c.subject_id).limit(1))
+    if facts is None or derived is not None:
+        return None
+    log.warning("indicators missing for stored facts: rebuilding them from the facts")
+    return await recompute(session)
 
 
 async def _recompute_roster(session: AsyncSession) -> int:

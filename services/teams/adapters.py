@@ -7,7 +7,6 @@ is a no-op that publishes nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -44,7 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from common.contracts.activities import PartnerChanged
 from common.contracts.teams import UnitPath
-from common.db import outbox_row
+from common.db import dump_json, outbox_row
 from common.envelope import OutboundEvent
 from common.outbox_tables import define_service_tables
 from teams.domain import PATH_SEPARATOR, AdminUnit, Member, Team, unit_path_of
@@ -829,14 +828,10 @@ async def insert_outbox(session: AsyncSession, events: Sequence[OutboundEvent]) 
         ),
         {
             **_columns(rows, ("id", "aggregatetype", "aggregateid", "type", "topic")),
-            "payload": [_json(row["payload"]) for row in rows],
-            "headers": [_json(row["headers"]) for row in rows],
+            "payload": [dump_json(row["payload"]) for row in rows],
+            "headers": [dump_json(row["headers"]) for row in rows],
         },
     )
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 # --- partner replica ------------------------------------------------------------------------
