@@ -41,7 +41,6 @@ from common.outbox_tables import define_service_tables
 from scoring import domain
 from scoring.domain import (
     ActivityFact,
-    CounterKey,
     CriteriaSet,
     Deltas,
     DistinctKey,
@@ -376,13 +375,14 @@ async def rewrite_fact_paths(session: AsyncSession, facts: Sequence[ActivityFact
 
 async def apply_deltas(session: AsyncSession, deltas: Deltas) -> None:
     """Distinct sets first (their transitions become counter deltas), then every counter."""
-    counters = deltas.nonzero_counters()
+    sets = deltas.nonzero_sets()
     distinct = deltas.nonzero_distinct()
     if distinct:
         changes = await _upsert_distinct(session, distinct)
-        for key, value in deltas.transitions(changes).items():
-            counters[key] = counters.get(key, 0) + value
-    await _upsert_counters(session, {k: v for k, v in counters.items() if v})
+        for (stype, sid, period, name), value in deltas.transitions(changes).items():
+            bucket = sets.setdefault((stype, sid, period), {})
+            bucket[name] = bucket.get(name, 0) + value
+    await _upsert_counters(session, sets)
     state = {k: v for k, v in deltas.state.items() if v}
     if state:
         await _upsert_state(session, state)
@@ -433,16 +433,18 @@ def _columns(keys: Sequence[tuple[str, ...]], *names: str) -> dict[str, list[Any
     return {name: [key[index] for key in keys] for index, name in enumerate(names)}
 
 
-async def _upsert_counters(session: AsyncSession, counters: Mapping[CounterKey, int]) -> None:
+async def _upsert_counters(
+    session: AsyncSession, sets: Mapping[tuple[str, str, str], Mapping[str, int]]
+) -> None:
     """One row per subject-period: the batch's deltas grouped in Python, merged in SQL."""
-    if not counters:
+    grouped = {
+        key: changed
+        for key, bucket in sets.items()
+        if (changed := {name: value for name, value in bucket.items() if value})
+    }
+    if not grouped:
         return
-    grouped: dict[tuple[str, str, str], dict[str, int]] = {}
-    shrinking: set[tuple[str, str, str]] = set()
-    for (stype, sid, period, name), value in counters.items():
-        grouped.setdefault((stype, sid, period), {})[name] = value
-        if value < 0:
-            shrinking.add((stype, sid, period))
+    shrinking = [key for key, changed in grouped.items() if min(changed.values()) < 0]
     keys = sorted(grouped)
     await session.execute(
         text(

@@ -55,6 +55,8 @@ DistinctKey = tuple[str, str, str, str, str]
 ReachKey = tuple[str, str, str]
 # (subject_type, subject_id, indicator) -> value, for state indicators (members, teams)
 StateKey = tuple[str, str, str]
+# (subject_type, subject_id, period)
+SubjectPeriod = tuple[str, str, str]
 
 
 # --------------------------------------------------------------------------- periods
@@ -211,7 +213,8 @@ def activity_fact(
 class Deltas:
     """Signed changes of one batch, aggregated before any SQL (one upsert per table)."""
 
-    counters: Counter[CounterKey] = field(default_factory=Counter)
+    # (subject_type, subject_id, period) -> indicator -> signed change
+    sets: dict[SubjectPeriod, Counter[str]] = field(default_factory=dict)
     distinct: Counter[DistinctKey] = field(default_factory=Counter)
     # which subjects a distinct value's arrival or departure counts for, per anchor and dim
     reach: dict[ReachKey, tuple[Subject, ...]] = field(default_factory=dict)
@@ -245,15 +248,19 @@ class Deltas:
                 if moment_key not in latest or fact.occurred_at > latest[moment_key]:
                     latest[moment_key] = fact.occurred_at
                 self._add_distinct(fact, chain, period, sign)
-        counters = self.counters
+        sets = self.sets
         for (team_id, path), per_period in groups.items():
             chain = subjects_of(team_id, path)
             for period, summed in per_period.items():
                 moment = latest[(team_id, path, period)]
                 for stype, sid in chain:
-                    for name, value in summed.items():
-                        counters[(stype, sid, period, name)] += value
-                    self.touch((stype, sid, period), moment)
+                    key = (stype, sid, period)
+                    bucket = sets.get(key)
+                    if bucket is None:
+                        sets[key] = Counter(summed)
+                    else:
+                        bucket.update(summed)
+                    self.touch(key, moment)
 
     def _add_distinct(
         self, fact: ActivityFact, chain: list[Subject], period: str, sign: int
@@ -288,8 +295,20 @@ class Deltas:
         ):
             self.touched[key] = moment
 
+    def nonzero_sets(self) -> dict[SubjectPeriod, dict[str, int]]:
+        out = {}
+        for key, bucket in self.sets.items():
+            changed = {name: value for name, value in bucket.items() if value}
+            if changed:
+                out[key] = changed
+        return out
+
     def nonzero_counters(self) -> dict[CounterKey, int]:
-        return {k: v for k, v in self.counters.items() if v}
+        return {
+            (*key, name): value
+            for key, changed in self.nonzero_sets().items()
+            for name, value in changed.items()
+        }
 
     def nonzero_distinct(self) -> dict[DistinctKey, int]:
         return {k: v for k, v in self.distinct.items() if v}

@@ -3,8 +3,8 @@
 Official Letter 2251/BTTTT-CĐSQG reports for Đồng Tháp (province code 82): 1,333 installs of the
 e-Đồng Tháp app, 986 e-wallet accounts, 210 shops using e-payment, 189 products on e-commerce
 platforms and 9,038 citizens guided on online public services. The events are produced to Kafka
-as the activities service would publish them (the version through the activities API follows
-once that service lands).
+as the activities service publishes them; `tests/e2e/test_dong_thap.py` posts them through the
+activities API of the whole stack instead.
 """
 
 from __future__ import annotations
