@@ -179,6 +179,7 @@ dirty_subjects = Table(
     Column("event_time", DateTime(timezone=True)),
     # W3C traceparent of the span that marked it: the publisher's span continues that trace.
     Column("traceparent", Text),
+    Index("ix_dirty_subjects_key", "subject_type", "subject_id", "period"),
 )
 
 scores = Table(
@@ -570,16 +571,27 @@ class DirtyMarks:
 
 
 async def take_dirty(session: AsyncSession, *, limit: int) -> DirtyMarks:
-    """Take up to `limit` marks, oldest first, coalesced per subject-period."""
+    """The subject-periods of the oldest `limit` marks, with every mark they have, coalesced.
+
+    Taking all of a subject-period's marks (not only those among the oldest) publishes it once
+    for the whole backlog: under load a busy subject is scored once per pass, not once per
+    slice of the queue it appears in.
+    """
     rows = (
         await session.execute(
             text(
                 """
-                WITH taken AS (
+                WITH oldest AS (
+                    SELECT DISTINCT subject_type, subject_id, period
+                    FROM (SELECT subject_type, subject_id, period FROM scoring.dirty_subjects
+                          ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED) o
+                ), taken AS (
                     DELETE FROM scoring.dirty_subjects d
-                    USING (SELECT seq FROM scoring.dirty_subjects ORDER BY seq
-                           LIMIT :limit FOR UPDATE SKIP LOCKED) picked
-                    WHERE d.seq = picked.seq
+                    WHERE d.seq IN (
+                        SELECT m.seq FROM scoring.dirty_subjects m
+                        JOIN oldest k USING (subject_type, subject_id, period)
+                        FOR UPDATE OF m SKIP LOCKED
+                    )
                     RETURNING d.seq, d.subject_type, d.subject_id, d.period, d.event_time,
                               d.traceparent
                 )

@@ -4,7 +4,8 @@ Teams, members and households are now counted where they live (the team; for hou
 the lowest unit of its path) and summed upwards, and active weeks are hidden `w:<week>` counters
 in the indicator sets: an activity touches ~6 distinct rows instead of ~64. The derived tables
 are emptied here; the worker rebuilds them from the stored facts when it next starts
-(`scoring.service.rebuild_if_missing`), as `python -m scoring recompute` would.
+(`scoring.service.rebuild_if_missing`), as `python -m scoring recompute` would. Also: a faster
+`scoring.jsonb_add`, and an index that lets the publisher take every mark of a subject-period.
 
 Revision ID: 0004
 """
@@ -47,9 +48,15 @@ depends_on = None
 def upgrade() -> None:
     op.execute(JSONB_ADD)
     op.execute("TRUNCATE scoring.indicator_sets, scoring.distinct_values")
+    # the publisher takes every mark of the subject-periods it scores (coalescing)
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_dirty_subjects_key "
+        "ON scoring.dirty_subjects (subject_type, subject_id, period)"
+    )
 
 
 def downgrade() -> None:
     # The old layout is rebuilt the same way by the previous version's recompute.
+    op.execute("DROP INDEX IF EXISTS scoring.ix_dirty_subjects_key")
     op.execute(JSONB_ADD_0003)
     op.execute("TRUNCATE scoring.indicator_sets, scoring.distinct_values")
