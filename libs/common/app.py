@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,12 +20,19 @@ from common.db import UnitOfWork
 from common.problems import ProblemError, install_problem_handlers, problem_response
 from common.runtime import ServiceRuntime
 
+log = logging.getLogger(__name__)
+
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
+# JSON and CSV never need to load anything; the Swagger UI page (/docs, dev and test only)
+# loads its scripts from a CDN and is left without this policy.
+API_CSP = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 
 
 def get_runtime(request: Request) -> ServiceRuntime:
@@ -165,6 +173,7 @@ class HttpMetricsMiddleware:
         self.app = app
         self.service = service
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+        self.api_headers = [*self.extra_headers, (API_CSP[0].lower().encode(), API_CSP[1].encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,16 +181,28 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        responded = False
+        extra = self.extra_headers if scope["path"] in DOCS_PATHS else self.api_headers
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), *self.extra_headers]
+                responded = True
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if responded:
+                raise
+            # Answered here rather than by Starlette's outermost error middleware, so that a
+            # 500 carries the security headers too. Nothing of the exception reaches the client.
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await problem_response(
+                status=500, title="Internal Server Error", instance=scope["path"]
+            )(scope, receive, send_with_headers)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,18 +36,53 @@ def run_service(
     configure_logging(service=settings.service_name, level=settings.log_level)
     runtime = build_runtime(settings)
     if mode == "api":
-        uvicorn.run(
+        config = uvicorn.Config(
             build_app(runtime),
             host=settings.http_host,
             port=settings.http_port,
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=20,
+            server_header=False,  # no "server: uvicorn" (API8: no stack fingerprinting)
+            timeout_graceful_shutdown=GRACEFUL_TIMEOUT_SECONDS,
         )
+        # uvicorn re-raises the signal once it has shut down gracefully, which would end the
+        # process "killed by SIGTERM"; a completed drain is a clean stop, so exit status 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        DrainingServer(config, runtime=runtime, delay=settings.shutdown_delay_seconds).run()
     elif mode == "worker":
         asyncio.run(run_worker(runtime))
     else:
         asyncio.run(runtime.migrate())
+
+
+GRACEFUL_TIMEOUT_SECONDS = 20
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a readiness drain: on SIGTERM/SIGINT `/readyz` turns 503 at once while the
+    API keeps serving for `delay` seconds (the load balancer notices and stops routing here);
+    then uvicorn stops accepting, lets in-flight requests finish (up to 20 s) and the lifespan
+    drains the runtime (consumers commit the batch in hand, the relay stops). A second signal
+    during the delay stops at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, runtime: ServiceRuntime, delay: float) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+        self._delay = delay
+        self._exit_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._delay > 0 and self._exit_at is None and not self.should_exit:
+            self._runtime.draining = True
+            self._exit_at = time.monotonic() + self._delay
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 async def run_worker(runtime: ServiceRuntime) -> None:

@@ -31,6 +31,11 @@ class ServiceSettings(BaseSettings):
     # Run the outbox relay and consumers inside the API process (one process per service).
     run_workers: bool = Field(default=True, alias="CDT_RUN_WORKERS")
     max_body_bytes: int = Field(default=2_000_000, alias="CDT_MAX_BODY_BYTES", ge=1024)
+    # On SIGTERM the API keeps serving this long with /readyz at 503, so the load balancer stops
+    # routing here before the listener closes (set it above the readiness probe period).
+    shutdown_delay_seconds: float = Field(
+        default=0.0, alias="CDT_SHUTDOWN_DELAY_SECONDS", ge=0, le=120
+    )
 
     cdt_admin_token: SecretStr | None = None
 

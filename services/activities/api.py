@@ -22,7 +22,6 @@ from activities.adapters import ActivityFilter, Partner
 from activities.domain import (
     MAX_BATCH_ITEMS,
     ActivityIn,
-    RateLimiter,
     Rejection,
     decode_cursor,
     encode_cursor,
@@ -46,6 +45,7 @@ from common.contracts.activities import (
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.problems import ProblemError
+from common.ratelimit import RateLimiter
 
 router = APIRouter(prefix="/v1", tags=["activities"])
 
@@ -216,6 +216,38 @@ async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
 
 # ---- ingest ---------------------------------------------------------------------------------
 
+# The ingest routes parse their bodies themselves (an invalid item is a per-item rejection, not
+# a 422 for the whole batch), so their request bodies are declared here for the OpenAPI document.
+_ACTIVITY_SCHEMA = ActivityIn.model_json_schema()
+_ACTIVITY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _ACTIVITY_SCHEMA}},
+    }
+}
+_BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": f'{{"items": [...]}} (or a bare array) of up to {MAX_BATCH_ITEMS} events',
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["items"],
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "maxItems": MAX_BATCH_ITEMS,
+                            "items": _ACTIVITY_SCHEMA,
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
 
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
@@ -276,6 +308,7 @@ def _item_json(result: ItemResult) -> dict[str, Any]:
         422: {"description": "rejected: `reason` says why; `retryable` ones may pass later"},
         429: {"description": "rate limit; see Retry-After"},
     },
+    openapi_extra=_ACTIVITY_BODY,
 )
 async def post_activity(
     request: Request, principal: PrincipalDep, uow: UowDep, context: ContextDep
@@ -298,6 +331,7 @@ async def post_activity(
         400: {"description": "malformed JSON"},
         413: {"description": f"body too large or more than {MAX_BATCH_ITEMS} items"},
     },
+    openapi_extra=_BATCH_BODY,
 )
 async def post_batch(
     request: Request, principal: PrincipalDep, uow: UowDep, context: ContextDep

@@ -9,11 +9,11 @@ from fastapi import FastAPI
 
 from activities.adapters import service_tables
 from activities.api import ActivitiesContext, router
-from activities.domain import RateLimiter
 from activities.handlers import teams_replica_handler
 from activities.ingest import Ingestor
 from activities.settings import ActivitiesSettings, household_key
 from common.app import create_app
+from common.ratelimit import RateLimiter
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
 from common.topics import CONSUMER_GROUPS

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,9 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from common.contracts.activities import ActivityKind, Skill
+
+# The per-key limiter moved to common (teams limits partner reads too); re-exported here.
+from common.ratelimit import RateLimiter, TokenBucket  # noqa: F401
 
 # Teams' dates (joined_on, left_on, established_on) are local dates in Vietnam (UTC+7, no DST):
 # an event's occurred_at is compared on that calendar.
@@ -315,50 +317,6 @@ def partner_version(changed_at: datetime) -> int:
     Changes of one partner are serialised by its row lock, so later changes get larger values.
     """
     return (changed_at - _EPOCH) // timedelta(microseconds=1)
-
-
-# ---- rate limit -----------------------------------------------------------------------------
-
-
-@dataclass
-class TokenBucket:
-    """`rate` requests per second with bursts up to one second's worth (at least one)."""
-
-    rate: float
-    tokens: float
-    updated: float
-
-    def take(self, *, now: float, rate: float) -> float:
-        """Take one token; returns 0 when allowed, else the seconds to wait."""
-        self.rate = rate
-        self.tokens = min(max(rate, 1.0), self.tokens + (now - self.updated) * rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / rate
-
-
-class RateLimiter:
-    """Per-key token buckets in this process.
-
-    Limitation: with N API processes a key gets up to N × its rate; a shared limiter (Redis,
-    or Postgres) would be needed to enforce it across processes.
-    """
-
-    def __init__(self) -> None:
-        self._buckets: dict[UUID, TokenBucket] = {}
-
-    def check(self, key: UUID, *, rate: float, now: float) -> int:
-        """0 when allowed, else the whole seconds to put in Retry-After."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(rate=rate, tokens=rate, updated=now)
-        wait = bucket.take(now=now, rate=rate)
-        return 0 if wait == 0 else max(1, math.ceil(wait))
-
-    def forget(self, key: UUID) -> None:
-        self._buckets.pop(key, None)
 
 
 # ---- cursors --------------------------------------------------------------------------------

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Annotated, Any, NoReturn
+from uuid import UUID
 
 from fastapi import Depends, Request
 
 from common.app import RuntimeDep, UowDep
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.problems import ProblemError
+from common.ratelimit import RateLimiter
 from common.runtime import ServiceRuntime
 from teams.adapters import partners_by_lookup
 from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
@@ -47,8 +50,24 @@ async def get_reader(request: Request, runtime: RuntimeDep, uow: UowDep) -> Read
     if lookup is not None:
         for partner in await partners_by_lookup(uow.session, lookup):
             if not partner.revoked and partner_key_matches(token, key_sha256=partner.key_sha256):
+                _rate_limit(request, partner.id, settings_of(runtime).partner_rate_limit)
                 return Reader(provinces=partner.provinces)
     raise _unauthorized("The token or API key is not valid.")
+
+
+def _rate_limit(request: Request, partner_id: UUID, rate: int) -> None:
+    """Per-key token bucket, as in activities (per process: N processes allow N x rate)."""
+    limiter: RateLimiter | None = getattr(request.app.state, "partner_limiter", None)
+    if limiter is None:
+        return
+    wait = limiter.check(partner_id, rate=rate, now=time.monotonic())
+    if wait:
+        raise ProblemError(
+            429,
+            "Too Many Requests",
+            f"Rate limit of {rate} requests/s exceeded.",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def _unauthorized(detail: str) -> ProblemError:

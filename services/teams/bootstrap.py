@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from common.app import create_app
+from common.ratelimit import RateLimiter
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
 from common.topics import CONSUMER_GROUPS
@@ -45,10 +46,12 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
         if isinstance(settings, TeamsSettings)
         else TeamsSettings.model_fields["bulk_max_body_bytes"].default
     )
-    return create_app(
+    app = create_app(
         runtime=runtime,
         body_limits=dict.fromkeys(BULK_PATHS, bulk_limit),
         routers=[api_units.router, api.router],
         title="CDT teams",
         description="Administrative units, teams, members and training.",
     )
+    app.state.partner_limiter = RateLimiter()
+    return app

@@ -17,3 +17,5 @@ class TeamsSettings(ServiceSettings):
     bulk_max_body_bytes: int = Field(
         default=512_000_000, alias="TEAMS_BULK_MAX_BODY_BYTES", ge=1024
     )
+    # Requests per second per partner key on the read endpoints (per API process), then 429.
+    partner_rate_limit: int = Field(default=200, alias="CDT_PARTNER_RATE_LIMIT", ge=1, le=100_000)
