@@ -570,26 +570,44 @@ class DirtyMarks:
     traces: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
 
 
-async def take_dirty(session: AsyncSession, *, limit: int) -> DirtyMarks:
-    """The subject-periods of the oldest `limit` marks, with every mark they have, coalesced.
+_QUEUE_ENDS = (
+    text(
+        "SELECT subject_type, subject_id, period FROM scoring.dirty_subjects "
+        "ORDER BY seq LIMIT :half FOR UPDATE SKIP LOCKED"
+    ),
+    text(
+        "SELECT subject_type, subject_id, period FROM scoring.dirty_subjects "
+        "ORDER BY seq DESC LIMIT :half FOR UPDATE SKIP LOCKED"
+    ),
+)
 
-    Taking all of a subject-period's marks (not only those among the oldest) publishes it once
-    for the whole backlog: under load a busy subject is scored once per pass, not once per
-    slice of the queue it appears in.
+
+async def take_dirty(session: AsyncSession, *, limit: int) -> DirtyMarks:
+    """Subject-periods from both ends of the queue, each with every mark it has, coalesced.
+
+    Half the pass goes to the oldest marks (nothing starves), half to the newest (a fresh event
+    is scored within a pass or two even behind a backlog, e.g. after a national roster import).
+    Taking all of a subject-period's marks publishes it once for the whole backlog.
     """
+    picked: dict[tuple[str, str, str], None] = {}
+    for statement in _QUEUE_ENDS:  # UNION forbids FOR UPDATE: two statements
+        ends = await session.execute(statement, {"half": max(limit // 2, 1)})
+        picked.update(dict.fromkeys((r[0], r[1], r[2]) for r in ends))
+    if not picked:
+        return DirtyMarks(taken=0)
+    # Keys as arrays: the planner joins them through ix_dirty_subjects_key (a nested loop),
+    # whatever the size of the backlog.
     rows = (
         await session.execute(
             text(
                 """
-                WITH oldest AS (
-                    SELECT DISTINCT subject_type, subject_id, period
-                    FROM (SELECT subject_type, subject_id, period FROM scoring.dirty_subjects
-                          ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED) o
-                ), taken AS (
+                WITH taken AS (
                     DELETE FROM scoring.dirty_subjects d
                     WHERE d.seq IN (
                         SELECT m.seq FROM scoring.dirty_subjects m
-                        JOIN oldest k USING (subject_type, subject_id, period)
+                        JOIN unnest(CAST(:st AS text[]), CAST(:sid AS text[]),
+                                    CAST(:p AS text[])) AS k(st, sid, p)
+                          ON m.subject_type = k.st AND m.subject_id = k.sid AND m.period = k.p
                         FOR UPDATE OF m SKIP LOCKED
                     )
                     RETURNING d.seq, d.subject_type, d.subject_id, d.period, d.event_time,
@@ -599,7 +617,7 @@ async def take_dirty(session: AsyncSession, *, limit: int) -> DirtyMarks:
                 FROM taken ORDER BY seq
                 """
             ),
-            {"limit": limit},
+            _columns(list(picked), "st", "sid", "p"),
         )
     ).all()
     marks = DirtyMarks(taken=len(rows))
