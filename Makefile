@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/libs:$(CURDIR)/services:$(CURDIR)/deploy
 PYTEST_ARGS ?=
 
-.PHONY: trace install run test test-unit test-integration lint typecheck check lock clean kafka-jars
+.PHONY: trace install run test test-unit test-integration lint typecheck check lock clean kafka-jars \
+	loadtest loadtest-smoke
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,18 @@ run: install ## Postgres + Kafka + topics + migrations + the four services, in t
 
 trace: install ## print a trace as a tree: make trace (the last one) or make trace ID=<trace_id>
 	$(PY) -m devstack.trace $(if $(ID),show $(ID),last)
+
+# Reuses a running `make run` (ports 8001-8004 + .data/admin-token) or starts the stack itself.
+# ~5 min here with the national fixture already loaded; the first run adds its import through the
+# bulk APIs (95 s on a quiet machine) and the replicas' catch-up (docs/capacity.md).
+# Extra flags: make loadtest ARGS="--rate 500 --duration 120" (python -m tests.load.loadtest -h).
+LOADTEST := $(PY) -m tests.load.loadtest
+loadtest: install ## national fixture, calibration, ramp, 50%/80% phases; reports/loadtest-*.{json,png}
+	$(LOADTEST) --scale national $(ARGS)
+
+loadtest-smoke: install ## the same at smoke scale (two provinces, ~1 min of load)
+	$(LOADTEST) --scale smoke --ramp-start 20 --ramp-factor 2 --ramp-step 10 --duration 20 \
+		--calibration-records 50000 $(ARGS)
 
 test: install ## the whole suite against real Postgres and Kafka (started by the suite)
 	$(PY) -m pytest $(PYTEST_ARGS)

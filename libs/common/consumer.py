@@ -52,10 +52,27 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes of a database that is unreachable or restarting: 08 connection exceptions,
+# 57P01-57P03 admin/crash shutdown and "the database system is starting up".
+TRANSIENT_SQLSTATES = ("08", "57P")
+
+
 def is_transient(exc: BaseException) -> bool:
+    """An infrastructure failure worth retrying. SQLAlchemy wraps some driver errors in a bare
+    `DBAPIError` (e.g. `CannotConnectNowError` while PostgreSQL starts after a crash), so the
+    wrapped error and its cause are looked at too."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, TRANSIENT_ERRORS)
+    causes: list[BaseException | None] = [exc]
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        causes += [exc.orig, exc.orig.__cause__]
+    for cause in causes:
+        if isinstance(cause, TRANSIENT_ERRORS):
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATES):
+            return True
+    return False
 
 
 def dispatch_by_type(handlers: Mapping[str, EventHandler]) -> Handler:

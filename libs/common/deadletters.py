@@ -119,7 +119,8 @@ def _lines(letters: list[DeadLetter]) -> Iterator[str]:
     for letter in letters:
         yield (
             f"{letter.topic}:{letter.offset}  from {letter.original}  "
-            f"event={letter.event_id or '-'}  reason={letter.reason}"
+            # One line per letter: multi-line reasons (validation errors) are folded.
+            f"event={letter.event_id or '-'}  reason={' | '.join(letter.reason.splitlines())}"
         )
 
 

@@ -11,12 +11,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
 from sqlalchemy import BigInteger, Text, bindparam, cast, func, select, update
@@ -32,6 +38,17 @@ from common.telemetry import context_from_headers, producer_span_attributes
 
 log = logging.getLogger(__name__)
 
+# Errors after which an idempotent producer never delivers to that partition again (its sequence
+# numbers no longer match the broker's, e.g. after a broker restart lost its producer state):
+# only a new producer (a new producer id) gets the outbox moving again.
+FATAL_PRODUCER_ERRORS: tuple[type[BaseException], ...] = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+)
+RenewProducer = Callable[[], Awaitable[AIOKafkaProducer]]
+
 
 class OutboxRelay:
     def __init__(
@@ -45,6 +62,7 @@ class OutboxRelay:
         tracer: Tracer,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
+        renew_producer: RenewProducer | None = None,
     ) -> None:
         self._service = service
         self._engine = engine
@@ -54,6 +72,7 @@ class OutboxRelay:
         self._tracer = tracer
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._renew_producer = renew_producer
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._metrics_at = 0.0
@@ -68,9 +87,11 @@ class OutboxRelay:
             while not self._stopping.is_set():
                 try:
                     published = await self.publish_batch()
-                except Exception:
+                except Exception as exc:
                     log.exception("outbox relay batch failed; retrying")
                     published = 0
+                    if isinstance(exc, FATAL_PRODUCER_ERRORS):
+                        await self._renew()
                     await self._sleep(self._poll_seconds)
                 if published < self._batch_size:
                     await self._sleep(self._poll_seconds)
@@ -82,6 +103,15 @@ class OutboxRelay:
         finally:
             if listener is not None and not listener.is_closed():
                 await listener.close()
+
+    async def _renew(self) -> None:
+        if self._renew_producer is None:
+            return
+        try:
+            self._producer = await self._renew_producer()
+            log.warning("outbox relay: producer replaced after a fatal producer error")
+        except Exception:
+            log.exception("outbox relay: cannot replace the producer yet")
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

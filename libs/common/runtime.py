@@ -64,6 +64,8 @@ class ServiceRuntime:
             )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.producer: AIOKafkaProducer | None = None
+        # Producers replaced after a fatal error: consumers may still hold them (dead letters).
+        self._retired_producers: list[AIOKafkaProducer] = []
         self.relay: OutboxRelay | None = None
         self.consumers: list[ConsumerRunner] = []
         self.lag_monitor: LagMonitor | None = None
@@ -112,9 +114,10 @@ class ServiceRuntime:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self.producer is not None:
-            with contextlib.suppress(KafkaError, OSError):
-                await self.producer.stop()
+        for producer in [*self._retired_producers, self.producer]:
+            if producer is not None:
+                with contextlib.suppress(KafkaError, OSError):
+                    await producer.stop()
         await self.engine.dispose()
         self.tracer_provider.shutdown()
 
@@ -152,6 +155,23 @@ class ServiceRuntime:
             self._producer_ready.set()
             return
 
+    async def _renew_producer(self) -> AIOKafkaProducer:
+        """A new producer (new idempotent producer id) for the relay after a fatal producer
+        error; the old one stays open for whoever holds it and is closed at stop."""
+        producer = make_producer(
+            self.settings.kafka_bootstrap_servers, client_id=self.settings.service_name
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+            raise
+        if self.producer is not None:
+            self._retired_producers.append(self.producer)
+        self.producer = producer
+        return producer
+
     async def _run_relay(self) -> None:
         await self._producer_ready.wait()
         assert self.producer is not None
@@ -164,6 +184,7 @@ class ServiceRuntime:
             tracer=self.tracer,
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
+            renew_producer=self._renew_producer,
         )
         await self.relay.run()
 

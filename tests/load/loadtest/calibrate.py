@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import time
@@ -98,6 +99,33 @@ async def postgres_copy(database_url: str, *, rows: int = 200_000) -> float:
         return rows / elapsed
     finally:
         await connection.close()
+
+
+CALIBRATION_TOPIC = "loadtest.calibration.v1"
+
+
+async def kafka_producer_perf_async(bootstrap: str, *, records: int) -> tuple[float, float]:
+    """ProducerPerformance into a scratch topic shaped like ours (12 partitions), then dropped:
+    the broker does not auto-create topics."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from common.kafka import ensure_topics
+    from common.topics import TopicSpec
+
+    await ensure_topics(bootstrap, specs=[TopicSpec(CALIBRATION_TOPIC, partitions=12)])
+    try:
+        return await asyncio.to_thread(
+            kafka_producer_perf, bootstrap, records=records, topic=CALIBRATION_TOPIC
+        )
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([CALIBRATION_TOPIC])
+        except Exception:
+            pass
+        finally:
+            await admin.close()
 
 
 async def calibrate(*, bootstrap: str, database_url: str, records: int = 200_000) -> Calibration:
