@@ -238,7 +238,14 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(
     offsets = await committed(bootstrap, service)
     applied = await processed(database_url, service, ids)
     below = {i for i, (tp, offset) in landed.items() if offset < offsets.get(tp, -1)}
-    assert applied == below, (len(applied), len(below))
+    assert below <= applied, "committed but never applied"
+    uncommitted = applied - below
+    if uncommitted:
+        # Only the documented at-least-once path may leave a batch applied but uncommitted: the
+        # offset commit failed (a rebalance or the broker), was logged, and the batch comes back
+        # to be deduplicated after the restart (checked below).
+        notes = [line[:300] for line in log.splitlines() if "commit" in line or "ERROR" in line]
+        assert "offset commit failed" in log, (len(applied), len(below), notes[-8:])
     print(
         f"\n[shutdown] {service}: {len(applied)}/{len(ids)} applied and committed when it stopped, "
         f"exit 0 after {elapsed:.1f} s"
@@ -253,4 +260,4 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(
 
     await eventually(all_processed, timeout=60, what=f"{service} caught up after restart")
     async with httpx.AsyncClient(base_url=target.url) as client:
-        assert duplicates_seen((await client.get("/metrics")).text, service) == 0
+        assert duplicates_seen((await client.get("/metrics")).text, service) == len(uncommitted)
