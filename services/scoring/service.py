@@ -273,10 +273,12 @@ async def recompute(
     """
     started = time.perf_counter()
     await adapters.lock_for_recompute(session)
+    # dirty_subjects first: the publisher locks it first too (take_dirty), then reads the
+    # indicators; locking the indicators before it would deadlock with a pass in progress.
     await session.execute(
         text(
-            "TRUNCATE scoring.indicator_sets, scoring.distinct_values, "
-            "scoring.state_values, scoring.dirty_subjects"
+            "TRUNCATE scoring.dirty_subjects, scoring.indicator_sets, scoring.distinct_values, "
+            "scoring.state_values"
         )
     )
     facts_table = adapters.activity_facts
