@@ -20,7 +20,12 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+)
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Tracer
 from sqlalchemy import exc as sa_exc
@@ -51,6 +56,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 
+
+# After a cancellation, how long a batch's offset commit may still take (the broker answers in
+# milliseconds; a dead one must not hold the shutdown up).
+COMMIT_ON_CANCEL_SECONDS = 5.0
+UNSET = 2**63  # beyond any offset
 
 # SQLSTATE classes of a database that is unreachable or restarting: 08 connection exceptions,
 # 57P01-57P03 admin/crash shutdown and "the database system is starting up".
@@ -173,18 +183,39 @@ class ConsumerRunner:
         started = time.perf_counter()
         records = [record for batch in polled.values() for record in batch]
         events, poison = self._decode(records)
-        if events:
-            await self._apply_with_fallback(events)
+        handled = await self._apply_with_fallback(events) if events else 0
+        # A drain can stop the record-by-record fallback part way: commit up to the first event
+        # not handled in each partition, and leave the rest (poison included) to be redelivered.
+        resume_at: dict[TopicPartition, int] = {}
+        for event in events[handled:]:
+            tp = TopicPartition(event.topic, event.partition)
+            resume_at[tp] = min(resume_at.get(tp, event.offset), event.offset)
         for record, reason in poison:
-            await self._dead_letter(record, reason)
+            if record.offset < resume_at.get(TopicPartition(record.topic, record.partition), UNSET):
+                await self._dead_letter(record, reason)
         crash_point("consumer.after_db_commit")
-        offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, KafkaConnectionError):
-            # Rebalanced or broker gone: the batch will be redelivered and deduplicated.
-            log.warning("offset commit failed for %s; batch will be redelivered", self.group)
+        offsets = {tp: resume_at.get(tp, batch[-1].offset + 1) for tp, batch in polled.items()}
+        await self._commit(consumer, offsets)
         metrics.CONSUMER_BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit offsets of a batch the DB already holds, even if this task is cancelled
+        meanwhile (a drain that ran out of time): otherwise the batch would be left applied but
+        uncommitted, to be redelivered and deduplicated."""
+        commit = asyncio.ensure_future(consumer.commit(offsets))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(commit, timeout=COMMIT_ON_CANCEL_SECONDS)
+            raise
+        except (CommitFailedError, IllegalStateError, KafkaConnectionError) as exc:
+            # Rebalanced or broker gone: the batch will be redelivered and deduplicated.
+            log.warning(
+                "offset commit failed for %s (%s); batch will be redelivered",
+                self.group,
+                type(exc).__name__,
+            )
 
     def _decode(
         self, records: list[ConsumerRecord[Any, Any]]
@@ -207,26 +238,40 @@ class ConsumerRunner:
                 poison.append((record, str(exc)))
         return events, poison
 
-    async def _apply_with_fallback(self, events: list[InboundEvent]) -> None:
+    async def _apply_with_fallback(self, events: list[InboundEvent]) -> int:
+        """Apply the batch; how many of its events (in order) are done, applied or
+        dead-lettered. Fewer than all only when a drain stops the record-by-record retry."""
         try:
             await self._retry_transient(lambda: self._apply(events))
-            return
+            return len(events)
         except Exception:
             log.warning("batch of %d failed in %s; retrying one by one", len(events), self.group)
-        for event in events:
-            await self._apply_one(event)
+        for done, event in enumerate(events):
+            if self._stopping.is_set() or not await self._apply_one(event):
+                log.warning(
+                    "%s draining: %d of %d events of the batch done; the rest will be redelivered",
+                    self.group,
+                    done,
+                    len(events),
+                )
+                return done
+        return len(events)
 
-    async def _apply_one(self, event: InboundEvent) -> None:
+    async def _apply_one(self, event: InboundEvent) -> bool:
+        """Apply or dead-letter the event; False if a drain interrupted a transient failure
+        (a valid event is never dead-lettered for the database being away)."""
         attempt = 0
         while True:
             try:
                 await self._retry_transient(lambda: self._apply([event]))
-                return
+                return True
             except Exception as exc:
+                if self._stopping.is_set() and is_transient(exc):
+                    return False
                 attempt += 1
                 if isinstance(exc, PoisonRecordError) or attempt > self._max_retries:
                     await self._dead_letter_event(event, f"{type(exc).__name__}: {exc}")
-                    return
+                    return True
                 await self._pause(self._backoff * 2 ** (attempt - 1))
 
     async def _retry_transient(self, action: Callable[[], Awaitable[None]]) -> None:

@@ -111,6 +111,12 @@ class ServiceRuntime:
             self.lag_monitor.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=DRAIN_TIMEOUT_SECONDS)
+            if pending:
+                log.warning(
+                    "drain timed out after %.0f s; cancelling %s",
+                    DRAIN_TIMEOUT_SECONDS,
+                    ", ".join(sorted(task.get_name() for task in pending)),
+                )
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

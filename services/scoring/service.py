@@ -115,15 +115,18 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
     However many events touched a subject in between, it yields one update (coalescing): a burst
     on one commune becomes a handful of ScoreUpdated/ScoreLatest pairs, not thousands.
     """
+    laps = Laps()
     async with runtime.unit_of_work() as uow:
         session = uow.session
         marks = await adapters.take_dirty(session, limit=limit)
         if not marks.taken:
             return 0
+        laps.lap("take")
         event_times = marks.event_times
         criteria = await adapters.active_criteria_set(session)
         keys = sorted(event_times)
         evaluations = await evaluate(session, keys, criteria)
+        laps.lap("evaluate")
         now = datetime.now(UTC)
         ranks = await adapters.sibling_ranks(
             session,
@@ -131,6 +134,7 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
             criteria=criteria.version,
             fresh={e.key: e.result.score for e in evaluations},
         )
+        laps.lap("rank")
         components = {e.key: components_json(e.result) for e in evaluations}
         stored = await adapters.upsert_scores(
             session,
@@ -166,12 +170,45 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
             )
             for e in evaluations
         }
+        laps.lap("store")
         for parent, group in _by_trace(keys, marks.traces).items():
             await _publish_group(
                 runtime, uow, parent=parent, keys=group, marks=marks, payloads=payloads
             )
+        laps.lap("outbox")
         await uow.commit()
-        return marks.taken
+        laps.lap("commit")
+    if laps.total() > SLOW_PASS_SECONDS:
+        log.warning(
+            "slow score publication: %d marks, %d subject-periods in %.1f s (%s)",
+            marks.taken,
+            len(keys),
+            laps.total(),
+            laps,
+        )
+    return marks.taken
+
+
+SLOW_PASS_SECONDS = 2.0
+
+
+class Laps:
+    """Where a publication pass spent its time, for the slow-pass warning."""
+
+    def __init__(self) -> None:
+        self._started = self._last = time.perf_counter()
+        self._laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self._laps.append((name, now - self._last))
+        self._last = now
+
+    def total(self) -> float:
+        return self._last - self._started
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self._laps)
 
 
 def _by_trace(keys: Sequence[Key], traces: dict[Key, list[str]]) -> dict[str | None, list[Key]]:

@@ -6,6 +6,7 @@ any double processing shows up as a duplicate row.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ class PlumbingEvent(EventContract):
         return self.key
 
 
-def make_handler(group: str):  # type: ignore[no-untyped-def]
+def make_handler(group: str, *, slow: float = 0.0):  # type: ignore[no-untyped-def]
     async def handle(uow: UnitOfWork, events: Sequence[InboundEvent]) -> None:
         rows = []
         for event in events:
@@ -67,6 +68,7 @@ def make_handler(group: str):  # type: ignore[no-untyped-def]
             rows.append(
                 {"event_id": event.id, "key": payload.key, "seq": payload.seq, "group_name": group}
             )
+        await asyncio.sleep(slow)  # a handler slow enough to be caught mid-batch by a drain
         await uow.session.execute(insert(applied), rows)
 
     return handle
@@ -78,6 +80,7 @@ def build_runtime(
     group: str,
     with_consumer: bool = True,
     lag_interval: float = 5.0,
+    slow: float = 0.0,
     **settings: object,
 ) -> ServiceRuntime:
     config = ServiceSettings(
@@ -87,7 +90,11 @@ def build_runtime(
         **settings,  # type: ignore[arg-type]
     )
     consumers = (
-        [ConsumerSpec(group=group, topics=[topic_spec(topic).name], handler=make_handler(group))]
+        [
+            ConsumerSpec(
+                group=group, topics=[topic_spec(topic).name], handler=make_handler(group, slow=slow)
+            )
+        ]
         if with_consumer
         else []
     )
@@ -104,8 +111,6 @@ async def create_schema(engine: AsyncEngine) -> None:
 
 if __name__ == "__main__":
     # `python -m tests.integration.foundation.plumbing`: a worker process for kill tests.
-    import asyncio
-
     from common.main import run_worker
 
     runtime = build_runtime(topic=os.environ["PLUMBING_TOPIC"], group=os.environ["PLUMBING_GROUP"])

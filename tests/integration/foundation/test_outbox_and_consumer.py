@@ -122,6 +122,57 @@ async def test_consumer_killed_after_db_commit_before_offset_commit(
     assert survivor.returncode == 0
 
 
+async def test_drain_during_record_by_record_retry_commits_exactly_what_it_applied(
+    engine, producer, infra
+) -> None:  # type: ignore[no-untyped-def]
+    """A poison record sends its batch to the (slow) record-by-record retry; a drain part way
+    through must commit the offsets of exactly the records done, leave the rest uncommitted and
+    never dead-letter a valid event; the next consumer finishes the batch, nothing twice."""
+    topic = await make_topics(infra, "drain", "g-drain")
+    poisoned = event(key="one-key", seq=0, topic=topic, poison=True)
+    good = [event(key="one-key", seq=i, topic=topic) for i in range(1, 31)]
+    for e in [poisoned, *good]:  # one key, one partition, one batch: poison first
+        await send_raw(producer, e)
+    landed = await read_topic(
+        infra.kafka_bootstrap_servers, topic, until=lambda records: len(records) >= 31
+    )
+    offsets = {headers_of(r)["ce_id"]: r.offset for r in landed}
+    runtime = plumbing.build_runtime(topic="drain", group="g-drain", slow=0.2)
+    await runtime.start(workers=True)
+    try:
+
+        async def some_applied() -> bool:
+            return len(await applied_counts(engine, "g-drain")) >= 5
+
+        await eventually(some_applied, what="the retry one by one under way")
+    finally:
+        await runtime.stop()
+    done = await applied_counts(engine, "g-drain")
+    committed = await committed_offsets(infra.kafka_bootstrap_servers, "g-drain")
+    assert 5 <= len(done) < len(good), "the drain stopped the retry part way"
+    below = {e.id for e in good if offsets[str(e.id)] < committed}
+    assert below == set(done), "applied records and committed offsets disagree"
+    assert committed == offsets[str(good[len(done) - 1].id)] + 1
+
+    runtime = plumbing.build_runtime(topic="drain", group="g-drain")
+    await runtime.start(workers=True)
+    try:
+
+        async def all_applied() -> bool:
+            return len(await applied_counts(engine, "g-drain")) == len(good)
+
+        await eventually(all_applied, what="the rest applied after the restart")
+    finally:
+        await runtime.stop()
+    assert set((await applied_counts(engine, "g-drain")).values()) == {1}
+    dead = await read_topic(
+        infra.kafka_bootstrap_servers,
+        plumbing.dlt_spec("drain", "g-drain").name,
+        until=lambda records: len(records) >= 1,
+    )
+    assert [headers_of(r)["ce_id"] for r in dead] == [str(poisoned.id)]
+
+
 async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_on(
     engine, producer, infra
 ) -> None:  # type: ignore[no-untyped-def]

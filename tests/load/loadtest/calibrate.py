@@ -55,7 +55,8 @@ def kafka_producer_perf(
         capture_output=True,
         text=True,
         check=True,
-        timeout=600,
+        # A healthy local broker takes ~1 s per 50k records; a stuck one must not stall the run.
+        timeout=60 + records / 1_000,
     )
     summary = done.stdout.strip().splitlines()[-1]
     match = re.search(r"([\d.]+) records/sec \(([\d.]+) MB/sec\)", summary)

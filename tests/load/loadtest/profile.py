@@ -122,7 +122,14 @@ async def record(pids: dict[str, int], seconds: float, out_dir: Path) -> dict[st
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, err = await proc.communicate()
+        try:
+            # py-spy can block attaching (ptrace restrictions in some containers): never let the
+            # profile hold the run up.
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=seconds + 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return name, {"error": f"py-spy did not finish within {seconds + 30:.0f} s"}
         if proc.returncode != 0 or not output.exists():
             return name, {"error": err.decode(errors="replace")[-300:]}
         summary = summarise(output.read_text())
