@@ -190,6 +190,7 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
 
 
 SLOW_PASS_SECONDS = 2.0
+MAX_REST_SECONDS = 1.0
 
 
 class Laps:
@@ -278,9 +279,10 @@ class ScorePublisher:
                 await publish_dirty(self._runtime, limit=self._limit)
             except Exception:
                 log.exception("score publication failed; retrying")
-            # Rest at least as long as the pass took: under a backlog the publisher gets at most
-            # half the process and the consumer the rest, and a longer rest coalesces more.
-            pause = max(self._interval, time.perf_counter() - started)
+            # Rest about as long as the pass took: under a backlog the publisher gets at most
+            # half the process and the consumer the rest, and a longer rest coalesces more. But
+            # never long: one pass slowed by the machine must not delay every score behind it.
+            pause = min(max(self._interval, time.perf_counter() - started), MAX_REST_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=pause)
 

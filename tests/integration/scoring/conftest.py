@@ -19,14 +19,14 @@ from scoring.settings import ScoringSettings
 from tests.helpers import eventually, running
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def scoring(apply_env: None) -> AsyncIterator[tuple[httpx.AsyncClient, ServiceRuntime]]:
     runtime = scoring_bootstrap.build_runtime(ScoringSettings())
     async with running(runtime, scoring_bootstrap.build_app(runtime)) as client:
         yield client, runtime
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def producer(infra: Any) -> AsyncIterator[AIOKafkaProducer]:
     kafka = AIOKafkaProducer(
         bootstrap_servers=infra.kafka_bootstrap_servers, acks="all", enable_idempotence=True
