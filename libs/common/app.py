@@ -35,7 +35,9 @@ API_CSP = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+# Dependencies are `async def` even when they do no I/O: FastAPI runs a plain `def` dependency
+# in its thread pool, a thread hand-off per request that costs more than the work itself.
+async def get_runtime(request: Request) -> ServiceRuntime:
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
 
@@ -51,7 +53,7 @@ async def get_unit_of_work(runtime: RuntimeDep) -> AsyncIterator[UnitOfWork]:
 UowDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
-def require_operator(request: Request, runtime: RuntimeDep) -> None:
+async def require_operator(request: Request, runtime: RuntimeDep) -> None:
     token = bearer_token(request)
     if token is None:
         raise ProblemError(
@@ -145,6 +147,9 @@ def create_app(
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if public_docs else None,
+        # Our spans come from the OpenTelemetry instrumentation below, with our provider;
+        # FastAPI's own would only re-check the global providers (and os.environ) per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     install_problem_handlers(app)

@@ -61,7 +61,7 @@ class ActivitiesContext:
     default_rate_limit: int
 
 
-def get_context(request: Request) -> ActivitiesContext:
+async def get_context(request: Request) -> ActivitiesContext:
     context: ActivitiesContext = request.app.state.activities
     return context
 
@@ -443,7 +443,7 @@ class QueryParams:
     skill: str | None
 
 
-def query_params(
+async def query_params(
     *,
     team_id: UUID | None = None,
     member_id: UUID | None = None,

@@ -358,6 +358,10 @@ async def measure(args: argparse.Namespace, infra: Infra, *, base: str, port: in
     if args.batches > 0:
         await report_batches(args, base, key, teams, bootstrap)
     await asyncio.sleep(2)
+    # Warm-up at the measured rate: the API's DB pool grows to the concurrency this rate needs
+    # (each new connection prepares its statements once), as it would in production.
+    await bench_single(port, key, teams, rate=args.rate, seconds=3)
+    await asyncio.sleep(2)
     single = await bench_single(port, key, teams, rate=args.rate, seconds=args.seconds)
     print(
         f"single POST at {single['rate']} req/s for {args.seconds:.0f} s (open model): "
