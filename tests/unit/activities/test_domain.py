@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from activities.domain import (
@@ -244,3 +248,39 @@ def test_partner_version_is_exact_microseconds_and_grows() -> None:
     assert partner_version(at) == whole_seconds * 1_000_000 + 123_456
     assert partner_version(datetime(1970, 1, 1, tzinfo=UTC)) == 0
     assert partner_version(at + timedelta(microseconds=1)) == partner_version(at) + 1
+
+
+# ---- payload hash: orjson spells the canonical JSON as json.dumps did ----------------------
+
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_canonical = st.fixed_dictionaries(
+    {
+        "id": _texts,
+        "team_id": _texts,
+        "member_id": st.none() | _texts,
+        "occurred_at": _texts,
+        "kind": _texts,
+        "skills": st.lists(_texts, max_size=5),
+        "citizens_reached": st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        "household_hash": st.none() | _texts,
+        "audience": st.lists(_texts, max_size=4),
+        "campaign_id": st.none() | _texts,
+        "outcomes": st.dictionaries(_texts, st.integers(min_value=0, max_value=10**9)),
+    }
+)
+
+
+@given(_canonical)
+def test_payload_hash_matches_the_json_dumps_spelling(canonical: dict[str, object]) -> None:
+    """Hashes stored by earlier versions (json.dumps) must still match: a retried event stays a
+    duplicate, not a conflict, across the switch to orjson."""
+    spelled = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert payload_hash(canonical) == hashlib.sha256(spelled.encode()).digest()
+
+
+def test_payload_hash_of_a_real_event_matches_the_json_dumps_spelling() -> None:
+    e = event(skills=["online_payment"], audience=["elderly"])
+    e = e.model_copy(update={"outcomes": {"app_installs": 2, "ewallet_accounts": 1}})
+    canonical = canonical_payload(e, household="ab" * 32)
+    spelled = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert payload_hash(canonical) == hashlib.sha256(spelled.encode()).digest()
