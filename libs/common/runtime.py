@@ -24,6 +24,7 @@ from common.outbox_tables import ServiceTables
 from common.relay import OutboxRelay
 from common.settings import ServiceSettings
 from common.telemetry import build_tracer_provider
+from common.topics import CONSUMER_GROUPS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ class ConsumerSpec:
     group: str
     topics: Sequence[str]
     handler: Handler
+
+    @classmethod
+    def declared(cls, group: str, *, handler: Handler) -> ConsumerSpec:
+        """The group as `common.topics.CONSUMER_GROUPS` declares it (the one list of who reads
+        what, which the topic set-up and the lag metrics use too)."""
+        return cls(group=group, topics=[t.name for t in CONSUMER_GROUPS[group]], handler=handler)
 
 
 class ServiceRuntime:

@@ -16,7 +16,6 @@ from common.app import create_app
 from common.ratelimit import RateLimiter
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
-from common.topics import CONSUMER_GROUPS
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 GROUP = "activities"
@@ -27,13 +26,7 @@ def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
         settings=settings,
         tables=service_tables,
         migrations_dir=MIGRATIONS,
-        consumers=[
-            ConsumerSpec(
-                group=GROUP,
-                topics=[t.name for t in CONSUMER_GROUPS[GROUP]],
-                handler=teams_replica_handler(),
-            )
-        ],
+        consumers=[ConsumerSpec.declared(GROUP, handler=teams_replica_handler())],
     )
 
 

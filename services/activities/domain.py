@@ -15,7 +15,7 @@ from uuid import UUID
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from common.contracts.activities import ActivityKind, Skill
+from common.contracts.activities import ActivityKind, OutcomeName, Skill
 
 # The per-key limiter moved to common (teams limits partner reads too); re-exported here.
 from common.ratelimit import RateLimiter, TokenBucket  # noqa: F401
@@ -28,15 +28,6 @@ MAX_COUNT = 10_000  # no single activity reaches or installs more than this
 # A household visit reaches the people of one household: more is a data-entry error.
 MAX_CITIZENS_PER_HOUSEHOLD_VISIT = 50
 
-OutcomeName = Literal[
-    "public_service_accounts",
-    "online_applications",
-    "vneid_activations",
-    "app_installs",
-    "ewallet_accounts",
-    "cashless_merchants",
-    "ecommerce_products",
-]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
 Tag = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 

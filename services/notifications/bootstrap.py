@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from common.app import create_app
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
-from common.topics import CONSUMER_GROUPS
 from notifications.adapters import service_tables
 from notifications.api import router
 from notifications.delivery import DeliveryWorker
@@ -36,13 +35,7 @@ class NotificationsRuntime(ServiceRuntime):
             settings=settings,
             tables=service_tables,
             migrations_dir=MIGRATIONS,
-            consumers=[
-                ConsumerSpec(
-                    group=GROUP,
-                    topics=[t.name for t in CONSUMER_GROUPS[GROUP]],
-                    handler=notifications_handler(clock),
-                )
-            ],
+            consumers=[ConsumerSpec.declared(GROUP, handler=notifications_handler(clock))],
         )
         self.notifications = settings
         self.clock = clock

@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from common.app import create_app
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
-from common.topics import CONSUMER_GROUPS
 from scoring import api
 from scoring.adapters import service_tables
 from scoring.handlers import scoring_handler
@@ -27,13 +26,7 @@ class ScoringRuntime(ServiceRuntime):
             settings=settings,
             tables=service_tables,
             migrations_dir=MIGRATIONS,
-            consumers=[
-                ConsumerSpec(
-                    group=GROUP,
-                    topics=[t.name for t in CONSUMER_GROUPS[GROUP]],
-                    handler=scoring_handler(),
-                )
-            ],
+            consumers=[ConsumerSpec.declared(GROUP, handler=scoring_handler())],
         )
         self.publisher = ScorePublisher(self, interval=publish_interval)
 

@@ -19,17 +19,12 @@ from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from common.contracts.activities import SKILLS
+
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 NATIONAL_ID = "VN"
 LEVELS: tuple[str, ...] = ("village", "commune", "district", "province")
 SUBJECT_TYPES: tuple[str, ...] = ("team", *LEVELS, "national")
-SKILLS: tuple[str, ...] = (
-    "public_services",
-    "online_shopping",
-    "online_payment",
-    "cyber_safety",
-    "local_platforms",
-)
 # Distinct dimensions and the indicator counting each one's distinct values. A value is counted
 # where it lives, then summed upwards: teams and members at their team, households at their
 # team and at the lowest unit of its path (a household lives in one village). Weeks are hidden

@@ -10,7 +10,6 @@ from common.app import create_app
 from common.ratelimit import RateLimiter
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
-from common.topics import CONSUMER_GROUPS
 from teams import api, api_units
 from teams.adapters import service_tables
 from teams.handlers import partner_replica_handler
@@ -27,11 +26,7 @@ def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
         migrations_dir=MIGRATIONS,
         consumers=[
             # Partner apps from activities: partner keys may read within their provinces.
-            ConsumerSpec(
-                group=GROUP,
-                topics=[t.name for t in CONSUMER_GROUPS[GROUP]],
-                handler=partner_replica_handler(),
-            )
+            ConsumerSpec.declared(GROUP, handler=partner_replica_handler())
         ],
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 from uuid import UUID
 
 from common import topics
@@ -14,14 +14,7 @@ ActivityKind = Literal["household_visit", "group_session", "support_desk"]
 Skill = Literal[
     "public_services", "online_shopping", "online_payment", "cyber_safety", "local_platforms"
 ]
-SKILLS: tuple[str, ...] = (
-    "public_services",
-    "online_shopping",
-    "online_payment",
-    "cyber_safety",
-    "local_platforms",
-)
-OUTCOMES: tuple[str, ...] = (
+OutcomeName = Literal[
     "public_service_accounts",
     "online_applications",
     "vneid_activations",
@@ -29,7 +22,10 @@ OUTCOMES: tuple[str, ...] = (
     "ewallet_accounts",
     "cashless_merchants",
     "ecommerce_products",
-)
+]
+# The same names as data, in declaration order (columns, indicators, loops).
+SKILLS: tuple[str, ...] = get_args(Skill)
+OUTCOMES: tuple[str, ...] = get_args(OutcomeName)
 
 
 class ActivityRecorded(EventContract):
