@@ -22,13 +22,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+# Runnable as `python -m tests.load.bench_teams_import` without PYTHONPATH set.
+sys.path[:0] = [
+    str(ROOT / p) for p in ("deploy", "libs", "services") if str(ROOT / p) not in sys.path
+]
+
+from tests.load.loadtest.fixture import ndjson_body  # noqa: E402
+
 TOKEN = "bench-operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TEAMS = 74_422
@@ -44,7 +51,6 @@ AFFILIATIONS = (
     "resident",
     "other",
 )
-CHUNK_ROWS = 2_000
 
 
 def free_port() -> int:
@@ -54,7 +60,6 @@ def free_port() -> int:
 
 
 def communes() -> list[str]:
-    sys.path[:0] = [str(ROOT / "services"), str(ROOT / "libs")]
     from teams.units_source import current_units
 
     return [u["code"] for u in current_units() if u["level"] == "commune"]
@@ -104,18 +109,6 @@ def member_rows(team_count: int) -> Iterator[str]:
             n += 1
 
 
-async def body(lines: Iterator[str]) -> AsyncIterator[bytes]:
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= CHUNK_ROWS:
-            yield "".join(chunk).encode()
-            chunk = []
-            await asyncio.sleep(0)
-    if chunk:
-        yield "".join(chunk).encode()
-
-
 async def phase(
     client: httpx.AsyncClient,
     name: str,
@@ -127,7 +120,7 @@ async def phase(
     started = time.perf_counter()
     reply = await client.post(
         path,
-        content=body(lines()),
+        content=ndjson_body(lines()),
         headers={**AUTH, "Content-Type": content_type},
         timeout=httpx.Timeout(900),
     )
@@ -292,7 +285,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    sys.path[:0] = [str(ROOT / p) for p in ("deploy", "libs", "services")]
     from common.kafka import ensure_topics
     from devstack.infra import provide
 

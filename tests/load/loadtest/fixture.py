@@ -159,7 +159,8 @@ def plan(scale: Scale, seed: int) -> Plan:
     return Plan(scale, seed, provinces, villages, teams, sizes, trained)
 
 
-async def _body(lines: Iterator[str]) -> AsyncIterator[bytes]:
+async def ndjson_body(lines: Iterator[str]) -> AsyncIterator[bytes]:
+    """NDJSON lines streamed as a request body, in chunks of `CHUNK_ROWS` rows."""
     chunk: list[str] = []
     for line in lines:
         chunk.append(line)
@@ -182,7 +183,7 @@ async def _bulk(
     started = time.perf_counter()
     reply = await client.post(
         path,
-        content=_body(lines()),
+        content=ndjson_body(lines()),
         headers={"Content-Type": content_type},
         timeout=httpx.Timeout(1800),
     )
