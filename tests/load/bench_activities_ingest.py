@@ -16,11 +16,9 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,7 +41,8 @@ from common.db import asyncpg_dsn  # noqa: E402
 from common.envelope import OutboundEvent, kafka_headers  # noqa: E402
 from common.kafka import ensure_topics  # noqa: E402
 from common.topics import ACTIVITY_RECORDED  # noqa: E402
-from devstack.infra import Infra, provide  # noqa: E402
+from devstack.infra import Infra  # noqa: E402
+from tests.load.bench_infra import bench_infra  # noqa: E402
 
 ADMIN = "bench-operator-token"
 TEAMS = 200
@@ -401,22 +400,8 @@ def main() -> None:
         "--one-process", action="store_true", help="API, relay and consumer in one process"
     )
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="cdt-bench-"))
-    workdir.chmod(0o755)  # PostgreSQL runs as an unprivileged user and must reach its data
-    try:
-        with (workdir / "pg.log").open("w") as pg_log, (workdir / "kafka.log").open("w") as k_log:
-            infra = provide(
-                workdir / "infra", postgres_log=pg_log, kafka_log=k_log, kafka_heap="1g"
-            )
-            try:
-                asyncio.run(run(args, infra, workdir))
-            finally:
-                infra.stop()
-    finally:
-        if args.keep:
-            print(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with bench_infra("cdt-bench-activities-", keep=args.keep) as (infra, workdir):
+        asyncio.run(run(args, infra, workdir))
 
 
 if __name__ == "__main__":

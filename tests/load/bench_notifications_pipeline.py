@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -40,13 +38,14 @@ from common.contracts.scoring import ScoreComponent, ScoreUpdated  # noqa: E402
 from common.contracts.teams import UnitPath  # noqa: E402
 from common.envelope import EventContract, InboundEvent  # noqa: E402
 from common.kafka import ensure_topics  # noqa: E402
-from devstack.infra import Infra, provide  # noqa: E402
+from devstack.infra import Infra  # noqa: E402
 from notifications import adapters  # noqa: E402
 from notifications.bootstrap import NotificationsRuntime  # noqa: E402
 from notifications.delivery import DeliveryWorker  # noqa: E402
 from notifications.handlers import notifications_handler  # noqa: E402
 from notifications.settings import NotificationsSettings  # noqa: E402
 from tests.integration.notifications.support import MutableClock, Receiver, answer  # noqa: E402
+from tests.load.bench_infra import bench_infra  # noqa: E402
 
 BATCH = 500
 
@@ -224,19 +223,8 @@ def main() -> None:
     parser.add_argument("--teams", type=int, default=74_422)
     parser.add_argument("--alerts", type=int, default=2_000)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="cdt-bench-"))
-    workdir.chmod(0o755)  # PostgreSQL runs as an unprivileged user and must reach its data
-    try:
-        with (workdir / "pg.log").open("w") as pg_log, (workdir / "kafka.log").open("w") as k_log:
-            infra = provide(
-                workdir / "infra", postgres_log=pg_log, kafka_log=k_log, kafka_heap="512m"
-            )
-            try:
-                asyncio.run(run(args, infra))
-            finally:
-                infra.stop()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with bench_infra("cdt-bench-notifications-", kafka_heap="512m") as (infra, _):
+        asyncio.run(run(args, infra))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,8 @@ sys.path[:0] = [
 
 from common.contracts.activities import OUTCOMES, SKILLS  # noqa: E402
 from common.contracts.teams import UnitPath  # noqa: E402
-from devstack.infra import Infra, provide  # noqa: E402
+from devstack.infra import Infra  # noqa: E402
+from tests.load.bench_infra import bench_infra  # noqa: E402
 
 TEAMS_PER_COMMUNE = 22  # 74,422 teams / 3,321 communes
 PROVINCES = 34
@@ -32,28 +32,22 @@ PROVINCES = 34
 @contextmanager
 def infrastructure() -> Iterator[Infra]:
     """Fresh servers in a temp dir (or DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS if set)."""
-    workdir = Path(tempfile.mkdtemp(prefix="cdt-bench-"))
-    workdir.chmod(0o755)
-    with (workdir / "pg.log").open("w") as pg_log, (workdir / "kafka.log").open("w") as k_log:
-        infra = provide(workdir / "infra", postgres_log=pg_log, kafka_log=k_log, kafka_heap="1g")
-        try:
-            from common.kafka import ensure_topics
+    with bench_infra("cdt-bench-scoring-") as (infra, _):
+        from common.kafka import ensure_topics
 
-            asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
-            os.environ.update(
-                {
-                    "DATABASE_URL": infra.database_url,
-                    "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-                    "CDT_ADMIN_TOKEN": "bench-token",
-                    "CDT_ENV": "test",
-                    "CDT_TRACES_EXPORTER": "none",
-                    "CDT_TRACE_SQL": "false",
-                    "CDT_LOG_LEVEL": "WARNING",
-                }
-            )
-            yield infra
-        finally:
-            infra.stop()
+        asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
+        os.environ.update(
+            {
+                "DATABASE_URL": infra.database_url,
+                "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+                "CDT_ADMIN_TOKEN": "bench-token",
+                "CDT_ENV": "test",
+                "CDT_TRACES_EXPORTER": "none",
+                "CDT_TRACE_SQL": "false",
+                "CDT_LOG_LEVEL": "WARNING",
+            }
+        )
+        yield infra
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ sys.path[:0] = [
     str(ROOT / p) for p in ("deploy", "libs", "services") if str(ROOT / p) not in sys.path
 ]
 
+from tests.load.bench_infra import bench_infra  # noqa: E402
 from tests.load.loadtest.fixture import ndjson_body  # noqa: E402
 
 TOKEN = "bench-operator-token"
@@ -286,29 +287,22 @@ def main() -> None:
     args = parser.parse_args()
 
     from common.kafka import ensure_topics
-    from devstack.infra import provide
 
-    workdir = Path(tempfile.mkdtemp(prefix="cdt-bench-teams-"))
-    workdir.chmod(0o755)  # PostgreSQL runs unprivileged and must reach its data
-    with (workdir / "postgres.log").open("w") as pg_log, (workdir / "kafka.log").open("w") as k:
-        infra = provide(workdir / "infra", postgres_log=pg_log, kafka_log=k, kafka_heap="512m")
-        try:
-            asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", ".")),
-                "DATABASE_URL": infra.database_url,
-                "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-                "CDT_ADMIN_TOKEN": TOKEN,
-                "CDT_ENV": "test",
-                "CDT_TRACES_EXPORTER": "none",
-                "CDT_LOG_LEVEL": "WARNING",
-                # One streamed request per phase: lift the 2 MB default body limit (see report).
-                "CDT_MAX_BODY_BYTES": str(1_000_000_000),
-            }
-            asyncio.run(run(args, env))
-        finally:
-            infra.stop()
+    with bench_infra("cdt-bench-teams-", kafka_heap="512m") as (infra, _):
+        asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", ".")),
+            "DATABASE_URL": infra.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+            "CDT_ADMIN_TOKEN": TOKEN,
+            "CDT_ENV": "test",
+            "CDT_TRACES_EXPORTER": "none",
+            "CDT_LOG_LEVEL": "WARNING",
+            # One streamed request per phase: lift the 2 MB default body limit (see report).
+            "CDT_MAX_BODY_BYTES": str(1_000_000_000),
+        }
+        asyncio.run(run(args, env))
 
 
 if __name__ == "__main__":
