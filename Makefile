@@ -6,7 +6,7 @@ export PYTHONPATH := $(CURDIR)/libs:$(CURDIR)/services:$(CURDIR)/deploy
 PYTEST_ARGS ?=
 
 .PHONY: trace install run test test-unit test-integration lint typecheck check lock clean kafka-jars \
-	loadtest loadtest-smoke
+	loadtest loadtest-smoke bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ loadtest: install ## national fixture, calibration, ramp, 50%/80% phases; report
 loadtest-smoke: install ## the same at smoke scale (two provinces, ~1 min of load)
 	$(LOADTEST) --scale smoke --ramp-start 20 --ramp-factor 2 --ramp-step 10 --duration 20 \
 		--calibration-records 50000 $(ARGS)
+
+# Each benchmark starts its own PostgreSQL and Kafka in a temp dir (removed afterwards) and prints
+# its figures; ~8 min in all here. One at a time: python -m tests.load.bench_<name> -h.
+bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams import, notifications)
+	$(PY) -m tests.load.bench_activities_ingest --batches 100 --rate 200 --seconds 15
+	$(PY) -m tests.load.bench_scoring_throughput 30000 2000
+	$(PY) -m tests.load.bench_scoring_recompute 200000 1500
+	$(PY) -m tests.load.bench_teams_import
+	$(PY) -m tests.load.bench_notifications_pipeline
 
 test: install ## the whole suite against real Postgres and Kafka (started by the suite)
 	$(PY) -m pytest $(PYTEST_ARGS)
