@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -9,7 +10,7 @@ from typing import Any
 
 import orjson
 from opentelemetry.propagate import inject
-from sqlalchemy import insert
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -63,6 +64,29 @@ def outbox_row(event: OutboundEvent) -> dict[str, Any]:
     }
 
 
+OUTBOX_CHUNK = 5_000
+_PLAIN_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "topic")
+_JSON_COLUMNS = ("payload", "headers")
+
+
+@functools.cache
+def _outbox_insert(tables: ServiceTables) -> TextClause:
+    """INSERT … SELECT FROM unnest(column arrays) WITH ORDINALITY: one statement for many rows,
+    inserted (and so numbered by `seq`, the relay's order) in the order they were published."""
+    outbox = tables.outbox
+    return text(
+        f'INSERT INTO "{outbox.schema}"."{outbox.name}"'  # noqa: S608 - our own table, values bound
+        " (id, aggregatetype, aggregateid, type, topic, payload, headers)"
+        " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS jsonb),"
+        " CAST(headers AS jsonb)"
+        " FROM unnest(CAST(:id AS uuid[]), CAST(:aggregatetype AS text[]),"
+        " CAST(:aggregateid AS text[]), CAST(:type AS text[]), CAST(:topic AS text[]),"
+        " CAST(:payload AS text[]), CAST(:headers AS text[]))"
+        " WITH ORDINALITY AS r(id, aggregatetype, aggregateid, type, topic, payload, headers, n)"
+        " ORDER BY n"
+    )
+
+
 class UnitOfWork:
     """One transaction: domain changes plus the events they raise, committed atomically.
 
@@ -85,10 +109,23 @@ class UnitOfWork:
         self._pending.append(event)
 
     async def flush_events(self) -> None:
-        if self._pending:
-            rows = [outbox_row(e) for e in self._pending]
-            await self.session.execute(insert(self._tables.outbox), rows)
-            self._pending.clear()
+        """The pending events as outbox rows, in order, one statement per `OUTBOX_CHUNK`: a
+        statement per row cost PostgreSQL ~0.05 ms each, and the score publisher writes
+        thousands per pass."""
+        if not self._pending:
+            return
+        statement = _outbox_insert(self._tables)
+        rows = [outbox_row(e) for e in self._pending]
+        for start in range(0, len(rows), OUTBOX_CHUNK):
+            chunk = rows[start : start + OUTBOX_CHUNK]
+            await self.session.execute(
+                statement,
+                {
+                    **{column: [r[column] for r in chunk] for column in _PLAIN_COLUMNS},
+                    **{column: [dump_json(r[column]) for r in chunk] for column in _JSON_COLUMNS},
+                },
+            )
+        self._pending.clear()
 
     async def commit(self) -> None:
         await self.flush_events()
