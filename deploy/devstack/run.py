@@ -19,7 +19,7 @@ import urllib.request
 from functools import partial
 from pathlib import Path
 
-from devstack.infra import provide
+from devstack.infra import Infra, provide
 from devstack.procs import pump_lines, spawn, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +74,19 @@ def admin_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def service_env(infra: Infra, *, data_dir: Path, token: str) -> dict[str, str]:
+    """The environment each service process gets from `make run` (and the load test's stack)."""
+    return {
+        **os.environ,
+        "DATABASE_URL": infra.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+        "CDT_ADMIN_TOKEN": token,
+        "CDT_TRACE_FILE": str(data_dir / "traces.jsonl"),
+        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "deploy")),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
@@ -112,15 +125,7 @@ def main() -> int:
         created = asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
         say(f"{prefix('run')} topics ready ({len(created)} created)")
         token = admin_token(data_dir)
-        env = {
-            **os.environ,
-            "DATABASE_URL": infra.database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-            "CDT_ADMIN_TOKEN": token,
-            "CDT_TRACE_FILE": str(data_dir / "traces.jsonl"),
-            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "deploy")),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = service_env(infra, data_dir=data_dir, token=token)
         for name in SERVICES:
             proc = spawn([sys.executable, "-m", name, "api"], env=env, cwd=ROOT)
             assert proc.stdout is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -137,6 +136,7 @@ def start(
     from common.kafka import ensure_topics
     from devstack.infra import provide
     from devstack.procs import spawn, stop_process, wait_until
+    from devstack.run import admin_token, service_env
 
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "loadtest" / "logs"
@@ -162,23 +162,10 @@ def start(
         if infra.kafka is not None and infra.kafka.proc is not None:
             stack.pids["kafka"] = infra.kafka.proc.pid
         asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
-        token = os.environ.get("CDT_ADMIN_TOKEN")
-        if token is None:
-            path = data_dir / "admin-token"
-            if not path.exists():
-                path.write_text(secrets.token_urlsafe(32))
-                path.chmod(0o600)
-            token = path.read_text().strip()
-        stack.token = token
+        stack.token = admin_token(data_dir)
         stack.settings = service_settings(trace_ratio)
         env = {
-            **os.environ,
-            "DATABASE_URL": infra.database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-            "CDT_ADMIN_TOKEN": token,
-            "CDT_TRACE_FILE": str(data_dir / "traces.jsonl"),
-            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "deploy")),
-            "PYTHONUNBUFFERED": "1",
+            **service_env(infra, data_dir=data_dir, token=stack.token),
             **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
             **stack.settings,
         }
