@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from devstack.run import ready
 from tests.load.loadtest.sampler import pid_listening
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -36,14 +36,6 @@ class Stack:
         for stop in reversed(self._stops):
             stop()
         self._stops.clear()
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
 
 
 def _token(data_dir: Path, given: str | None) -> str | None:
