@@ -340,7 +340,8 @@ async def test_bulk_teams_and_members_report_rows_and_are_idempotent(teams) -> N
     ]
     rows.append({**rows[1], "code": f"BM{t}-X", "team_code": f"B{t}-3"})
     rows.append({**rows[1], "code": f"BM{t}-Y", "role": "captain"})
-    rows.append({**rows[1], "code": f"BM{t}-Z", "phone": "12"})
+    # A rejected value no generated code can contain (codes are digits and hex letters).
+    rows.append({**rows[1], "code": f"BM{t}-Z", "phone": "+84-PHONE-XYZ"})
     body = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
     report = (await client.post("/v1/members:bulk", content=body, headers=NDJSON)).json()
     assert (report["created"], report["rejected"]) == (5, 3)
@@ -349,7 +350,7 @@ async def test_bulk_teams_and_members_report_rows_and_are_idempotent(teams) -> N
         (7, "role"),
         (8, "phone"),
     }
-    assert "12" not in json.dumps(report["errors"])  # the rejected phone is not echoed
+    assert "PHONE-XYZ" not in json.dumps(report["errors"])  # the rejected phone is not echoed
     team_view = (await client.get(f"/v1/teams/B{t}-1", headers=OPERATOR)).json()
     assert team_view["health"]["size"] == 5 and team_view["health"]["trained"] == 2
     assert team_view["health"]["ok"] is True
