@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,25 +176,26 @@ class OutboxRelay:
 
     async def _send_all(self, rows: Sequence[Any]) -> None:
         deliveries = []
-        for row in rows:
-            headers: dict[str, str] = dict(row.headers)
+        for topic, parent, group in _trace_groups(rows):
+            # One producer span per run of rows continuing the same trace (a batch request's
+            # thousand events share one): a span per record cost a quarter of the relay's CPU.
             with self._tracer.start_as_current_span(
-                f"send {row.topic}",
-                context=context_from_headers(headers),
+                f"send {topic}",
+                context=context_from_headers(parent),
                 kind=SpanKind.PRODUCER,
-                attributes=producer_span_attributes(
-                    topic=row.topic, message_id=str(row.id), key=row.aggregateid
-                ),
+                attributes=_send_attributes(topic, group),
             ):
-                inject(headers)  # the consumer continues from this producer span
-                deliveries.append(
-                    await self._producer.send(
-                        row.topic,
-                        value=row.payload.encode(),
-                        key=row.aggregateid.encode(),
-                        headers=kafka_headers(headers),
+                carrier: dict[str, str] = {}
+                inject(carrier)  # the consumers continue from this producer span
+                for row in group:
+                    deliveries.append(
+                        await self._producer.send(
+                            topic,
+                            value=row.payload.encode(),
+                            key=row.aggregateid.encode(),
+                            headers=kafka_headers({**row.headers, **carrier}),
+                        )
                     )
-                )
         await asyncio.gather(*deliveries)
 
     async def _refresh_backlog_metrics(self) -> None:
@@ -217,6 +219,24 @@ class OutboxRelay:
         metrics.OUTBOX_BACKLOG.labels(self._service).set(row[0])
         age = (datetime.now(UTC) - row[1]).total_seconds() if row[1] else 0.0
         metrics.OUTBOX_OLDEST_AGE.labels(self._service).set(age)
+
+
+def _trace_groups(rows: Sequence[Any]) -> Iterator[tuple[str, dict[str, str], list[Any]]]:
+    """Consecutive rows of one topic that continue one trace context, in outbox order."""
+
+    def parent_of(row: Any) -> tuple[str, str | None, str | None]:
+        return row.topic, row.headers.get("traceparent"), row.headers.get("tracestate")
+
+    for (topic, _, _), group in itertools.groupby(rows, key=parent_of):
+        members = list(group)
+        yield topic, dict(members[0].headers), members
+
+
+def _send_attributes(topic: str, group: Sequence[Any]) -> dict[str, Any]:
+    if len(group) == 1:
+        row = group[0]
+        return producer_span_attributes(topic=topic, message_id=str(row.id), key=row.aggregateid)
+    return producer_span_attributes(topic=topic, count=len(group))
 
 
 async def outbox_backlog(engine: AsyncEngine, tables: ServiceTables) -> int:

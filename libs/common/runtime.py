@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.consumer import ConsumerRunner, Handler
-from common.db import UnitOfWork, create_engine
+from common.db import DirectConnections, UnitOfWork, create_engine
 from common.kafka import ensure_topics, make_producer
 from common.lag import LagMonitor
 from common.migrations import upgrade
@@ -70,6 +70,7 @@ class ServiceRuntime:
                 skip_dep_check=True,
             )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.direct = DirectConnections(settings, tracer=self.tracer)
         self.producer: AIOKafkaProducer | None = None
         # Producers replaced after a fatal error: consumers may still hold them (dead letters).
         self._retired_producers: list[AIOKafkaProducer] = []
@@ -131,6 +132,7 @@ class ServiceRuntime:
             if producer is not None:
                 with contextlib.suppress(KafkaError, OSError):
                     await producer.stop()
+        await self.direct.close()
         await self.engine.dispose()
         self.tracer_provider.shutdown()
 

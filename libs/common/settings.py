@@ -21,7 +21,7 @@ class ServiceSettings(BaseSettings):
     cdt_env: Literal["dev", "test", "prod"] = "dev"
 
     database_url: str = "postgresql+asyncpg://cdt@127.0.0.1:5432/cdt"
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_size: int = Field(default=20, ge=1, le=200)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     create_topics: bool = Field(default=True, alias="CDT_CREATE_TOPICS")
     run_migrations: bool = Field(default=True, alias="CDT_RUN_MIGRATIONS")

@@ -112,15 +112,22 @@ def span_link(headers: Mapping[str, str]) -> Link | None:
     return Link(span_context) if span_context.is_valid else None
 
 
-def producer_span_attributes(*, topic: str, message_id: str, key: str) -> dict[str, Any]:
-    return {
+def producer_span_attributes(
+    *, topic: str, message_id: str | None = None, key: str | None = None, count: int = 1
+) -> dict[str, Any]:
+    """A send of one message (its id and key) or of a batch (`count`, no per-message ids)."""
+    attributes: dict[str, Any] = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation.type": "send",
         "messaging.operation.name": "send",
         "messaging.destination.name": topic,
-        "messaging.message.id": message_id,
-        "messaging.kafka.message.key": key,
     }
+    if count > 1:
+        attributes["messaging.batch.message_count"] = count
+    else:
+        attributes["messaging.message.id"] = message_id
+        attributes["messaging.kafka.message.key"] = key
+    return attributes
 
 
 def consumer_span_attributes(*, topic: str, group: str, count: int) -> dict[str, Any]:

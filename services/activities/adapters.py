@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from sqlalchemy import (
     Boolean,
     Column,
@@ -25,7 +26,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
 from common.contracts.teams import MemberChanged, TeamChanged
-from common.db import dump_json
+from common.db import DirectConnections, dump_json
 from common.outbox_tables import define_service_tables
 
 SCHEMA = "activities"
@@ -186,37 +186,45 @@ async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
     )
 
 
-_LOAD_REPLICA = text("""
+# Ingest statements run on plain asyncpg connections (`common.db.DirectConnections`): numbered
+# parameters, no SQLAlchemy in the way of the hottest path.
+_LOAD_REPLICA = """
 SELECT 'team' AS entity, id, status, province, district, commune, village, established_on,
   dissolved_on, NULL::uuid AS team_id, NULL::date AS joined_on, NULL::date AS left_on,
   NULL::boolean AS removed, traceparent
-FROM activities.team_replica WHERE id = ANY(CAST(:teams AS uuid[]))
+FROM activities.team_replica WHERE id = ANY($1::uuid[])
 UNION ALL
 SELECT 'member', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, team_id, joined_on, left_on,
   removed, NULL
-FROM activities.member_replica WHERE id = ANY(CAST(:members AS uuid[]))
-""")
+FROM activities.member_replica WHERE id = ANY($2::uuid[])
+"""
 
 
 async def load_replica(
-    session: AsyncSession, *, team_ids: Sequence[UUID], member_ids: Sequence[UUID]
+    db: DirectConnections,
+    connection: asyncpg.Connection,
+    *,
+    team_ids: Sequence[UUID],
+    member_ids: Sequence[UUID],
 ) -> tuple[dict[UUID, TeamView], dict[UUID, MemberView]]:
     """Teams and members of a batch in one round trip."""
     teams: dict[UUID, TeamView] = {}
     members: dict[UUID, MemberView] = {}
     if not team_ids and not member_ids:
         return teams, members
-    rows = await session.execute(
-        _LOAD_REPLICA, {"teams": list(team_ids), "members": list(member_ids)}
+    rows = await db.fetch(
+        connection, _LOAD_REPLICA, list(team_ids), list(member_ids), operation="SELECT replica"
     )
     for r in rows:
-        if r.entity == "team":
-            teams[r.id] = TeamView(
-                r.id, r.status, r.province, r.district, r.commune, r.village, r.established_on,
-                r.dissolved_on, r.traceparent,
+        if r["entity"] == "team":
+            teams[r["id"]] = TeamView(
+                r["id"], r["status"], r["province"], r["district"], r["commune"], r["village"],
+                r["established_on"], r["dissolved_on"], r["traceparent"],
             )  # fmt: skip
         else:
-            members[r.id] = MemberView(r.id, r.team_id, r.joined_on, r.left_on, r.removed)
+            members[r["id"]] = MemberView(
+                r["id"], r["team_id"], r["joined_on"], r["left_on"], r["removed"]
+            )
     return teams, members
 
 
@@ -256,16 +264,18 @@ async def add_partner(
     )
 
 
-async def partner_by_lookup(session: AsyncSession, lookup: str) -> Partner | None:
-    p = partners.c
-    row = (
-        await session.execute(
-            select(p.id, p.name, p.provinces, p.rate_limit_per_second, p.key_hash, p.status).where(
-                p.key_lookup == lookup
-            )
-        )
-    ).first()
-    return Partner(*row) if row else None
+_PARTNER_BY_LOOKUP = """
+SELECT id, name, provinces, rate_limit_per_second, key_hash, status
+FROM activities.partners WHERE key_lookup = $1
+"""
+
+
+async def partner_by_lookup(
+    db: DirectConnections, connection: asyncpg.Connection, lookup: str
+) -> Partner | None:
+    """Read on every request, never cached: a rotated or revoked key fails at once."""
+    rows = await db.fetch(connection, _PARTNER_BY_LOOKUP, lookup, operation="SELECT partners")
+    return Partner(*rows[0]) if rows else None
 
 
 async def replace_key(
@@ -350,31 +360,27 @@ class NewActivity:
     outbox: dict[str, Any]
 
 
-_EXISTING_HASHES = text(
-    "SELECT id, payload_hash FROM activities.activity_ids WHERE id = ANY(CAST(:ids AS uuid[]))"
-)
+_EXISTING_HASHES = "SELECT id, payload_hash FROM activities.activity_ids WHERE id = ANY($1::uuid[])"
 
 
-async def existing_hashes(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID, bytes]:
+async def existing_hashes(
+    db: DirectConnections, connection: asyncpg.Connection, ids: Sequence[UUID]
+) -> dict[UUID, bytes]:
     if not ids:
         return {}
-    rows = await session.execute(_EXISTING_HASHES, {"ids": list(ids)})
-    return {r.id: r.payload_hash for r in rows}
+    rows = await db.fetch(connection, _EXISTING_HASHES, list(ids), operation="SELECT activity_ids")
+    return {r["id"]: r["payload_hash"] for r in rows}
 
 
 # One set-based statement: claim the ids, store the new activities and their outbox rows.
 # Rows whose id another transaction claimed meanwhile are skipped (ON CONFLICT DO NOTHING) and
 # the caller classifies them as duplicate or conflict.
-_INSERT_BATCH = text("""
+_INSERT_BATCH = """
 WITH input AS (
   SELECT * FROM unnest(
-    CAST(:id AS uuid[]), CAST(:payload_hash AS bytea[]), CAST(:occurred_at AS timestamptz[]),
-    CAST(:team_id AS uuid[]), CAST(:member_id AS uuid[]), CAST(:kind AS text[]),
-    CAST(:skills AS text[]), CAST(:citizens AS int[]), CAST(:household AS text[]),
-    CAST(:audience AS text[]), CAST(:campaign AS text[]), CAST(:outcomes AS text[]),
-    CAST(:province AS text[]), CAST(:district AS text[]), CAST(:commune AS text[]),
-    CAST(:village AS text[]), CAST(:event_id AS uuid[]), CAST(:topic AS text[]),
-    CAST(:type AS text[]), CAST(:payload AS text[]), CAST(:headers AS text[])
+    $1::uuid[], $2::bytea[], $3::timestamptz[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
+    $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+    $15::text[], $16::text[], $17::uuid[], $18::text[], $19::text[], $20::text[], $21::text[]
   ) WITH ORDINALITY AS t(id, payload_hash, occurred_at, team_id, member_id, kind, skills,
     citizens, household, audience, campaign, outcomes, province, district, commune, village,
     event_id, topic, type, payload, headers, ord)
@@ -382,8 +388,7 @@ WITH input AS (
 claimed AS (
   INSERT INTO activities.activity_ids (id, payload_hash, occurred_at, partner_id, team_id,
     recorded_at)
-  SELECT id, payload_hash, occurred_at, CAST(:partner_id AS uuid), team_id,
-    CAST(:recorded_at AS timestamptz)
+  SELECT id, payload_hash, occurred_at, $22::uuid, team_id, $23::timestamptz
   FROM input ORDER BY ord
   ON CONFLICT (id) DO NOTHING
   RETURNING id
@@ -392,8 +397,8 @@ stored AS (
   INSERT INTO activities.activities (occurred_at, id, team_id, member_id, partner_id, recorded_at,
     kind, skills, citizens_reached, household_hash, audience, campaign_id, outcomes, province,
     district, commune, village)
-  SELECT occurred_at, id, team_id, member_id, CAST(:partner_id AS uuid),
-    CAST(:recorded_at AS timestamptz), kind, string_to_array(skills, ','), citizens, household,
+  SELECT occurred_at, id, team_id, member_id, $22::uuid, $23::timestamptz, kind,
+    string_to_array(skills, ','), citizens, household,
     string_to_array(audience, ','), campaign, CAST(outcomes AS jsonb), province, district,
     commune, village
   FROM input JOIN claimed USING (id)
@@ -405,17 +410,19 @@ published AS (
   FROM input JOIN claimed USING (id) ORDER BY ord
 )
 SELECT id FROM claimed
-""")
+"""
 
 
 async def insert_activities(
-    session: AsyncSession,
+    db: DirectConnections,
+    connection: asyncpg.Connection,
     batch: Sequence[NewActivity],
     *,
     partner_id: UUID,
     recorded_at: datetime,
 ) -> set[UUID]:
-    """Store the batch in one statement; returns the ids this transaction claimed."""
+    """Store the batch in one statement (atomic on its own); returns the ids it claimed.
+    The column arrays are in the order of the statement's parameters $1-$21."""
     if not batch:
         return set()
     columns: dict[str, list[Any]] = {
@@ -441,10 +448,11 @@ async def insert_activities(
         "payload": [dump_json(a.outbox["payload"]) for a in batch],
         "headers": [dump_json(a.outbox["headers"]) for a in batch],
     }
-    result = await session.execute(
-        _INSERT_BATCH, {**columns, "partner_id": partner_id, "recorded_at": recorded_at}
-    )
-    return {row[0] for row in result}
+    rows = await db.fetch(
+        connection, _INSERT_BATCH, *columns.values(), partner_id, recorded_at,
+        operation="INSERT activities",
+    )  # fmt: skip
+    return {row[0] for row in rows}
 
 
 # ---- corrections ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from uuid6 import uuid7
 
 from activities import adapters
@@ -82,9 +82,7 @@ def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
 
 
-async def authenticate(
-    request: Request, runtime: RuntimeDep, uow: UowDep, context: ContextDep
-) -> Principal:
+async def authenticate(request: Request, runtime: RuntimeDep, context: ContextDep) -> Principal:
     """The operator token, or an active partner key (then rate-limited)."""
     token = bearer_token(request)
     if token is None:
@@ -94,7 +92,8 @@ async def authenticate(
     lookup = key_lookup(token)
     if lookup is None:
         raise _unauthorized("The API key is malformed.")
-    partner = await adapters.partner_by_lookup(uow.session, lookup)
+    async with runtime.direct.acquire() as connection:
+        partner = await adapters.partner_by_lookup(runtime.direct, connection, lookup)
     # Same answer for unknown, wrong and revoked keys: nothing to learn by probing.
     if partner is None or partner.status != "active" or not key_matches(token, partner.key_hash):
         raise _unauthorized("The API key is not valid.")
@@ -257,6 +256,16 @@ async def _json_body(request: Request) -> Any:
         raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.") from exc
 
 
+_ITEMS: TypeAdapter[list[ActivityIn]] = TypeAdapter(list[ActivityIn])
+
+
+def _parse_items(raw_items: list[Any]) -> list[ActivityIn | Rejection]:
+    try:  # the common case, every item valid: one validator call for the whole batch
+        return list(_ITEMS.validate_python(raw_items))
+    except ValidationError:  # then item by item, to reject exactly the bad ones and say why
+        return [_parse_item(item) for item in raw_items]
+
+
 def _parse_item(item: Any) -> ActivityIn | Rejection:
     if not isinstance(item, dict):
         return Rejection("invalid", "An activity must be a JSON object.")
@@ -311,14 +320,15 @@ def _item_json(result: ItemResult) -> dict[str, Any]:
     openapi_extra=_ACTIVITY_BODY,
 )
 async def post_activity(
-    request: Request, principal: PrincipalDep, uow: UowDep, context: ContextDep
+    request: Request, principal: PrincipalDep, runtime: RuntimeDep, context: ContextDep
 ) -> JSONResponse:
     partner = _partner_only(principal)
     item = _parse_item(await _json_body(request))
     if isinstance(item, Rejection):
         count_rejection(item)
         raise _rejection_problem(item, None)
-    (result,) = await context.ingestor.ingest(uow, partner, [item])
+    async with runtime.direct.acquire() as connection:
+        (result,) = await context.ingestor.ingest(runtime.direct, connection, partner, [item])
     if result.rejection is not None:
         raise _rejection_problem(result.rejection, item.id)
     code = 201 if result.status == "accepted" else 200
@@ -334,7 +344,7 @@ async def post_activity(
     openapi_extra=_BATCH_BODY,
 )
 async def post_batch(
-    request: Request, principal: PrincipalDep, uow: UowDep, context: ContextDep
+    request: Request, principal: PrincipalDep, runtime: RuntimeDep, context: ContextDep
 ) -> JSONResponse:
     """Up to 1,000 events (`{"items": [...]}` or a bare array); one result per item."""
     partner = _partner_only(principal)
@@ -348,8 +358,9 @@ async def post_batch(
         raise ProblemError(
             413, "Content Too Large", f"A batch holds at most {MAX_BATCH_ITEMS} items."
         )
-    items = [_parse_item(item) for item in raw_items]
-    results = await context.ingestor.ingest(uow, partner, items)
+    items = _parse_items(raw_items)
+    async with runtime.direct.acquire() as connection:
+        results = await context.ingestor.ingest(runtime.direct, connection, partner, items)
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate")}
     return JSONResponse(
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -202,7 +203,14 @@ def household_hash(household_ref: str | None, *, key: bytes) -> str | None:
     """Keyed hash: repeat visits to one household match, the household itself stays unknown."""
     if household_ref is None:
         return None
-    return hmac.new(key, household_ref.encode(), hashlib.sha256).hexdigest()
+    keyed = _keyed_sha256(key).copy()  # the key's HMAC pads are hashed once, not per event
+    keyed.update(household_ref.encode())
+    return keyed.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed_sha256(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def canonical_payload(event: ActivityIn, *, household: str | None) -> dict[str, Any]:
@@ -225,26 +233,19 @@ def canonical_payload(event: ActivityIn, *, household: str | None) -> dict[str, 
 def recorded_payload(
     event: ActivityIn,
     *,
+    canonical: dict[str, Any],
     team: TeamView,
     partner_id: UUID,
-    household: str | None,
     recorded_at: datetime,
 ) -> dict[str, Any]:
-    """The `ActivityRecorded` payload, JSON-ready, with the team's unit path."""
+    """The `ActivityRecorded` payload, JSON-ready: the event's canonical fields (already built
+    for its hash, so ids are spelt once per event), `occurred_at` with the partner's own offset,
+    and the team's unit path."""
     return {
-        "id": str(event.id),
-        "team_id": str(event.team_id),
-        "member_id": str(event.member_id) if event.member_id else None,
-        "partner_id": str(partner_id),
+        **canonical,
         "occurred_at": event.occurred_at.isoformat(),
+        "partner_id": str(partner_id),
         "recorded_at": recorded_at.isoformat(),
-        "kind": event.kind,
-        "skills": sorted(set(event.skills)),
-        "citizens_reached": event.citizens_reached,
-        "household_hash": household,
-        "audience": sorted(set(event.audience)),
-        "campaign_id": event.campaign_id,
-        "outcomes": {k: v for k, v in sorted(event.outcomes.items()) if v},
         "unit_path": {
             "province": team.province,
             "district": team.district,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
+import asyncpg
 from opentelemetry import trace as otel_trace
 from opentelemetry.propagate import inject
 
@@ -25,7 +27,7 @@ from activities.domain import (
 )
 from activities.metrics import EVENTS
 from common.contracts.activities import ActivityRecorded
-from common.db import UnitOfWork
+from common.db import DirectConnections
 from common.envelope import OutboundEvent
 from common.telemetry import span_link
 
@@ -47,6 +49,7 @@ class _Candidate:
     index: int
     event: ActivityIn
     household: str | None
+    canonical: dict[str, Any]
     digest: bytes
 
 
@@ -63,34 +66,40 @@ class Ingestor:
         self._clock = clock
 
     async def ingest(
-        self, uow: UnitOfWork, partner: Partner, items: Sequence[ActivityIn | Rejection]
+        self,
+        db: DirectConnections,
+        connection: asyncpg.Connection,
+        partner: Partner,
+        items: Sequence[ActivityIn | Rejection],
     ) -> list[ItemResult]:
-        """One result per item, in order; commits the unit of work.
+        """One result per item, in order.
 
-        Happy path in two statements (replica lookup, then one insert of ids, rows and outbox);
-        ids already stored are found by the insert's ON CONFLICT and only then looked up, so a
-        retried event is `duplicate` (or a conflict) even if it would not validate any more.
+        Happy path in two statements (replica lookup, then one insert of ids, rows and outbox,
+        atomic on its own); ids already stored are found by the insert's ON CONFLICT and only
+        then looked up, so a retried event is `duplicate` (or a conflict) even if it would not
+        validate any more.
         """
         results: dict[int, ItemResult] = {}
         candidates = self._first_occurrences(items, results)
         now = self._clock()
-        accepted = await self._validate(uow, candidates, partner=partner, now=now, results=results)
+        accepted = await self._validate(
+            db, connection, candidates, partner=partner, now=now, results=results
+        )
         claimed = await adapters.insert_activities(
-            uow.session, accepted, partner_id=partner.id, recorded_at=now
+            db, connection, accepted, partner_id=partner.id, recorded_at=now
         )
         for c in candidates:
             if c.event.id in claimed:
                 results[c.index] = ItemResult(c.index, c.event.id, "accepted")
         # Rejected or not claimed: maybe stored earlier (a retry) or by a concurrent request.
         unsettled = [c for c in candidates if c.event.id not in claimed]
-        stored = await adapters.existing_hashes(uow.session, [c.event.id for c in unsettled])
+        stored = await adapters.existing_hashes(db, connection, [c.event.id for c in unsettled])
         for c in unsettled:
             if c.event.id in stored:
                 same = stored[c.event.id] == c.digest
                 results[c.index] = _repeat(c.index, c.event.id, same=same)
             elif c.index not in results:  # not claimed yet not stored: cannot happen, be safe
                 results[c.index] = ItemResult(c.index, c.event.id, "rejected", CONFLICT)
-        await uow.commit()
         ordered = [results[i] for i in range(len(items))]
         _count(ordered)
         return ordered
@@ -116,7 +125,8 @@ class Ingestor:
 
     async def _validate(
         self,
-        uow: UnitOfWork,
+        db: DirectConnections,
+        connection: asyncpg.Connection,
         candidates: list[_Candidate],
         *,
         partner: Partner,
@@ -124,7 +134,8 @@ class Ingestor:
         results: dict[int, ItemResult],
     ) -> list[NewActivity]:
         teams, members = await adapters.load_replica(
-            uow.session,
+            db,
+            connection,
             team_ids=list({c.event.team_id for c in candidates}),
             member_ids=list({c.event.member_id for c in candidates if c.event.member_id}),
         )
@@ -151,8 +162,8 @@ class Ingestor:
 
     def _candidate(self, index: int, event: ActivityIn) -> _Candidate:
         household = household_hash(event.household_ref, key=self._key)
-        digest = payload_hash(canonical_payload(event, household=household))
-        return _Candidate(index, event, household, digest)
+        canonical = canonical_payload(event, household=household)
+        return _Candidate(index, event, household, canonical, payload_hash(canonical))
 
     def _new_activity(
         self,
@@ -166,19 +177,20 @@ class Ingestor:
         event = c.event
         assert team.province is not None
         payload = recorded_payload(
-            event, team=team, partner_id=partner.id, household=c.household, recorded_at=now
+            event, canonical=c.canonical, team=team, partner_id=partner.id, recorded_at=now
         )
         # Built as a JSON-ready dict (checked against the ActivityRecorded contract by the unit
         # tests): at 10,000 events/s a model round trip per event is a large share of the CPU.
         envelope = OutboundEvent(
             topic=ActivityRecorded.TOPIC.name,
-            key=str(event.team_id),
+            key=payload["team_id"],
             type=ActivityRecorded.CE_TYPE,
             source=SOURCE,
             aggregate_type=ActivityRecorded.AGGREGATE,
             data=payload,
             dataschema=ActivityRecorded.dataschema(),
-            subject=str(event.id),
+            subject=payload["id"],
+            time=now,
         )
         return NewActivity(
             id=event.id,
@@ -215,8 +227,9 @@ def _repeat(index: int, activity_id: UUID, *, same: bool) -> ItemResult:
 
 
 def _count(results: Sequence[ItemResult]) -> None:
-    for r in results:
-        EVENTS.labels(r.status, r.rejection.reason if r.rejection else "").inc()
+    outcomes = Counter((r.status, r.rejection.reason if r.rejection else "") for r in results)
+    for (status, reason), n in outcomes.items():
+        EVENTS.labels(status, reason).inc(n)
 
 
 def count_rejection(rejection: Rejection) -> None:

@@ -172,8 +172,8 @@ async def topic_end(bootstrap: str) -> int:
 
 
 async def bench_batches(
-    base: str, key: str, teams: Sequence[Any], *, batches: int, size: int, concurrency: int,
-    bootstrap: str,
+    bases: Sequence[str], key: str, teams: Sequence[Any], *, batches: int, size: int,
+    concurrency: int, bootstrap: str,
 ) -> dict[str, float]:  # fmt: skip
     bodies = [
         json.dumps({"items": [make_event(teams) for _ in range(size)]}) for _ in range(batches)
@@ -185,17 +185,18 @@ async def bench_batches(
     accepted = 0
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: httpx.AsyncClient, base: str) -> None:
         nonlocal accepted
         while not queue.empty():
             body = queue.get_nowait()
-            reply = await client.post("/v1/activities:batch", content=body, headers=headers)
+            reply = await client.post(f"{base}/v1/activities:batch", content=body, headers=headers)
             reply.raise_for_status()
             accepted += reply.json()["accepted"]
 
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    async with httpx.AsyncClient(timeout=120) as client:
+        # Each client worker posts to one API process (as a load balancer would spread them).
+        await asyncio.gather(*(worker(client, bases[i % len(bases)]) for i in range(concurrency)))
     answered = time.perf_counter() - started
     total = batches * size
     while await topic_end(bootstrap) - start_offset < total:
@@ -264,16 +265,16 @@ class RawClient:
 
 
 async def bench_single(
-    port: int, key: str, teams: Sequence[Any], *, rate: int, seconds: float
+    ports: Sequence[int], key: str, teams: Sequence[Any], *, rate: int, seconds: float
 ) -> dict[str, Any]:
-    client = RawClient("127.0.0.1", port)
+    clients = [RawClient("127.0.0.1", port) for port in ports]
     headers = {"authorization": f"Bearer {key}"}
     total = int(rate * seconds)
     bodies = [json.dumps(make_event(teams)).encode() for _ in range(total)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
 
-    async def one(body: bytes, due: float) -> None:
+    async def one(body: bytes, due: float, client: RawClient) -> None:
         try:
             status = await client.post("/v1/activities", body, headers)
         except (OSError, asyncio.IncompleteReadError):
@@ -288,9 +289,10 @@ async def bench_single(
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(body, due)))
+        tasks.append(asyncio.create_task(one(body, due, clients[i % len(clients)])))
     await asyncio.gather(*tasks)
-    client.close()
+    for client in clients:
+        client.close()
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -311,27 +313,31 @@ async def bench_single(
 
 async def run(args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
     await ensure_topics(infra.kafka_bootstrap_servers)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = service_env(infra, port, workdir)
+    ports = [free_port() for _ in range(args.api_processes)]
     procs: list[subprocess.Popen[bytes]] = []
-    # The deployment shape for load: the API process serves HTTP only, a worker process of the
-    # same service runs the outbox relay and the teams consumer (--one-process: all in one).
-    commands = [("api", "true")] if args.one_process else [("worker", "true"), ("api", "false")]
+    # The deployment shape for load: API processes serve HTTP only (replicas behind a load
+    # balancer), a worker process of the same service runs the outbox relay and the teams
+    # consumer (--one-process: all in one).
+    commands = (
+        [("api", "true", ports[0])]
+        if args.one_process
+        else [("worker", "true", ports[0]), *(("api", "false", port) for port in ports)]
+    )
     with (workdir / "service.log").open("w") as svc_log:
         try:
-            for mode, workers in commands:
+            for mode, workers, port in commands:
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "activities", mode],
-                        env={**env, "CDT_RUN_WORKERS": workers},
+                        env={**service_env(infra, port, workdir), "CDT_RUN_WORKERS": workers},
                         cwd=ROOT,
                         stdout=svc_log,
                         stderr=subprocess.STDOUT,
                     )
                 )
-            await wait_ready(base, procs[-1])
-            await measure(args, infra, base=base, port=port)
+            for port, proc in zip(ports, procs[-len(ports) :], strict=True):
+                await wait_ready(f"http://127.0.0.1:{port}", proc)
+            await measure(args, infra, ports=ports)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -342,7 +348,9 @@ async def run(args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
                     proc.kill()
 
 
-async def measure(args: argparse.Namespace, infra: Infra, *, base: str, port: int) -> None:
+async def measure(args: argparse.Namespace, infra: Infra, *, ports: Sequence[int]) -> None:
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    base = bases[0]
     bootstrap = infra.kafka_bootstrap_servers
     teams = await seed_replica(bootstrap, asyncpg_dsn(infra.database_url))
     async with httpx.AsyncClient(base_url=base) as client:
@@ -353,17 +361,21 @@ async def measure(args: argparse.Namespace, infra: Infra, *, base: str, port: in
         )
         key = reply.json()["api_key"]
     # Warm-up: connections, prepared statements, code paths.
-    await bench_batches(base, key, teams, batches=5, size=1000, concurrency=2, bootstrap=bootstrap)
+    await bench_batches(
+        bases, key, teams, batches=5 * len(bases), size=1000, concurrency=2 * len(bases),
+        bootstrap=bootstrap,
+    )  # fmt: skip
     if args.batches > 0:
-        await report_batches(args, base, key, teams, bootstrap)
+        await report_batches(args, bases, key, teams, bootstrap)
     await asyncio.sleep(2)
     # Warm-up at the measured rate: the API's DB pool grows to the concurrency this rate needs
     # (each new connection prepares its statements once), as it would in production.
-    await bench_single(port, key, teams, rate=args.rate, seconds=3)
+    await bench_single(ports, key, teams, rate=args.rate, seconds=3)
     await asyncio.sleep(2)
-    single = await bench_single(port, key, teams, rate=args.rate, seconds=args.seconds)
+    single = await bench_single(ports, key, teams, rate=args.rate, seconds=args.seconds)
     print(
-        f"single POST at {single['rate']} req/s for {args.seconds:.0f} s (open model): "
+        f"single POST at {single['rate']} req/s for {args.seconds:.0f} s (open model, "
+        f"{len(ports)} API process(es)): "
         f"{single['requests']} requests, {single['ok_201']} x 201, "
         f"{single['other_statuses']} other {single['statuses']}; "
         f"latency p50 {single['p50_ms']:.1f} ms, "
@@ -374,16 +386,18 @@ async def measure(args: argparse.Namespace, infra: Infra, *, base: str, port: in
 
 
 async def report_batches(
-    args: argparse.Namespace, base: str, key: str, teams: Sequence[Any], bootstrap: str
-) -> None:
+    args: argparse.Namespace, bases: Sequence[str], key: str, teams: Sequence[Any],
+    bootstrap: str,
+) -> None:  # fmt: skip
     batch = await bench_batches(
-        base, key, teams, batches=args.batches, size=1000, concurrency=args.concurrency,
+        bases, key, teams, batches=args.batches, size=1000, concurrency=args.concurrency,
         bootstrap=bootstrap,
     )  # fmt: skip
     print(
         f"batch ingest: {batch['events']:.0f} events in batches of 1000 "
-        f"({args.concurrency} concurrent): accepted {batch['accepted_per_s']:,.0f} "
-        f"events/s ({batch['accept_seconds']:.2f} s), accepted and published "
+        f"({args.concurrency} concurrent, {len(bases)} API process(es)): "
+        f"accepted {batch['accepted_per_s']:,.0f} events/s ({batch['accept_seconds']:.2f} s), "
+        f"accepted and published "
         f"{batch['published_per_s']:,.0f} events/s ({batch['publish_seconds']:.2f} s)",
         flush=True,
     )
@@ -393,6 +407,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--batches", type=int, default=100, help="batches of 1000 events")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--api-processes", type=int, default=1, help="API replicas, each on its own port"
+    )
     parser.add_argument("--rate", type=int, default=500, help="single POSTs per second")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--keep", action="store_true", help="keep logs and data")

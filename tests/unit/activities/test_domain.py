@@ -223,8 +223,9 @@ def test_recorded_payload_is_the_activity_recorded_contract() -> None:
               audience=["elderly"], campaign_id="c-1",
               outcomes={"app_installs": 2, "ewallet_accounts": 0})  # fmt: skip
     partner_id = uuid.uuid4()
+    canonical = canonical_payload(e, household="h" * 64)
     payload = recorded_payload(
-        e, team=team(), partner_id=partner_id, household="h" * 64, recorded_at=NOW
+        e, canonical=canonical, team=team(), partner_id=partner_id, recorded_at=NOW
     )
     expected = ActivityRecorded(
         id=e.id, team_id=TEAM_ID, member_id=MEMBER_ID, partner_id=partner_id,
