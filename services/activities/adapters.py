@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -337,9 +337,10 @@ async def partner_state(session: AsyncSession, partner_id: UUID) -> PartnerState
 # ---- ingest ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NewActivity:
-    """One validated event ready to store, with its outbox row."""
+class NewActivity(NamedTuple):
+    """One validated event ready to store, with its outbox row; fields in the order of
+    `_INSERT_BATCH`'s parameters $1-$21 (a tuple: built 1,000 times a batch, a frozen dataclass
+    of 21 fields cost ~10 µs each)."""
 
     id: UUID
     payload_hash: bytes
@@ -357,7 +358,24 @@ class NewActivity:
     district: str | None
     commune: str | None
     village: str | None
-    outbox: dict[str, Any]
+    event_id: UUID
+    topic: str
+    type: str
+    payload: dict[str, Any]
+    headers: dict[str, str]
+
+
+# Columns stored as text and converted by the statement (lists as comma-joined, maps as JSON).
+_JOINED = frozenset({NewActivity._fields.index("skills"), NewActivity._fields.index("audience")})
+_JSON = frozenset(NewActivity._fields.index(f) for f in ("outcomes", "payload", "headers"))
+
+
+def _column(index: int, values: tuple[Any, ...]) -> list[Any]:
+    if index in _JOINED:
+        return [",".join(v) for v in values]
+    if index in _JSON:
+        return [dump_json(v) for v in values]
+    return list(values)
 
 
 _EXISTING_HASHES = "SELECT id, payload_hash FROM activities.activity_ids WHERE id = ANY($1::uuid[])"
@@ -425,31 +443,9 @@ async def insert_activities(
     The column arrays are in the order of the statement's parameters $1-$21."""
     if not batch:
         return set()
-    columns: dict[str, list[Any]] = {
-        "id": [a.id for a in batch],
-        "payload_hash": [a.payload_hash for a in batch],
-        "occurred_at": [a.occurred_at for a in batch],
-        "team_id": [a.team_id for a in batch],
-        "member_id": [a.member_id for a in batch],
-        "kind": [a.kind for a in batch],
-        "skills": [",".join(a.skills) for a in batch],
-        "citizens": [a.citizens_reached for a in batch],
-        "household": [a.household_hash for a in batch],
-        "audience": [",".join(a.audience) for a in batch],
-        "campaign": [a.campaign_id for a in batch],
-        "outcomes": [dump_json(a.outcomes) for a in batch],
-        "province": [a.province for a in batch],
-        "district": [a.district for a in batch],
-        "commune": [a.commune for a in batch],
-        "village": [a.village for a in batch],
-        "event_id": [a.outbox["id"] for a in batch],
-        "topic": [a.outbox["topic"] for a in batch],
-        "type": [a.outbox["type"] for a in batch],
-        "payload": [dump_json(a.outbox["payload"]) for a in batch],
-        "headers": [dump_json(a.outbox["headers"]) for a in batch],
-    }
+    columns = [_column(i, values) for i, values in enumerate(zip(*batch, strict=True))]
     rows = await db.fetch(
-        connection, _INSERT_BATCH, *columns.values(), partner_id, recorded_at,
+        connection, _INSERT_BATCH, *columns, partner_id, recorded_at,
         operation="INSERT activities",
     )  # fmt: skip
     return {row[0] for row in rows}

@@ -209,14 +209,12 @@ class Ingestor:
             district=team.district,
             commune=team.commune,
             village=team.village,
-            outbox={
-                "id": envelope.id,
-                "topic": envelope.topic,
-                "type": envelope.type,
-                "payload": payload,
-                # One trace context for the whole request: injected once, not per event.
-                "headers": {**envelope.ce_headers(), **trace},
-            },
+            event_id=envelope.id,
+            topic=envelope.topic,
+            type=envelope.type,
+            payload=payload,
+            # One trace context for the whole request: injected once, not per event.
+            headers={**envelope.ce_headers(), **trace},
         )
 
 

@@ -69,7 +69,7 @@ def service_env(infra: Infra, port: int, workdir: Path) -> dict[str, str]:
         "CDT_TRACE_FILE": str(workdir / "traces.jsonl"),
         "CDT_LOG_LEVEL": "WARNING",
         "CDT_RELAY_POLL_SECONDS": "0.05",
-        "CDT_RELAY_BATCH_SIZE": "2000",
+        "CDT_RELAY_BATCH_SIZE": "5000",
         "CDT_HOUSEHOLD_HMAC_KEY": "bench-household-secret-0123456789",
         "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "deploy", ".")),
     }
