@@ -1,8 +1,10 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
 
 One relay at a time per service holds a transaction-scoped advisory lock while it publishes a
-batch, so extra replicas cannot reorder a key's events (DESIGN pitfall). It wakes on the
-outbox trigger's NOTIFY and also polls, so a missed notification only delays, never loses.
+batch, so extra replicas cannot reorder a key's events (DESIGN pitfall). While rows keep coming
+it passes back to back; idle, it wakes on the outbox trigger's NOTIFY (sent only when the relay
+may be idle: see `common.migrations.install_outbox_notify`) and also polls, so a missed
+notification only delays, never loses.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class OutboxRelay:
         producer: AIOKafkaProducer,
         tracer: Tracer,
         batch_size: int = 500,
-        poll_seconds: float = 1.0,
+        poll_seconds: float = 0.25,
         renew_producer: RenewProducer | None = None,
     ) -> None:
         self._service = service
@@ -94,7 +96,10 @@ class OutboxRelay:
                     if isinstance(exc, FATAL_PRODUCER_ERRORS):
                         await self._renew()
                     await self._sleep(self._poll_seconds)
-                if published < self._batch_size:
+                if published == 0:
+                    # Idle: wait for a NOTIFY (sent only to an idle relay) or the poll. After a
+                    # pass that published, look again at once: rows committed meanwhile did
+                    # not notify, since older rows were still waiting.
                     await self._sleep(self._poll_seconds)
                     await self._refresh_backlog_metrics()
                 elif time.monotonic() - self._metrics_at > 1.0:

@@ -109,7 +109,7 @@ def main() -> None:
     with infrastructure():
         print(
             f"scoring throughput: {events:,} activities over {teams:,} teams, consumer batch "
-            f"{os.environ.get('CDT_CONSUMER_BATCH_SIZE', '500')}",
+            f"{ScoringSettings().consumer_batch_size:,}",
             flush=True,
         )
         asyncio.run(bench(events, teams))
