@@ -70,20 +70,26 @@ def create_outbox_objects(op: Any, schema: str) -> None:
     install_outbox_notify(op, schema)
 
 
+RECENT_ROWS = 64
+
+
 def install_outbox_notify(op: Any, schema: str, *, only_when_idle: bool = True) -> None:
     """The trigger that wakes the relay with a NOTIFY after outbox inserts.
 
-    Only when the relay may be idle: if an older row still waits, the relay is busy and finds
-    the new rows in its next pass anyway. PostgreSQL serializes the commits of all transactions
-    that sent a NOTIFY (a database-wide lock held through the commit's WAL flush): notifying on
-    every insert capped single-event ingest near 300 requests/s and let one slow flush stall
-    every request. A missed wake-up (a race with the relay's last pass) costs at most the
-    relay's poll interval.
+    Only when the relay may be idle: if one of the rows just before still waits, the relay is
+    busy and finds the new rows in its next pass anyway. PostgreSQL serializes the commits of
+    all transactions that sent a NOTIFY (a database-wide lock held through the commit's WAL
+    flush): notifying on every insert capped single-event ingest near 300 requests/s and let
+    one slow flush stall every request. A missed wake-up (a race with the relay's last pass)
+    costs at most the relay's poll interval.
     """
     channel = define_service_tables(MetaData(schema=schema)).notify_channel
+    # Only the rows just before this statement's: a primary-key range of bounded size (the
+    # partial index of unpublished rows can hold thousands of dead entries after a burst).
     condition = (
-        f"""NOT EXISTS (SELECT 1 FROM "{schema}".outbox o WHERE o.published_at IS NULL
-        AND o.seq < (SELECT min(i.seq) FROM inserted i))"""  # noqa: S608 - DDL of our schema
+        f"""NOT EXISTS (SELECT 1 FROM "{schema}".outbox o
+        WHERE o.seq BETWEEN (SELECT min(i.seq) FROM inserted i) - {RECENT_ROWS}
+        AND (SELECT min(i.seq) FROM inserted i) - 1 AND o.published_at IS NULL)"""  # noqa: S608
         if only_when_idle
         else "true"
     )

@@ -2,9 +2,10 @@
 
 One relay at a time per service holds a transaction-scoped advisory lock while it publishes a
 batch, so extra replicas cannot reorder a key's events (DESIGN pitfall). While rows keep coming
-it passes back to back; idle, it wakes on the outbox trigger's NOTIFY (sent only when the relay
-may be idle: see `common.migrations.install_outbox_notify`) and also polls, so a missed
-notification only delays, never loses.
+it passes every `linger_seconds` (back to back when batches are full); idle, it wakes on the
+outbox trigger's NOTIFY (sent only when the relay may be idle: see
+`common.migrations.install_outbox_notify`) and also polls, so a missed notification only
+delays, never loses.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class OutboxRelay:
         tracer: Tracer,
         batch_size: int = 500,
         poll_seconds: float = 0.25,
+        linger_seconds: float = 0.05,
         renew_producer: RenewProducer | None = None,
     ) -> None:
         self._service = service
@@ -75,6 +77,7 @@ class OutboxRelay:
         self._tracer = tracer
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._linger_seconds = linger_seconds
         self._renew_producer = renew_producer
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -97,12 +100,16 @@ class OutboxRelay:
                         await self._renew()
                     await self._sleep(self._poll_seconds)
                 if published == 0:
-                    # Idle: wait for a NOTIFY (sent only to an idle relay) or the poll. After a
-                    # pass that published, look again at once: rows committed meanwhile did
-                    # not notify, since older rows were still waiting.
+                    # Idle: wait for a NOTIFY (sent only to an idle relay) or the poll.
                     await self._sleep(self._poll_seconds)
                     await self._refresh_backlog_metrics()
-                elif time.monotonic() - self._metrics_at > 1.0:
+                    continue
+                if published < self._batch_size:
+                    # Rows committed meanwhile sent no NOTIFY (older rows were waiting): look
+                    # again after a short linger, which gathers a trickle of single writes into
+                    # one pass instead of a transaction (and a WAL flush) per row.
+                    await self._linger()
+                if time.monotonic() - self._metrics_at > 1.0:
                     await self._refresh_backlog_metrics()
                 if listener is None or listener.is_closed():
                     listener = await self._listen()
@@ -118,6 +125,10 @@ class OutboxRelay:
             log.warning("outbox relay: producer replaced after a fatal producer error")
         except Exception:
             log.exception("outbox relay: cannot replace the producer yet")
+
+    async def _linger(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=self._linger_seconds)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

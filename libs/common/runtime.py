@@ -199,6 +199,7 @@ class ServiceRuntime:
             tracer=self.tracer,
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
+            linger_seconds=self.settings.relay_linger_seconds,
             renew_producer=self._renew_producer,
         )
         await self.relay.run()
