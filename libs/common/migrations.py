@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
@@ -108,6 +109,18 @@ def install_outbox_notify(op: Any, schema: str, *, only_when_idle: bool = True) 
         REFERENCING NEW TABLE AS inserted
         FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".notify_outbox()"""
     )
+
+
+def outbox_notify_when_idle(schema: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """`upgrade, downgrade` of a service's revision installing the idle-only NOTIFY trigger."""
+
+    def upgrade() -> None:
+        install_outbox_notify(op, schema)
+
+    def downgrade() -> None:
+        install_outbox_notify(op, schema, only_when_idle=False)
+
+    return upgrade, downgrade
 
 
 def drop_outbox_objects(op: Any, schema: str) -> None:

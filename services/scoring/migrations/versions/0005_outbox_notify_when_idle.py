@@ -1,22 +1,12 @@
-"""scoring: the outbox trigger wakes the relay only when it may be idle (no commit-serializing
-NOTIFY on every insert; see common.migrations.install_outbox_notify)
+"""scoring: the outbox trigger notifies only an idle relay (common.migrations.install_outbox_notify)
 
 Revision ID: 0005
 """
 
-from alembic import op
-
-from common.migrations import install_outbox_notify
+from common.migrations import outbox_notify_when_idle
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
-
-
-def upgrade() -> None:
-    install_outbox_notify(op, "scoring")
-
-
-def downgrade() -> None:
-    install_outbox_notify(op, "scoring", only_when_idle=False)
+upgrade, downgrade = outbox_notify_when_idle("scoring")
