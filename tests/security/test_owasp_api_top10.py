@@ -641,7 +641,7 @@ def classify(dependant: Any) -> str:
     if require_operator in calls:
         return "operator"
     names = {getattr(c, "__name__", "") for c in calls}
-    if names & {"get_reader", "authenticate"}:
+    if names & {"get_reader", "authenticate", "authenticate_ingest"}:
         return "partner"
     return "public"
 
