@@ -9,9 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from common.kafka import ensure_topics
 from common.runtime import ServiceRuntime
+from common.topics import CONSUMER_GROUPS
 
 T = TypeVar("T")
 OPERATOR = {"Authorization": "Bearer test-operator-token"}
@@ -91,3 +94,33 @@ async def committed_offsets(bootstrap: str, group: str) -> int:
         return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
     finally:
         await admin.close()
+
+
+async def start_groups_at_topic_ends(bootstrap_servers: str, *, timeout: float = 60.0) -> None:
+    """Commit every service group's offsets at the current end of the topics it reads.
+
+    For a stack that starts after others on the suite's shared broker: what earlier packages
+    produced (tens of thousands of score updates, faster as the services get faster) is not
+    its business, and wading through it with a small consumer batch took minutes. The groups
+    must be empty: commits from outside a group are refused while members remain, so this
+    retries until the previous stack's members have left or timed out.
+    """
+    await ensure_topics(bootstrap_servers)
+    deadline = time.monotonic() + timeout
+    for group, topics in CONSUMER_GROUPS.items():
+        partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                consumer.assign(partitions)  # no group membership: a plain offset commit
+                await consumer.commit(await consumer.end_offsets(partitions))
+                break
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
+            finally:
+                await consumer.stop()

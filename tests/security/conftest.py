@@ -6,6 +6,7 @@ output, see the headers uvicorn adds, and deliver real signals for the graceful-
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import signal
 import socket
@@ -22,7 +23,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.helpers import OPERATOR, eventually
+from tests.helpers import OPERATOR, eventually, start_groups_at_topic_ends
 
 SERVICES = ("teams", "activities", "scoring", "notifications")
 HMAC_KEY = "security-household-secret-" + secrets.token_hex(8)
@@ -145,6 +146,7 @@ def stack(subprocess_env: dict[str, str], workdir: Path) -> Iterator[Stack]:
         if name == "teams":  # low enough for API4 to reach it, high enough for the others
             env["CDT_PARTNER_RATE_LIMIT"] = "25"
         services[name] = Service(name, port, root / f"{name}.log", env)
+    asyncio.run(start_groups_at_topic_ends(subprocess_env["KAFKA_BOOTSTRAP_SERVERS"]))
     for service in services.values():
         service.spawn()
     try:
