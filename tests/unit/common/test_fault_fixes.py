@@ -11,11 +11,8 @@ import asyncio
 from typing import Any
 
 from aiokafka.errors import OutOfOrderSequenceNumber
-from opentelemetry.trace import NoOpTracer
-from sqlalchemy import MetaData
 
-from common.outbox_tables import define_service_tables
-from common.relay import OutboxRelay
+from tests.unit.common.relays import unit_relay
 
 
 async def test_a_fatal_producer_error_renews_the_producer_and_publishing_resumes() -> None:
@@ -28,16 +25,7 @@ async def test_a_fatal_producer_error_renews_the_producer_and_publishing_resumes
         renewals += 1
         return new
 
-    relay = OutboxRelay(
-        service="unit",
-        engine=None,  # type: ignore[arg-type]
-        database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none",
-        tables=define_service_tables(MetaData(schema="unit")),
-        producer=old,  # type: ignore[arg-type]
-        tracer=NoOpTracer(),
-        poll_seconds=0.01,
-        renew_producer=renew,
-    )
+    relay = unit_relay(producer=old, poll_seconds=0.01, renew_producer=renew)
 
     async def publish_batch() -> int:
         used.append(relay._producer)

@@ -10,11 +10,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import MetaData
 
 from common.kafka import keyed_partitioner
-from common.outbox_tables import define_service_tables
-from common.relay import OutboxRelay
+from tests.unit.common.relays import unit_relay
 
 PARENT_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 PARENT_B = "00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
@@ -55,14 +53,7 @@ async def test_one_producer_span_per_run_of_rows_continuing_one_trace() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     producer = _Producer()
-    relay = OutboxRelay(
-        service="unit",
-        engine=None,  # type: ignore[arg-type]
-        database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none",
-        tables=define_service_tables(MetaData(schema="unit")),
-        producer=producer,  # type: ignore[arg-type]
-        tracer=provider.get_tracer("unit"),
-    )
+    relay = unit_relay(producer=producer, tracer=provider.get_tracer("unit"))
     rows = [
         *(_row(i, "t1", PARENT_A) for i in range(3)),  # one batch request: one span
         _row(3, "t1", PARENT_B),  # another request: its own span, with the message id
