@@ -40,7 +40,7 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         hide_parameters=True,
         # Fail fast when Postgres is gone instead of hanging requests (readiness turns false).
         connect_args={"timeout": 5, "command_timeout": 60},
-        # orjson: JSONB columns (outbox payloads, indicator sets) are most of what we write.
+        # orjson: JSON columns (outbox payloads, indicator sets) are most of what we write.
         json_serializer=dump_json,
         json_deserializer=orjson.loads,
     )
@@ -110,7 +110,7 @@ async def _rollback_if_open(connection: asyncpg.Connection) -> None:
 
 
 def dump_json(obj: Any) -> str:
-    """JSON text for JSONB columns; values JSON does not know (UUIDs, dates…) become strings."""
+    """JSON text for JSON columns; values JSON does not know (UUIDs, dates…) become strings."""
     return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -146,8 +146,8 @@ def _outbox_insert(tables: ServiceTables) -> TextClause:
     return text(
         f'INSERT INTO "{outbox.schema}"."{outbox.name}"'  # noqa: S608 - our own table, values bound
         " (id, aggregatetype, aggregateid, type, topic, payload, headers)"
-        " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS jsonb),"
-        " CAST(headers AS jsonb)"
+        " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS json),"
+        " CAST(headers AS json)"
         " FROM unnest(CAST(:id AS uuid[]), CAST(:aggregatetype AS text[]),"
         " CAST(:aggregateid AS text[]), CAST(:type AS text[]), CAST(:topic AS text[]),"
         " CAST(:payload AS text[]), CAST(:headers AS text[]))"

@@ -20,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, UUID
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,10 @@ def define_service_tables(metadata: MetaData) -> ServiceTables:
         Column("aggregateid", String(200), nullable=False),
         Column("type", String(200), nullable=False),
         Column("topic", String(200), nullable=False),
-        Column("payload", JSONB, nullable=False),
-        Column("headers", JSONB, nullable=False),
+        # `json`, not `jsonb`: written once, read once, sent as it is. PostgreSQL keeps the text
+        # (no binary parse on insert, no re-serialization on read): half the cost per row.
+        Column("payload", JSON, nullable=False),
+        Column("headers", JSON, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True)),
         Index("ix_outbox_unpublished", "seq", postgresql_where=text("published_at IS NULL")),

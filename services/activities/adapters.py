@@ -423,8 +423,8 @@ stored AS (
 ),
 published AS (
   INSERT INTO activities.outbox (id, aggregatetype, aggregateid, type, topic, payload, headers)
-  SELECT event_id, 'activity', CAST(team_id AS text), type, topic, CAST(payload AS jsonb),
-    CAST(headers AS jsonb)
+  SELECT event_id, 'activity', CAST(team_id AS text), type, topic, CAST(payload AS json),
+    CAST(headers AS json)
   FROM input JOIN claimed USING (id) ORDER BY ord
 )
 SELECT id FROM claimed

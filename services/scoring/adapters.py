@@ -198,7 +198,10 @@ scores = Table(
     Column("version", Integer, nullable=False),
     Column("as_of_event_time", DateTime(timezone=True)),
     Column("computed_at", DateTime(timezone=True), nullable=False),
-    Index("ix_scores_period", "period", "criteria_set", "subject_type"),
+    # Rankings scan a (period, criteria set, level) prefix. subject_id completes the key, so a
+    # probe by the whole key costs one row through either index: with the three-column index,
+    # stale statistics made the planner probe it and filter on subject_id, O(scores) a probe.
+    Index("ix_scores_ranking", "period", "criteria_set", "subject_type", "subject_id"),
 )
 
 criteria_sets = Table(
@@ -990,6 +993,9 @@ async def _sibling_scores(
     # the whole primary key. Joined in one statement, the planner looked scores up by subject
     # alone (period as a filter), reading every period's row of every sibling: 399 ms a call
     # on average, PostgreSQL's costliest statement in bench_scoring_throughput; now 47 ms.
+    # The scores are probed one key at a time (LATERAL … LIMIT 1 keeps the planner from
+    # flattening it into a hash join over every score of the criteria set, which grows with
+    # the table, not with the pass).
     families = sorted({g[:3] for g in groups})
     children: dict[Family, list[str]] = {f: [] for f in families}
     for ptype, pid, stype, sid in await session.execute(
@@ -1011,12 +1017,15 @@ async def _sibling_scores(
     for stype, sid, period, value in await session.execute(
         text(
             """
-            SELECT sc.subject_type, sc.subject_id, sc.period, sc.score
+            SELECT k.subject_type, k.subject_id, k.period, sc.score
             FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
                  AS k(subject_type, subject_id, period)
-            JOIN scoring.scores sc
-              ON sc.subject_type = k.subject_type AND sc.subject_id = k.subject_id
-             AND sc.period = k.period AND sc.criteria_set = :cs
+            CROSS JOIN LATERAL (
+              SELECT s.score FROM scoring.scores s
+              WHERE s.subject_type = k.subject_type AND s.subject_id = k.subject_id
+                AND s.period = k.period AND s.criteria_set = :cs
+              LIMIT 1
+            ) sc
             """
         ),
         {**_columns([w[:3] for w in wanted], "st", "sid", "p"), "cs": criteria},
