@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -119,9 +119,17 @@ def asyncpg_dsn(database_url: str) -> str:
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def outbox_row(event: OutboundEvent) -> dict[str, Any]:
-    headers = event.ce_headers()
-    inject(headers)  # W3C traceparent of the current span travels with the row
+def current_trace() -> dict[str, str]:
+    """The W3C trace context of the current span, as headers."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier
+
+
+def outbox_row(event: OutboundEvent, *, trace: dict[str, str] | None = None) -> dict[str, Any]:
+    """`trace`: the current span's context (`current_trace()`), worked out once for many rows."""
+    # W3C traceparent of the current span travels with the row
+    headers = {**event.ce_headers(), **(current_trace() if trace is None else trace)}
     return {
         "id": event.id,
         "aggregatetype": event.aggregate_type,
@@ -135,7 +143,15 @@ def outbox_row(event: OutboundEvent) -> dict[str, Any]:
 
 OUTBOX_CHUNK = 5_000
 _PLAIN_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "topic")
-_JSON_COLUMNS = ("payload", "headers")
+
+
+def _json_once(payload: dict[str, Any], texts: dict[int, str]) -> str:
+    """The payload's JSON text, serialized once per object (`texts` lives for one flush, while
+    every payload it keys by `id` is alive)."""
+    text = texts.get(id(payload))
+    if text is None:
+        text = texts[id(payload)] = dump_json(payload)
+    return text
 
 
 @functools.cache
@@ -177,6 +193,11 @@ class UnitOfWork:
     def publish(self, event: OutboundEvent) -> None:
         self._pending.append(event)
 
+    async def publish_now(self, events: Iterable[OutboundEvent]) -> None:
+        """Publish and write the outbox rows at once (bulk paths keep memory flat)."""
+        self._pending.extend(events)
+        await self.flush_events()
+
     async def flush_events(self) -> None:
         """The pending events as outbox rows, in order, one statement per `OUTBOX_CHUNK`: a
         statement per row cost PostgreSQL ~0.05 ms each, and the score publisher writes
@@ -184,14 +205,19 @@ class UnitOfWork:
         if not self._pending:
             return
         statement = _outbox_insert(self._tables)
-        rows = [outbox_row(e) for e in self._pending]
+        trace = current_trace()
+        rows = [outbox_row(e, trace=trace) for e in self._pending]
+        # Events sharing one payload object (a score's ScoreUpdated and ScoreLatest) are
+        # serialized once.
+        texts: dict[int, str] = {}
         for start in range(0, len(rows), OUTBOX_CHUNK):
             chunk = rows[start : start + OUTBOX_CHUNK]
             await self.session.execute(
                 statement,
                 {
                     **{column: [r[column] for r in chunk] for column in _PLAIN_COLUMNS},
-                    **{column: [dump_json(r[column]) for r in chunk] for column in _JSON_COLUMNS},
+                    "payload": [_json_once(r["payload"], texts) for r in chunk],
+                    "headers": [dump_json(r["headers"]) for r in chunk],
                 },
             )
         self._pending.clear()

@@ -123,6 +123,18 @@ def outbox_notify_when_idle(schema: str) -> tuple[Callable[[], None], Callable[[
     return upgrade, downgrade
 
 
+def compress_with_lz4(op: Any, table: str, *columns: str) -> None:
+    """Large values of these columns compressed with lz4 (faster than the default pglz), where
+    the server was built with it; elsewhere they keep pglz."""
+    alters = ", ".join(f"ALTER COLUMN {column} SET COMPRESSION lz4" for column in columns)
+    op.execute(
+        f"""DO $$ BEGIN
+            ALTER TABLE {table} {alters};
+        EXCEPTION WHEN feature_not_supported THEN NULL;
+        END $$"""
+    )
+
+
 def outbox_plain_json(schema: str) -> tuple[Callable[[], None], Callable[[], None]]:
     """`upgrade, downgrade` of a service's revision storing outbox payloads and headers as `json`.
 
@@ -141,12 +153,7 @@ def outbox_plain_json(schema: str) -> tuple[Callable[[], None], Callable[[], Non
 
     def upgrade() -> None:
         alter("json")
-        op.execute(
-            f"""DO $$ BEGIN
-                ALTER TABLE "{schema}".outbox ALTER COLUMN payload SET COMPRESSION lz4;
-            EXCEPTION WHEN feature_not_supported THEN NULL; -- built without lz4: keep pglz
-            END $$"""
-        )
+        compress_with_lz4(op, f'"{schema}".outbox', "payload")
 
     def downgrade() -> None:
         alter("jsonb")

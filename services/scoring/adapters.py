@@ -31,7 +31,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -191,8 +191,9 @@ scores = Table(
     Column("criteria_set", String(80), primary_key=True),
     Column("score", Float, nullable=False),
     Column("max_score", Float, nullable=False),
-    Column("components", JSONB, nullable=False),
-    Column("indicators", JSONB, nullable=False),
+    # `json`: stored and served as written (never queried inside), no binary parse per upsert
+    Column("components", JSON, nullable=False),
+    Column("indicators", JSON, nullable=False),
     Column("rank", Integer),
     Column("rank_of", Integer),
     Column("version", Integer, nullable=False),
@@ -891,7 +892,7 @@ async def upsert_scores(
             INSERT INTO scoring.scores AS s
                 (subject_type, subject_id, period, criteria_set, score, max_score, components,
                  indicators, rank, rank_of, version, as_of_event_time, computed_at)
-            SELECT st, sid, p, cs, sc, mx, CAST(co AS jsonb), CAST(ind AS jsonb), r, n, 1, t,
+            SELECT st, sid, p, cs, sc, mx, CAST(co AS json), CAST(ind AS json), r, n, 1, t,
                    CAST(:now AS timestamptz)
             FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
                         CAST(:cs AS text[]), CAST(:sc AS float8[]), CAST(:mx AS float8[]),

@@ -43,8 +43,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from common.contracts.activities import PartnerChanged
 from common.contracts.teams import UnitPath
-from common.db import dump_json, outbox_row
-from common.envelope import OutboundEvent
 from common.outbox_tables import define_service_tables
 from teams.domain import PATH_SEPARATOR, AdminUnit, Member, Team, unit_path_of
 
@@ -805,33 +803,6 @@ class MemberRepository:
 
 
 # --- outbox ---------------------------------------------------------------------------------
-
-
-async def insert_outbox(session: AsyncSession, events: Sequence[OutboundEvent]) -> None:
-    """The unit of work's outbox insert, set-based for bulk batches: one statement over arrays
-    (JSON serialised once here) instead of one bound row per event. Same table, same trigger,
-    same transaction; `seq` follows the order of `events`."""
-    if not events:
-        return
-    rows = [outbox_row(event) for event in events]
-    await session.execute(
-        text(
-            "INSERT INTO teams.outbox"
-            " (id, aggregatetype, aggregateid, type, topic, payload, headers)"
-            " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS jsonb),"
-            "  CAST(headers AS jsonb)"
-            " FROM unnest(CAST(:id AS uuid[]), CAST(:aggregatetype AS text[]),"
-            "  CAST(:aggregateid AS text[]), CAST(:type AS text[]), CAST(:topic AS text[]),"
-            "  CAST(:payload AS text[]), CAST(:headers AS text[])) WITH ORDINALITY"
-            "  AS r(id, aggregatetype, aggregateid, type, topic, payload, headers, n)"
-            " ORDER BY n"
-        ),
-        {
-            **_columns(rows, ("id", "aggregatetype", "aggregateid", "type", "topic")),
-            "payload": [dump_json(row["payload"]) for row in rows],
-            "headers": [dump_json(row["headers"]) for row in rows],
-        },
-    )
 
 
 # --- partner replica ------------------------------------------------------------------------

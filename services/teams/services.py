@@ -18,7 +18,7 @@ from uuid6 import uuid7
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.runtime import ServiceRuntime
-from teams.adapters import MemberRepository, TeamRepository, UnitRepository, insert_outbox
+from teams.adapters import MemberRepository, TeamRepository, UnitRepository
 from teams.domain import (
     AdminUnit,
     DomainError,
@@ -181,8 +181,7 @@ async def publish_units(
     levels: dict[str, str] = {unit.code: unit.level for unit in units}
     levels.update(await repo.levels_of(ancestors - set(levels)))
     now = datetime.now(UTC)
-    await insert_outbox(
-        uow.session,
+    await uow.publish_now(
         [
             OutboundEvent.of(
                 unit.changed_event(
@@ -202,8 +201,7 @@ async def publish_units(
 async def publish_teams(uow: UnitOfWork, teams: Iterable[Team]) -> None:
     teams = list(teams)
     paths = await UnitRepository(uow.session).unit_paths(t.unit_code for t in teams)
-    await insert_outbox(
-        uow.session,
+    await uow.publish_now(
         [
             OutboundEvent.of(
                 team.changed_event(paths.get(team.unit_code)), source=SOURCE, subject=str(team.id)
@@ -286,8 +284,7 @@ async def apply_members(uow: UnitOfWork, batch: list[tuple[int, MemberRow]]) -> 
             )
     changed = await members.upsert(accepted)
     await members.add_trainings(trainings)
-    await insert_outbox(
-        uow.session,
+    await uow.publish_now(
         [
             OutboundEvent.of(member.changed_event(), source=SOURCE, subject=str(member.id))
             for member, _ in changed

@@ -1,4 +1,6 @@
-"""scoring: the rankings index on scores ends with subject_id (a probe by key reads one row)
+"""scoring: the rankings index on scores ends with subject_id; components and indicators as json
+
+1. The rankings index ends with subject_id (a probe by key reads one row).
 
 The publisher looks up its siblings' scores by their whole key. With the former index on
 (period, criteria_set, subject_type), stale statistics led the planner to probe that index and
@@ -6,10 +8,16 @@ filter on subject_id: ~500 rows read per probe at 40,000 scores, about 1 s of a 
 pass, growing with the table. Ending the index with subject_id makes either index a one-row
 probe; rankings still scan its (period, criteria set, level) prefix.
 
+2. `scores.components` and `scores.indicators` become `json` (lz4-compressed where available),
+   like the outbox payloads in 0006: stored and served as written, never queried inside, so
+   jsonb's parse on every upsert was pure cost.
+
 Revision ID: 0007
 """
 
 from alembic import op
+
+from common.migrations import compress_with_lz4
 
 revision = "0007"
 down_revision = "0006"
@@ -24,6 +32,16 @@ def upgrade() -> None:
         "ON scoring.scores (period, criteria_set, subject_type, subject_id)"
     )
     op.execute("DROP INDEX IF EXISTS scoring.ix_scores_period")
+    store_as("json")
+    compress_with_lz4(op, "scoring.scores", "components", "indicators")
+
+
+def store_as(column_type: str) -> None:
+    for column in ("components", "indicators"):
+        op.execute(
+            f"ALTER TABLE scoring.scores ALTER COLUMN {column} TYPE {column_type}"
+            f" USING {column}::{column_type}"
+        )
 
 
 def downgrade() -> None:
@@ -32,3 +50,4 @@ def downgrade() -> None:
         "ON scoring.scores (period, criteria_set, subject_type)"
     )
     op.execute("DROP INDEX IF EXISTS scoring.ix_scores_ranking")
+    store_as("jsonb")
