@@ -136,6 +136,10 @@ class LocalPostgres:
                 "-c",
                 "synchronous_commit=on",
                 "-c",
+                # Full-page images after each checkpoint were most of the WAL that single-event
+                # commits waited on (WALWrite) after a bulk load.
+                "wal_compression=lz4",
+                "-c",
                 "log_min_messages=warning",
             ],
             log=log,
