@@ -16,7 +16,7 @@ from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ConfigDict
-from uuid6 import uuid7
+from uuid_utils.compat import uuid7
 
 from common.topics import TopicSpec
 

@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from uuid6 import uuid7
+from uuid_utils.compat import uuid7
 
 from activities import adapters
 from activities.adapters import ActivityFilter, Partner

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
-from uuid6 import uuid7
+from uuid_utils.compat import uuid7
 
 from common.contracts.notifications import AlertRaised
 from common.db import UnitOfWork

@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import RowMapping
-from uuid6 import uuid7
+from uuid_utils.compat import uuid7
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
-from uuid6 import uuid7
+from uuid_utils.compat import uuid7
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.teams import UnitPath

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from uuid6 import uuid7
+from uuid_utils.compat import uuid7
 
 from common.contracts.teams import (
     AdminUnitChanged,

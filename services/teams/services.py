@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from uuid6 import uuid7
+from uuid_utils.compat import uuid7
 
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent

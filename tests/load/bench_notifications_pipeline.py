@@ -31,7 +31,7 @@ sys.path[:0] = [
 ]
 
 from sqlalchemy import func, select  # noqa: E402
-from uuid6 import uuid7  # noqa: E402
+from uuid_utils.compat import uuid7  # noqa: E402
 
 from common.contracts.activities import ActivityRecorded  # noqa: E402
 from common.contracts.scoring import ScoreComponent, ScoreUpdated  # noqa: E402
