@@ -5,7 +5,8 @@ batch, so extra replicas cannot reorder a key's events (DESIGN pitfall). While r
 it passes every `linger_seconds` (back to back when batches are full); idle, it wakes on the
 outbox trigger's NOTIFY (sent only when the relay may be idle: see
 `common.migrations.install_outbox_notify`) and also polls, so a missed notification only
-delays, never loses.
+delays, never loses. About once a minute it deletes the rows published longer ago than the
+retention (`prune_published`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,7 +30,7 @@ from aiokafka.errors import (
 )
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import BigInteger, Text, bindparam, cast, func, select, update
+from sqlalchemy import BigInteger, Text, bindparam, cast, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -52,6 +53,9 @@ FATAL_PRODUCER_ERRORS: tuple[type[BaseException], ...] = (
     ProducerFenced,
 )
 RenewProducer = Callable[[], Awaitable[AIOKafkaProducer]]
+PRUNE_EVERY_SECONDS = 60.0
+PRUNE_BATCH = 10_000
+PRUNE_MAX_BATCHES = 10  # per run: a long backlog of old rows goes over several minutes
 
 
 class OutboxRelay:
@@ -67,6 +71,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 0.25,
         linger_seconds: float = 0.05,
+        retention: timedelta = timedelta(days=7),
         renew_producer: RenewProducer | None = None,
     ) -> None:
         self._service = service
@@ -82,6 +87,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._metrics_at = 0.0
+        self._retention = retention
+        self._prune_at = 0.0  # the first run prunes at once
 
     def stop(self) -> None:
         self._stopping.set()
@@ -99,6 +106,7 @@ class OutboxRelay:
                     if isinstance(exc, FATAL_PRODUCER_ERRORS):
                         await self._renew()
                     await self._sleep(self._poll_seconds)
+                await self._prune_if_due()
                 if published == 0:
                     # Idle: wait for a NOTIFY (sent only to an idle relay) or the poll.
                     await self._sleep(self._poll_seconds)
@@ -116,6 +124,18 @@ class OutboxRelay:
         finally:
             if listener is not None and not listener.is_closed():
                 await listener.close()
+
+    async def _prune_if_due(self) -> None:
+        if time.monotonic() < self._prune_at:
+            return
+        self._prune_at = time.monotonic() + PRUNE_EVERY_SECONDS
+        try:
+            pruned = await prune_published(self._engine, self._tables, older_than=self._retention)
+        except Exception:  # housekeeping must never stop publishing
+            log.warning("outbox pruning failed; retrying in a minute", exc_info=True)
+            return
+        if pruned:
+            log.info("outbox: deleted %d rows published over %s ago", pruned, self._retention)
 
     async def _renew(self) -> None:
         if self._renew_producer is None:
@@ -253,6 +273,36 @@ def _send_attributes(topic: str, group: Sequence[Any]) -> dict[str, Any]:
         row = group[0]
         return producer_span_attributes(topic=topic, message_id=str(row.id), key=row.aggregateid)
     return producer_span_attributes(topic=topic, count=len(group))
+
+
+async def prune_published(
+    engine: AsyncEngine,
+    tables: ServiceTables,
+    *,
+    older_than: timedelta,
+    batch: int = PRUNE_BATCH,
+    max_batches: int = PRUNE_MAX_BATCHES,
+) -> int:
+    """Delete the rows published more than `older_than` ago; returns how many.
+
+    The oldest rows by `seq` are the only candidates, a bounded primary-key range per
+    statement (published_at has no index). Each batch stops at the first rows still in their
+    retention, and an unpublished row is never deleted, however old.
+    """
+    outbox = tables.outbox
+    oldest = select(outbox.c.seq, outbox.c.published_at).order_by(outbox.c.seq).limit(batch).cte()
+    statement = delete(outbox).where(
+        outbox.c.seq == oldest.c.seq,
+        oldest.c.published_at < func.now() - bindparam("age", older_than),
+    )
+    total = 0
+    for _ in range(max_batches):
+        async with engine.begin() as conn:
+            deleted = (await conn.execute(statement)).rowcount
+        total += deleted
+        if deleted < batch:
+            break
+    return total
 
 
 async def outbox_backlog(engine: AsyncEngine, tables: ServiceTables) -> int:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -200,6 +201,7 @@ class ServiceRuntime:
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
             linger_seconds=self.settings.relay_linger_seconds,
+            retention=timedelta(hours=self.settings.outbox_retention_hours),
             renew_producer=self._renew_producer,
         )
         await self.relay.run()

@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, alias="CDT_RELAY_BATCH_SIZE", ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=0.25, alias="CDT_RELAY_POLL_SECONDS", gt=0)
     relay_linger_seconds: float = Field(default=0.05, alias="CDT_RELAY_LINGER_SECONDS", ge=0, le=1)
+    # Published outbox rows are kept this long (for inspection, like the topics' 7 days), then
+    # the relay deletes them: without it every outbox grew without bound.
+    outbox_retention_hours: float = Field(default=168, alias="CDT_OUTBOX_RETENTION_HOURS", gt=0)
     consumer_batch_size: int = Field(default=500, alias="CDT_CONSUMER_BATCH_SIZE", ge=1)
     lag_interval_seconds: float = Field(default=5.0, alias="CDT_LAG_INTERVAL_SECONDS", gt=0)
     # How fast the group notices a consumer that died without leaving (kill -9): its

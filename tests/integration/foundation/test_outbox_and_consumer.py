@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from common.envelope import OutboundEvent, kafka_headers
 from common.kafka import ensure_topics
@@ -258,6 +259,50 @@ async def test_relay_stopped_while_writes_continue_then_publishes_all_in_order(
     for key, seqs in by_key.items():
         expected = [e.data["seq"] for e in written if e.key == key]
         assert seqs == expected, f"{key} out of order"
+
+
+async def test_relay_deletes_rows_published_longer_ago_than_the_retention(engine, infra) -> None:  # type: ignore[no-untyped-def]
+    """Published rows are kept for the retention, then deleted; unpublished rows never are."""
+    topic = await make_topics(infra, "prune", "g-prune")
+    writer = plumbing.build_runtime(topic="prune", group="g-prune", with_consumer=False)
+    await writer.start(workers=False)
+    try:
+        written = []
+        for seq in range(3):
+            async with writer.unit_of_work() as uow:
+                e = event(key="k", seq=seq, topic=topic)
+                uow.publish(e)
+                await uow.commit()
+                written.append(e.id)
+    finally:
+        await writer.stop()
+    old, recent, waiting = written
+    outbox = plumbing.tables.outbox
+    async with engine.begin() as conn:
+        for row_id, published_at in ((old, "now() - interval '8 days'"), (recent, "now()")):
+            await conn.execute(
+                outbox.update().where(outbox.c.id == row_id).values(published_at=text(published_at))
+            )
+
+    async def remaining() -> set[object]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(outbox.c.id).where(outbox.c.id.in_(written)))
+            return {r[0] for r in rows}
+
+    relay = plumbing.build_runtime(
+        topic="prune", group="g-prune", with_consumer=False, CDT_OUTBOX_RETENTION_HOURS=168
+    )
+    await relay.start(workers=True)
+    try:
+        records = await read_topic(infra.kafka_bootstrap_servers, topic, until=lambda rs: rs)
+        assert [json.loads(r.value)["seq"] for r in records] == [2], "only the waiting row is sent"
+        await eventually(lambda: _is(remaining(), {recent, waiting}), what="old row pruned")
+    finally:
+        await relay.stop()
+
+
+async def _is(found: Awaitable[set[object]], expected: set[object]) -> bool:
+    return await found == expected
 
 
 async def test_relay_killed_after_send_before_mark_republishes_and_nothing_counts_twice(
