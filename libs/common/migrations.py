@@ -135,13 +135,18 @@ def compress_with_lz4(op: Any, table: str, *columns: str) -> None:
     )
 
 
-def outbox_plain_json(schema: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def outbox_storage(schema: str) -> tuple[Callable[[], None], Callable[[], None]]:
     """`upgrade, downgrade` of a service's revision storing outbox payloads and headers as `json`.
 
     The relay sends a payload as it was written and nothing queries inside it, so `jsonb`'s
-    binary form was pure cost: parsed on insert and printed again on every read (measured on
-    2.5 KB score payloads: 94 -> 43 µs per inserted row, 112 -> 40 µs per row read and marked
-    published). Large payloads are compressed with lz4 where the server has it (pglz is slower).
+    binary form was pure cost, parsed on insert and printed again on every read (2.5 KB score
+    payloads: 94 -> 43 µs per inserted row, 112 -> 40 µs per row read and marked published).
+    Large payloads are compressed with lz4.
+
+    Tried and not kept: pages half full (fillfactor 50), so that the relay's "published"
+    update lands on the row's own page and only the changed bytes are logged. WAL per
+    published 650-byte event fell from 2.6 to 1.6 KB in isolation, but batch ingest and the
+    single-POST tail were worse in an A/B of the ingest benchmark (twice as many pages).
     """
 
     def alter(column_type: str) -> None:
