@@ -297,59 +297,79 @@ async def load_fact_states(session: AsyncSession, ids: Sequence[UUID]) -> dict[U
     }
 
 
-def _fact_row(activity_id: UUID, state: FactState, *, team_id: UUID) -> dict[str, Any]:
+_SAVE_FACTS = text(
+    """
+    INSERT INTO scoring.activity_facts AS f (activity_id, team_id, province, district, commune,
+        village, occurred_at, periods, counters, distinct_values, recorded, voided)
+    SELECT id, team, pr, di, co, vi, at, string_to_array(pe, ','), CAST(cn AS jsonb),
+        CAST(dv AS jsonb), rec, vo
+    FROM unnest(CAST(:id AS uuid[]), CAST(:team AS uuid[]), CAST(:pr AS text[]),
+        CAST(:di AS text[]), CAST(:co AS text[]), CAST(:vi AS text[]),
+        CAST(:at AS timestamptz[]), CAST(:pe AS text[]), CAST(:cn AS text[]),
+        CAST(:dv AS text[]), CAST(:rec AS boolean[]), CAST(:vo AS boolean[]))
+        AS k(id, team, pr, di, co, vi, at, pe, cn, dv, rec, vo)
+    ON CONFLICT (activity_id) DO UPDATE SET
+        team_id = excluded.team_id, province = excluded.province,
+        district = excluded.district, commune = excluded.commune, village = excluded.village,
+        occurred_at = excluded.occurred_at, periods = excluded.periods,
+        counters = excluded.counters, distinct_values = excluded.distinct_values,
+        recorded = excluded.recorded, voided = excluded.voided, updated_at = now()
+    """
+)
+_FACT_COLUMNS = ("id", "team", "pr", "di", "co", "vi", "at", "pe", "cn", "dv", "rec", "vo")
+
+
+def _fact_values(activity_id: UUID, state: FactState, *, team_id: UUID) -> tuple[Any, ...]:
+    """One row of `_SAVE_FACTS`, in `_FACT_COLUMNS` order (periods comma-joined: a period
+    never holds a comma, see `domain.PERIOD_RE`)."""
     fact = state.fact
     if fact is None:  # a void that arrived before its activity
-        return {
-            "activity_id": activity_id,
-            "team_id": team_id,
-            "province": None,
-            "district": None,
-            "commune": None,
-            "village": None,
-            "occurred_at": None,
-            "periods": [],
-            "counters": {},
-            "distinct_values": {},
-            "recorded": False,
-            "voided": state.voided,
-        }
-    return {
-        "activity_id": activity_id,
-        "team_id": fact.team_id,
-        **{level: fact.path.code_at(level) for level in LEVEL_COLUMNS},
-        "occurred_at": fact.occurred_at,
-        "periods": list(fact.periods),
-        "counters": dict(fact.counters),
-        "distinct_values": dict(fact.distinct),
-        "recorded": True,
-        "voided": state.voided,
-    }
+        return (
+            activity_id,
+            team_id,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "",
+            "{}",
+            "{}",
+            False,
+            state.voided,
+        )
+    path = fact.path
+    return (
+        activity_id,
+        fact.team_id,
+        path.province,
+        path.district,
+        path.commune,
+        path.village,
+        fact.occurred_at,
+        ",".join(fact.periods),
+        dump_json(fact.counters),
+        dump_json(fact.distinct),
+        True,
+        state.voided,
+    )
 
 
 async def save_fact_states(
     session: AsyncSession, states: Mapping[UUID, FactState], *, team_ids: Mapping[UUID, UUID]
 ) -> None:
+    """One `unnest` statement for the batch's facts (as SQLAlchemy's multi-row insert it built
+    thousands of bound parameters per batch)."""
     if not states:
         return
     rows = [
-        _fact_row(activity_id, state, team_id=team_ids[activity_id])
+        _fact_values(activity_id, state, team_id=team_ids[activity_id])
         for activity_id, state in sorted(states.items())
     ]
-    statement = insert(activity_facts)
+    columns = zip(*rows, strict=True)
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[activity_facts.c.activity_id],
-            set_={
-                **{
-                    name: statement.excluded[name]
-                    for name in rows[0]
-                    if name not in ("activity_id",)
-                },
-                "updated_at": func.now(),
-            },
-        ),
-        rows,
+        _SAVE_FACTS,
+        {name: list(column) for name, column in zip(_FACT_COLUMNS, columns, strict=True)},
     )
 
 
