@@ -521,23 +521,45 @@ async def _upsert_state(session: AsyncSession, state: Mapping[tuple[str, str, st
     await session.execute(text("DELETE FROM scoring.state_values WHERE value = 0"))
 
 
+_UPSERT_SUBJECTS = text(
+    """
+    INSERT INTO scoring.subjects AS s (subject_type, subject_id, parent_type, parent_id,
+        province, district, commune, village)
+    SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:pt AS text[]),
+        CAST(:pid AS text[]), CAST(:pr AS text[]), CAST(:di AS text[]), CAST(:co AS text[]),
+        CAST(:vi AS text[]))
+    ON CONFLICT (subject_type, subject_id) DO UPDATE SET
+        parent_type = excluded.parent_type, parent_id = excluded.parent_id,
+        province = excluded.province, district = excluded.district,
+        commune = excluded.commune, village = excluded.village
+    -- identical rows are skipped: no dead tuples for the common case
+    WHERE (s.parent_type, s.parent_id, s.province, s.district, s.commune, s.village)
+          IS DISTINCT FROM (excluded.parent_type, excluded.parent_id, excluded.province,
+                            excluded.district, excluded.commune, excluded.village)
+    """
+)
+_SUBJECT_COLUMNS = {
+    "st": "subject_type",
+    "sid": "subject_id",
+    "pt": "parent_type",
+    "pid": "parent_id",
+    "pr": "province",
+    "di": "district",
+    "co": "commune",
+    "vi": "village",
+}
+
+
 async def upsert_subjects(session: AsyncSession, rows: Iterable[dict[str, str | None]]) -> None:
+    """One `unnest` statement (a batch places thousands of subjects; SQLAlchemy's multi-row
+    insert bound eight parameters each)."""
     unique = {(r["subject_type"], r["subject_id"]): r for r in rows}
     if not unique:
         return
     ordered = [unique[k] for k in sorted(unique, key=lambda k: (k[0] or "", k[1] or ""))]
-    statement = insert(subjects)
-    columns = ("parent_type", "parent_id", *LEVEL_COLUMNS)
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[subjects.c.subject_type, subjects.c.subject_id],
-            set_={c: statement.excluded[c] for c in columns},
-            # Skip identical rows: no dead tuples for the common case.
-            where=func.row(*[subjects.c[c] for c in columns]).is_distinct_from(
-                func.row(*[statement.excluded[c] for c in columns])
-            ),
-        ),
-        ordered,
+        _UPSERT_SUBJECTS,
+        {name: [r[column] for r in ordered] for name, column in _SUBJECT_COLUMNS.items()},
     )
 
 
