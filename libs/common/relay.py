@@ -6,7 +6,7 @@ it passes every `linger_seconds` (back to back when batches are full); idle, it 
 outbox trigger's NOTIFY (sent only when the relay may be idle: see
 `common.migrations.install_outbox_notify`) and also polls, so a missed notification only
 delays, never loses. About once a minute it deletes the rows published longer ago than the
-retention (`prune_published`).
+retention (`prune_published`) and the consumers' old dedupe records (`prune_processed`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import contextlib
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +32,7 @@ from aiokafka.errors import (
 )
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import BigInteger, Text, bindparam, cast, delete, func, select, update
+from sqlalchemy import BigInteger, Text, bindparam, cast, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -58,6 +60,14 @@ PRUNE_BATCH = 10_000
 PRUNE_MAX_BATCHES = 10  # per run: a long backlog of old rows goes over several minutes
 
 
+@dataclass(frozen=True)
+class DedupeRetention:
+    """How long the service's consumer groups keep their dedupe records."""
+
+    groups: tuple[str, ...] = ()
+    older_than: timedelta = timedelta(days=8)
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -72,6 +82,7 @@ class OutboxRelay:
         poll_seconds: float = 0.25,
         linger_seconds: float = 0.05,
         retention: timedelta = timedelta(days=7),
+        dedupe: DedupeRetention = DedupeRetention(),
         renew_producer: RenewProducer | None = None,
     ) -> None:
         self._service = service
@@ -88,6 +99,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._metrics_at = 0.0
         self._retention = retention
+        self._dedupe = dedupe
         self._prune_at = 0.0  # the first run prunes at once
 
     def stop(self) -> None:
@@ -131,11 +143,24 @@ class OutboxRelay:
         self._prune_at = time.monotonic() + PRUNE_EVERY_SECONDS
         try:
             pruned = await prune_published(self._engine, self._tables, older_than=self._retention)
+            forgotten = sum(
+                [
+                    await prune_processed(
+                        self._engine, self._tables, group=group, older_than=self._dedupe.older_than
+                    )
+                    for group in self._dedupe.groups
+                ]
+            )
         except Exception:  # housekeeping must never stop publishing
-            log.warning("outbox pruning failed; retrying in a minute", exc_info=True)
+            log.warning("outbox or dedupe pruning failed; retrying in a minute", exc_info=True)
             return
-        if pruned:
-            log.info("outbox: deleted %d rows published over %s ago", pruned, self._retention)
+        if pruned or forgotten:
+            log.info(
+                "housekeeping: deleted %d outbox rows published over %s ago, %d dedupe records",
+                pruned,
+                self._retention,
+                forgotten,
+            )
 
     async def _renew(self) -> None:
         if self._renew_producer is None:
@@ -299,6 +324,47 @@ async def prune_published(
     for _ in range(max_batches):
         async with engine.begin() as conn:
             deleted = (await conn.execute(statement)).rowcount
+        total += deleted
+        if deleted < batch:
+            break
+    return total
+
+
+def uuid7_floor(moment: datetime) -> uuid.UUID:
+    """The smallest UUIDv7 of `moment`'s millisecond: every earlier UUIDv7 sorts below it."""
+    millis = int(moment.timestamp() * 1000)
+    return uuid.UUID(int=millis << 80)
+
+
+async def prune_processed(
+    engine: AsyncEngine,
+    tables: ServiceTables,
+    *,
+    group: str,
+    older_than: timedelta,
+    batch: int = PRUNE_BATCH,
+    max_batches: int = PRUNE_MAX_BATCHES,
+) -> int:
+    """Delete one group's dedupe records of events older than `older_than`; returns how many.
+
+    Event ids are UUIDv7 (`OutboundEvent`): their first 48 bits are the creation time, so the
+    old records are a primary-key range of the group, no index on `processed_at` needed. Ids of
+    other versions carry no time and are kept.
+    """
+    processed = tables.processed_events
+    statement = text(
+        f'DELETE FROM "{processed.schema}".{processed.name} WHERE (consumer_group, event_id) IN ('  # noqa: S608 - our own table, values bound
+        f' SELECT consumer_group, event_id FROM "{processed.schema}".{processed.name}'
+        "  WHERE consumer_group = :group AND event_id < :floor"
+        "  AND substr(CAST(event_id AS text), 15, 1) = '7'"
+        "  ORDER BY event_id LIMIT :batch)"
+    )
+    floor = uuid7_floor(datetime.now(UTC) - older_than)
+    total = 0
+    for _ in range(max_batches):
+        async with engine.begin() as conn:
+            result = await conn.execute(statement, {"group": group, "floor": floor, "batch": batch})
+            deleted = result.rowcount
         total += deleted
         if deleted < batch:
             break

@@ -22,7 +22,7 @@ from common.kafka import ensure_topics, make_producer
 from common.lag import LagMonitor
 from common.migrations import upgrade
 from common.outbox_tables import ServiceTables
-from common.relay import OutboxRelay
+from common.relay import DedupeRetention, OutboxRelay
 from common.settings import ServiceSettings
 from common.telemetry import build_tracer_provider
 from common.topics import CONSUMER_GROUPS
@@ -202,6 +202,10 @@ class ServiceRuntime:
             poll_seconds=self.settings.relay_poll_seconds,
             linger_seconds=self.settings.relay_linger_seconds,
             retention=timedelta(hours=self.settings.outbox_retention_hours),
+            dedupe=DedupeRetention(
+                groups=tuple(spec.group for spec in self.consumer_specs),
+                older_than=timedelta(hours=self.settings.dedupe_retention_hours),
+            ),
             renew_producer=self._renew_producer,
         )
         await self.relay.run()

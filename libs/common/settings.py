@@ -45,6 +45,8 @@ class ServiceSettings(BaseSettings):
     # Published outbox rows are kept this long (for inspection, like the topics' 7 days), then
     # the relay deletes them: without it every outbox grew without bound.
     outbox_retention_hours: float = Field(default=168, alias="CDT_OUTBOX_RETENTION_HOURS", gt=0)
+    # Dedupe records must outlive every redelivery: the topics keep 7 days, so 8 by default.
+    dedupe_retention_hours: float = Field(default=192, alias="CDT_DEDUPE_RETENTION_HOURS", gt=0)
     consumer_batch_size: int = Field(default=500, alias="CDT_CONSUMER_BATCH_SIZE", ge=1)
     lag_interval_seconds: float = Field(default=5.0, alias="CDT_LAG_INTERVAL_SECONDS", gt=0)
     # How fast the group notices a consumer that died without leaving (kill -9): its

@@ -8,8 +8,10 @@ import json
 import signal
 import subprocess
 import sys
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
@@ -297,6 +299,47 @@ async def test_relay_deletes_rows_published_longer_ago_than_the_retention(engine
         records = await read_topic(infra.kafka_bootstrap_servers, topic, until=lambda rs: rs)
         assert [json.loads(r.value)["seq"] for r in records] == [2], "only the waiting row is sent"
         await eventually(lambda: _is(remaining(), {recent, waiting}), what="old row pruned")
+    finally:
+        await relay.stop()
+
+
+def _uuid_at(moment: datetime, *, version: int) -> uuid.UUID:
+    """A UUID whose first 48 bits are `moment` (as UUIDv7 lays them out) and of `version`."""
+    millis = int(moment.timestamp() * 1000)
+    return uuid.UUID(int=millis << 80 | version << 76 | 0b10 << 62 | 12345)
+
+
+async def test_dedupe_records_older_than_their_retention_are_deleted(engine, infra) -> None:  # type: ignore[no-untyped-def]
+    """Old UUIDv7 dedupe records go (their id carries their time); recent ones and ids without
+    a time stay, so no redelivery within the retention can be applied twice."""
+    await make_topics(infra, "dedupe", "g-dedupe")
+    long_ago = datetime.now(UTC) - timedelta(days=10)
+    old, recent, timeless = (
+        _uuid_at(long_ago, version=7),
+        _uuid_at(datetime.now(UTC), version=7),
+        _uuid_at(long_ago, version=4),
+    )
+    processed = plumbing.tables.processed_events
+    async with engine.begin() as conn:
+        await conn.execute(
+            processed.insert(),
+            [
+                {"consumer_group": "g-dedupe", "event_id": i, "topic": "t"}
+                for i in (old, recent, timeless)
+            ],
+        )
+
+    async def kept() -> set[object]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(processed.c.event_id).where(processed.c.consumer_group == "g-dedupe")
+            )
+            return {r[0] for r in rows}
+
+    relay = plumbing.build_runtime(topic="dedupe", group="g-dedupe", CDT_DEDUPE_RETENTION_HOURS=192)
+    await relay.start(workers=True)
+    try:
+        await eventually(lambda: _is(kept(), {recent, timeless}), what="old record pruned")
     finally:
         await relay.stop()
 
