@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,12 @@ def outbox_notify_when_idle(schema: str) -> tuple[Callable[[], None], Callable[[
     return upgrade, downgrade
 
 
+def convert_columns(op: Any, table: str, columns: Sequence[str], *, to: str) -> None:
+    """Give columns a new type, converting their values with a cast (e.g. jsonb <-> json)."""
+    for column in columns:
+        op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {to} USING {column}::{to}")
+
+
 def compress_with_lz4(op: Any, table: str, *columns: str) -> None:
     """Large values of these columns compressed with lz4 (faster than the default pglz), where
     the server was built with it; elsewhere they keep pglz."""
@@ -149,19 +155,14 @@ def outbox_storage(schema: str) -> tuple[Callable[[], None], Callable[[], None]]
     single-POST tail were worse in an A/B of the ingest benchmark (twice as many pages).
     """
 
-    def alter(column_type: str) -> None:
-        for column in ("payload", "headers"):
-            op.execute(
-                f'ALTER TABLE "{schema}".outbox ALTER COLUMN {column} TYPE {column_type}'
-                f" USING {column}::{column_type}"
-            )
+    table = f'"{schema}".outbox'
 
     def upgrade() -> None:
-        alter("json")
-        compress_with_lz4(op, f'"{schema}".outbox', "payload")
+        convert_columns(op, table, ("payload", "headers"), to="json")
+        compress_with_lz4(op, table, "payload")
 
     def downgrade() -> None:
-        alter("jsonb")
+        convert_columns(op, table, ("payload", "headers"), to="jsonb")
 
     return upgrade, downgrade
 

@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from sqlalchemy import BigInteger, Text, bindparam, cast, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.expression import Executable
 
 from common import metrics
 from common.db import asyncpg_dsn
@@ -320,14 +321,7 @@ async def prune_published(
         outbox.c.seq == oldest.c.seq,
         oldest.c.published_at < func.now() - bindparam("age", older_than),
     )
-    total = 0
-    for _ in range(max_batches):
-        async with engine.begin() as conn:
-            deleted = (await conn.execute(statement)).rowcount
-        total += deleted
-        if deleted < batch:
-            break
-    return total
+    return await _delete_in_batches(engine, statement, {}, batch=batch, max_batches=max_batches)
 
 
 def uuid7_floor(moment: datetime) -> uuid.UUID:
@@ -359,12 +353,24 @@ async def prune_processed(
         "  AND substr(CAST(event_id AS text), 15, 1) = '7'"
         "  ORDER BY event_id LIMIT :batch)"
     )
-    floor = uuid7_floor(datetime.now(UTC) - older_than)
+    params = {"group": group, "floor": uuid7_floor(datetime.now(UTC) - older_than), "batch": batch}
+    return await _delete_in_batches(engine, statement, params, batch=batch, max_batches=max_batches)
+
+
+async def _delete_in_batches(
+    engine: AsyncEngine,
+    statement: Executable,
+    params: dict[str, Any],
+    *,
+    batch: int,
+    max_batches: int,
+) -> int:
+    """Run a DELETE of at most `batch` rows, each in its own transaction, until one deletes
+    fewer (nothing left to prune) or `max_batches` ran; returns the rows deleted."""
     total = 0
     for _ in range(max_batches):
         async with engine.begin() as conn:
-            result = await conn.execute(statement, {"group": group, "floor": floor, "batch": batch})
-            deleted = result.rowcount
+            deleted: int = (await conn.execute(statement, params)).rowcount
         total += deleted
         if deleted < batch:
             break

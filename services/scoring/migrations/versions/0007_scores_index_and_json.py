@@ -17,12 +17,13 @@ Revision ID: 0007
 
 from alembic import op
 
-from common.migrations import compress_with_lz4
+from common.migrations import compress_with_lz4, convert_columns
 
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+SCORE_DOCUMENTS = ("components", "indicators")
 
 
 def upgrade() -> None:
@@ -32,16 +33,8 @@ def upgrade() -> None:
         "ON scoring.scores (period, criteria_set, subject_type, subject_id)"
     )
     op.execute("DROP INDEX IF EXISTS scoring.ix_scores_period")
-    store_as("json")
+    convert_columns(op, "scoring.scores", SCORE_DOCUMENTS, to="json")
     compress_with_lz4(op, "scoring.scores", "components", "indicators")
-
-
-def store_as(column_type: str) -> None:
-    for column in ("components", "indicators"):
-        op.execute(
-            f"ALTER TABLE scoring.scores ALTER COLUMN {column} TYPE {column_type}"
-            f" USING {column}::{column_type}"
-        )
 
 
 def downgrade() -> None:
@@ -50,4 +43,4 @@ def downgrade() -> None:
         "ON scoring.scores (period, criteria_set, subject_type)"
     )
     op.execute("DROP INDEX IF EXISTS scoring.ix_scores_ranking")
-    store_as("jsonb")
+    convert_columns(op, "scoring.scores", SCORE_DOCUMENTS, to="jsonb")
