@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -198,6 +198,26 @@ SELECT 'member', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, team_id, joined_o
   removed, NULL
 FROM activities.member_replica WHERE id = ANY($2::uuid[])
 """
+# A single event's key check and replica lookup in one round trip: one row per replica row
+# found (partner columns repeated), or one row of NULL replica columns; none for unknown keys.
+_PARTNER_AND_REPLICA = f"""
+SELECT p.id AS partner_id, p.name AS partner_name, p.provinces, p.rate_limit_per_second,
+  p.key_hash, p.status AS partner_status, r.*
+FROM activities.partners p LEFT JOIN LATERAL ({_LOAD_REPLICA}) r ON true
+WHERE p.key_lookup = $3
+"""  # noqa: S608 (built from constant text only)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """The replica's state of the teams and members asked for (absent: unknown to it)."""
+
+    teams: dict[UUID, TeamView]
+    members: dict[UUID, MemberView]
+    asked: frozenset[UUID]
+
+    def answers(self, ids: Iterable[UUID]) -> bool:
+        return self.asked.issuperset(ids)
 
 
 async def load_replica(
@@ -206,26 +226,49 @@ async def load_replica(
     *,
     team_ids: Sequence[UUID],
     member_ids: Sequence[UUID],
-) -> tuple[dict[UUID, TeamView], dict[UUID, MemberView]]:
+) -> Replica:
     """Teams and members of a batch in one round trip."""
-    teams: dict[UUID, TeamView] = {}
-    members: dict[UUID, MemberView] = {}
-    if not team_ids and not member_ids:
-        return teams, members
+    replica = Replica({}, {}, frozenset([*team_ids, *member_ids]))
+    if not replica.asked:
+        return replica
     rows = await db.fetch(
         connection, _LOAD_REPLICA, list(team_ids), list(member_ids), operation="SELECT replica"
     )
     for r in rows:
-        if r["entity"] == "team":
-            teams[r["id"]] = TeamView(
-                r["id"], r["status"], r["province"], r["district"], r["commune"], r["village"],
-                r["established_on"], r["dissolved_on"], r["traceparent"],
-            )  # fmt: skip
-        else:
-            members[r["id"]] = MemberView(
-                r["id"], r["team_id"], r["joined_on"], r["left_on"], r["removed"]
-            )
-    return teams, members
+        _add_to_replica(replica, r)
+    return replica
+
+
+async def partner_and_replica(
+    db: DirectConnections,
+    connection: asyncpg.Connection,
+    lookup: str,
+    *,
+    team_ids: Sequence[UUID],
+    member_ids: Sequence[UUID],
+) -> tuple[Partner | None, Replica]:
+    """The key's partner and the replica rows a single event needs, in one round trip."""
+    replica = Replica({}, {}, frozenset([*team_ids, *member_ids]))
+    rows = await db.fetch(
+        connection, _PARTNER_AND_REPLICA, list(team_ids), list(member_ids), lookup,
+        operation="SELECT partners, replica",
+    )  # fmt: skip
+    for r in rows:
+        if r["entity"] is not None:
+            _add_to_replica(replica, r)
+    return (Partner(*rows[0][:6]) if rows else None), replica
+
+
+def _add_to_replica(replica: Replica, r: asyncpg.Record) -> None:
+    if r["entity"] == "team":
+        replica.teams[r["id"]] = TeamView(
+            r["id"], r["status"], r["province"], r["district"], r["commune"], r["village"],
+            r["established_on"], r["dissolved_on"], r["traceparent"],
+        )  # fmt: skip
+    else:
+        replica.members[r["id"]] = MemberView(
+            r["id"], r["team_id"], r["joined_on"], r["left_on"], r["removed"]
+        )
 
 
 # ---- partners -------------------------------------------------------------------------------

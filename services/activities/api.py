@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -87,15 +88,18 @@ def _unauthorized(detail: str) -> ProblemError:
 async def authenticate(request: Request, runtime: RuntimeDep, context: ContextDep) -> Principal:
     """The operator token, or an active partner key (then rate-limited)."""
     async with runtime.direct.acquire() as connection:
-        return await _principal(request, runtime=runtime, context=context, connection=connection)
+
+        async def find_partner(lookup: str) -> Partner | None:
+            return await adapters.partner_by_lookup(runtime.direct, connection, lookup)
+
+        return await _principal(request, runtime=runtime, context=context, find=find_partner)
+
+
+FindPartner = Callable[[str], Awaitable[Partner | None]]
 
 
 async def _principal(
-    request: Request,
-    *,
-    runtime: ServiceRuntime,
-    context: ActivitiesContext,
-    connection: asyncpg.Connection,
+    request: Request, *, runtime: ServiceRuntime, context: ActivitiesContext, find: FindPartner
 ) -> Principal:
     token = bearer_token(request)
     if token is None:
@@ -105,7 +109,7 @@ async def _principal(
     lookup = key_lookup(token)
     if lookup is None:
         raise _unauthorized("The API key is malformed.")
-    partner = await adapters.partner_by_lookup(runtime.direct, connection, lookup)
+    partner = await find(lookup)
     # Same answer for unknown, wrong and revoked keys: nothing to learn by probing.
     if partner is None or partner.status != "active" or not key_matches(token, partner.key_hash):
         raise _unauthorized("The API key is not valid.")
@@ -124,28 +128,69 @@ async def _principal(
 
 @dataclass(frozen=True)
 class IngestScope:
-    """A request's authenticated partner and the pooled connection its statements run on."""
+    """A request's authenticated partner, its JSON body, and the pooled connection its
+    statements run on."""
 
     partner: Partner
+    body: Any
     ingestor: Ingestor
     db: DirectConnections
     connection: asyncpg.Connection
+    replica: adapters.Replica | None = None
 
     async def ingest(self, items: list[ActivityIn | Rejection]) -> list[ItemResult]:
-        return await self.ingestor.ingest(self.db, self.connection, self.partner, items)
+        return await self.ingestor.ingest(
+            self.db, self.connection, self.partner, items, replica=self.replica
+        )
 
 
 async def authenticate_ingest(request: Request) -> AsyncIterator[IngestScope]:
-    """The ingest routes' one dependency: the partner key checked, and one pooled connection
-    held for the request's statements. (Resolving the four dependencies the other routes use
-    cost a single POST more CPU than its three statements.)"""
+    """The ingest routes' one dependency: the partner key checked, the body parsed, and one
+    pooled connection held for the request's statements. (Resolving the four dependencies the
+    other routes use cost a single POST more CPU than its three statements.)
+
+    A single event's team and member are read with the key, in the same round trip. The key
+    is still checked before the body: a malformed body from an unknown key gets a 401."""
     runtime: ServiceRuntime = request.app.state.runtime
     context: ActivitiesContext = request.app.state.activities
+    raw = await request.body()
+    try:
+        body: Any = orjson.loads(raw)  # several times faster than json on 1,000-item batches
+    except ValueError:  # orjson.JSONDecodeError, invalid UTF-8 included
+        body = _MALFORMED
+    team_ids, member_ids = _single_event_ids(body)
+    replica: adapters.Replica | None = None
     async with runtime.direct.acquire() as connection:
-        principal = await _principal(
-            request, runtime=runtime, context=context, connection=connection
-        )
-        yield IngestScope(_partner_only(principal), context.ingestor, runtime.direct, connection)
+
+        async def find_partner(lookup: str) -> Partner | None:
+            nonlocal replica
+            partner, replica = await adapters.partner_and_replica(
+                runtime.direct, connection, lookup, team_ids=team_ids, member_ids=member_ids
+            )
+            return partner
+
+        principal = await _principal(request, runtime=runtime, context=context, find=find_partner)
+        partner = _partner_only(principal)
+        if body is _MALFORMED:
+            raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.")
+        yield IngestScope(partner, body, context.ingestor, runtime.direct, connection, replica)
+
+
+_MALFORMED = object()
+
+
+def _single_event_ids(body: Any) -> tuple[list[UUID], list[UUID]]:
+    """The team and member of a single event's body, when they are well-formed ids (a batch,
+    or anything else, has none: its replica rows are read after validation)."""
+    if not isinstance(body, dict):
+        return [], []
+    ids: list[list[UUID]] = [[], []]
+    for position, field in enumerate(("team_id", "member_id")):
+        value = body.get(field)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # the validation names the field
+                ids[position].append(UUID(value))
+    return ids[0], ids[1]
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
@@ -287,14 +332,6 @@ _BATCH_BODY: dict[str, Any] = {
 }
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)  # several times faster than json on 1,000-item batches
-    except ValueError as exc:  # orjson.JSONDecodeError, invalid UTF-8 included
-        raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.") from exc
-
-
 _ITEMS: TypeAdapter[list[ActivityIn]] = TypeAdapter(list[ActivityIn])
 
 
@@ -358,8 +395,8 @@ def _item_json(result: ItemResult) -> dict[str, Any]:
     },
     openapi_extra=_ACTIVITY_BODY,
 )
-async def post_activity(request: Request, scope: IngestDep) -> JSONResponse:
-    item = _parse_item(await _json_body(request))
+async def post_activity(scope: IngestDep) -> JSONResponse:
+    item = _parse_item(scope.body)
     if isinstance(item, Rejection):
         count_rejection(item)
         raise _rejection_problem(item, None)
@@ -378,9 +415,9 @@ async def post_activity(request: Request, scope: IngestDep) -> JSONResponse:
     },
     openapi_extra=_BATCH_BODY,
 )
-async def post_batch(request: Request, scope: IngestDep) -> Response:
+async def post_batch(scope: IngestDep) -> Response:
     """Up to 1,000 events (`{"items": [...]}` or a bare array); one result per item."""
-    body = await _json_body(request)
+    body = scope.body
     raw_items = body.get("items") if isinstance(body, dict) else body
     if isinstance(body, dict) and set(body) != {"items"}:
         raise ProblemError(422, "Validation failed", 'The body is {"items": [...]}.')

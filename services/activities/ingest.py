@@ -14,7 +14,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.propagate import inject
 
 from activities import adapters
-from activities.adapters import NewActivity, Partner
+from activities.adapters import NewActivity, Partner, Replica
 from activities.domain import (
     ActivityIn,
     Rejection,
@@ -71,8 +71,11 @@ class Ingestor:
         connection: asyncpg.Connection,
         partner: Partner,
         items: Sequence[ActivityIn | Rejection],
+        *,
+        replica: Replica | None = None,
     ) -> list[ItemResult]:
-        """One result per item, in order.
+        """One result per item, in order. `replica`: teams and members already read (with the
+        key, for a single event); read here when it does not answer for every item.
 
         Happy path in two statements (replica lookup, then one insert of ids, rows and outbox,
         atomic on its own); ids already stored are found by the insert's ON CONFLICT and only
@@ -83,7 +86,7 @@ class Ingestor:
         candidates = self._first_occurrences(items, results)
         now = self._clock()
         accepted = await self._validate(
-            db, connection, candidates, partner=partner, now=now, results=results
+            db, connection, candidates, partner=partner, now=now, results=results, replica=replica
         )
         claimed = await adapters.insert_activities(
             db, connection, accepted, partner_id=partner.id, recorded_at=now
@@ -132,13 +135,15 @@ class Ingestor:
         partner: Partner,
         now: datetime,
         results: dict[int, ItemResult],
+        replica: Replica | None,
     ) -> list[NewActivity]:
-        teams, members = await adapters.load_replica(
-            db,
-            connection,
-            team_ids=list({c.event.team_id for c in candidates}),
-            member_ids=list({c.event.member_id for c in candidates if c.event.member_id}),
-        )
+        team_ids = {c.event.team_id for c in candidates}
+        member_ids = {c.event.member_id for c in candidates if c.event.member_id}
+        if replica is None or not replica.answers(team_ids | member_ids):
+            replica = await adapters.load_replica(
+                db, connection, team_ids=list(team_ids), member_ids=list(member_ids)
+            )
+        teams, members = replica.teams, replica.members
         trace: dict[str, str] = {}
         inject(trace)  # W3C traceparent of the request's span
         _link_to_registry_traces(teams.values())

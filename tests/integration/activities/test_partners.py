@@ -109,6 +109,12 @@ async def test_revoked_malformed_and_missing_keys_are_401(env: Env) -> None:
         assert reply.headers["content-type"] == "application/problem+json"
         assert reply.headers["www-authenticate"] == "Bearer"
         assert key not in reply.text
+    # The key is judged before the body: a bad key learns nothing about its payload.
+    for path, body in (("/v1/activities", b'{"id": '), ("/v1/activities:batch", b"[{,]")):
+        headers = {**bearer(key), "content-type": "application/json"}
+        assert (await env.client.post(path, content=body, headers=headers)).status_code == 401
+        operator = {**OPERATOR, "content-type": "application/json"}
+        assert (await env.client.post(path, content=body, headers=operator)).status_code == 403
 
 
 async def test_rate_limit_429_with_retry_after_and_other_partners_unaffected(env: Env) -> None:
