@@ -146,6 +146,10 @@ class LocalPostgres:
                 # request waited (WALInitSync): 100-600 ms stalls every ~15 s at 500 single
                 # POSTs/s on a fresh cluster. Without it, single-POST p99 went 67-105 → 24-34 ms.
                 "wal_init_zero=off",
+                "-c",
+                # Backends evicting dirty pages during a bulk load ask the kernel to write them
+                # at once, instead of leaving hundreds of MB for one writeback burst.
+                "backend_flush_after=256kB",
             ],
             log=log,
             user=self.user,

@@ -6,6 +6,9 @@ seeds the teams replica through Kafka, then measures:
 1. batch ingest: events/s accepted (HTTP answered) and published (on Kafka, outbox drained);
 2. single-event POST latency at a fixed arrival rate (open model: requests are sent on
    schedule whatever the answers, latency counted from the scheduled time).
+Each phase also prints the CPU it cost per event or request, by role (API processes, worker,
+the rest of the machine: PostgreSQL and Kafka), measured from /proc: on a shared machine whose
+speed varies between runs, that figure compares two versions better than events/s.
 Targets (issue 4): >= 10,000 events/s batch; p99 < 50 ms at 500 requests/s.
 """
 
@@ -45,8 +48,44 @@ from devstack.infra import Infra  # noqa: E402
 from tests.load.bench_infra import bench_infra  # noqa: E402
 
 ADMIN = "bench-operator-token"
+SLOW_SECONDS = 0.05  # the single-POST aim: p99 under 50 ms
 TEAMS = 200
 MEMBERS_PER_TEAM = 5
+
+
+class CpuMeter:
+    """CPU time by role over a phase, from /proc (Linux): the figure that the host's noise
+    does not move, unlike events/s on a shared 2-core machine."""
+
+    def __init__(self, roles: dict[str, list[int]]) -> None:
+        self.roles = roles  # role -> pids (service processes)
+        self.start = self._read()
+
+    @staticmethod
+    def _process_seconds(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _read(self) -> dict[str, float]:
+        cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        busy = sum(int(v) for i, v in enumerate(cpu[:8]) if i not in (3, 4))  # not idle/iowait
+        seconds = {"machine": busy / os.sysconf("SC_CLK_TCK")}
+        for role, pids in self.roles.items():
+            seconds[role] = sum(self._process_seconds(pid) for pid in pids)
+        seconds["bench"] = time.process_time()
+        return seconds
+
+    def per(self, units: float, unit: str) -> str:
+        end = self._read()
+        used = {role: end[role] - self.start[role] for role in end}
+        used["postgres, kafka, other"] = used["machine"] - sum(
+            v for role, v in used.items() if role != "machine"
+        )
+        parts = ", ".join(f"{role} {1000 * v / units:.2f}" for role, v in used.items())
+        return f"CPU ms per {unit}: {parts}"
 
 
 def free_port() -> int:
@@ -272,6 +311,7 @@ async def bench_single(
     total = int(rate * seconds)
     bodies = [json.dumps(make_event(teams)).encode() for _ in range(total)]
     latencies: list[float] = []
+    slow_by_second: dict[int, int] = {}  # stalls cluster: when they happened tells why
     statuses: dict[int, int] = {}
 
     async def one(body: bytes, due: float, client: RawClient) -> None:
@@ -280,6 +320,9 @@ async def bench_single(
         except (OSError, asyncio.IncompleteReadError):
             status = 0  # connection error: counted, not retried
         latencies.append(time.perf_counter() - due)
+        if latencies[-1] > SLOW_SECONDS:
+            second = int(due - start)
+            slow_by_second[second] = slow_by_second.get(second, 0) + 1
         statuses[status] = statuses.get(status, 0) + 1
 
     tasks = []
@@ -308,6 +351,7 @@ async def bench_single(
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
         "max_ms": latencies[-1] * 1000,
+        "slow_by_second": dict(sorted(slow_by_second.items())),
     }
 
 
@@ -337,7 +381,10 @@ async def run(args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
                 )
             for port, proc in zip(ports, procs[-len(ports) :], strict=True):
                 await wait_ready(f"http://127.0.0.1:{port}", proc)
-            await measure(args, infra, ports=ports)
+            roles = {"api": [p.pid for p in procs[-len(ports) :]]}
+            if not args.one_process:
+                roles["worker"] = [procs[0].pid]
+            await measure(args, infra, ports=ports, roles=roles)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -348,7 +395,9 @@ async def run(args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
                     proc.kill()
 
 
-async def measure(args: argparse.Namespace, infra: Infra, *, ports: Sequence[int]) -> None:
+async def measure(
+    args: argparse.Namespace, infra: Infra, *, ports: Sequence[int], roles: dict[str, list[int]]
+) -> None:
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     base = bases[0]
     bootstrap = infra.kafka_bootstrap_servers
@@ -366,13 +415,17 @@ async def measure(args: argparse.Namespace, infra: Infra, *, ports: Sequence[int
         bootstrap=bootstrap,
     )  # fmt: skip
     if args.batches > 0:
+        meter = CpuMeter(roles)
         await report_batches(args, bases, key, teams, bootstrap)
+        print(meter.per(args.batches, "1,000 events"), flush=True)  # batches of 1,000
     await asyncio.sleep(2)
     # Warm-up at the measured rate: the API's DB pool grows to the concurrency this rate needs
     # (each new connection prepares its statements once), as it would in production.
     await bench_single(ports, key, teams, rate=args.rate, seconds=3)
     await asyncio.sleep(2)
+    meter = CpuMeter(roles)
     single = await bench_single(ports, key, teams, rate=args.rate, seconds=args.seconds)
+    cpu = meter.per(single["requests"], "request")
     print(
         f"single POST at {single['rate']} req/s for {args.seconds:.0f} s (open model, "
         f"{len(ports)} API process(es)): "
@@ -380,9 +433,10 @@ async def measure(args: argparse.Namespace, infra: Infra, *, ports: Sequence[int
         f"{single['other_statuses']} other {single['statuses']}; "
         f"latency p50 {single['p50_ms']:.1f} ms, "
         f"p90 {single['p90_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms, "
-        f"max {single['max_ms']:.1f} ms",
+        f"max {single['max_ms']:.1f} ms; {cpu}",
         flush=True,
     )
+    print(f"requests over 50 ms, by second of the run: {single['slow_by_second']}", flush=True)
 
 
 async def report_batches(
