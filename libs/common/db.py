@@ -98,9 +98,6 @@ class DirectConnections:
                     timeout=5,  # connect: fail fast when PostgreSQL is gone
                     command_timeout=60,
                     reset=_rollback_if_open,
-                    # Fixed-shape statements looked up by key: PostgreSQL re-planned the ingest
-                    # replica lookup (array parameters) on every call, 3x its execution time.
-                    server_settings={"plan_cache_mode": "force_generic_plan"},
                 )
             return self._pool
 

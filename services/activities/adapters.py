@@ -188,24 +188,33 @@ async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
 
 # Ingest statements run on plain asyncpg connections (`common.db.DirectConnections`): numbered
 # parameters, no SQLAlchemy in the way of the hottest path.
-_LOAD_REPLICA = """
+def _replica_rows(*, teams: str, members: str) -> str:
+    """The replica's teams and members whose ids match the given SQL expressions (arrays)."""
+    return f"""
 SELECT 'team' AS entity, id, status, province, district, commune, village, established_on,
   dissolved_on, NULL::uuid AS team_id, NULL::date AS joined_on, NULL::date AS left_on,
   NULL::boolean AS removed, traceparent
-FROM activities.team_replica WHERE id = ANY($1::uuid[])
+FROM activities.team_replica WHERE id = ANY({teams})
 UNION ALL
 SELECT 'member', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, team_id, joined_on, left_on,
   removed, NULL
-FROM activities.member_replica WHERE id = ANY($2::uuid[])
-"""
+FROM activities.member_replica WHERE id = ANY({members})
+"""  # noqa: S608 (constant text only)
+
+
+_LOAD_REPLICA = _replica_rows(teams="$1::uuid[]", members="$2::uuid[]")
 # A single event's key check and replica lookup in one round trip: one row per replica row
 # found (partner columns repeated), or one row of NULL replica columns; none for unknown keys.
+# One-element arrays written as such: PostgreSQL then sees the plan that fits any call and
+# stops re-planning per call (it had re-planned an `= ANY($1::uuid[])` lookup every time).
 _PARTNER_AND_REPLICA = f"""
 SELECT p.id AS partner_id, p.name AS partner_name, p.provinces, p.rate_limit_per_second,
   p.key_hash, p.status AS partner_status, r.*
-FROM activities.partners p LEFT JOIN LATERAL ({_LOAD_REPLICA}) r ON true
+FROM activities.partners p LEFT JOIN LATERAL (
+  {_replica_rows(teams="ARRAY[$1::uuid]", members="ARRAY[$2::uuid]")}
+) r ON true
 WHERE p.key_lookup = $3
-"""  # noqa: S608 (built from constant text only)
+"""  # noqa: S608 (constant text only)
 
 
 @dataclass(frozen=True)
@@ -244,13 +253,13 @@ async def partner_and_replica(
     connection: asyncpg.Connection,
     lookup: str,
     *,
-    team_ids: Sequence[UUID],
-    member_ids: Sequence[UUID],
+    team_id: UUID | None,
+    member_id: UUID | None,
 ) -> tuple[Partner | None, Replica]:
     """The key's partner and the replica rows a single event needs, in one round trip."""
-    replica = Replica({}, {}, frozenset([*team_ids, *member_ids]))
+    replica = Replica({}, {}, frozenset(i for i in (team_id, member_id) if i is not None))
     rows = await db.fetch(
-        connection, _PARTNER_AND_REPLICA, list(team_ids), list(member_ids), lookup,
+        connection, _PARTNER_AND_REPLICA, team_id, member_id, lookup,
         operation="SELECT partners, replica",
     )  # fmt: skip
     for r in rows:

@@ -158,14 +158,14 @@ async def authenticate_ingest(request: Request) -> AsyncIterator[IngestScope]:
         body: Any = orjson.loads(raw)  # several times faster than json on 1,000-item batches
     except ValueError:  # orjson.JSONDecodeError, invalid UTF-8 included
         body = _MALFORMED
-    team_ids, member_ids = _single_event_ids(body)
+    team_id, member_id = _single_event_ids(body)
     replica: adapters.Replica | None = None
     async with runtime.direct.acquire() as connection:
 
         async def find_partner(lookup: str) -> Partner | None:
             nonlocal replica
             partner, replica = await adapters.partner_and_replica(
-                runtime.direct, connection, lookup, team_ids=team_ids, member_ids=member_ids
+                runtime.direct, connection, lookup, team_id=team_id, member_id=member_id
             )
             return partner
 
@@ -179,18 +179,19 @@ async def authenticate_ingest(request: Request) -> AsyncIterator[IngestScope]:
 _MALFORMED = object()
 
 
-def _single_event_ids(body: Any) -> tuple[list[UUID], list[UUID]]:
+def _single_event_ids(body: Any) -> tuple[UUID | None, UUID | None]:
     """The team and member of a single event's body, when they are well-formed ids (a batch,
     or anything else, has none: its replica rows are read after validation)."""
     if not isinstance(body, dict):
-        return [], []
-    ids: list[list[UUID]] = [[], []]
-    for position, field in enumerate(("team_id", "member_id")):
-        value = body.get(field)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):  # the validation names the field
-                ids[position].append(UUID(value))
-    return ids[0], ids[1]
+        return None, None
+    return _uuid_or_none(body.get("team_id")), _uuid_or_none(body.get("member_id"))
+
+
+def _uuid_or_none(value: Any) -> UUID | None:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # the validation names the field
+            return UUID(value)
+    return None
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
