@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 import orjson
+import uuid_utils
 from pydantic import BaseModel, ConfigDict
 from uuid_utils.compat import uuid7
 
@@ -101,18 +102,47 @@ class OutboundEvent:
         )
 
     def ce_headers(self) -> dict[str, str]:
-        headers = {
+        shared = CloudEventHeaders(
+            type=self.type, source=self.source, time=self.time, dataschema=self.dataschema
+        )
+        return shared.for_event(str(self.id), subject=self.subject)
+
+
+class CloudEventHeaders:
+    """The `ce_*` headers shared by events of one type, source and time, spelt once: the events
+    of a 1,000-item batch differ only by id and subject. `extra` joins every event's headers
+    (a request's trace context)."""
+
+    def __init__(
+        self,
+        *,
+        type: str,
+        source: str,
+        time: datetime,
+        dataschema: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        self._shared = {
             "ce_specversion": SPEC_VERSION,
-            "ce_id": str(self.id),
-            "ce_type": self.type,
-            "ce_source": self.source,
-            "ce_time": self.time.isoformat(),
-            "ce_dataschema": self.dataschema,
+            "ce_type": type,
+            "ce_source": source,
+            "ce_time": time.isoformat(),
+            "ce_dataschema": dataschema,
             "content-type": CONTENT_TYPE,
+            **(extra or {}),
         }
-        if self.subject is not None:
-            headers["ce_subject"] = self.subject
+
+    def for_event(self, event_id: str, *, subject: str | None = None) -> dict[str, str]:
+        headers = {"ce_id": event_id, **self._shared}
+        if subject is not None:
+            headers["ce_subject"] = subject
         return headers
+
+
+def new_event_id() -> str:
+    """A UUIDv7 event id, as text: what hot paths store and send (8x cheaper than a
+    `uuid.UUID` built and then spelt)."""
+    return str(uuid_utils.uuid7())
 
 
 def kafka_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:

@@ -6,11 +6,13 @@ import asyncio
 import functools
 import logging
 import random
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from common.topics import TopicSpec, all_topics
 
@@ -102,3 +104,46 @@ async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: set[str]) -> Non
         if names <= set(await admin.list_topics()):
             return
         await asyncio.sleep(0.1)
+
+
+class KeyedBatches:
+    """Records added one by one, sent as one record batch per partition (`send_batch`).
+
+    `AIOKafkaProducer.send` costs a metadata wait, a size estimate, a partition lookup and a
+    future per record, about a third of the outbox relay's CPU. Records go to the partition
+    `keyed_partitioner` picks, as `send` would; each partition's batches leave in the order
+    they were filled, so a key's records keep their order.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._partitions: dict[str, list[int]] = {}
+        self._open: dict[tuple[str, int], BatchBuilder] = {}
+        self._sent: list[asyncio.Future[Any]] = []
+
+    async def add(
+        self, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(
+                await self._producer.partitions_for(topic)
+            )
+        partition = keyed_partitioner(key, partitions, partitions)
+        builder = self._open.get((topic, partition))
+        if builder is not None and builder.append(
+            timestamp=None, key=key, value=value, headers=headers
+        ):
+            return
+        if builder is not None:  # full: it leaves, the record starts the next one
+            self._sent.append(await self._producer.send_batch(builder, topic, partition=partition))
+        builder = self._open[(topic, partition)] = self._producer.create_batch()
+        if not builder.append(timestamp=None, key=key, value=value, headers=headers):
+            raise MessageSizeTooLargeError(f"a record of {len(value)} bytes for {topic}")
+
+    async def send(self) -> None:
+        """Send the batches still open and wait until every record is acknowledged."""
+        for (topic, partition), builder in self._open.items():
+            self._sent.append(await self._producer.send_batch(builder, topic, partition=partition))
+        self._open.clear()
+        await asyncio.gather(*self._sent)

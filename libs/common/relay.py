@@ -17,6 +17,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ from common import metrics
 from common.db import asyncpg_dsn
 from common.envelope import kafka_headers
 from common.faults import crash_point
+from common.kafka import KeyedBatches
 from common.outbox_tables import ServiceTables
 from common.telemetry import context_from_headers, producer_span_attributes
 
@@ -235,8 +237,8 @@ class OutboxRelay:
             if connection.is_closed() or connection.is_in_transaction():
                 self._drop_connection()  # broken: the next batch reconnects
             raise
-        for row in rows:
-            metrics.OUTBOX_PUBLISHED.labels(self._service, row.topic).inc()
+        for topic, count in Counter(row.topic for row in rows).items():
+            metrics.OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
         return len(rows)
 
     async def _connection(self) -> asyncpg.Connection:
@@ -252,7 +254,7 @@ class OutboxRelay:
             self._db = None
 
     async def _send_all(self, rows: Sequence[Any]) -> None:
-        deliveries = []
+        batches = KeyedBatches(self._producer)
         for topic, parent, group in _trace_groups(rows):
             # One producer span per run of rows continuing the same trace (a batch request's
             # thousand events share one): a span per record cost a quarter of the relay's CPU.
@@ -265,15 +267,13 @@ class OutboxRelay:
                 carrier: dict[str, str] = {}
                 inject(carrier)  # the consumers continue from this producer span
                 for row in group:
-                    deliveries.append(
-                        await self._producer.send(
-                            topic,
-                            value=row.payload.encode(),
-                            key=row.aggregateid.encode(),
-                            headers=kafka_headers({**row.headers, **carrier}),
-                        )
+                    await batches.add(
+                        topic,
+                        key=row.aggregateid.encode(),
+                        value=row.payload.encode(),
+                        headers=kafka_headers({**row.headers, **carrier}),
                     )
-        await asyncio.gather(*deliveries)
+        await batches.send()
 
     async def _refresh_backlog_metrics(self) -> None:
         # At most once a second: under load the relay wakes on every committed request.

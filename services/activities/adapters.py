@@ -410,7 +410,7 @@ class NewActivity(NamedTuple):
     district: str | None
     commune: str | None
     village: str | None
-    event_id: UUID
+    event_id: str  # UUIDv7 as text (asyncpg parses it in C)
     topic: str
     type: str
     payload: dict[str, Any]

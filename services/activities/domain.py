@@ -230,13 +230,20 @@ def canonical_payload(event: ActivityIn, *, household: str | None) -> dict[str, 
     }
 
 
+@dataclass(frozen=True)
+class Recording:
+    """Who recorded a request's events and when, spelt once for all of them."""
+
+    partner_id: str
+    recorded_at: str
+
+    @classmethod
+    def of(cls, *, partner_id: UUID, recorded_at: datetime) -> Recording:
+        return cls(str(partner_id), recorded_at.isoformat())
+
+
 def recorded_payload(
-    event: ActivityIn,
-    *,
-    canonical: dict[str, Any],
-    team: TeamView,
-    partner_id: UUID,
-    recorded_at: datetime,
+    event: ActivityIn, *, canonical: dict[str, Any], team: TeamView, recording: Recording
 ) -> dict[str, Any]:
     """The `ActivityRecorded` payload, JSON-ready: the event's canonical fields (already built
     for its hash, so ids are spelt once per event), `occurred_at` with the partner's own offset,
@@ -244,8 +251,8 @@ def recorded_payload(
     return {
         **canonical,
         "occurred_at": event.occurred_at.isoformat(),
-        "partner_id": str(partner_id),
-        "recorded_at": recorded_at.isoformat(),
+        "partner_id": recording.partner_id,
+        "recorded_at": recording.recorded_at,
         "unit_path": {
             "province": team.province,
             "district": team.district,

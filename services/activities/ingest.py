@@ -17,6 +17,7 @@ from activities import adapters
 from activities.adapters import NewActivity, Partner, Replica
 from activities.domain import (
     ActivityIn,
+    Recording,
     Rejection,
     TeamView,
     canonical_payload,
@@ -28,10 +29,11 @@ from activities.domain import (
 from activities.metrics import EVENTS
 from common.contracts.activities import ActivityRecorded
 from common.db import DirectConnections
-from common.envelope import OutboundEvent
+from common.envelope import CloudEventHeaders, new_event_id
 from common.telemetry import span_link
 
 SOURCE = "/cdt/activities"
+_TOPIC = ActivityRecorded.TOPIC.name
 Status = Literal["accepted", "duplicate", "rejected"]
 CONFLICT = Rejection("conflict", "This id was already used for a different payload.")
 
@@ -42,6 +44,28 @@ class ItemResult:
     id: UUID | None
     status: Status
     rejection: Rejection | None = None
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    """What every event of one request shares (recorder, time, CloudEvents headers and trace
+    context), spelt once: per event, at 10,000 events/s, it was a tenth of the API's CPU."""
+
+    recording: Recording
+    headers: CloudEventHeaders
+
+    @classmethod
+    def of(cls, *, partner: Partner, now: datetime) -> _Stamp:
+        trace: dict[str, str] = {}
+        inject(trace)  # W3C traceparent of the request's span
+        headers = CloudEventHeaders(
+            type=ActivityRecorded.CE_TYPE,
+            source=SOURCE,
+            time=now,
+            dataschema=ActivityRecorded.dataschema(),
+            extra=trace,
+        )
+        return cls(Recording.of(partner_id=partner.id, recorded_at=now), headers)
 
 
 @dataclass(frozen=True)
@@ -144,8 +168,7 @@ class Ingestor:
                 db, connection, team_ids=list(team_ids), member_ids=list(member_ids)
             )
         teams, members = replica.teams, replica.members
-        trace: dict[str, str] = {}
-        inject(trace)  # W3C traceparent of the request's span
+        stamp = _Stamp.of(partner=partner, now=now)
         _link_to_registry_traces(teams.values())
         accepted: list[NewActivity] = []
         for c in candidates:
@@ -162,7 +185,7 @@ class Ingestor:
                 results[c.index] = ItemResult(c.index, c.event.id, "rejected", rejection)
             else:
                 assert team is not None
-                accepted.append(self._new_activity(c, team, partner=partner, now=now, trace=trace))
+                accepted.append(_new_activity(c, team, stamp=stamp))
         return accepted
 
     def _candidate(self, index: int, event: ActivityIn) -> _Candidate:
@@ -170,57 +193,38 @@ class Ingestor:
         canonical = canonical_payload(event, household=household)
         return _Candidate(index, event, household, canonical, payload_hash(canonical))
 
-    def _new_activity(
-        self,
-        c: _Candidate,
-        team: TeamView,
-        *,
-        partner: Partner,
-        now: datetime,
-        trace: dict[str, str],
-    ) -> NewActivity:
-        event = c.event
-        assert team.province is not None
-        payload = recorded_payload(
-            event, canonical=c.canonical, team=team, partner_id=partner.id, recorded_at=now
-        )
-        # Built as a JSON-ready dict (checked against the ActivityRecorded contract by the unit
-        # tests): at 10,000 events/s a model round trip per event is a large share of the CPU.
-        envelope = OutboundEvent(
-            topic=ActivityRecorded.TOPIC.name,
-            key=payload["team_id"],
-            type=ActivityRecorded.CE_TYPE,
-            source=SOURCE,
-            aggregate_type=ActivityRecorded.AGGREGATE,
-            data=payload,
-            dataschema=ActivityRecorded.dataschema(),
-            subject=payload["id"],
-            time=now,
-        )
-        return NewActivity(
-            id=event.id,
-            payload_hash=c.digest,
-            occurred_at=event.occurred_at,
-            team_id=event.team_id,
-            member_id=event.member_id,
-            kind=event.kind,
-            skills=payload["skills"],
-            citizens_reached=event.citizens_reached,
-            household_hash=c.household,
-            audience=payload["audience"],
-            campaign_id=event.campaign_id,
-            outcomes=payload["outcomes"],
-            province=team.province,
-            district=team.district,
-            commune=team.commune,
-            village=team.village,
-            event_id=envelope.id,
-            topic=envelope.topic,
-            type=envelope.type,
-            payload=payload,
-            # One trace context for the whole request: injected once, not per event.
-            headers={**envelope.ce_headers(), **trace},
-        )
+
+def _new_activity(c: _Candidate, team: TeamView, *, stamp: _Stamp) -> NewActivity:
+    """The row to store and its outbox row. The payload is built as a JSON-ready dict (checked
+    against the ActivityRecorded contract by the unit tests): at 10,000 events/s a model round
+    trip per event is a large share of the CPU."""
+    event = c.event
+    assert team.province is not None
+    payload = recorded_payload(event, canonical=c.canonical, team=team, recording=stamp.recording)
+    event_id = new_event_id()
+    return NewActivity(
+        id=event.id,
+        payload_hash=c.digest,
+        occurred_at=event.occurred_at,
+        team_id=event.team_id,
+        member_id=event.member_id,
+        kind=event.kind,
+        skills=payload["skills"],
+        citizens_reached=event.citizens_reached,
+        household_hash=c.household,
+        audience=payload["audience"],
+        campaign_id=event.campaign_id,
+        outcomes=payload["outcomes"],
+        province=team.province,
+        district=team.district,
+        commune=team.commune,
+        village=team.village,
+        event_id=event_id,
+        topic=_TOPIC,
+        type=ActivityRecorded.CE_TYPE,
+        payload=payload,
+        headers=stamp.headers.for_event(event_id, subject=payload["id"]),
+    )
 
 
 def _repeat(index: int, activity_id: UUID, *, same: bool) -> ItemResult:

@@ -37,6 +37,7 @@ sys.path[:0] = [
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
+import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from common.contracts.teams import MemberChanged, TeamChanged, UnitPath  # noqa: E402
@@ -197,50 +198,57 @@ def make_event(teams: Sequence[tuple[uuid.UUID, list[uuid.UUID]]]) -> dict[str, 
     }
 
 
-async def topic_end(bootstrap: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = [
-            TopicPartition(ACTIVITY_RECORDED.name, p) for p in range(ACTIVITY_RECORDED.partitions)
-        ]
-        ends = await consumer.end_offsets(parts)
-        return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
+async def topic_end(consumer: AIOKafkaConsumer) -> int:
+    """Records on the activity topic so far (sum of its partitions' end offsets)."""
+    parts = [TopicPartition(ACTIVITY_RECORDED.name, p) for p in range(ACTIVITY_RECORDED.partitions)]
+    ends = await consumer.end_offsets(parts)
+    return int(sum(ends.values()))
+
+
+def batch_bodies(teams: Sequence[Any], *, batches: int, size: int) -> list[bytes]:
+    return [
+        orjson.dumps({"items": [make_event(teams) for _ in range(size)]}) for _ in range(batches)
+    ]
 
 
 async def bench_batches(
-    bases: Sequence[str], key: str, teams: Sequence[Any], *, batches: int, size: int,
-    concurrency: int, bootstrap: str,
+    bases: Sequence[str], key: str, bodies: Sequence[bytes], *, size: int, concurrency: int,
+    bootstrap: str,
 ) -> dict[str, float]:  # fmt: skip
-    bodies = [
-        json.dumps({"items": [make_event(teams) for _ in range(size)]}) for _ in range(batches)
-    ]
-    start_offset = await topic_end(bootstrap)
-    queue: asyncio.Queue[str] = asyncio.Queue()
+    batches = len(bodies)
+    # One client for the whole phase: a new one per poll would cost the publication's timing.
+    offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await offsets.start()
+    start_offset = await topic_end(offsets)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     accepted = 0
-    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    headers = {"authorization": f"Bearer {key}"}
 
-    async def worker(client: httpx.AsyncClient, base: str) -> None:
+    async def worker(client: RawClient) -> None:
         nonlocal accepted
         while not queue.empty():
             body = queue.get_nowait()
-            reply = await client.post(f"{base}/v1/activities:batch", content=body, headers=headers)
-            reply.raise_for_status()
-            accepted += reply.json()["accepted"]
+            status, reply = await client.exchange("/v1/activities:batch", body, headers)
+            if status != 200:
+                raise RuntimeError(f"batch answered {status}: {reply[:300]!r}")
+            accepted += orjson.loads(reply)["accepted"]
 
+    # Each client worker posts to one API process (as a load balancer would spread them).
+    clients = [RawClient.of(bases[i % len(bases)]) for i in range(concurrency)]
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120) as client:
-        # Each client worker posts to one API process (as a load balancer would spread them).
-        await asyncio.gather(*(worker(client, bases[i % len(bases)]) for i in range(concurrency)))
+    await asyncio.gather(*(worker(client) for client in clients))
     answered = time.perf_counter() - started
+    for client in clients:
+        client.close()
     total = batches * size
-    while await topic_end(bootstrap) - start_offset < total:
-        await asyncio.sleep(0.05)
-    published = time.perf_counter() - started
+    try:
+        while await topic_end(offsets) - start_offset < total:
+            await asyncio.sleep(0.02)
+        published = time.perf_counter() - started
+    finally:
+        await offsets.stop()
     return {
         "events": total,
         "accepted": accepted,
@@ -258,15 +266,24 @@ class RawClient:
         self.host, self.port = host, port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
+    @classmethod
+    def of(cls, base: str) -> RawClient:
+        host, _, port = base.removeprefix("http://").partition(":")
+        return cls(host, int(port))
+
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        return (await self.exchange(path, body, headers))[0]
+
+    async def exchange(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST; (status, body), status 0 when the connection failed."""
         if self.idle:
-            status = await self._exchange(self.idle.pop(), path, body, headers)
-            if status is not None:
-                return status
+            answer = await self._exchange(self.idle.pop(), path, body, headers)
+            if answer is not None:
+                return answer
             # The server closed this idle keep-alive connection: one fresh attempt.
         conn = await asyncio.open_connection(self.host, self.port)
-        status = await self._exchange(conn, path, body, headers)
-        return 0 if status is None else status
+        answer = await self._exchange(conn, path, body, headers)
+        return (0, b"") if answer is None else answer
 
     async def _exchange(
         self,
@@ -274,7 +291,7 @@ class RawClient:
         path: str,
         body: bytes,
         headers: dict[str, str],
-    ) -> int | None:
+    ) -> tuple[int, bytes] | None:
         reader, writer = conn
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         try:
@@ -294,9 +311,9 @@ class RawClient:
             name, _, value = line.decode().partition(":")
             if name.lower() == "content-length":
                 length = int(value)
-        await reader.readexactly(length)
+        reply = await reader.readexactly(length)
         self.idle.append(conn)
-        return int(status_line.split()[1])
+        return int(status_line.split()[1]), reply
 
     def close(self) -> None:
         for _, writer in self.idle:
@@ -411,12 +428,13 @@ async def measure(
         key = reply.json()["api_key"]
     # Warm-up: connections, prepared statements, code paths.
     await bench_batches(
-        bases, key, teams, batches=5 * len(bases), size=1000, concurrency=2 * len(bases),
-        bootstrap=bootstrap,
+        bases, key, batch_bodies(teams, batches=5 * len(bases), size=1000), size=1000,
+        concurrency=2 * len(bases), bootstrap=bootstrap,
     )  # fmt: skip
     if args.batches > 0:
+        bodies = batch_bodies(teams, batches=args.batches, size=1000)  # before the meter starts
         meter = CpuMeter(roles)
-        await report_batches(args, bases, key, teams, bootstrap)
+        await report_batches(args, bases, key, bodies, bootstrap)
         print(meter.per(args.batches, "1,000 events"), flush=True)  # batches of 1,000
     await asyncio.sleep(2)
     # Warm-up at the measured rate: the API's DB pool grows to the concurrency this rate needs
@@ -440,13 +458,12 @@ async def measure(
 
 
 async def report_batches(
-    args: argparse.Namespace, bases: Sequence[str], key: str, teams: Sequence[Any],
+    args: argparse.Namespace, bases: Sequence[str], key: str, bodies: Sequence[bytes],
     bootstrap: str,
 ) -> None:  # fmt: skip
     batch = await bench_batches(
-        bases, key, teams, batches=args.batches, size=1000, concurrency=args.concurrency,
-        bootstrap=bootstrap,
-    )  # fmt: skip
+        bases, key, bodies, size=1000, concurrency=args.concurrency, bootstrap=bootstrap
+    )
     print(
         f"batch ingest: {batch['events']:.0f} events in batches of 1000 "
         f"({args.concurrency} concurrent, {len(bases)} API process(es)): "

@@ -17,6 +17,7 @@ from activities.domain import (
     ActivityIn,
     MemberView,
     RateLimiter,
+    Recording,
     TeamView,
     canonical_payload,
     check_against_replica,
@@ -224,9 +225,8 @@ def test_recorded_payload_is_the_activity_recorded_contract() -> None:
               outcomes={"app_installs": 2, "ewallet_accounts": 0})  # fmt: skip
     partner_id = uuid.uuid4()
     canonical = canonical_payload(e, household="h" * 64)
-    payload = recorded_payload(
-        e, canonical=canonical, team=team(), partner_id=partner_id, recorded_at=NOW
-    )
+    recording = Recording.of(partner_id=partner_id, recorded_at=NOW)
+    payload = recorded_payload(e, canonical=canonical, team=team(), recording=recording)
     expected = ActivityRecorded(
         id=e.id, team_id=TEAM_ID, member_id=MEMBER_ID, partner_id=partner_id,
         occurred_at=e.occurred_at, recorded_at=NOW, kind="household_visit",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from types import SimpleNamespace
 from typing import Any
@@ -11,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from common.kafka import keyed_partitioner
+from common.kafka import KeyedBatches, keyed_partitioner
 from tests.unit.common.relays import unit_relay
 
 PARENT_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -28,17 +29,62 @@ def test_cached_partitioner_places_keys_as_kafkas_default_does() -> None:
         assert keyed_partitioner(key, partitions, partitions) == expected  # from the cache
 
 
-class _Producer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+class _Batch:
+    """Stands for aiokafka's BatchBuilder: holds `capacity` records, then refuses."""
 
-    async def send(self, topic: str, *, value: bytes, key: bytes, headers: Any) -> Any:
-        self.sent.append((topic, key, {k: v.decode() for k, v in headers}))
-        return _done()
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes, dict[str, str]]] = []
+
+    def append(self, *, timestamp: None, key: bytes, value: bytes, headers: Any) -> bool:
+        if len(self.records) == self.capacity:
+            return False
+        self.records.append((key, {k: v.decode() for k, v in headers}))
+        return True
+
+
+class _Producer:
+    def __init__(self, *, partitions: int = 3, capacity: int = 100) -> None:
+        self.partitions, self.capacity = partitions, capacity
+        self.batches: list[tuple[str, int, _Batch]] = []  # in the order they were sent
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    def create_batch(self) -> _Batch:
+        return _Batch(self.capacity)
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+        self.batches.append((topic, partition, batch))
+        return asyncio.ensure_future(_done())
+
+    @property
+    def sent(self) -> list[tuple[str, bytes, dict[str, str]]]:
+        return [(t, key, headers) for t, _, b in self.batches for key, headers in b.records]
 
 
 async def _done() -> None:
     return None
+
+
+async def test_records_go_in_one_batch_per_partition_in_order_to_kafkas_keyed_partition() -> None:
+    producer = _Producer(partitions=4, capacity=3)
+    batches = KeyedBatches(producer)  # type: ignore[arg-type]
+    keys = [f"team-{i % 5}".encode() for i in range(40)]
+    for n, key in enumerate(keys):
+        await batches.add("t", key=key, value=b"{}", headers=[("n", str(n).encode())])
+    await batches.send()
+
+    expected = {key: DefaultPartitioner()(key, [0, 1, 2, 3], [0, 1, 2, 3]) for key in keys}
+    per_partition: dict[int, list[int]] = {}
+    for _, partition, batch in producer.batches:
+        assert 1 <= len(batch.records) <= 3  # a full batch leaves, the next record starts one
+        for key, headers in batch.records:
+            assert expected[key] == partition
+            per_partition.setdefault(partition, []).append(int(headers["n"]))
+    # Every record sent once, and each partition's records in the order they were added.
+    assert sorted(n for ns in per_partition.values() for n in ns) == list(range(40))
+    assert all(ns == sorted(ns) for ns in per_partition.values())
 
 
 def _row(seq: int, topic: str, parent: str) -> Any:
@@ -73,8 +119,11 @@ async def test_one_producer_span_per_run_of_rows_continuing_one_trace() -> None:
         int(PARENT_B.split("-")[1], 16),
         int(PARENT_B.split("-")[1], 16),
     ]
-    # Every message continues from its group's span, in outbox order, other headers kept.
+    # Every message continues from its group's span, other headers kept.
     by_span = [f"{s.context.span_id:016x}" for s in spans]
-    sent_parents = [headers["traceparent"].split("-")[2] for _, _, headers in producer.sent]
-    assert sent_parents == [by_span[0]] * 3 + [by_span[1], by_span[2]]
-    assert [headers["ce_id"] for _, _, headers in producer.sent] == [f"id-{i}" for i in range(5)]
+    parents_by_id = {h["ce_id"]: h["traceparent"].split("-")[2] for _, _, h in producer.sent}
+    assert parents_by_id == {
+        **{f"id-{i}": by_span[0] for i in range(3)},
+        "id-3": by_span[1],
+        "id-4": by_span[2],
+    }
