@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ def run_service(
     mode = parser.parse_args().mode
     configure_logging(service=settings.service_name, level=settings.log_level)
     runtime = build_runtime(settings)
+    if mode != "migrate":
+        settle_heap()
     if mode == "api":
         config = uvicorn.Config(
             build_app(runtime),
@@ -56,6 +59,23 @@ def run_service(
 
 
 GRACEFUL_TIMEOUT_SECONDS = 20
+# Young-generation threshold: a 1,000-event batch request allocates tens of thousands of
+# containers that live for the request; collected every 700 allocations (the default) they were
+# promoted, and promoted objects trigger full collections.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Keep the start-up heap (modules, the app, validators, ~130,000 objects) out of garbage
+    collection, and collect the young generation less often.
+
+    Under batch load an API process ran a full collection every second or so, 100-250 ms each,
+    finding nothing to free: a quarter of its CPU per event, and stalls of single requests.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 class DrainingServer(uvicorn.Server):
