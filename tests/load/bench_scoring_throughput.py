@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from common.contracts.activities import ActivityRecorded
 from common.envelope import OutboundEvent, kafka_headers
+from common.main import settle_heap
 from scoring import adapters
 from scoring.bootstrap import build_runtime
 from scoring.settings import ScoringSettings
@@ -68,6 +69,7 @@ async def bench(events: int, teams: int) -> None:
     runtime = build_runtime(settings)
     await runtime.migrate()
     processed = runtime.tables.processed_events
+    settle_heap()  # as `python -m scoring worker` does
     await runtime.start(workers=True)
     try:
         first = None
