@@ -1,11 +1,13 @@
 """Benchmark of activities ingest: `python -m tests.load.bench_activities_ingest`.
 
 Starts its own Postgres + Kafka (or uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS) and the
-activities service with uvicorn on a free port (one process: API, outbox relay and consumer),
-seeds the teams replica through Kafka, then measures:
-1. batch ingest: events/s accepted (HTTP answered) and published (on Kafka, outbox drained);
-2. single-event POST latency at a fixed arrival rate (open model: requests are sent on
-   schedule whatever the answers, latency counted from the scheduled time).
+activities service (`--api-processes` API processes and a worker process for the relay and the
+teams consumer; `--one-process`: all in one), seeds the teams replica through Kafka, then
+measures:
+1. single-event POST latency at a fixed arrival rate (open model: requests are sent on
+   schedule whatever the answers, latency counted from the scheduled time);
+2. batch ingest: events/s accepted (HTTP answered) and published (on Kafka, outbox drained);
+3. single-event POST latency again, right after that bulk load (`--batches 0` skips 2 and 3).
 Each phase also prints the CPU it cost per event or request, by role (API processes, worker,
 the rest of the machine: PostgreSQL and Kafka), measured from /proc: on a shared machine whose
 speed varies between runs, that figure compares two versions better than events/s.
@@ -431,11 +433,19 @@ async def measure(
         bases, key, batch_bodies(teams, batches=5 * len(bases), size=1000), size=1000,
         concurrency=2 * len(bases), bootstrap=bootstrap,
     )  # fmt: skip
+    await report_single(args, ports, key, teams, roles, phase="before the batch phase")
     if args.batches > 0:
         bodies = batch_bodies(teams, batches=args.batches, size=1000)  # before the meter starts
         meter = CpuMeter(roles)
         await report_batches(args, bases, key, bodies, bootstrap)
         print(meter.per(args.batches, "1,000 events"), flush=True)  # batches of 1,000
+        await report_single(args, ports, key, teams, roles, phase="right after the batch phase")
+
+
+async def report_single(
+    args: argparse.Namespace, ports: Sequence[int], key: str, teams: Sequence[Any],
+    roles: dict[str, list[int]], *, phase: str,
+) -> None:  # fmt: skip
     await asyncio.sleep(2)
     # Warm-up at the measured rate: the API's DB pool grows to the concurrency this rate needs
     # (each new connection prepares its statements once), as it would in production.
@@ -445,7 +455,7 @@ async def measure(
     single = await bench_single(ports, key, teams, rate=args.rate, seconds=args.seconds)
     cpu = meter.per(single["requests"], "request")
     print(
-        f"single POST at {single['rate']} req/s for {args.seconds:.0f} s (open model, "
+        f"single POST {phase}, {single['rate']} req/s for {args.seconds:.0f} s (open model, "
         f"{len(ports)} API process(es)): "
         f"{single['requests']} requests, {single['ok_201']} x 201, "
         f"{single['other_statuses']} other {single['statuses']}; "
