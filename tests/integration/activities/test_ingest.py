@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from activities.adapters import activities, activity_ids, service_tables
 from common import topics
@@ -257,3 +257,28 @@ async def test_bad_requests_get_precise_codes_and_lose_nothing_else(env: Env) ->
             .where(activity_ids.c.id.in_([uuid.UUID(g["id"]) for g in good]))
         )
     assert ids == 1000
+
+
+async def test_events_are_stored_in_their_months_partition(env: Env) -> None:
+    key = await _partner_key(env)
+    team_id = await env.team(established_on=None)  # nothing bounds how early its events are
+    when = {
+        "activities_2024_03": "2024-03-31T23:30:00+07:00",
+        "activities_2025_07": "2025-07-02T08:00:00+07:00",
+        "activities_default": "2021-06-15T08:00:00+07:00",  # before the months created ahead
+    }
+    items = [activity(team_id, occurred_at=moment) for moment in when.values()]
+    reply = await env.client.post("/v1/activities:batch", json={"items": items}, headers=key)
+    assert reply.status_code == 200 and reply.json()["accepted"] == 3, reply.text
+    async with env.runtime.sessions() as session:
+        rows = (
+            await session.execute(
+                select(activities.c.id, text("activities.tableoid::regclass::text")).where(
+                    activities.c.id.in_([uuid.UUID(i["id"]) for i in items])
+                )
+            )
+        ).all()
+    partitions = {str(activity_id): partition for activity_id, partition in rows}
+    assert partitions == {
+        item["id"]: f"activities.{name}" for item, name in zip(items, when, strict=True)
+    }
