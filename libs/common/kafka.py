@@ -142,8 +142,12 @@ class KeyedBatches:
             raise MessageSizeTooLargeError(f"a record of {len(value)} bytes for {topic}")
 
     async def send(self) -> None:
-        """Send the batches still open and wait until every record is acknowledged."""
+        """Send the batches still open and wait until every one is acknowledged or failed;
+        raises the first failure once all have settled (none is left unawaited)."""
         for (topic, partition), builder in self._open.items():
             self._sent.append(await self._producer.send_batch(builder, topic, partition=partition))
         self._open.clear()
-        await asyncio.gather(*self._sent)
+        outcomes = await asyncio.gather(*self._sent, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome

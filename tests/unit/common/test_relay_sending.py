@@ -7,6 +7,8 @@ import random
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -44,9 +46,12 @@ class _Batch:
 
 
 class _Producer:
-    def __init__(self, *, partitions: int = 3, capacity: int = 100) -> None:
-        self.partitions, self.capacity = partitions, capacity
+    def __init__(
+        self, *, partitions: int = 3, capacity: int = 100, failing: int | None = None
+    ) -> None:
+        self.partitions, self.capacity, self.failing = partitions, capacity, failing
         self.batches: list[tuple[str, int, _Batch]] = []  # in the order they were sent
+        self.settled: list[int] = []  # partitions whose delivery finished, failed or not
 
     async def partitions_for(self, topic: str) -> set[int]:
         return set(range(self.partitions))
@@ -56,15 +61,17 @@ class _Producer:
 
     async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
         self.batches.append((topic, partition, batch))
-        return asyncio.ensure_future(_done())
+        return asyncio.ensure_future(self._deliver(partition))
+
+    async def _deliver(self, partition: int) -> None:
+        await asyncio.sleep(0.01 * (self.partitions - partition))  # the last one settles first
+        self.settled.append(partition)
+        if partition == self.failing:
+            raise KafkaTimeoutError()
 
     @property
     def sent(self) -> list[tuple[str, bytes, dict[str, str]]]:
         return [(t, key, headers) for t, _, b in self.batches for key, headers in b.records]
-
-
-async def _done() -> None:
-    return None
 
 
 async def test_records_go_in_one_batch_per_partition_in_order_to_kafkas_keyed_partition() -> None:
@@ -85,6 +92,16 @@ async def test_records_go_in_one_batch_per_partition_in_order_to_kafkas_keyed_pa
     # Every record sent once, and each partition's records in the order they were added.
     assert sorted(n for ns in per_partition.values() for n in ns) == list(range(40))
     assert all(ns == sorted(ns) for ns in per_partition.values())
+
+
+async def test_a_failed_delivery_raises_once_every_batch_has_settled() -> None:
+    producer = _Producer(partitions=3, failing=2)
+    batches = KeyedBatches(producer)  # type: ignore[arg-type]
+    for n in range(30):
+        await batches.add("t", key=f"k{n}".encode(), value=b"{}", headers=[])
+    with pytest.raises(KafkaTimeoutError):
+        await batches.send()
+    assert sorted(producer.settled) == [0, 1, 2]  # nothing left pending behind the failure
 
 
 def _row(seq: int, topic: str, parent: str) -> Any:
