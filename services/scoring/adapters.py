@@ -52,6 +52,16 @@ from scoring.domain import (
 )
 
 SCHEMA = "scoring"
+
+
+def key_string(length: int) -> String:
+    """A code or name that keys rows: compared byte by byte (collation "C"). Under the
+    database's default collation every index comparison went through the C library's strcoll;
+    nothing here is ever shown sorted to people, and Python sorts the same way (migration 0008).
+    """
+    return String(length, collation="C")
+
+
 metadata = MetaData(schema=SCHEMA)
 service_tables = define_service_tables(metadata)
 
@@ -63,10 +73,10 @@ activity_facts = Table(
     metadata,
     Column("activity_id", PgUUID(as_uuid=True), primary_key=True),
     Column("team_id", PgUUID(as_uuid=True), nullable=False),
-    Column("province", String(64)),
-    Column("district", String(64)),
-    Column("commune", String(64)),
-    Column("village", String(64)),
+    Column("province", key_string(64)),
+    Column("district", key_string(64)),
+    Column("commune", key_string(64)),
+    Column("village", key_string(64)),
     Column("occurred_at", DateTime(timezone=True)),
     Column("periods", ARRAY(Text), nullable=False, server_default="{}"),
     Column("counters", JSONB, nullable=False, server_default="{}"),
@@ -86,9 +96,9 @@ activity_facts = Table(
 indicator_sets = Table(
     "indicator_sets",
     metadata,
-    Column("subject_type", String(16), primary_key=True),
-    Column("subject_id", String(64), primary_key=True),
-    Column("period", String(80), primary_key=True),
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("period", key_string(80), primary_key=True),
     Column("indicators", JSONB, nullable=False),
     Index("ix_indicator_sets_empty", "subject_type", postgresql_where=text("indicators = '{}'")),
 )
@@ -98,11 +108,11 @@ indicator_sets = Table(
 distinct_values = Table(
     "distinct_values",
     metadata,
-    Column("subject_type", String(16), primary_key=True),
-    Column("subject_id", String(64), primary_key=True),
-    Column("period", String(80), primary_key=True),
-    Column("dim", String(16), primary_key=True),
-    Column("value", String(128), primary_key=True),
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("period", key_string(80), primary_key=True),
+    Column("dim", key_string(16), primary_key=True),
+    Column("value", key_string(128), primary_key=True),
     Column("refcount", Integer, nullable=False),
     Index("ix_distinct_values_dead", "subject_type", postgresql_where=text("refcount <= 0")),
 )
@@ -111,9 +121,9 @@ distinct_values = Table(
 state_values = Table(
     "state_values",
     metadata,
-    Column("subject_type", String(16), primary_key=True),
-    Column("subject_id", String(64), primary_key=True),
-    Column("indicator", String(80), primary_key=True),
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("indicator", key_string(80), primary_key=True),
     Column("value", BigInteger, nullable=False),
     Index("ix_state_values_zero", "subject_type", postgresql_where=text("value = 0")),
 )
@@ -122,10 +132,10 @@ team_state = Table(
     "team_state",
     metadata,
     Column("team_id", PgUUID(as_uuid=True), primary_key=True),
-    Column("province", String(64)),
-    Column("district", String(64)),
-    Column("commune", String(64)),
-    Column("village", String(64)),
+    Column("province", key_string(64)),
+    Column("district", key_string(64)),
+    Column("commune", key_string(64)),
+    Column("village", key_string(64)),
     Column("active", Boolean, nullable=False),
     Column("version", Integer, nullable=False),  # -1: known only through its members so far
     Column("members", Integer, nullable=False),
@@ -145,22 +155,22 @@ member_state = Table(
 subjects = Table(
     "subjects",
     metadata,
-    Column("subject_type", String(16), primary_key=True),
-    Column("subject_id", String(64), primary_key=True),
-    Column("parent_type", String(16)),
-    Column("parent_id", String(64)),
-    Column("province", String(64)),
-    Column("district", String(64)),
-    Column("commune", String(64)),
-    Column("village", String(64)),
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("parent_type", key_string(16)),
+    Column("parent_id", key_string(64)),
+    Column("province", key_string(64)),
+    Column("district", key_string(64)),
+    Column("commune", key_string(64)),
+    Column("village", key_string(64)),
     Index("ix_subjects_parent", "parent_type", "parent_id", "subject_type"),
 )
 
 admin_units = Table(
     "admin_units",
     metadata,
-    Column("code", String(64), primary_key=True),
-    Column("level", String(16), nullable=False),
+    Column("code", key_string(64), primary_key=True),
+    Column("level", key_string(16), nullable=False),
     Column("path", JSONB, nullable=False),
     Column("change", String(16), nullable=False),
     Column("replaced_by", ARRAY(Text), nullable=False, server_default="{}"),
@@ -173,9 +183,9 @@ dirty_subjects = Table(
     "dirty_subjects",
     metadata,
     Column("seq", BigInteger, Identity(always=True), primary_key=True),
-    Column("subject_type", String(16), nullable=False),
-    Column("subject_id", String(64), nullable=False),
-    Column("period", String(80), nullable=False),
+    Column("subject_type", key_string(16), nullable=False),
+    Column("subject_id", key_string(64), nullable=False),
+    Column("period", key_string(80), nullable=False),
     Column("event_time", DateTime(timezone=True)),
     # W3C traceparent of the span that marked it: the publisher's span continues that trace.
     Column("traceparent", Text),
@@ -185,10 +195,10 @@ dirty_subjects = Table(
 scores = Table(
     "scores",
     metadata,
-    Column("subject_type", String(16), primary_key=True),
-    Column("subject_id", String(64), primary_key=True),
-    Column("period", String(80), primary_key=True),
-    Column("criteria_set", String(80), primary_key=True),
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("period", key_string(80), primary_key=True),
+    Column("criteria_set", key_string(80), primary_key=True),
     Column("score", Float, nullable=False),
     Column("max_score", Float, nullable=False),
     # `json`: stored and served as written (never queried inside), no binary parse per upsert
@@ -220,10 +230,10 @@ criteria_sets = Table(
 targets = Table(
     "targets",
     metadata,
-    Column("subject_type", String(16), primary_key=True),
-    Column("subject_id", String(64), primary_key=True),
-    Column("period", String(80), primary_key=True),
-    Column("indicator", String(80), primary_key=True),
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("period", key_string(80), primary_key=True),
+    Column("indicator", key_string(80), primary_key=True),
     Column("value", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -139,6 +139,21 @@ def random_stream(rng: random.Random, *, province: str, size: int | None = None)
         for c in range(2)
         for v in range(2)
     ]
+    # teams placed higher up (no village, or only a province) and a path with a district:
+    # households then count at a commune or the province, and the district level rolls up
+    teams += [
+        (uuid.UUID(int=salt + 110), path(province, f"{province}-C0")),
+        (uuid.UUID(int=salt + 111), path(province)),
+        (
+            uuid.UUID(int=salt + 112),
+            UnitPath(
+                province=province,
+                district=f"{province}-D2",
+                commune=f"{province}-C2",
+                village=f"{province}-V20",
+            ),
+        ),
+    ]
     members = [uuid.UUID(int=salt + 200 + m) for m in range(4)]
     deliveries: list[InboundEvent] = []
     live: list[ActivityRecorded] = []
