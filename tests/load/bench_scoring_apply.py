@@ -19,6 +19,7 @@ from tests.load.bench_scoring_support import activity_fields, hierarchy, infrast
 from sqlalchemy import event
 
 from common.contracts.activities import ActivityRecorded
+from common.main import settle_heap
 from scoring import service
 from scoring.bootstrap import build_runtime
 from scoring.handlers import apply_batch
@@ -43,6 +44,7 @@ async def bench(batches: int, size: int, teams: int) -> None:
     event.listen(runtime.engine.sync_engine, "after_cursor_execute", after)
     rng = random.Random(5)
     roster = hierarchy(teams, rng)
+    settle_heap()  # as `python -m scoring worker` does
     total = 0.0
     publish = 0.0
     try:
