@@ -64,8 +64,10 @@ COMMIT_ON_CANCEL_SECONDS = 5.0
 UNSET = 2**63  # beyond any offset
 
 # SQLSTATE classes of a database that is unreachable or restarting: 08 connection exceptions,
-# 57P01-57P03 admin/crash shutdown and "the database system is starting up".
-TRANSIENT_SQLSTATES = ("08", "57P")
+# 57P01-57P03 admin/crash shutdown and "the database system is starting up"; and class 40,
+# a transaction the server rolled back to let others go on (deadlock, serialization failure):
+# the same work succeeds when tried again.
+TRANSIENT_SQLSTATES = ("08", "57P", "40")
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -27,6 +27,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
+    bindparam,
     func,
     select,
     text,
@@ -89,6 +91,7 @@ activity_facts = Table(
     Index("ix_facts_district", "district"),
     Index("ix_facts_village", "village"),
     Index("ix_facts_province", "province"),
+    Index("ix_facts_team", "team_id"),  # a team's facts follow it when it moves
 )
 
 # All counters of one subject-period in one JSONB object (revision 0003): an activity touches one
@@ -396,13 +399,105 @@ async def live_facts_where(session: AsyncSession, *, level: str, code: str) -> l
     return [fact_of(row) for row in rows]
 
 
-async def rewrite_fact_paths(session: AsyncSession, facts: Sequence[ActivityFact]) -> None:
-    for fact in facts:
+async def live_facts_of_teams(
+    session: AsyncSession, team_ids: Iterable[UUID]
+) -> list[ActivityFact]:
+    rows = (
         await session.execute(
-            activity_facts.update()
-            .where(activity_facts.c.activity_id == fact.activity_id)
-            .values(**{level: fact.path.code_at(level) for level in LEVEL_COLUMNS})
+            select(activity_facts)
+            .where(
+                activity_facts.c.team_id == any_(bindparam("teams", type_=ARRAY(PgUUID))),
+                activity_facts.c.recorded,
+                ~activity_facts.c.voided,
+            )
+            .order_by(activity_facts.c.activity_id)
+            .with_for_update(),
+            {"teams": sorted(set(team_ids))},
         )
+    ).mappings()
+    return [fact_of(row) for row in rows]
+
+
+_REWRITE_PATHS = text(
+    "UPDATE scoring.activity_facts AS f"
+    " SET province = r.province, district = r.district, commune = r.commune, village = r.village"
+    " FROM unnest(CAST(:ids AS uuid[]), CAST(:province AS text[]), CAST(:district AS text[]),"
+    " CAST(:commune AS text[]), CAST(:village AS text[]))"
+    " AS r(activity_id, province, district, commune, village)"
+    " WHERE f.activity_id = r.activity_id"
+)
+
+
+async def rewrite_fact_paths(session: AsyncSession, facts: Sequence[ActivityFact]) -> None:
+    if not facts:
+        return
+    await session.execute(
+        _REWRITE_PATHS,
+        {
+            "ids": [f.activity_id for f in facts],
+            **{level: [f.path.code_at(level) for f in facts] for level in LEVEL_COLUMNS},
+        },
+    )
+
+
+# --------------------------------------------------------------------------- team places
+
+
+_LOCK_TEAMS = text(
+    "SELECT team_id, province, district, commune, village FROM scoring.team_state"
+    " WHERE team_id = ANY(CAST(:ids AS uuid[])) ORDER BY team_id FOR UPDATE"
+)
+
+
+async def lock_team_places(
+    session: AsyncSession, team_ids: Iterable[UUID]
+) -> dict[UUID, UnitPathCodes]:
+    """Lock the batch's teams and return where those placed are.
+
+    Locked first and in one sorted statement: every batch, whichever worker runs it, then takes
+    team locks in the same order, before any fact lock (a move locks a team's facts too).
+    """
+    ids = sorted(set(team_ids))
+    if not ids:
+        return {}
+    rows = (await session.execute(_LOCK_TEAMS, {"ids": ids})).mappings()
+    return {row["team_id"]: path_of(row) for row in rows if row["province"]}
+
+
+async def place_unknown_teams(
+    session: AsyncSession, first_seen: Mapping[UUID, UnitPathCodes]
+) -> dict[UUID, UnitPathCodes]:
+    """A provisional place for teams known only from their activities (the first path seen),
+    until their TeamChanged: every later activity of theirs counts there too. Returns the
+    places now stored (another worker may have placed a team first)."""
+    rows = [
+        {
+            "team_id": team_id,
+            **{level: path.code_at(level) for level in LEVEL_COLUMNS},
+            "active": False,
+            "version": -1,
+            "members": 0,
+            "trained_members": 0,
+        }
+        for team_id, path in sorted(first_seen.items())
+    ]
+    statement = insert(team_state)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[team_state.c.team_id],
+            set_={level: statement.excluded[level] for level in LEVEL_COLUMNS},
+            where=team_state.c.province.is_(None),
+        ),
+        rows,
+    )
+    return await lock_team_places(session, first_seen)
+
+
+async def teams_in_unit(session: AsyncSession, *, level: str, code: str) -> list[UUID]:
+    rows = await session.execute(
+        select(team_state.c.team_id).where(team_state.c[level] == code).order_by("team_id")
+    )
+    return list(rows.scalars())
 
 
 # --------------------------------------------------------------------------- deltas

@@ -416,6 +416,15 @@ class Roster:
         old = self.teams.get(team.team_id)
         if old is not None and old.version >= team.version:
             return  # compaction and replays may bring older states: never go back
+        self._replace(old, team, deltas)
+
+    def move_team(self, team_id: UUID, path: UnitPathCodes, deltas: Deltas) -> None:
+        """The team's unit moved (a merge or re-parent): same state, new place, same version."""
+        old = self.teams.get(team_id)
+        if old is not None and old.path is not None and old.path != path:
+            self._replace(old, replace(old, path=path), deltas)
+
+    def _replace(self, old: TeamState | None, team: TeamState, deltas: Deltas) -> None:
         before = self._team_contribution(old, team.team_id)
         after = self._team_contribution(team, team.team_id)
         after.subtract(before)

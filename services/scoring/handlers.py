@@ -6,7 +6,7 @@ apply idempotent per activity as well (a re-sent activity under a new event id a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -31,7 +31,8 @@ def path_codes(path: UnitPath) -> UnitPathCodes:
     )
 
 
-def fact_from_event(event: ActivityRecorded) -> ActivityFact:
+def fact_from_event(event: ActivityRecorded, *, place: UnitPathCodes | None = None) -> ActivityFact:
+    """`place`: where the team is now (its activities count there); by default the event's."""
     return domain.activity_fact(
         activity_id=event.id,
         team_id=event.team_id,
@@ -44,18 +45,34 @@ def fact_from_event(event: ActivityRecorded) -> ActivityFact:
         audience=event.audience,
         campaign_id=event.campaign_id,
         outcomes=event.outcomes,
-        path=path_codes(event.unit_path),
+        path=place or path_codes(event.unit_path),
     )
 
 
+Activity = ActivityRecorded | ActivityVoided
+RosterChange = TeamChanged | MemberChanged
+
+
 async def apply_activities(
-    session: AsyncSession, events: Sequence[InboundEvent], deltas: Deltas
+    session: AsyncSession,
+    parsed: Sequence[Activity],
+    deltas: Deltas,
+    *,
+    places: dict[UUID, UnitPathCodes],
 ) -> list[ActivityFact]:
-    """Walk the batch's activity events in order through the fact ledger; returns new facts."""
-    parsed: list[ActivityRecorded | ActivityVoided] = [
-        e.parse(ActivityRecorded) if e.type == ActivityRecorded.CE_TYPE else e.parse(ActivityVoided)
-        for e in events
-    ]
+    """Walk the batch's activity events in order through the fact ledger; returns new facts.
+
+    An activity counts where its team is now (`places`, from the roster replica), whatever
+    place its event carries: all of a team's facts then share one path, so the team's distinct
+    members reach the same ancestors incrementally and in a recompute. A team not placed yet
+    gets the place of its first activity until its TeamChanged arrives.
+    """
+    unknown: dict[UUID, UnitPathCodes] = {}
+    for item in parsed:
+        if isinstance(item, ActivityRecorded) and item.team_id not in places:
+            unknown.setdefault(item.team_id, path_codes(item.unit_path))
+    if unknown:
+        places.update(await adapters.place_unknown_teams(session, unknown))
     stored = await adapters.load_fact_states(session, [p.id for p in parsed])
     states: dict[UUID, FactState | None] = dict(stored)
     team_ids: dict[UUID, UUID] = {}
@@ -64,7 +81,7 @@ async def apply_activities(
     for item in parsed:
         previous = states.get(item.id)
         if isinstance(item, ActivityRecorded):
-            fact = fact_from_event(item)
+            fact = fact_from_event(item, place=places.get(item.team_id))
             state, sign = domain.on_recorded(previous, fact)
             if sign:
                 added.append(fact)
@@ -84,12 +101,13 @@ async def apply_activities(
 
 
 async def apply_roster(
-    session: AsyncSession, events: Sequence[InboundEvent], deltas: Deltas
-) -> None:
-    parsed = [
-        e.parse(TeamChanged) if e.type == TeamChanged.CE_TYPE else e.parse(MemberChanged)
-        for e in events
-    ]
+    session: AsyncSession,
+    parsed: Sequence[RosterChange],
+    deltas: Deltas,
+    *,
+    places_before: Mapping[UUID, UnitPathCodes],
+) -> dict[UUID, UnitPathCodes]:
+    """Apply team and member changes; returns the teams now placed somewhere new."""
     roster = await adapters.load_roster(
         session,
         team_ids=[p.id if isinstance(p, TeamChanged) else p.team_id for p in parsed],
@@ -120,18 +138,54 @@ async def apply_roster(
             )
     await adapters.save_roster(session, roster)
     await adapters.upsert_subjects(session, placed)
+    return {
+        team_id: team.path
+        for team_id, team in roster.teams.items()
+        if team.path is not None and team.path != places_before.get(team_id)
+    }
+
+
+async def reroll_moved_teams(
+    session: AsyncSession, moved: dict[UUID, UnitPathCodes], touched: Deltas
+) -> list[ActivityFact]:
+    """A team that moved takes its history along (a correction of its village, or its unit
+    merged, split or re-parented): its facts are subtracted where they were and added where
+    the team is now."""
+    facts = [
+        f for f in await adapters.live_facts_of_teams(session, moved) if f.path != moved[f.team_id]
+    ]
+    rerolled = [domain.with_path(f, moved[f.team_id]) for f in facts]
+    await _reroll(session, facts, rerolled, touched)
+    return rerolled
+
+
+async def _reroll(
+    session: AsyncSession,
+    facts: Sequence[ActivityFact],
+    rerolled: Sequence[ActivityFact],
+    touched: Deltas,
+) -> None:
+    """The old contributions are removed and applied before the new ones are added: a distinct
+    value (a team, member or household) must leave the old ancestors and arrive at the new
+    ones, which a single net-zero delta would hide. `touched` collects what to score again."""
+    for facts_of_step, sign in ((facts, -1), (rerolled, +1)):
+        step = Deltas()
+        step.add_facts(facts_of_step, sign)
+        await adapters.apply_deltas(session, step)
+        for key, moment in step.touched.items():
+            touched.touch(key, moment)
+    await adapters.rewrite_fact_paths(session, rerolled)
 
 
 async def apply_admin_units(
     session: AsyncSession, events: Sequence[InboundEvent], touched: Deltas
 ) -> list[ActivityFact]:
-    """Re-roll history through the crosswalk: merged and re-parented units move their facts.
+    """Re-roll history through the crosswalk: merged and re-parented units move their facts,
+    and the teams placed in them move with them (so later activities count there too).
 
-    The old contributions are removed and applied before the new ones are added: a distinct
-    value (a team, member or household) must leave the old ancestors and arrive at the new ones,
-    which a single net-zero delta would hide. `touched` collects what must be scored again.
-    A split cannot attribute past activities to one successor, so their history stays under
-    the old code (DHIS2 does the same without a per-record mapping).
+    A split cannot attribute a unit's past activities to one successor: they stay under the old
+    code until the teams service moves each team to its successor (a TeamChanged), which takes
+    that team's history along.
     """
     moved: list[ActivityFact] = []
     for event in events:
@@ -150,17 +204,29 @@ async def apply_admin_units(
         new_path = await _successor_path(session, unit)
         if new_path is None:
             continue
+        # teams first: every batch locks teams before facts
+        await _move_teams_in_unit(session, unit=unit, new_path=new_path, touched=touched)
         facts = await adapters.live_facts_where(session, level=unit.level, code=unit.code)
         rerolled = [domain.with_path(f, _graft(f.path, unit.level, new_path)) for f in facts]
-        for facts_of_step, sign in ((facts, -1), (rerolled, +1)):
-            step = Deltas()
-            step.add_facts(facts_of_step, sign)
-            await adapters.apply_deltas(session, step)
-            for key, moment in step.touched.items():
-                touched.touch(key, moment)
-        await adapters.rewrite_fact_paths(session, rerolled)
+        await _reroll(session, facts, rerolled, touched)
         moved.extend(rerolled)
     return moved
+
+
+async def _move_teams_in_unit(
+    session: AsyncSession, *, unit: AdminUnitChanged, new_path: UnitPathCodes, touched: Deltas
+) -> None:
+    team_ids = await adapters.teams_in_unit(session, level=unit.level, code=unit.code)
+    if not team_ids:
+        return
+    roster = await adapters.load_roster(session, team_ids=team_ids, member_ids=())
+    step = Deltas()
+    for team in list(roster.teams.values()):
+        if team.path is not None:
+            roster.move_team(team.team_id, _graft(team.path, unit.level, new_path), step)
+    await adapters.save_roster(session, roster)
+    await adapters.apply_deltas(session, step)
+    touched.state_touched |= step.state_touched
 
 
 async def _successor_path(session: AsyncSession, unit: AdminUnitChanged) -> UnitPathCodes | None:
@@ -194,15 +260,29 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
     """The whole effect of one batch; also used by tests and benchmarks directly."""
     await adapters.lock_for_apply(session)
     deltas = Deltas()
-    activity_events = [e for e in events if e.type in ACTIVITY_TYPES]
-    roster_events = [e for e in events if e.type in ROSTER_TYPES]
+    activities: list[Activity] = [
+        e.parse(ActivityRecorded) if e.type == ActivityRecorded.CE_TYPE else e.parse(ActivityVoided)
+        for e in events
+        if e.type in ACTIVITY_TYPES
+    ]
+    roster: list[RosterChange] = [
+        e.parse(TeamChanged) if e.type == TeamChanged.CE_TYPE else e.parse(MemberChanged)
+        for e in events
+        if e.type in ROSTER_TYPES
+    ]
     unit_events = [e for e in events if e.type == AdminUnitChanged.CE_TYPE]
+    places = await adapters.lock_team_places(
+        session, [*(a.team_id for a in activities), *(_team_of(r) for r in roster)]
+    )
     placed: list[ActivityFact] = []
-    if activity_events:
-        placed.extend(await apply_activities(session, activity_events, deltas))
-    if roster_events:
-        await apply_roster(session, roster_events, deltas)
+    moved: dict[UUID, UnitPathCodes] = {}
+    if activities:
+        placed.extend(await apply_activities(session, activities, deltas, places=places))
+    if roster:
+        moved = await apply_roster(session, roster, deltas, places_before=places)
     await adapters.apply_deltas(session, deltas)
+    if moved:  # after the batch's own deltas: it moves the facts this batch stored too
+        placed.extend(await reroll_moved_teams(session, moved, deltas))
     if unit_events:  # after the batch's own deltas: it re-rolls the facts this batch stored too
         placed.extend(await apply_admin_units(session, unit_events, deltas))
     chains = {(f.team_id, f.path) for f in placed}
@@ -215,6 +295,10 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
     inject(carrier)
     await adapters.mark_dirty(session, _dirty(deltas), traceparent=carrier.get("traceparent"))
     return deltas
+
+
+def _team_of(change: RosterChange) -> UUID:
+    return change.id if isinstance(change, TeamChanged) else change.team_id
 
 
 def _dirty(deltas: Deltas) -> dict[tuple[str, str, str], datetime | None]:

@@ -8,7 +8,7 @@ import sys
 import uuid
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text
 
 from common.contracts.teams import AdminUnitChanged
 from scoring import adapters, domain, service
@@ -58,8 +58,11 @@ async def test_random_streams_in_postgres_equal_a_from_scratch_recompute(scoring
         expected = {k: v for k, v in oracle.counters.items() if k[:2] == ("province", province)}
         assert stored == expected, f"seed {seed}"
 
-    # and through Kafka: duplicates and redeliveries of a stream consumed by the real runner
-    stream = factory.random_stream(random.Random(99), province=f"K{uuid.uuid4().hex[:6]}", size=40)
+    # and through Kafka: duplicates and redeliveries of a stream consumed by the real runner,
+    # with teams moving on their own topic meanwhile
+    stream = factory.random_stream(
+        random.Random(99), province=f"K{uuid.uuid4().hex[:6]}", size=40, moves=True
+    )
     events = [factory_outbound for factory_outbound in (_as_outbound(e) for e in stream.deliveries)]
     from tests.integration.scoring.conftest import send
 
@@ -86,6 +89,51 @@ async def test_random_streams_in_postgres_equal_a_from_scratch_recompute(scoring
     assert await snapshot(runtime) == before
     async with runtime.unit_of_work() as uow:
         assert await service.rebuild_if_missing(uow.session) is None  # nothing missing now
+
+
+async def test_teams_that_move_count_where_they_are_now_and_recompute_the_same(scoring) -> None:
+    """Teams change place between (and during) their activities, and some activities carry the
+    place their team had before: each team's history counts where the team is now, and a
+    recompute reproduces the incremental result exactly."""
+    _, runtime = scoring
+    provinces = []
+    for seed in range(6):
+        rng = random.Random(1000 + seed)
+        provinces.append(f"M{uuid.uuid4().hex[:6]}")
+        stream = factory.random_stream(rng, province=provinces[-1], size=30, moves=True)
+        seen: set[uuid.UUID] = set()
+        for batch in factory.batches(rng, stream.deliveries):
+            async with runtime.unit_of_work() as uow:
+                await apply_batch(uow.session, factory.dedupe_like_runner(batch, seen))
+                await uow.commit()
+    async with runtime.sessions() as session:
+        facts, teams = adapters.activity_facts, adapters.team_state
+        misplaced = (
+            await session.execute(
+                select(func.count())
+                .select_from(facts.join(teams, facts.c.team_id == teams.c.team_id))
+                .where(
+                    facts.c.province.in_(provinces),
+                    facts.c.recorded,
+                    ~facts.c.voided,  # voided facts count nowhere; they stay where they were
+                    teams.c.province.is_not(None),
+                    or_(
+                        *(
+                            facts.c[level].is_distinct_from(teams.c[level])
+                            for level in ("province", "district", "commune", "village")
+                        )
+                    ),
+                )
+            )
+        ).scalar_one()
+    assert misplaced == 0
+    before = await snapshot(runtime)
+    async with runtime.unit_of_work() as uow:
+        await service.recompute(uow.session)
+        await uow.commit()
+    after = await snapshot(runtime)
+    for name, rows in before.items():
+        assert after[name] == rows, (name, sorted(after[name] ^ rows)[:10])
 
 
 def _as_outbound(event: Any) -> Any:

@@ -69,3 +69,9 @@ def test_postgres_starting_up_is_transient_though_sqlalchemy_wraps_it_in_a_bare_
     assert type(wrapped) is sa_exc.DBAPIError
     assert is_transient(wrapped)
     assert not is_transient(sa_exc.DBAPIError("x", None, dbapi.Error("boom", None)))
+    # two consumer workers locking the same rows: the server rolls one back, a retry succeeds
+    deadlock = asyncpg.DeadlockDetectedError("deadlock detected")
+    try:
+        raise dbapi.Error(deadlock.args[0], deadlock) from deadlock
+    except dbapi.Error as translated:
+        assert is_transient(sa_exc.DBAPIError.instance(None, None, translated, dbapi.Error))

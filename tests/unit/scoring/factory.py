@@ -128,7 +128,11 @@ class Stream:
     live: list[ActivityRecorded]  # the oracle: recorded at least once and never voided
 
 
-def random_stream(rng: random.Random, *, province: str, size: int | None = None) -> Stream:
+def random_stream(
+    rng: random.Random, *, province: str, size: int | None = None, moves: bool = False
+) -> Stream:
+    """`moves`: teams also change place (TeamChanged with new versions and paths), and some
+    activities carry the place their team had before (`live` then ignores where they count)."""
     # ids are distinct by construction (a shrinking generator would otherwise make them equal)
     salt = uuid.uuid4().int >> 64 << 64
     teams = [
@@ -157,8 +161,24 @@ def random_stream(rng: random.Random, *, province: str, size: int | None = None)
     members = [uuid.UUID(int=salt + 200 + m) for m in range(4)]
     deliveries: list[InboundEvent] = []
     live: list[ActivityRecorded] = []
+    places = {team_id: [unit] for team_id, unit in teams}
+    versions = dict.fromkeys(places, 0)
     for index in range(size if size is not None else rng.randint(1, 30)):
         team_id, unit = rng.choice(teams)
+        if moves:
+            if rng.random() < 0.25:  # the team moves (or is placed for the first time)
+                places[team_id].append(rng.choice(teams)[1])
+                versions[team_id] += 1
+                deliveries.append(
+                    inbound(
+                        team(
+                            team_id=team_id,
+                            unit_path=places[team_id][-1],
+                            version=versions[team_id],
+                        )
+                    )
+                )
+            unit = rng.choice(places[team_id])  # its place now, or where it was before
         # anywhere in 2026, often right at a month boundary in Vietnam time
         day = datetime(2026, rng.randint(1, 12), 1, tzinfo=UTC) - timedelta(hours=7)
         occurred = day + timedelta(minutes=rng.choice([-1, 0, 1, 600, 20_000]))
