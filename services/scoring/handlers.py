@@ -65,7 +65,8 @@ async def apply_activities(
     An activity counts where its team is now (`places`, from the roster replica), whatever
     place its event carries: all of a team's facts then share one path, so the team's distinct
     members reach the same ancestors incrementally and in a recompute. A team not placed yet
-    gets the place of its first activity until its TeamChanged arrives.
+    gets the place of its first activity until its TeamChanged arrives; that place is added to
+    `places`, which the roster step then compares against to find the teams that moved.
     """
     unknown: dict[UUID, UnitPathCodes] = {}
     for item in parsed:
