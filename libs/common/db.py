@@ -145,15 +145,6 @@ OUTBOX_CHUNK = 5_000
 _PLAIN_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "topic")
 
 
-def _json_once(payload: dict[str, Any], texts: dict[int, str]) -> str:
-    """The payload's JSON text, serialized once per object (`texts` lives for one flush, while
-    every payload it keys by `id` is alive)."""
-    text = texts.get(id(payload))
-    if text is None:
-        text = texts[id(payload)] = dump_json(payload)
-    return text
-
-
 @functools.cache
 def _outbox_insert(tables: ServiceTables) -> TextClause:
     """INSERT … SELECT FROM unnest(column arrays) WITH ORDINALITY: one statement for many rows,
@@ -207,16 +198,13 @@ class UnitOfWork:
         statement = _outbox_insert(self._tables)
         trace = current_trace()
         rows = [outbox_row(e, trace=trace) for e in self._pending]
-        # Events sharing one payload object (a score's ScoreUpdated and ScoreLatest) are
-        # serialized once.
-        texts: dict[int, str] = {}
         for start in range(0, len(rows), OUTBOX_CHUNK):
             chunk = rows[start : start + OUTBOX_CHUNK]
             await self.session.execute(
                 statement,
                 {
                     **{column: [r[column] for r in chunk] for column in _PLAIN_COLUMNS},
-                    "payload": [_json_once(r["payload"], texts) for r in chunk],
+                    "payload": [dump_json(r["payload"]) for r in chunk],
                     "headers": [dump_json(r["headers"]) for r in chunk],
                 },
             )

@@ -8,6 +8,7 @@ data; this module only moves them.
 from __future__ import annotations
 
 import builtins
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -137,6 +138,55 @@ class CloudEventHeaders:
         if subject is not None:
             headers["ce_subject"] = subject
         return headers
+
+
+_TIME_AND_VERSION = ((1 << 48) - 1) << 80 | 0xF << 76  # unix_ts_ms and ver of a UUIDv7
+_VARIANT = 0b10 << 62
+
+
+def derived_event_id(event_id: UUID, *, scope: str) -> UUID:
+    """A second event id for the same event published elsewhere (`scope`: the topic), the same
+    on every redelivery so consumers dedupe it. It stays a UUIDv7 of the same millisecond: the
+    random bits come from a hash, so dedupe records of it age out like any other."""
+    digest = int.from_bytes(
+        hashlib.blake2b(f"{event_id}|{scope}".encode(), digest_size=16).digest()
+    )
+    rand_a = digest >> 116 << 64  # 12 bits after the version
+    rand_b = digest & ((1 << 62) - 1)
+    return UUID(int=(event_id.int & _TIME_AND_VERSION) | rand_a | _VARIANT | rand_b)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Every outbox row for `source` is also sent, by the relay, to `topic` as an event of
+    another type with the same key and data (a compacted "latest" topic next to a history
+    topic): one outbox row instead of two for what is one fact."""
+
+    source: str
+    topic: str
+    type: str
+    dataschema: str
+
+    @classmethod
+    def of(
+        cls, source: builtins.type[EventContract], mirror: builtins.type[EventContract]
+    ) -> Mirror:
+        return cls(
+            source=source.TOPIC.name,
+            topic=mirror.TOPIC.name,
+            type=mirror.CE_TYPE,
+            dataschema=mirror.dataschema(),
+        )
+
+    def headers(self, event_id: UUID, headers: Mapping[str, str]) -> tuple[UUID, dict[str, str]]:
+        """The mirrored event's id and headers (the source's, retyped, with a derived id)."""
+        mirrored_id = derived_event_id(event_id, scope=self.topic)
+        return mirrored_id, {
+            **headers,
+            "ce_id": str(mirrored_id),
+            "ce_type": self.type,
+            "ce_dataschema": self.dataschema,
+        }
 
 
 def new_event_id() -> str:

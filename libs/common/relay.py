@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -40,7 +40,7 @@ from sqlalchemy.sql.expression import Executable
 
 from common import metrics
 from common.db import asyncpg_dsn
-from common.envelope import kafka_headers
+from common.envelope import Mirror, kafka_headers
 from common.faults import crash_point
 from common.kafka import KeyedBatches
 from common.outbox_tables import ServiceTables
@@ -97,6 +97,7 @@ class OutboxRelay:
         retention: timedelta = timedelta(days=7),
         dedupe: DedupeRetention = DedupeRetention(),
         renew_producer: RenewProducer | None = None,
+        mirrors: Sequence[Mirror] = (),
     ) -> None:
         self._service = service
         self._engine = engine
@@ -108,6 +109,9 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._linger_seconds = linger_seconds
         self._renew_producer = renew_producer
+        self._mirrors: dict[str, list[Mirror]] = {}
+        for mirror in mirrors:
+            self._mirrors.setdefault(mirror.source, []).append(mirror)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._metrics_at = 0.0
@@ -239,6 +243,8 @@ class OutboxRelay:
             raise
         for topic, count in Counter(row.topic for row in rows).items():
             metrics.OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
+            for mirror in self._mirrors.get(topic, ()):
+                metrics.OUTBOX_PUBLISHED.labels(self._service, mirror.topic).inc(count)
         return len(rows)
 
     async def _connection(self) -> asyncpg.Connection:
@@ -255,7 +261,7 @@ class OutboxRelay:
 
     async def _send_all(self, rows: Sequence[Any]) -> None:
         batches = KeyedBatches(self._producer)
-        for topic, parent, group in _trace_groups(rows):
+        for topic, parent, group in _with_mirrors(_trace_groups(rows), self._mirrors):
             # One producer span per run of rows continuing the same trace (a batch request's
             # thousand events share one): a span per record cost a quarter of the relay's CPU.
             with self._tracer.start_as_current_span(
@@ -307,6 +313,22 @@ def _trace_groups(rows: Sequence[Any]) -> Iterator[tuple[str, dict[str, str], li
     for (topic, _, _), group in itertools.groupby(rows, key=parent_of):
         members = list(group)
         yield topic, dict(members[0].headers), members
+
+
+def _with_mirrors(
+    groups: Iterator[tuple[str, dict[str, str], list[Any]]], mirrors: Mapping[str, list[Mirror]]
+) -> Iterator[tuple[str, dict[str, str], list[Any]]]:
+    """Each group, then its copy for every mirror of its topic (in outbox order per topic, so
+    each key's order holds on the mirror too)."""
+    for topic, parent, group in groups:
+        yield topic, parent, group
+        for mirror in mirrors.get(topic, ()):
+            yield mirror.topic, parent, [_mirrored(row, mirror) for row in group]
+
+
+def _mirrored(row: OutboxRow, mirror: Mirror) -> OutboxRow:
+    mirrored_id, headers = mirror.headers(row.id, row.headers)
+    return OutboxRow(row.seq, mirrored_id, mirror.topic, row.aggregateid, row.payload, headers)
 
 
 def _send_attributes(topic: str, group: Sequence[Any]) -> dict[str, Any]:

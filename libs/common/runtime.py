@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.consumer import ConsumerRunner, Handler
 from common.db import DirectConnections, UnitOfWork, create_engine
+from common.envelope import Mirror
 from common.kafka import ensure_topics, make_producer
 from common.lag import LagMonitor
 from common.migrations import upgrade
@@ -54,8 +55,10 @@ class ServiceRuntime:
         tables: ServiceTables,
         migrations_dir: Path,
         consumers: Sequence[ConsumerSpec] = (),
+        mirrors: Sequence[Mirror] = (),
     ) -> None:
         self.settings = settings
+        self.mirrors = list(mirrors)
         self.tables = tables
         self.migrations_dir = migrations_dir
         self.consumer_specs = list(consumers)
@@ -207,6 +210,7 @@ class ServiceRuntime:
                 older_than=timedelta(hours=self.settings.dedupe_retention_hours),
             ),
             renew_producer=self._renew_producer,
+            mirrors=self.mirrors,
         )
         await self.relay.run()
 

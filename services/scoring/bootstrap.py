@@ -7,6 +7,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from common.app import create_app
+from common.contracts.scoring import ScoreLatest, ScoreUpdated
+from common.envelope import Mirror
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
 from scoring import api
@@ -16,6 +18,7 @@ from scoring.service import ScorePublisher, rebuild_if_missing
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 GROUP = "scoring"
+SCORE_LATEST_MIRROR = Mirror.of(ScoreUpdated, ScoreLatest)
 
 
 class ScoringRuntime(ServiceRuntime):
@@ -27,6 +30,9 @@ class ScoringRuntime(ServiceRuntime):
             tables=service_tables,
             migrations_dir=MIGRATIONS,
             consumers=[ConsumerSpec.declared(GROUP, handler=scoring_handler())],
+            # One outbox row per score: the relay sends it to the history topic and, as a
+            # ScoreLatest, to the compacted one.
+            mirrors=[SCORE_LATEST_MIRROR],
         )
         self.publisher = ScorePublisher(self, interval=publish_interval)
 

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.contracts.scoring import ScoreLatest, ScoreUpdated
+from common.contracts.scoring import ScoreUpdated
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.runtime import ServiceRuntime
@@ -250,13 +250,16 @@ async def _publish_group(
         attributes={"cdt.scoring.subject_periods": len(keys)},
     ):
         for key in keys:
-            subject, event_key = f"{key[0]}:{key[1]}", f"{key[0]}:{key[1]}:{key[2]}"
-            for contract in (ScoreUpdated, ScoreLatest):
-                uow.publish(
-                    OutboundEvent.of_payload(
-                        contract, payloads[key], key=event_key, source=SOURCE, subject=subject
-                    )
+            # the relay mirrors each ScoreUpdated to score-latest (`bootstrap.SCORE_LATEST_MIRROR`)
+            uow.publish(
+                OutboundEvent.of_payload(
+                    ScoreUpdated,
+                    payloads[key],
+                    key=f"{key[0]}:{key[1]}:{key[2]}",
+                    source=SOURCE,
+                    subject=f"{key[0]}:{key[1]}",
                 )
+            )
         await uow.flush_events()
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import UnitOfWork
-from common.envelope import EventContract, InboundEvent
+from common.envelope import EventContract, InboundEvent, Mirror
 from common.outbox_tables import define_service_tables
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
@@ -58,6 +58,9 @@ class PlumbingEvent(EventContract):
         return self.key
 
 
+MIRRORED_TYPE = "vn.cdt.test.plumbing-mirrored.v1"
+
+
 def make_handler(group: str, *, slow: float = 0.0):  # type: ignore[no-untyped-def]
     async def handle(uow: UnitOfWork, events: Sequence[InboundEvent]) -> None:
         rows = []
@@ -81,8 +84,10 @@ def build_runtime(
     with_consumer: bool = True,
     lag_interval: float = 5.0,
     slow: float = 0.0,
+    mirror: str | None = None,
     **settings: object,
 ) -> ServiceRuntime:
+    """`mirror`: a topic name (as `topic`) the relay also sends every row of `topic` to."""
     config = ServiceSettings(
         service_name=SCHEMA,
         CDT_RUN_MIGRATIONS=False,
@@ -98,8 +103,22 @@ def build_runtime(
         if with_consumer
         else []
     )
+    mirrors = [
+        Mirror(
+            source=topic_spec(topic).name,
+            topic=topic_spec(mirror).name,
+            type=MIRRORED_TYPE,
+            dataschema=f"urn:cdt:schema:{MIRRORED_TYPE}",
+        )
+        for _ in [mirror]
+        if mirror
+    ]
     return ServiceRuntime(
-        settings=config, tables=tables, migrations_dir=Path("/nonexistent"), consumers=consumers
+        settings=config,
+        tables=tables,
+        migrations_dir=Path("/nonexistent"),
+        consumers=consumers,
+        mirrors=mirrors,
     )
 
 
@@ -113,5 +132,9 @@ if __name__ == "__main__":
     # `python -m tests.integration.foundation.plumbing`: a worker process for kill tests.
     from common.main import run_worker
 
-    runtime = build_runtime(topic=os.environ["PLUMBING_TOPIC"], group=os.environ["PLUMBING_GROUP"])
+    runtime = build_runtime(
+        topic=os.environ["PLUMBING_TOPIC"],
+        group=os.environ["PLUMBING_GROUP"],
+        mirror=os.environ.get("PLUMBING_MIRROR"),
+    )
     asyncio.run(run_worker(runtime))

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
-from common.envelope import OutboundEvent, kafka_headers
+from common.envelope import OutboundEvent, derived_event_id, kafka_headers
 from common.kafka import ensure_topics
 from tests.helpers import committed_offsets, eventually, headers_of, read_topic
 from tests.integration.foundation import plumbing
@@ -352,6 +352,8 @@ async def test_relay_killed_after_send_before_mark_republishes_and_nothing_count
     engine, infra, subprocess_env
 ) -> None:  # type: ignore[no-untyped-def]
     topic = await make_topics(infra, "relaycrash", "g-relaycrash")
+    # The relay also mirrors every row to a second topic (as scoring's score-latest).
+    mirror_topic = await make_topics(infra, "relaycrash-mirror", "g-relaycrash")
     writer = plumbing.build_runtime(topic="relaycrash", group="g-relaycrash", with_consumer=False)
     await writer.start(workers=False)
     try:
@@ -362,7 +364,12 @@ async def test_relay_killed_after_send_before_mark_republishes_and_nothing_count
             await uow.commit()
     finally:
         await writer.stop()
-    env = {**subprocess_env, "PLUMBING_TOPIC": "relaycrash", "PLUMBING_GROUP": "g-relaycrash"}
+    env = {
+        **subprocess_env,
+        "PLUMBING_TOPIC": "relaycrash",
+        "PLUMBING_GROUP": "g-relaycrash",
+        "PLUMBING_MIRROR": "relaycrash-mirror",
+    }
     worker = [sys.executable, "-m", "tests.integration.foundation.plumbing"]
     crashing = subprocess.run(
         worker,
@@ -398,6 +405,16 @@ async def test_relay_killed_after_send_before_mark_republishes_and_nothing_count
         survivor.wait(timeout=30)
     ids = [headers_of(r)["ce_id"] for r in records]
     assert len(ids) == 50 and len(set(ids)) == 25, "every event published exactly twice"
+    # The mirror's copies were sent twice too, under the same derived ids: its readers dedupe.
+    mirrored = await read_topic(
+        infra.kafka_bootstrap_servers, mirror_topic, until=lambda rs: len(rs) >= 50
+    )
+    assert len(mirrored) == 50
+    assert {headers_of(r)["ce_id"] for r in mirrored} == {
+        str(derived_event_id(e.id, scope=mirror_topic)) for e in written
+    }
+    assert {headers_of(r)["ce_type"] for r in mirrored} == {plumbing.MIRRORED_TYPE}
+    assert {(r.key, r.value) for r in mirrored} == {(r.key, r.value) for r in records}
     counts = await applied_counts(engine, "g-relaycrash")
     assert set(counts) == {e.id for e in written}
     assert set(counts.values()) == {1}

@@ -2,12 +2,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import RFC_4122, uuid4
 
 import pytest
+from uuid_utils.compat import uuid7
 
+from common.contracts.scoring import ScoreLatest, ScoreUpdated
 from common.contracts.teams import TeamChanged
-from common.envelope import OutboundEvent, PoisonRecordError, decode_record, kafka_headers
+from common.envelope import (
+    Mirror,
+    OutboundEvent,
+    PoisonRecordError,
+    decode_record,
+    derived_event_id,
+    kafka_headers,
+)
 
 
 def team_changed() -> TeamChanged:
@@ -76,3 +85,31 @@ def test_invalid_data_is_poison() -> None:
     )
     with pytest.raises(PoisonRecordError, match="invalid data"):
         inbound.parse(TeamChanged)
+
+
+def test_a_derived_event_id_is_stable_per_scope_and_a_uuid7_of_the_same_millisecond() -> None:
+    source = OutboundEvent.of(team_changed(), source="/cdt/teams").id
+    derived = derived_event_id(source, scope="scoring.score-latest.v1")
+    assert derived == derived_event_id(source, scope="scoring.score-latest.v1")  # redelivery
+    assert derived not in {source, derived_event_id(source, scope="other.topic.v1")}
+    assert derived.version == 7 and derived.variant == RFC_4122
+    assert derived.int >> 80 == source.int >> 80  # the same creation time: pruned alike
+    many = {derived_event_id(uuid7(), scope="t") for _ in range(1_000)}
+    assert len(many) == 1_000
+
+
+def test_a_mirror_retypes_the_event_under_its_derived_id() -> None:
+    event = OutboundEvent.of_payload(
+        ScoreUpdated, {"score": 1}, key="team:t:2026-11", source="/cdt/scoring", subject="team:t"
+    )
+    mirror = Mirror.of(ScoreUpdated, ScoreLatest)
+    assert (mirror.source, mirror.topic) == (ScoreUpdated.TOPIC.name, ScoreLatest.TOPIC.name)
+    mirrored_id, headers = mirror.headers(event.id, {**event.ce_headers(), "traceparent": "tp"})
+    assert mirrored_id == derived_event_id(event.id, scope=ScoreLatest.TOPIC.name)
+    assert headers == {
+        **event.ce_headers(),
+        "traceparent": "tp",
+        "ce_id": str(mirrored_id),
+        "ce_type": ScoreLatest.CE_TYPE,
+        "ce_dataschema": ScoreLatest.dataschema(),
+    }

@@ -13,7 +13,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from uuid_utils.compat import uuid7
 
+from common.envelope import Mirror, derived_event_id
 from common.kafka import KeyedBatches, keyed_partitioner
 from tests.unit.common.relays import unit_relay
 
@@ -104,10 +106,11 @@ async def test_a_failed_delivery_raises_once_every_batch_has_settled() -> None:
     assert sorted(producer.settled) == [0, 1, 2]  # nothing left pending behind the failure
 
 
-def _row(seq: int, topic: str, parent: str) -> Any:
-    headers = {"ce_id": f"id-{seq}", "traceparent": parent}
+def _row(seq: int, topic: str, parent: str, *, event_id: Any = None) -> Any:
+    event_id = event_id or f"id-{seq}"
+    headers = {"ce_id": str(event_id), "traceparent": parent}
     return SimpleNamespace(
-        seq=seq, id=f"id-{seq}", topic=topic, aggregateid=f"k{seq}", payload="{}", headers=headers
+        seq=seq, id=event_id, topic=topic, aggregateid=f"k{seq}", payload="{}", headers=headers
     )
 
 
@@ -144,3 +147,29 @@ async def test_one_producer_span_per_run_of_rows_continuing_one_trace() -> None:
         "id-3": by_span[1],
         "id-4": by_span[2],
     }
+
+
+async def test_a_mirrored_topic_gets_each_run_of_rows_again_retyped_in_order() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    producer = _Producer(partitions=1)
+    mirror = Mirror(source="t1", topic="m1", type="latest", dataschema="urn:latest")
+    relay = unit_relay(producer=producer, tracer=provider.get_tracer("unit"), mirrors=[mirror])
+    ids = [uuid7() for _ in range(4)]
+    rows = [
+        *(_row(i, "t1", PARENT_A, event_id=ids[i]) for i in range(3)),
+        _row(3, "t2", PARENT_B, event_id=ids[3]),  # not mirrored
+    ]
+    await relay._send_all(rows)
+
+    assert [s.name for s in exporter.get_finished_spans()] == ["send t1", "send m1", "send t2"]
+    sent = [(topic, key, h["ce_id"], h.get("ce_type")) for topic, key, h in producer.sent]
+    assert sent == [
+        *(("t1", f"k{i}".encode(), str(ids[i]), None) for i in range(3)),
+        *(
+            ("m1", f"k{i}".encode(), str(derived_event_id(ids[i], scope="m1")), "latest")
+            for i in range(3)
+        ),
+        ("t2", b"k3", str(ids[3]), None),
+    ]
