@@ -95,8 +95,9 @@ async def bench(events: int, teams: int) -> None:
             )
         print(
             f"publication drained {published:.1f} s after the last batch; "
-            f"{updates:,} outbox rows (ScoreUpdated + ScoreLatest) for {subject_periods:,} "
-            f"subject-periods: {events / max(subject_periods or 1, 1):.1f} events per update",
+            f"{updates:,} ScoreUpdated (each also sent as a ScoreLatest) for "
+            f"{subject_periods:,} subject-periods: "
+            f"{events / max(subject_periods or 1, 1):.1f} events per update",
             flush=True,
         )
     finally:

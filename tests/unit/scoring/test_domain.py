@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
 from datetime import UTC, date, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.contracts.activities import ActivityRecorded, ActivityVoided
+from common.contracts.teams import UnitPath
 from scoring import domain
 from scoring.domain import Deltas, IndicatorModel, Ledger
 from scoring.handlers import fact_from_event
@@ -152,3 +154,69 @@ def test_incremental_equals_recompute_for_any_stream(rng: random.Random) -> None
     oracle = domain.recompute_from_facts(fact_from_event(a) for a in stream.live)
     assert got.counters == oracle.counters
     assert got.distinct == oracle.distinct
+
+
+def _one_by_one(facts: list[domain.ActivityFact], sign: int, deltas: Deltas) -> None:
+    """The rule as stated, fact by fact: every period, every subject of the team's chain;
+    households at the team and at the lowest unit, teams and members at the team."""
+    for fact in facts:
+        chain = domain.subjects_of(fact.team_id, fact.path)
+        for period in fact.periods:
+            change = {name: sign * value for name, value in fact.counters.items()}
+            if "week" in fact.distinct:
+                change[domain.WEEK_PREFIX + fact.distinct["week"]] = sign
+            for stype, sid in chain:
+                bucket = deltas.sets.setdefault((stype, sid, period), Counter())
+                bucket.update(change)
+                deltas.touch((stype, sid, period), fact.occurred_at)
+            for dim, value in fact.distinct.items():
+                anchors = []
+                if dim == "household":
+                    anchors.append((chain[0], (chain[0],)))
+                    if len(chain) > 2:
+                        anchors.append((chain[1], tuple(chain[1:])))
+                elif dim in domain.DISTINCT_INDICATORS:
+                    anchors.append((chain[0], tuple(chain)))
+                for (atype, aid), reach in anchors:
+                    deltas.distinct[(atype, aid, period, dim, value)] += sign
+                    deltas.reach[(atype, aid, dim)] = reach
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_batched_expansion_equals_the_rule_applied_fact_by_fact(rng: random.Random) -> None:
+    # A few teams and units, some reached through two paths (a village under two communes, a
+    # team placed at a commune or under a district), facts added in several signed calls.
+    paths = [
+        factory.path("82", "82-C1", "82-C1-V1"),
+        factory.path("82", "82-C2", "82-C1-V1"),
+        factory.path("82", "82-C2"),
+        factory.path("83"),
+        UnitPath(province="82", district="82-D1", commune="82-C1", village="82-C1-V2"),
+    ]
+    teams = [uuid.uuid4() for _ in range(4)]
+    calls = []
+    for _ in range(rng.randint(1, 4)):
+        facts = [
+            fact_from_event(
+                factory.activity(
+                    team_id=rng.choice(teams),
+                    unit_path=rng.choice(paths),
+                    member_id=rng.choice([None, *teams[:2]]),
+                    household_hash=rng.choice([None, "h1", "h2", "h3"]),
+                    occurred_at=datetime(2026, rng.randint(1, 12), rng.randint(1, 28), tzinfo=UTC),
+                    campaign_id=rng.choice([None, "bp-92"]),
+                    outcomes={"app_installs": rng.randint(0, 3)},
+                )
+            )
+            for _ in range(rng.randint(0, 12))
+        ]
+        calls.append((facts, rng.choice([1, -1])))
+    batched, expected = Deltas(), Deltas()
+    for facts, sign in calls:
+        batched.add_facts(facts, sign)
+        _one_by_one(facts, sign, expected)
+    assert batched.nonzero_sets() == expected.nonzero_sets()
+    assert batched.nonzero_distinct() == expected.nonzero_distinct()
+    assert batched.touched == expected.touched
+    assert batched.reach == expected.reach

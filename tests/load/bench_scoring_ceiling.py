@@ -1,0 +1,116 @@
+"""How fast scoring's Python could go with no database at all (not a test): the ceiling any
+design that keeps this hot path in Python runs into on this machine.
+
+`python -m tests.load.bench_scoring_ceiling [events] [teams]`: pre-loads `events`
+ActivityRecorded to Kafka, then times, each over the whole backlog and cumulatively:
+1. consuming it with aiokafka and decoding the CloudEvents (`decode_record`);
+2. validating the payloads against the contract (pydantic);
+3. building the facts and their signed deltas (`fact_from_event`, `Deltas.add_facts`), the
+   domain work one consumer batch does before its first SQL statement.
+"""
+
+# isort: skip_file
+# (the support module must be imported first: it sets the import roots)
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+from tests.load.bench_scoring_support import infrastructure
+
+from aiokafka import AIOKafkaConsumer  # after the import roots are set
+
+from common.contracts.activities import ActivityRecorded
+from common.envelope import InboundEvent, decode_record
+from common.main import settle_heap
+from scoring.domain import Deltas
+from scoring.handlers import fact_from_event
+from scoring.settings import ScoringSettings
+from tests.load.bench_scoring_throughput import produce
+
+BATCH = 5_000
+
+
+async def consume_all(bootstrap: str, events: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        ActivityRecorded.TOPIC.name,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        while len(records) < events:
+            polled = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+            for part in polled.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def decode(records: list[Any]) -> list[InboundEvent]:
+    return [
+        decode_record(
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key,
+            value=r.value,
+            headers=r.headers,
+        )
+        for r in records
+    ]
+
+
+def expand(parsed: list[ActivityRecorded]) -> int:
+    keys = 0
+    for start in range(0, len(parsed), BATCH):
+        deltas = Deltas()
+        deltas.add_facts([fact_from_event(e) for e in parsed[start : start + BATCH]], +1)
+        keys += len(deltas.sets) + len(deltas.distinct)
+    return keys
+
+
+async def bench(events: int, teams: int) -> None:
+    settings = ScoringSettings()
+    await produce(settings.kafka_bootstrap_servers, events, teams)
+    settle_heap()
+    started = time.perf_counter()
+    records = await consume_all(settings.kafka_bootstrap_servers, events)
+    consumed = time.perf_counter()
+    inbound = decode(records)
+    decoded = time.perf_counter()
+    parsed = [e.parse(ActivityRecorded) for e in inbound]
+    validated = time.perf_counter()
+    keys = expand(parsed)
+    expanded = time.perf_counter()
+    stages = [
+        ("consume (aiokafka)", consumed - started),
+        ("decode CloudEvents", decoded - consumed),
+        ("validate (pydantic)", validated - decoded),
+        ("facts + deltas", expanded - validated),
+    ]
+    total = 0.0
+    for name, seconds in stages:
+        total += seconds
+        print(
+            f"{name:<20} {seconds:6.2f} s  {seconds / events * 1e6:6.1f} µs/event  "
+            f"cumulative ceiling {events / total:8,.0f} events/s"
+        )
+    print(f"{events:,} events, {keys:,} aggregate keys, no SQL")
+
+
+def main() -> None:
+    events = int(sys.argv[1]) if len(sys.argv) > 1 else 30_000
+    teams = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000
+    with infrastructure():
+        asyncio.run(bench(events, teams))
+
+
+if __name__ == "__main__":
+    main()
