@@ -114,6 +114,12 @@ def dump_json(obj: Any) -> str:
     return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def json_once(obj: Any) -> orjson.Fragment:
+    """`obj` serialized now, once, and embedded as it is wherever it is dumped again (a
+    score's components go to its stored row and to its event)."""
+    return orjson.Fragment(dump_json(obj))
+
+
 def asyncpg_dsn(database_url: str) -> str:
     """The same URL for raw asyncpg connections (LISTEN, COPY)."""
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)

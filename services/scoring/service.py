@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.scoring import ScoreUpdated
-from common.db import UnitOfWork
+from common.db import UnitOfWork, json_once
 from common.envelope import OutboundEvent
 from common.runtime import ServiceRuntime
 from common.telemetry import context_from_headers, span_link
@@ -25,6 +26,8 @@ from scoring.domain import CriteriaSet, Deltas, ScoreResult
 
 log = logging.getLogger(__name__)
 SOURCE = "/cdt/scoring"
+# a value as it is or already serialized (`common.db.json_once`)
+Json = list[dict[str, Any]] | dict[str, float] | orjson.Fragment
 Key = tuple[str, str, str]
 
 
@@ -80,8 +83,8 @@ def score_payload(
     key: Key,
     criteria_set: str,
     result: ScoreResult,
-    components: list[dict[str, Any]],
-    indicators: dict[str, float],
+    components: Json,
+    indicators: Json,
     rank: tuple[int, int] | None,
     version: int,
     as_of: datetime | None,
@@ -135,7 +138,9 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
             fresh={e.key: e.result.score for e in evaluations},
         )
         laps.lap("rank")
-        components = {e.key: components_json(e.result) for e in evaluations}
+        # Serialized once each: the stored score and its event carry the same JSON text.
+        components = {e.key: json_once(components_json(e.result)) for e in evaluations}
+        indicators = {e.key: json_once(e.indicators) for e in evaluations}
         stored = await adapters.upsert_scores(
             session,
             [
@@ -147,7 +152,7 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
                     "score": e.result.score,
                     "max_score": e.result.max_score,
                     "components": components[e.key],
-                    "indicators": e.indicators,
+                    "indicators": indicators[e.key],
                     "rank": ranks[e.key][0] if e.key in ranks else None,
                     "rank_of": ranks[e.key][1] if e.key in ranks else None,
                     "as_of_event_time": event_times[e.key],
@@ -162,7 +167,7 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
                 criteria_set=criteria.version,
                 result=e.result,
                 components=components[e.key],
-                indicators=e.indicators,
+                indicators=indicators[e.key],
                 rank=ranks.get(e.key),
                 version=stored[(*e.key, criteria.version)][0],
                 as_of=stored[(*e.key, criteria.version)][1],

@@ -5,23 +5,27 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from common.contracts.scoring import ScoreLatest, ScoreUpdated
-from common.db import dump_json
+from common.db import dump_json, json_once
 from scoring import domain, service
 
 
-def test_score_payload_validates_against_the_public_contract() -> None:
+@pytest.mark.parametrize("serialized_once", [False, True], ids=["plain", "json_once"])
+def test_score_payload_validates_against_the_public_contract(serialized_once: bool) -> None:
     indicators = {"app_installs": 12.0, "teams": 2.0, "members": 9.0, "w:2026-W40": 3.0}
     visible = domain.visible_indicators(indicators)
     result = domain.score(domain.DEFAULT_CRITERIA_SET, visible, period="2026-10", targets={})
     now = datetime(2026, 10, 5, 3, 0, tzinfo=UTC)
+    components = service.components_json(result)
     payload = service.score_payload(
         key=("commune", "82-00001", "2026-10"),
         criteria_set="default@1",
         result=result,
-        components=service.components_json(result),
-        indicators=visible,
+        # the publisher serializes them once, for the stored score and for the event
+        components=json_once(components) if serialized_once else components,
+        indicators=json_once(visible) if serialized_once else visible,
         rank=(2, 7),
         version=3,
         as_of=now,
@@ -35,3 +39,4 @@ def test_score_payload_validates_against_the_public_contract() -> None:
         assert len(parsed.components) == len(domain.DEFAULT_CRITERIA_SET.criteria)
     assert set(wire) == set(ScoreUpdated.model_fields)
     assert visible["active_weeks"] == 1 and not any(k.startswith("w:") for k in wire["indicators"])
+    assert wire["components"] == components and wire["indicators"] == visible
