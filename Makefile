@@ -42,6 +42,7 @@ loadtest-smoke: install ## the same at smoke scale (two provinces, ~1 min of loa
 bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams import, notifications)
 	$(PY) -m tests.load.bench_activities_ingest --batches 150 --rate 500 --seconds 15 --api-processes 2
 	$(PY) -m tests.load.bench_scoring_throughput 30000 2000
+	$(PY) -m tests.load.bench_scoring_ceiling 30000 2000
 	$(PY) -m tests.load.bench_scoring_recompute 200000 1500
 	$(PY) -m tests.load.bench_teams_import
 	$(PY) -m tests.load.bench_notifications_pipeline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -118,6 +118,17 @@ def json_once(obj: Any) -> orjson.Fragment:
     """`obj` serialized now, once, and embedded as it is wherever it is dumped again (a
     score's components go to its stored row and to its event)."""
     return orjson.Fragment(dump_json(obj))
+
+
+def json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows for `jsonb_array_elements(CAST(:rows AS jsonb)) AS r`, read back as `r->>0`, `r->1`…
+
+    For bulk statements of many short values: asyncpg encodes a `text[]` parameter element by
+    element, two abstract-base-class checks each (~0.5 µs; 47 ms of client CPU for 5 × 20,000
+    values), where one orjson call takes 3 ms, and PostgreSQL's side costs the same. A row's
+    values also travel together, so no column can slip against another.
+    """
+    return orjson.dumps(rows, default=str).decode()
 
 
 def asyncpg_dsn(database_url: str) -> str:

@@ -1,8 +1,10 @@
 """Scoring persistence: tables in the `scoring` schema and set-based repositories over them.
 
-Hot-path writes use `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE`: one statement
-per table per batch whatever its size (no 32k bind-parameter ceiling, no per-row round trips).
-Rows are sorted by key before each upsert so concurrent writers lock rows in the same order.
+Hot-path writes use `INSERT ... SELECT ... ON CONFLICT DO UPDATE` over one parameter holding all
+rows: one statement per table per batch whatever its size (no 32k bind-parameter ceiling, no
+per-row round trips). The rows come as `unnest(arrays)`, or for the largest upserts as one JSON
+document (`common.db.json_rows`, far cheaper to encode). Rows are sorted by key before each
+upsert so concurrent writers lock rows in the same order.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import dump_json
+from common.db import dump_json, json_rows
 from common.outbox_tables import define_service_tables
 from scoring import domain
 from scoring.domain import (
@@ -528,14 +530,14 @@ async def _upsert_distinct(
             """
             INSERT INTO scoring.distinct_values AS d
                 (subject_type, subject_id, period, dim, value, refcount)
-            SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                                 CAST(:dim AS text[]), CAST(:v AS text[]), CAST(:rc AS int[]))
+            SELECT r->>0, r->>1, r->>2, r->>3, r->>4, CAST(r->>5 AS int)
+            FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
             ON CONFLICT (subject_type, subject_id, period, dim, value)
             DO UPDATE SET refcount = d.refcount + excluded.refcount
             RETURNING subject_type, subject_id, period, dim, value, refcount
             """
         ),
-        _columns(keys, "st", "sid", "p", "dim", "v") | {"rc": [distinct[k] for k in keys]},
+        {"rows": json_rows([(*k, distinct[k]) for k in keys])},
     )
     changes: list[tuple[DistinctKey, int, int]] = []
     for row in result:
@@ -580,14 +582,12 @@ async def _upsert_counters(
         text(
             """
             INSERT INTO scoring.indicator_sets AS t (subject_type, subject_id, period, indicators)
-            SELECT st, sid, p, CAST(v AS jsonb)
-            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                        CAST(:v AS text[])) AS k(st, sid, p, v)
+            SELECT r->>0, r->>1, r->>2, r->3 FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
             ON CONFLICT (subject_type, subject_id, period)
             DO UPDATE SET indicators = scoring.jsonb_add(t.indicators, excluded.indicators)
             """
         ),
-        _columns(keys, "st", "sid", "p") | {"v": [dump_json(grouped[k]) for k in keys]},
+        {"rows": json_rows([(*k, grouped[k]) for k in keys])},
     )
     if shrinking:  # only negative deltas can empty a row: look at exactly those
         await session.execute(
@@ -630,9 +630,8 @@ _UPSERT_SUBJECTS = text(
     """
     INSERT INTO scoring.subjects AS s (subject_type, subject_id, parent_type, parent_id,
         province, district, commune, village)
-    SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:pt AS text[]),
-        CAST(:pid AS text[]), CAST(:pr AS text[]), CAST(:di AS text[]), CAST(:co AS text[]),
-        CAST(:vi AS text[]))
+    SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
     ON CONFLICT (subject_type, subject_id) DO UPDATE SET
         parent_type = excluded.parent_type, parent_id = excluded.parent_id,
         province = excluded.province, district = excluded.district,
@@ -643,28 +642,28 @@ _UPSERT_SUBJECTS = text(
                             excluded.district, excluded.commune, excluded.village)
     """
 )
-_SUBJECT_COLUMNS = {
-    "st": "subject_type",
-    "sid": "subject_id",
-    "pt": "parent_type",
-    "pid": "parent_id",
-    "pr": "province",
-    "di": "district",
-    "co": "commune",
-    "vi": "village",
-}
+_SUBJECT_COLUMNS = (
+    "subject_type",
+    "subject_id",
+    "parent_type",
+    "parent_id",
+    "province",
+    "district",
+    "commune",
+    "village",
+)
 
 
 async def upsert_subjects(session: AsyncSession, rows: Iterable[dict[str, str | None]]) -> None:
-    """One `unnest` statement (a batch places thousands of subjects; SQLAlchemy's multi-row
-    insert bound eight parameters each)."""
+    """One statement (a batch places thousands of subjects; SQLAlchemy's multi-row insert
+    bound eight parameters each)."""
     unique = {(r["subject_type"], r["subject_id"]): r for r in rows}
     if not unique:
         return
     ordered = [unique[k] for k in sorted(unique, key=lambda k: (k[0] or "", k[1] or ""))]
     await session.execute(
         _UPSERT_SUBJECTS,
-        {name: [r[column] for r in ordered] for name, column in _SUBJECT_COLUMNS.items()},
+        {"rows": json_rows([[r[column] for column in _SUBJECT_COLUMNS] for r in ordered])},
     )
 
 
@@ -682,18 +681,11 @@ async def mark_dirty(
             """
             INSERT INTO scoring.dirty_subjects
                 (subject_type, subject_id, period, event_time, traceparent)
-            SELECT k.*, CAST(:tp AS text)
-            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                        CAST(:t AS timestamptz[])) AS k
+            SELECT r->>0, r->>1, r->>2, CAST(r->>3 AS timestamptz), CAST(:tp AS text)
+            FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
             """
         ),
-        {
-            "st": [k[0] for k in keys],
-            "sid": [k[1] for k in keys],
-            "p": [k[2] for k in keys],
-            "t": [touched[k] for k in keys],
-            "tp": traceparent,
-        },
+        {"rows": json_rows([(*k, touched[k]) for k in keys]), "tp": traceparent},
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from scoring import domain
+from sqlalchemy import select
+
+from scoring import adapters, domain
 from tests.integration.scoring.conftest import indicators, produce, send, wait_processed
 from tests.unit.scoring import factory
 
@@ -150,3 +152,34 @@ async def test_roster_drives_member_and_team_counts(scoring, producer) -> None:
     values = await indicators(runtime, "commune", commune, period)
     assert (values["teams"], values["members"], values["trained_members"]) == (1, 1, 1)
     assert (await indicators(runtime, "province", province, period))["members"] == 1
+
+
+async def test_values_with_quotes_backslashes_and_accents_count_exactly(scoring, producer) -> None:
+    # Batched rows travel to PostgreSQL as one JSON document (`common.db.json_rows`): values
+    # that JSON must escape come back as they were, so the same household still counts once.
+    _, runtime = scoring
+    province, commune, village = unique_path()
+    team_id = uuid.uuid4()
+    unit = factory.path(province, commune, village)
+    odd = 'hộ "Nguyễn" \\ số 7\t{a,b}'
+    visits = [
+        factory.activity(team_id=team_id, unit_path=unit, household_hash=hash_)
+        for hash_ in (odd, odd, odd + " ")
+    ]
+    events = await produce(producer, *visits)
+    await wait_processed(runtime, events)
+
+    values = await indicators(runtime, "commune", commune, "2026-11")
+    assert values["households_visited"] == 2  # `odd` twice, then a different household
+    assert values["activities"] == 3
+    async with runtime.sessions() as session:
+        stored = set(
+            await session.scalars(
+                select(adapters.distinct_values.c.value).where(
+                    adapters.distinct_values.c.subject_type == "team",
+                    adapters.distinct_values.c.subject_id == str(team_id),
+                    adapters.distinct_values.c.dim == "household",
+                )
+            )
+        )
+    assert stored == {odd, odd + " "}
