@@ -3,9 +3,10 @@ design that keeps this hot path in Python runs into on this machine.
 
 `python -m tests.load.bench_scoring_ceiling [events] [teams]`: pre-loads `events`
 ActivityRecorded to Kafka, then times, each over the whole backlog and cumulatively:
-1. consuming it with aiokafka and decoding the CloudEvents (`decode_record`);
-2. validating the payloads against the contract (pydantic);
-3. building the facts and their signed deltas (`fact_from_event`, `Deltas.add_facts`), the
+1. consuming it with aiokafka (`tests.helpers.read_topic`, no group);
+2. decoding the CloudEvents (`decode_record`);
+3. validating the payloads against the contract (pydantic);
+4. building the facts and their signed deltas (`fact_from_event`, `Deltas.add_facts`), the
    domain work one consumer batch does before its first SQL statement.
 """
 
@@ -20,37 +21,16 @@ from typing import Any
 
 from tests.load.bench_scoring_support import infrastructure
 
-from aiokafka import AIOKafkaConsumer  # after the import roots are set
-
 from common.contracts.activities import ActivityRecorded
 from common.envelope import InboundEvent, decode_record
 from common.main import settle_heap
 from scoring.domain import Deltas
 from scoring.handlers import fact_from_event
 from scoring.settings import ScoringSettings
+from tests.helpers import read_topic
 from tests.load.bench_scoring_throughput import produce
 
-BATCH = 5_000
-
-
-async def consume_all(bootstrap: str, events: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        ActivityRecorded.TOPIC.name,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        while len(records) < events:
-            polled = await consumer.getmany(timeout_ms=500, max_records=BATCH)
-            for part in polled.values():
-                records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
+BATCH = 5_000  # the consumer's default batch
 
 
 def decode(records: list[Any]) -> list[InboundEvent]:
@@ -81,7 +61,12 @@ async def bench(events: int, teams: int) -> None:
     await produce(settings.kafka_bootstrap_servers, events, teams)
     settle_heap()
     started = time.perf_counter()
-    records = await consume_all(settings.kafka_bootstrap_servers, events)
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        ActivityRecorded.TOPIC.name,
+        until=lambda got: len(got) >= events,
+        timeout=300,
+    )
     consumed = time.perf_counter()
     inbound = decode(records)
     decoded = time.perf_counter()
