@@ -220,3 +220,56 @@ def test_batched_expansion_equals_the_rule_applied_fact_by_fact(rng: random.Rand
     assert batched.nonzero_distinct() == expected.nonzero_distinct()
     assert batched.touched == expected.touched
     assert batched.reach == expected.reach
+
+
+def _rounded_as_round_does(
+    criteria: domain.CriteriaSet, indicators: dict[str, float], targets: dict[str, float]
+) -> list[tuple[float, float, float]]:
+    """Each component's points, value and target with plain `round`, as `score` defines them."""
+    values = {**indicators, **domain.derived_indicators(indicators)}
+    scales = domain.target_scales(
+        period="2026-10", teams=values.get("teams", 0.0), campaign_days=None
+    )
+    out = []
+    for criterion in criteria.criteria:
+        target = targets.get(criterion.id)
+        if target is None and len(criterion.numerator) == 1 and not criterion.denominator:
+            target = targets.get(criterion.numerator[0])
+        if target is None:
+            target = criterion.target * scales[criterion.basis]
+        value = domain.achieved(criterion, values)
+        ratio = min(value / target, 1.0) if target > 0 else 1.0
+        out.append((round(ratio * criterion.max_points, 4), round(value, 6), round(target, 6)))
+    return out
+
+
+_NUMBERS = st.one_of(
+    st.integers(0, 10**7).map(float),  # counts: whole floats
+    st.floats(0, 1e7, allow_nan=False, allow_infinity=False),
+    st.integers(0, 10**7),  # an int from a caller, not a float
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    indicators=st.dictionaries(
+        st.sampled_from(
+            sorted(
+                {n for c in domain.DEFAULT_CRITERIA_SET.criteria for n in c.numerator}
+                | {"teams", "members", "trained_members"}
+            )
+        ),
+        _NUMBERS,
+    ),
+    targets=st.dictionaries(
+        st.sampled_from([c.id for c in domain.DEFAULT_CRITERIA_SET.criteria]), _NUMBERS
+    ),
+)
+def test_score_rounds_exactly_as_round_does(
+    indicators: dict[str, float], targets: dict[str, float]
+) -> None:
+    result = domain.score(
+        domain.DEFAULT_CRITERIA_SET, indicators, period="2026-10", targets=targets
+    )
+    got = [(c.points, c.value, c.target) for c in result.components]
+    assert got == _rounded_as_round_does(domain.DEFAULT_CRITERIA_SET, indicators, targets)
