@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 
 from common import metrics
 from common.db import UnitOfWork
-from common.envelope import InboundEvent, PoisonRecordError, decode_record
+from common.envelope import InboundEvent, PoisonRecordError, decode_kafka_record
 from common.faults import crash_point
 from common.kafka import make_consumer
 from common.outbox_tables import ServiceTables
@@ -227,16 +227,7 @@ class ConsumerRunner:
         poison: list[tuple[ConsumerRecord[Any, Any], str]] = []
         for record in records:
             try:
-                events.append(
-                    decode_record(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=record.headers,
-                    )
-                )
+                events.append(decode_kafka_record(record))
             except PoisonRecordError as exc:
                 poison.append((record, str(exc)))
         return events, poison

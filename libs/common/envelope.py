@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
 import orjson
@@ -253,6 +253,29 @@ def decode_record(
         key=key.decode("utf-8", "replace") if key is not None else None,
         data=data,
         trace_headers={k: attrs[k] for k in TRACE_HEADERS if k in attrs},
+    )
+
+
+class KafkaRecord(Protocol):
+    """What `decode_kafka_record` reads of a record (aiokafka's `ConsumerRecord`)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def decode_kafka_record(record: KafkaRecord) -> InboundEvent:
+    """`decode_record` of a record as the Kafka client delivers it."""
+    return decode_record(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
     )
 
 

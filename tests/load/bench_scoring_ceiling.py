@@ -4,7 +4,7 @@ design that keeps this hot path in Python runs into on this machine.
 `python -m tests.load.bench_scoring_ceiling [events] [teams]`: pre-loads `events`
 ActivityRecorded to Kafka, then times, each over the whole backlog and cumulatively:
 1. consuming it with aiokafka (`tests.helpers.read_topic`, no group);
-2. decoding the CloudEvents (`decode_record`);
+2. decoding the CloudEvents (`decode_kafka_record`, as the consumer does);
 3. validating the payloads against the contract (pydantic);
 4. building the facts and their signed deltas (`fact_from_event`, `Deltas.add_facts`), the
    domain work one consumer batch does before its first SQL statement.
@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
 
 from tests.load.bench_scoring_support import infrastructure
 
 from common.contracts.activities import ActivityRecorded
-from common.envelope import InboundEvent, decode_record
+from common.envelope import decode_kafka_record
 from common.main import settle_heap
 from scoring.domain import Deltas
 from scoring.handlers import fact_from_event
@@ -31,20 +30,6 @@ from tests.helpers import read_topic
 from tests.load.bench_scoring_throughput import produce
 
 BATCH = 5_000  # the consumer's default batch
-
-
-def decode(records: list[Any]) -> list[InboundEvent]:
-    return [
-        decode_record(
-            topic=r.topic,
-            partition=r.partition,
-            offset=r.offset,
-            key=r.key,
-            value=r.value,
-            headers=r.headers,
-        )
-        for r in records
-    ]
 
 
 def expand(parsed: list[ActivityRecorded]) -> int:
@@ -68,7 +53,7 @@ async def bench(events: int, teams: int) -> None:
         timeout=300,
     )
     consumed = time.perf_counter()
-    inbound = decode(records)
+    inbound = [decode_kafka_record(r) for r in records]
     decoded = time.perf_counter()
     parsed = [e.parse(ActivityRecorded) for e in inbound]
     validated = time.perf_counter()
