@@ -6,6 +6,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from common.envelope import OutboundEvent
+from common.envelope import CloudEventHeaders, OutboundEvent
 from common.outbox_tables import ServiceTables
 from common.settings import ServiceSettings
 
@@ -143,10 +144,16 @@ def current_trace() -> dict[str, str]:
     return carrier
 
 
-def outbox_row(event: OutboundEvent, *, trace: dict[str, str] | None = None) -> dict[str, Any]:
-    """`trace`: the current span's context (`current_trace()`), worked out once for many rows."""
+def outbox_row(
+    event: OutboundEvent,
+    *,
+    trace: dict[str, str] | None = None,
+    shared: CloudEventHeaders | None = None,
+) -> dict[str, Any]:
+    """`trace`: the current span's context (`current_trace()`), and `shared`: the event's
+    `shared_headers()`, each worked out once for many rows."""
     # W3C traceparent of the current span travels with the row
-    headers = {**event.ce_headers(), **(current_trace() if trace is None else trace)}
+    headers = {**event.ce_headers(shared), **(current_trace() if trace is None else trace)}
     return {
         "id": event.id,
         "aggregatetype": event.aggregate_type,
@@ -214,7 +221,12 @@ class UnitOfWork:
             return
         statement = _outbox_insert(self._tables)
         trace = current_trace()
-        rows = [outbox_row(e, trace=trace) for e in self._pending]
+        shared: dict[tuple[str, str, datetime, str], CloudEventHeaders] = {}
+        rows = []
+        for event in self._pending:
+            group = (event.type, event.source, event.time, event.dataschema)
+            headers = shared.get(group) or shared.setdefault(group, event.shared_headers())
+            rows.append(outbox_row(event, trace=trace, shared=headers))
         for start in range(0, len(rows), OUTBOX_CHUNK):
             chunk = rows[start : start + OUTBOX_CHUNK]
             await self.session.execute(

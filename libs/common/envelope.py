@@ -88,9 +88,11 @@ class OutboundEvent:
         key: str,
         source: str,
         subject: str | None = None,
+        time: datetime | None = None,
     ) -> OutboundEvent:
         """An event from a payload already shaped like `contract` (hot paths skip pydantic;
-        a unit test validates the shape against the contract)."""
+        a unit test validates the shape against the contract). `time`: one instant for the
+        many events of one pass, so they share their `ce_*` headers."""
         return cls(
             topic=contract.TOPIC.name,
             key=key,
@@ -100,13 +102,18 @@ class OutboundEvent:
             data=data,
             dataschema=contract.dataschema(),
             subject=subject,
+            time=time or datetime.now(UTC),
         )
 
-    def ce_headers(self) -> dict[str, str]:
-        shared = CloudEventHeaders(
+    def shared_headers(self) -> CloudEventHeaders:
+        """The headers this event shares with every event of its type, source and time."""
+        return CloudEventHeaders(
             type=self.type, source=self.source, time=self.time, dataschema=self.dataschema
         )
-        return shared.for_event(str(self.id), subject=self.subject)
+
+    def ce_headers(self, shared: CloudEventHeaders | None = None) -> dict[str, str]:
+        """`shared`: this event's `shared_headers()`, built once for many events."""
+        return (shared or self.shared_headers()).for_event(str(self.id), subject=self.subject)
 
 
 class CloudEventHeaders:

@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from common.db import dump_json, json_rows
 from common.outbox_tables import define_service_tables
@@ -713,27 +714,35 @@ class DirtyMarks:
     traces: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
 
 
-_QUEUE_ENDS = (
-    text(
-        "SELECT subject_type, subject_id, period FROM scoring.dirty_subjects "
-        "ORDER BY seq LIMIT :half FOR UPDATE SKIP LOCKED"
-    ),
-    text(
-        "SELECT subject_type, subject_id, period FROM scoring.dirty_subjects "
-        "ORDER BY seq DESC LIMIT :half FOR UPDATE SKIP LOCKED"
-    ),
-)
+def _queue_end(*, order: str, teams_only: bool) -> TextClause:
+    where = "WHERE subject_type = 'team' " if teams_only else ""
+    return text(
+        "SELECT subject_type, subject_id, period FROM scoring.dirty_subjects "  # noqa: S608 - constant fragments
+        f"{where}ORDER BY seq {order} LIMIT :half FOR UPDATE SKIP LOCKED"
+    )
 
 
-async def take_dirty(session: AsyncSession, *, limit: int) -> DirtyMarks:
+# (oldest end, newest end) of the queue, for every level or for teams only
+_QUEUE_ENDS = {
+    teams_only: (
+        _queue_end(order="ASC", teams_only=teams_only),
+        _queue_end(order="DESC", teams_only=teams_only),
+    )
+    for teams_only in (False, True)
+}
+
+
+async def take_dirty(session: AsyncSession, *, limit: int, teams_only: bool = False) -> DirtyMarks:
     """Subject-periods from both ends of the queue, each with every mark it has, coalesced.
 
     Half the pass goes to the oldest marks (nothing starves), half to the newest (a fresh event
     is scored within a pass or two even behind a backlog, e.g. after a national roster import).
     Taking all of a subject-period's marks publishes it once for the whole backlog.
+    `teams_only`: leave the units' marks to gather (they are re-marked by nearly every batch,
+    so taking them less often publishes each once for many batches).
     """
     picked: dict[tuple[str, str, str], None] = {}
-    for statement in _QUEUE_ENDS:  # UNION forbids FOR UPDATE: two statements
+    for statement in _QUEUE_ENDS[teams_only]:  # UNION forbids FOR UPDATE: two statements
         ends = await session.execute(statement, {"half": max(limit // 2, 1)})
         picked.update(dict.fromkeys((r[0], r[1], r[2]) for r in ends))
     if not picked:

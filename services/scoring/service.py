@@ -23,6 +23,7 @@ from common.runtime import ServiceRuntime
 from common.telemetry import context_from_headers, span_link
 from scoring import adapters, domain
 from scoring.domain import CriteriaSet, Deltas, ScoreResult
+from scoring.scorecard import ScoreRequest, score_all
 
 log = logging.getLogger(__name__)
 SOURCE = "/cdt/scoring"
@@ -41,26 +42,30 @@ class Evaluation:
 async def evaluate(
     session: AsyncSession, keys: Sequence[Key], criteria_set: CriteriaSet
 ) -> list[Evaluation]:
-    """Score subject-periods from their aggregated indicators (rollups are never averages)."""
+    """Score subject-periods from their aggregated indicators (rollups are never averages),
+    all of them at once (`scorecard.score_all`)."""
     indicators = await adapters.indicators_for(session, keys)
     targets = await adapters.targets_for(session, keys)
     lengths = await adapters.campaign_lengths(session, (k[2] for k in keys))
-    return [
-        Evaluation(
-            key=key,
-            result=domain.score(
-                criteria_set,
-                indicators[key],
+    results = score_all(
+        criteria_set,
+        [
+            ScoreRequest(
+                indicators=indicators[key],
                 period=key[2],
                 targets=targets[key],
                 campaign_days=lengths.get(key[2]),
-            ),
-            indicators={
-                **indicators[key],
-                **domain.derived_indicators(indicators[key]),
-            },
+            )
+            for key in keys
+        ],
+    )
+    return [
+        Evaluation(
+            key=key,
+            result=result,
+            indicators={**indicators[key], **domain.derived_indicators(indicators[key])},
         )
-        for key in keys
+        for key, result in zip(keys, results, strict=True)
     ]
 
 
@@ -112,16 +117,19 @@ def score_payload(
 MAX_LINKS = 32
 
 
-async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
+async def publish_dirty(
+    runtime: ServiceRuntime, *, limit: int = 2000, teams_only: bool = False
+) -> int:
     """Score the subjects marked dirty since the last pass and publish each once.
 
     However many events touched a subject in between, it yields one update (coalescing): a burst
     on one commune becomes a handful of ScoreUpdated/ScoreLatest pairs, not thousands.
+    `teams_only` leaves the units for a later pass (`ScorePublisher` takes them less often).
     """
     laps = Laps()
     async with runtime.unit_of_work() as uow:
         session = uow.session
-        marks = await adapters.take_dirty(session, limit=limit)
+        marks = await adapters.take_dirty(session, limit=limit, teams_only=teams_only)
         if not marks.taken:
             return 0
         laps.lap("take")
@@ -178,7 +186,13 @@ async def publish_dirty(runtime: ServiceRuntime, *, limit: int = 2000) -> int:
         laps.lap("store")
         for parent, group in _by_trace(keys, marks.traces).items():
             await _publish_group(
-                runtime, uow, parent=parent, keys=group, marks=marks, payloads=payloads
+                runtime,
+                uow,
+                parent=parent,
+                keys=group,
+                marks=marks,
+                payloads=payloads,
+                computed_at=now,
             )
         laps.lap("outbox")
         await uow.commit()
@@ -234,6 +248,7 @@ async def _publish_group(
     keys: Sequence[Key],
     marks: adapters.DirtyMarks,
     payloads: dict[Key, dict[str, Any]],
+    computed_at: datetime,
 ) -> None:
     """Write the group's outbox rows inside a span continuing the latest marking trace.
 
@@ -263,17 +278,32 @@ async def _publish_group(
                     key=f"{key[0]}:{key[1]}:{key[2]}",
                     source=SOURCE,
                     subject=f"{key[0]}:{key[1]}",
+                    time=computed_at,
                 )
             )
         await uow.flush_events()
 
 
 class ScorePublisher:
-    """Background task: every `interval` seconds, publish what became dirty."""
+    """Background task: every `interval` seconds, publish the teams that became dirty, and the
+    units at most every `unit_interval` seconds.
 
-    def __init__(self, runtime: ServiceRuntime, *, interval: float = 0.2, limit: int = 2000):
+    A unit is re-marked by nearly every consumer batch under load (a province by any of its
+    10,000 teams): publishing it every pass would send one update per batch for each ancestor.
+    Gathered for `unit_interval`, its marks yield one update for all of them.
+    """
+
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        *,
+        interval: float = 0.2,
+        unit_interval: float = 2.0,
+        limit: int = 2000,
+    ):
         self._runtime = runtime
         self._interval = interval
+        self._unit_interval = unit_interval
         self._limit = limit
         self._stopping = asyncio.Event()
 
@@ -281,10 +311,16 @@ class ScorePublisher:
         self._stopping.set()
 
     async def run(self) -> None:
+        units_due_at = 0.0
         while not self._stopping.is_set() and not self._runtime.draining:
             started = time.perf_counter()
+            teams_only = started < units_due_at
             try:
-                await publish_dirty(self._runtime, limit=self._limit)
+                taken = await publish_dirty(self._runtime, limit=self._limit, teams_only=teams_only)
+                if not teams_only and taken < self._limit:
+                    # Units drained: let them gather again. A full pass may have left some
+                    # behind (a backlog), so units stay due until one drains them.
+                    units_due_at = started + self._unit_interval
             except Exception:
                 log.exception("score publication failed; retrying")
             # Rest about as long as the pass took: under a backlog the publisher gets at most
