@@ -47,8 +47,9 @@ bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams 
 	$(PY) -m tests.load.bench_teams_import
 	$(PY) -m tests.load.bench_notifications_pipeline
 
+# Ends with the in-process line coverage of libs/ and services/ (settings in pyproject.toml).
 test: install ## the whole suite against real Postgres and Kafka (started by the suite)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 test-unit: install ## no I/O, a few seconds
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -74,4 +75,4 @@ lock: install ## re-pin the full dependency set after editing requirements*.txt
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pinned set (pip freeze of requirements-dev.txt). Regenerate with: make lock' > constraints.txt
 
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache deploy/kafka/target
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage deploy/kafka/target
