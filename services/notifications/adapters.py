@@ -541,6 +541,23 @@ async def active_alerts(session: AsyncSession, *, dedupe_keys: Sequence[str]) ->
     return list(rows.mappings())
 
 
+async def active_alerts_of_type(session: AsyncSession, alert_type: str) -> list[RowMapping]:
+    rows = await session.execute(
+        select(alerts_table).where(
+            alerts_table.c.alert_type == alert_type, alerts_table.c.status.in_(OPEN_STATES)
+        )
+    )
+    return list(rows.mappings())
+
+
+async def try_sweep_lock(session: AsyncSession) -> bool:
+    """The inactivity sweep's lock for this transaction; False when another replica holds it."""
+    locked = await session.scalar(
+        select(func.pg_try_advisory_xact_lock(func.hashtext("notifications:inactivity-sweep")))
+    )
+    return bool(locked)
+
+
 async def active_alerts_like(
     session: AsyncSession,
     *,
