@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/libs:$(CURDIR)/services:$(CURDIR)/deploy
 PYTEST_ARGS ?=
 
-.PHONY: trace install run test test-unit test-integration lint typecheck check lock clean kafka-jars \
-	loadtest loadtest-smoke bench
+.PHONY: trace install run test test-unit test-integration lint typecheck boundaries check lock clean \
+	kafka-jars loadtest loadtest-smoke bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,15 @@ bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams 
 	$(PY) -m tests.load.bench_teams_import
 	$(PY) -m tests.load.bench_notifications_pipeline
 
+# Ends with the in-process line coverage of libs/ and services/ (settings in pyproject.toml).
 test: install ## the whole suite against real Postgres and Kafka (started by the suite)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install ## no I/O, a few seconds
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install ## each service against real Postgres and Kafka (started by the suite)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check libs services deploy tests
@@ -60,10 +64,15 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy libs/common services deploy/devstack
 
-check: lint typecheck
+# The contracts live in pyproject.toml ([tool.importlinter]): services independent of each other,
+# `common` imports no service, `domain` modules import no database, broker, HTTP or telemetry code.
+boundaries: install
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck boundaries ## the fast checks, run by .ci/run before the tests
 
 lock: install ## re-pin the full dependency set after editing requirements*.txt
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pinned set (pip freeze of requirements-dev.txt). Regenerate with: make lock' > constraints.txt
 
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache deploy/kafka/target
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage deploy/kafka/target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -14,7 +14,9 @@ import asyncpg
 import orjson
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import TextClause, text
+from sqlalchemy import Table, TextClause, func, text
+from sqlalchemy.dialects.postgresql import Insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -130,6 +132,35 @@ def json_rows(rows: Sequence[Sequence[Any]]) -> str:
     values also travel together, so no column can slip against another.
     """
     return orjson.dumps(rows, default=str).decode()
+
+
+def upsert_newer(
+    table: Table,
+    rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    key: Sequence[str] = ("id",),
+    columns: Iterable[str] | None = None,
+    stamp: str | None = "updated_at",
+) -> Insert:
+    """`INSERT … ON CONFLICT (key) DO UPDATE` in which only a newer `version` wins.
+
+    The stored row changes only where its `version` is lower than the incoming one, so a replayed,
+    redelivered or compacted older event never moves a replica back. `columns` are overwritten
+    (default: every column of the rows but the key); `stamp` is set to now() (None: no such
+    column). Rows of one statement must have distinct keys. Execute the statement, or add
+    `.returning(...)` first: a row comes back only where the upsert applied.
+    """
+    first = rows if isinstance(rows, Mapping) else rows[0]
+    statement = pg_insert(table).values(rows if isinstance(rows, Mapping) else list(rows))
+    updated = [c for c in first if c not in key] if columns is None else list(columns)
+    assignments: dict[str, Any] = {c: statement.excluded[c] for c in updated}
+    if stamp is not None:
+        assignments[stamp] = func.now()
+    return statement.on_conflict_do_update(
+        index_elements=[table.c[c] for c in key],
+        set_=assignments,
+        where=table.c["version"] < statement.excluded["version"],
+    )
 
 
 def asyncpg_dsn(database_url: str) -> str:

@@ -29,14 +29,14 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
 from common.contracts.teams import MemberChanged, TeamChanged
-from common.db import DirectConnections, dump_json
+from common.db import DirectConnections, dump_json, upsert_newer
 from common.outbox_tables import define_service_tables
 
 SCHEMA = "activities"
@@ -156,14 +156,7 @@ async def upsert_team(
         "village": path.village if path else None,
         "traceparent": traceparent,
     }
-    statement = insert(team_replica).values(**row)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[team_replica.c.id],
-            set_={**{k: statement.excluded[k] for k in row if k != "id"}, "updated_at": func.now()},
-            where=team_replica.c.version < statement.excluded.version,
-        )
-    )
+    await session.execute(upsert_newer(team_replica, row))
 
 
 async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
@@ -176,14 +169,7 @@ async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
         "removed": member.removed,
         "version": member.version,
     }
-    statement = insert(member_replica).values(**row)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[member_replica.c.id],
-            set_={**{k: statement.excluded[k] for k in row if k != "id"}, "updated_at": func.now()},
-            where=member_replica.c.version < statement.excluded.version,
-        )
-    )
+    await session.execute(upsert_newer(member_replica, row))
 
 
 # Ingest statements run on plain asyncpg connections (`common.db.DirectConnections`): numbered

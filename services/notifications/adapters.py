@@ -41,6 +41,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.teams import TeamChanged
+from common.db import upsert_newer
 from common.outbox_tables import define_service_tables
 from notifications.domain import NATIONAL, RuleOverride
 
@@ -232,15 +233,12 @@ async def upsert_teams(session: AsyncSession, teams: Sequence[TeamChanged]) -> N
             latest[team.id] = team
     if not latest:
         return
-    statement = insert(teams_table).values([_team_row(t) for t in latest.values()])
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[teams_table.c.id],
-            set_={
-                k: statement.excluded[k]
-                for k in ("code", "unit_path", "status", "established_on", "version")
-            },
-            where=teams_table.c.version < statement.excluded.version,
+        upsert_newer(
+            teams_table,
+            [_team_row(t) for t in latest.values()],
+            columns=("code", "unit_path", "status", "established_on", "version"),
+            stamp=None,
         )
     )
 
@@ -493,28 +491,15 @@ async def save_score_state(
     score: float,
 ) -> bool:
     """Store the newest version; False when this version is not newer (stale or replayed)."""
-    statement = insert(score_state).values(
-        subject_type=subject_type,
-        subject_id=subject_id,
-        period=period,
-        version=version,
-        score=score,
-    )
-    stored = await session.scalar(
-        statement.on_conflict_do_update(
-            index_elements=[
-                score_state.c.subject_type,
-                score_state.c.subject_id,
-                score_state.c.period,
-            ],
-            set_={
-                "version": statement.excluded.version,
-                "score": statement.excluded.score,
-                "updated_at": func.now(),
-            },
-            where=score_state.c.version < statement.excluded.version,
-        ).returning(score_state.c.version)
-    )
+    row = {
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "period": period,
+        "version": version,
+        "score": score,
+    }
+    statement = upsert_newer(score_state, row, key=("subject_type", "subject_id", "period"))
+    stored = await session.scalar(statement.returning(score_state.c.version))
     return stored is not None
 
 
@@ -554,6 +539,23 @@ async def active_alerts(session: AsyncSession, *, dedupe_keys: Sequence[str]) ->
         )
     )
     return list(rows.mappings())
+
+
+async def active_alerts_of_type(session: AsyncSession, alert_type: str) -> list[RowMapping]:
+    rows = await session.execute(
+        select(alerts_table).where(
+            alerts_table.c.alert_type == alert_type, alerts_table.c.status.in_(OPEN_STATES)
+        )
+    )
+    return list(rows.mappings())
+
+
+async def try_sweep_lock(session: AsyncSession) -> bool:
+    """The inactivity sweep's lock for this transaction; False when another replica holds it."""
+    locked = await session.scalar(
+        select(func.pg_try_advisory_xact_lock(func.hashtext("notifications:inactivity-sweep")))
+    )
+    return bool(locked)
 
 
 async def active_alerts_like(

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 
 from common.consumer import Handler
@@ -338,13 +337,7 @@ async def _active_inactivity_alerts(
         return await adapters.active_alerts(
             uow.session, dedupe_keys=[_inactive_key(t) for t in team_ids]
         )
-    table = adapters.alerts_table
-    rows = await uow.session.execute(
-        select(table).where(
-            table.c.alert_type == "team_inactive", table.c.status.in_(adapters.OPEN_STATES)
-        )
-    )
-    return list(rows.mappings())
+    return await adapters.active_alerts_of_type(uow.session, "team_inactive")
 
 
 def _inactivity_candidate(
@@ -380,10 +373,7 @@ def _inactivity_candidate(
 
 async def sweep(uow: UnitOfWork, *, now: datetime) -> tuple[int, int] | None:
     """The scheduled full sweep; None when another replica holds the sweep lock."""
-    locked = await uow.session.scalar(
-        select(func.pg_try_advisory_xact_lock(func.hashtext("notifications:inactivity-sweep")))
-    )
-    if not locked:
+    if not await adapters.try_sweep_lock(uow.session):
         return None
     result = await evaluate_inactivity(uow, now=now)
     await uow.commit()

@@ -37,12 +37,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from common.contracts.activities import PartnerChanged
 from common.contracts.teams import UnitPath
+from common.db import upsert_newer
 from common.outbox_tables import define_service_tables
 from teams.domain import PATH_SEPARATOR, AdminUnit, Member, Team, unit_path_of
 
@@ -828,17 +828,7 @@ async def upsert_partner(session: AsyncSession, event: PartnerChanged) -> None:
         "version": event.version,
         "changed_at": event.changed_at,
     }
-    statement = pg_insert(partner_replica).values(**values)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[partner_replica.c.id],
-            set_={
-                **{k: statement.excluded[k] for k in values if k != "id"},
-                "updated_at": func.now(),
-            },
-            where=partner_replica.c.version < statement.excluded.version,
-        )
-    )
+    await session.execute(upsert_newer(partner_replica, values))
 
 
 async def partners_by_lookup(session: AsyncSession, lookup: str) -> list[ReplicatedPartner]:

@@ -33,3 +33,26 @@ def test_documented_variables_exist() -> None:
     known |= {f"{s}_PORT" for s in ("TEAMS", "ACTIVITIES", "SCORING", "NOTIFICATIONS")}
     unknown = documented_variables() - known
     assert not unknown, f"README documents variables the code does not read: {sorted(unknown)}"
+
+
+def test_readmes_are_reference_not_a_diary() -> None:
+    """Development history goes to docs/performance.md as a dated log, not into the READMEs."""
+    readmes = [ROOT / "README.md", *sorted((ROOT / "services").glob("*/README.md"))]
+    readmes += sorted((ROOT / "services").glob("*/migrations/versions/*.py"))
+    diary = re.compile(r"\bstop[ -][0-9]+", re.IGNORECASE)
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in readmes
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if diary.search(line)
+    ]
+    assert not offenders, f"development-stop mentions: {offenders}"
+
+
+def test_decision_records_have_their_sections() -> None:
+    records = sorted((ROOT / "docs" / "adr").glob("[0-9][0-9][0-9][0-9]-*.md"))
+    assert records
+    for record in records:
+        text = record.read_text()
+        for section in ("## Status", "## Context", "## Decision", "## Consequences"):
+            assert section in text, f"{record.name} lacks {section}"

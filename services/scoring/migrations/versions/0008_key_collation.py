@@ -4,9 +4,10 @@ Under the database's default collation (C.UTF-8 or en_US.UTF-8 from initdb) Post
 compares text through the C library's strcoll: in every B-tree probe of an upsert and every
 sort. Byte order is what these identifiers need (nothing here is shown sorted to people) and is
 how Python sorts the keys it sends, so rows are locked in one order on both sides.
-Measured (stop 17): inserting 1.25 million distinct values in key order, 7.6 s → 4.3 s; the
-full recompute of 200,000 facts 2-5 % faster and `apply_batch` 1-2 % faster in paired runs
-(small beside this machine's run-to-run noise, but in the same direction every time).
+Measured on 2026-11-30 (docs/performance.md): inserting 1.25 million distinct values in key
+order, 7.6 s → 4.3 s; the full recompute of 200,000 facts 2-5 % faster and `apply_batch` 1-2 %
+faster in paired runs (small beside this machine's run-to-run noise, but in the same direction
+every time).
 
 Changing a column's collation rebuilds the indexes that use it; the table is not rewritten.
 
