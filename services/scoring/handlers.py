@@ -16,6 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.consumer import Handler
 from common.contracts.activities import ActivityRecorded, ActivityVoided
 from common.contracts.teams import AdminUnitChanged, MemberChanged, TeamChanged, UnitPath
+from common.contracts.wire import (
+    ActivityRecordedWire,
+    ActivityVoidedWire,
+    UnitPathWire,
+    parse_wire,
+)
 from common.db import UnitOfWork
 from common.envelope import InboundEvent
 from scoring import adapters, domain
@@ -25,13 +31,15 @@ ROSTER_TYPES = {TeamChanged.CE_TYPE, MemberChanged.CE_TYPE}
 ACTIVITY_TYPES = {ActivityRecorded.CE_TYPE, ActivityVoided.CE_TYPE}
 
 
-def path_codes(path: UnitPath) -> UnitPathCodes:
+def path_codes(path: UnitPath | UnitPathWire) -> UnitPathCodes:
     return UnitPathCodes(
         province=path.province, district=path.district, commune=path.commune, village=path.village
     )
 
 
-def fact_from_event(event: ActivityRecorded, *, place: UnitPathCodes | None = None) -> ActivityFact:
+def fact_from_event(
+    event: ActivityRecorded | ActivityRecordedWire, *, place: UnitPathCodes | None = None
+) -> ActivityFact:
     """`place`: where the team is now (its activities count there); by default the event's."""
     return domain.activity_fact(
         activity_id=event.id,
@@ -49,7 +57,8 @@ def fact_from_event(event: ActivityRecorded, *, place: UnitPathCodes | None = No
     )
 
 
-Activity = ActivityRecorded | ActivityVoided
+# Activities are decoded into msgspec structs (`common.contracts.wire`): the hot path.
+Activity = ActivityRecordedWire | ActivityVoidedWire
 RosterChange = TeamChanged | MemberChanged
 
 
@@ -70,7 +79,7 @@ async def apply_activities(
     """
     unknown: dict[UUID, UnitPathCodes] = {}
     for item in parsed:
-        if isinstance(item, ActivityRecorded) and item.team_id not in places:
+        if isinstance(item, ActivityRecordedWire) and item.team_id not in places:
             unknown.setdefault(item.team_id, path_codes(item.unit_path))
     if unknown:
         places.update(await adapters.place_unknown_teams(session, unknown))
@@ -81,7 +90,7 @@ async def apply_activities(
     subtracted: list[ActivityFact] = []
     for item in parsed:
         previous = states.get(item.id)
-        if isinstance(item, ActivityRecorded):
+        if isinstance(item, ActivityRecordedWire):
             fact = fact_from_event(item, place=places.get(item.team_id))
             state, sign = domain.on_recorded(previous, fact)
             if sign:
@@ -262,7 +271,9 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
     await adapters.lock_for_apply(session)
     deltas = Deltas()
     activities: list[Activity] = [
-        e.parse(ActivityRecorded) if e.type == ActivityRecorded.CE_TYPE else e.parse(ActivityVoided)
+        parse_wire(e, ActivityRecordedWire)
+        if e.type == ActivityRecorded.CE_TYPE
+        else parse_wire(e, ActivityVoidedWire)
         for e in events
         if e.type in ACTIVITY_TYPES
     ]

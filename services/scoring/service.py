@@ -284,14 +284,31 @@ async def _publish_group(
         await uow.flush_events()
 
 
-class ScorePublisher:
-    """Background task: every `interval` seconds, publish the teams that became dirty, and the
-    units at most every `unit_interval` seconds.
+@dataclass
+class UnitCadence:
+    """When a publication pass also takes the units' marks: at most every `interval` seconds
+    once the units are drained, on every pass while a backlog remains.
 
     A unit is re-marked by nearly every consumer batch under load (a province by any of its
     10,000 teams): publishing it every pass would send one update per batch for each ancestor.
-    Gathered for `unit_interval`, its marks yield one update for all of them.
+    Gathered for `interval`, its marks yield one update for all of them. Teams go every pass.
     """
+
+    interval: float = 2.0
+    due_at: float = 0.0
+
+    def teams_only(self, now: float) -> bool:
+        return now < self.due_at
+
+    def passed(self, *, started: float, teams_only: bool, taken: int, limit: int) -> None:
+        """Record a pass: one that took units and fewer marks than its limit drained them."""
+        if not teams_only and taken < limit:
+            self.due_at = started + self.interval
+
+
+class ScorePublisher:
+    """Background task: every `interval` seconds, publish what became dirty (the units at the
+    pace of `UnitCadence`)."""
 
     def __init__(
         self,
@@ -303,7 +320,7 @@ class ScorePublisher:
     ):
         self._runtime = runtime
         self._interval = interval
-        self._unit_interval = unit_interval
+        self._units = UnitCadence(interval=unit_interval)
         self._limit = limit
         self._stopping = asyncio.Event()
 
@@ -311,16 +328,14 @@ class ScorePublisher:
         self._stopping.set()
 
     async def run(self) -> None:
-        units_due_at = 0.0
         while not self._stopping.is_set() and not self._runtime.draining:
             started = time.perf_counter()
-            teams_only = started < units_due_at
+            teams_only = self._units.teams_only(started)
             try:
                 taken = await publish_dirty(self._runtime, limit=self._limit, teams_only=teams_only)
-                if not teams_only and taken < self._limit:
-                    # Units drained: let them gather again. A full pass may have left some
-                    # behind (a backlog), so units stay due until one drains them.
-                    units_due_at = started + self._unit_interval
+                self._units.passed(
+                    started=started, teams_only=teams_only, taken=taken, limit=self._limit
+                )
             except Exception:
                 log.exception("score publication failed; retrying")
             # Rest about as long as the pass took: under a backlog the publisher gets at most

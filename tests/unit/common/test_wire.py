@@ -1,0 +1,78 @@
+"""The msgspec structs of `common.contracts.wire` read what the pydantic contracts read."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from common.contracts.activities import SKILLS, ActivityRecorded, ActivityVoided
+from common.contracts.wire import ActivityRecordedWire, ActivityVoidedWire, parse_wire
+from common.envelope import PoisonRecordError
+from tests.unit.scoring import factory
+
+
+def _same_fields(model: Any, struct: Any) -> None:
+    for name in type(struct).__struct_fields__:
+        got, expected = getattr(struct, name), getattr(model, name)
+        if name == "unit_path":
+            expected = expected.model_dump()
+            got = {field: getattr(got, field) for field in expected}
+        assert got == expected, name
+
+
+def test_activity_payloads_decode_to_the_contracts_values() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        recorded = factory.activity(
+            team_id=uuid.uuid4(),
+            unit_path=factory.path("82", rng.choice([None, "C1"]), rng.choice([None, "V1"])),
+            member_id=rng.choice([None, uuid.uuid4()]),
+            kind=rng.choice(["household_visit", "group_session", "support_desk"]),
+            skills=rng.sample(list(SKILLS), rng.randint(0, 3)),
+            citizens_reached=rng.randint(0, 40),
+            household_hash=rng.choice([None, "h" * 64]),
+            campaign_id=rng.choice([None, "tet-2026"]),
+            outcomes=rng.choice([{}, {"app_installs": 2, "vneid_activations": 1}]),
+            audience=rng.choice([[], ["elderly", "farmers"]]),
+        )
+        event = factory.inbound(recorded)
+        _same_fields(event.parse(ActivityRecorded), parse_wire(event, ActivityRecordedWire))
+        voided = factory.inbound(factory.void(recorded))
+        _same_fields(voided.parse(ActivityVoided), parse_wire(voided, ActivityVoidedWire))
+
+
+def _broken(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in data.items() if k != "team_id"},
+        {**data, "id": "not-a-uuid"},
+        {**data, "kind": "karaoke"},
+        {**data, "skills": ["juggling"]},
+        {**data, "occurred_at": "yesterday"},
+        {**data, "unit_path": {"district": "D1"}},
+        {**data, "outcomes": {"app_installs": "many"}},
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_invalid_activity_payloads_are_poison_for_both(case: int) -> None:
+    recorded = factory.activity(team_id=uuid.uuid4(), unit_path=factory.path("82"))
+    event = factory.inbound(recorded)
+    broken = replace(event, data=_broken(event.data)[case])
+    with pytest.raises(PoisonRecordError):
+        broken.parse(ActivityRecorded)
+    with pytest.raises(PoisonRecordError):
+        parse_wire(broken, ActivityRecordedWire)
+
+
+def test_a_void_without_its_reason_is_poison_for_both() -> None:
+    recorded = factory.activity(team_id=uuid.uuid4(), unit_path=factory.path("82"))
+    whole = factory.inbound(factory.void(recorded))
+    voided = replace(whole, data={k: v for k, v in whole.data.items() if k != "reason"})
+    with pytest.raises(PoisonRecordError):
+        voided.parse(ActivityVoided)
+    with pytest.raises(PoisonRecordError):
+        parse_wire(voided, ActivityVoidedWire)
