@@ -65,7 +65,8 @@ typecheck: install
 	$(VENV)/bin/mypy libs/common services deploy/devstack
 
 # The contracts live in pyproject.toml ([tool.importlinter]): services independent of each other,
-# `common` imports no service, `domain` modules import no database, broker, HTTP or telemetry code.
+# `common` imports no service, `domain` modules import no database, broker, HTTP or telemetry code,
+# and within a service a layer imports only the layers below it (README, layout).
 boundaries: install
 	$(VENV)/bin/lint-imports
 

@@ -33,8 +33,8 @@ from activities.domain import (
     partner_version,
     rejection_from_validation,
 )
-from activities.ingest import SOURCE, Ingestor, ItemResult, count_rejection
 from activities.metrics import VOIDS
+from activities.use_cases import SOURCE, Ingestor, ItemResult, count_rejection
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.contracts.activities import (

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from activities.adapters import service_tables
 from activities.api import ActivitiesContext, router
 from activities.handlers import teams_replica_handler
-from activities.ingest import Ingestor
 from activities.settings import ActivitiesSettings, household_key
+from activities.use_cases import Ingestor
 from common.app import create_app
 from common.ratelimit import RateLimiter
 from common.runtime import ConsumerSpec, ServiceRuntime

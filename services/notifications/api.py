@@ -20,7 +20,6 @@ from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType
 from common.problems import ProblemError
 from notifications import adapters
-from notifications.alerts import acknowledge
 from notifications.delivery import WebhookUrlError, check_webhook_url
 from notifications.domain import (
     ALERT_TYPES,
@@ -30,6 +29,7 @@ from notifications.domain import (
     resolve_rule,
 )
 from notifications.settings import NotificationsSettings
+from notifications.use_cases import acknowledge
 
 router = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[OperatorDep])
 

@@ -23,13 +23,6 @@ from common.contracts.teams import TeamChanged
 from common.db import UnitOfWork
 from common.envelope import InboundEvent
 from notifications import adapters
-from notifications.alerts import (
-    RuleBook,
-    raise_alert,
-    raise_alerts,
-    resolve_alerts,
-    resolve_keys,
-)
 from notifications.domain import (
     VIETNAM_TZ,
     AlertCandidate,
@@ -51,6 +44,13 @@ from notifications.domain import (
     score_recovered,
     target_statuses,
     unit_path_codes,
+)
+from notifications.use_cases import (
+    RuleBook,
+    raise_alert,
+    raise_alerts,
+    resolve_alerts,
+    resolve_keys,
 )
 
 log = logging.getLogger(__name__)

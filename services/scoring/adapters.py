@@ -41,7 +41,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from common.db import dump_json, json_rows
+from common.db import dump_json, json_rows, upsert_newer
 from common.outbox_tables import define_service_tables
 from scoring import domain
 from scoring.domain import (
@@ -896,19 +896,11 @@ async def save_admin_unit(
     version: int,
 ) -> bool:
     """Store the unit's latest state; False when this version is not newer (ignore it)."""
-    statement = insert(admin_units).values(
+    row = dict(
         code=code, level=level, path=path, change=change, replaced_by=replaced_by, version=version
     )
-    result = await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[admin_units.c.code],
-            set_={
-                k: statement.excluded[k]
-                for k in ("level", "path", "change", "replaced_by", "version")
-            },
-            where=admin_units.c.version < statement.excluded.version,
-        ).returning(admin_units.c.code)
-    )
+    statement = upsert_newer(admin_units, row, key=("code",), columns=_UNIT_COLUMNS, stamp=None)
+    result = await session.execute(statement.returning(admin_units.c.code))
     return result.first() is not None
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from common.app import OperatorDep, UowDep
 from common.problems import ProblemError
-from scoring import adapters, domain, service
+from scoring import adapters, domain, use_cases
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
@@ -377,12 +377,12 @@ async def get_score(
             "computed_at": row["computed_at"],
         }
     key = (subject_type, subject_id, period)
-    [evaluation] = await service.evaluate(session, [key], chosen)
-    return service.score_payload(
+    [evaluation] = await use_cases.evaluate(session, [key], chosen)
+    return use_cases.score_payload(
         key=key,
         criteria_set=chosen.version,
         result=evaluation.result,
-        components=service.components_json(evaluation.result),
+        components=use_cases.components_json(evaluation.result),
         indicators=evaluation.indicators,
         rank=None,
         version=0,
@@ -484,7 +484,7 @@ async def get_rankings(
 @router.post("/recompute", dependencies=[OperatorDep])
 async def post_recompute(uow: UowDep) -> dict[str, Any]:
     """Rebuild every indicator from stored facts (same code path as the consumer), re-score."""
-    result = await service.recompute(uow.session)
+    result = await use_cases.recompute(uow.session)
     await uow.commit()
     return {
         "facts": result.facts,

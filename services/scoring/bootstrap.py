@@ -14,7 +14,7 @@ from common.settings import ServiceSettings
 from scoring import api
 from scoring.adapters import service_tables
 from scoring.handlers import scoring_handler
-from scoring.service import ScorePublisher, rebuild_if_missing
+from scoring.use_cases import ScorePublisher, rebuild_if_missing
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 GROUP = "scoring"

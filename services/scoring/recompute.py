@@ -6,12 +6,12 @@ import asyncio
 import sys
 import time
 
-from scoring import service
+from scoring import use_cases
 from scoring.bootstrap import build_runtime
 from scoring.settings import ScoringSettings
 
 
-async def run_recompute(*, chunk: int = 50_000) -> service.RecomputeResult:
+async def run_recompute(*, chunk: int = 50_000) -> use_cases.RecomputeResult:
     runtime = build_runtime(ScoringSettings())
     await runtime.migrate()
     started = time.perf_counter()
@@ -22,7 +22,7 @@ async def run_recompute(*, chunk: int = 50_000) -> service.RecomputeResult:
 
     try:
         async with runtime.unit_of_work() as uow:
-            result = await service.recompute(uow.session, chunk=chunk, progress=progress)
+            result = await use_cases.recompute(uow.session, chunk=chunk, progress=progress)
             await uow.commit()
     finally:
         await runtime.engine.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
@@ -38,7 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
+from sqlalchemy.sql.selectable import Select
 
 from common.contracts.activities import PartnerChanged
 from common.contracts.teams import UnitPath
@@ -201,14 +202,6 @@ def to_unit(row: Row) -> AdminUnit:
     data = {k: row[k] for k in UNIT_COLUMNS}
     data["replaced_by"] = tuple(data["replaced_by"] or ())
     return AdminUnit(**data)
-
-
-def to_team(row: Row) -> Team:
-    return Team(**{k: row[k] for k in TEAM_COLUMNS})
-
-
-def to_member(row: Row) -> Member:
-    return Member(**{k: row[k] for k in MEMBER_COLUMNS})
 
 
 # --- units ----------------------------------------------------------------------------------
@@ -432,41 +425,87 @@ def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[st
     return {name: [row.get(name) for row in rows] for name in names}
 
 
-# --- teams ----------------------------------------------------------------------------------
+# --- teams and members: records with an id, a unique code and a version ----------------------
+
+R = TypeVar("R", bound=Team | Member)
 
 
-class TeamRepository:
-    def __init__(self, session: AsyncSession) -> None:
+class _RecordRepository(Generic[R]):
+    """What the team and member repositories share: one table of records (`columns`, `entity`)
+    keyed by `id`, with a unique `code`."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        table: Table,
+        columns: Sequence[str],
+        entity: type[R],
+    ) -> None:
         self._session = session
+        self._table = table
+        self._columns = columns
+        self._entity: type[R] = entity
 
-    async def add(self, team: Team) -> None:
-        await self._session.execute(teams_table.insert().values(**_team_row(team)))
+    def _record(self, row: Row) -> R:
+        return self._entity(**{k: row[k] for k in self._columns})
 
-    async def get(self, team_id: UUID, *, lock: bool = False) -> Team | None:
-        return await self._one(teams_table.c.id == team_id, lock=lock)
+    def _row(self, record: R) -> dict[str, object]:
+        return {column: getattr(record, column) for column in self._columns}
 
-    async def get_by_code(self, code: str, *, lock: bool = False) -> Team | None:
-        return await self._one(teams_table.c.code == code, lock=lock)
+    async def add(self, record: R) -> None:
+        await self._session.execute(self._table.insert().values(**self._row(record)))
 
-    async def _one(self, where: Any, *, lock: bool) -> Team | None:
-        query = select(teams_table).where(where)
+    async def get(self, record_id: UUID, *, lock: bool = False) -> R | None:
+        return await self._one(self._table.c.id == record_id, lock=lock)
+
+    async def get_by_code(self, code: str, *, lock: bool = False) -> R | None:
+        return await self._one(self._table.c.code == code, lock=lock)
+
+    async def _one(self, where: Any, *, lock: bool) -> R | None:
+        query = select(self._table).where(where)
         if lock:
             query = query.with_for_update()
         row = (await self._session.execute(query)).mappings().first()
-        return to_team(row) if row else None
+        return self._record(row) if row else None
 
     async def code_exists(self, code: str) -> bool:
         found = await self._session.scalar(
-            select(teams_table.c.id).where(teams_table.c.code == code)
+            select(self._table.c.id).where(self._table.c.code == code)
         )
         return found is not None
 
-    async def save(self, team: Team) -> None:
+    async def save(self, record: R) -> None:
         await self._session.execute(
-            update(teams_table)
-            .where(teams_table.c.id == team.id)
-            .values(**_team_row(team), updated_at=func.now())
+            update(self._table)
+            .where(self._table.c.id == record.id)
+            .values(**self._row(record), updated_at=func.now())
         )
+
+    async def _page(self, query: Select[Any], *, after: UUID | None) -> list[R]:
+        """The records of `query` (ordered by id) after the keyset cursor `after`."""
+        if after is not None:
+            query = query.where(self._table.c.id > after)
+        rows = (await self._session.execute(query)).mappings().all()
+        return [self._record(row) for row in rows]
+
+    async def _upsert(
+        self, statement: TextClause, rows: Sequence[Mapping[str, Any]], names: Sequence[str]
+    ) -> list[tuple[R, bool]]:
+        """Run a bulk upsert over `unnest` arrays of `names` that returns the changed records
+        with a `created` column."""
+        if not rows:
+            return []
+        result = await self._session.execute(statement, _columns(rows, names))
+        return [(self._record(row), bool(row["created"])) for row in result.mappings()]
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+
+class TeamRepository(_RecordRepository[Team]):
+    def __init__(self, session: AsyncSession) -> None:
+        super().__init__(session, table=teams_table, columns=TEAM_COLUMNS, entity=Team)
 
     async def by_codes(self, codes: Iterable[str]) -> dict[str, Team]:
         wanted = list(set(codes))
@@ -477,7 +516,7 @@ class TeamRepository:
             .mappings()
             .all()
         )
-        return {row["code"]: to_team(row) for row in rows}
+        return {row["code"]: self._record(row) for row in rows}
 
     async def in_subtree(
         self,
@@ -502,10 +541,7 @@ class TeamRepository:
             query = query.where(in_provinces(provinces))
         if status is not None:
             query = query.where(teams_table.c.status == status)
-        if after is not None:
-            query = query.where(teams_table.c.id > after)
-        rows = (await self._session.execute(query)).mappings().all()
-        return [to_team(row) for row in rows]
+        return await self._page(query, after=after)
 
     async def page(
         self,
@@ -522,10 +558,7 @@ class TeamRepository:
             )
         if status is not None:
             query = query.where(teams_table.c.status == status)
-        if after is not None:
-            query = query.where(teams_table.c.id > after)
-        rows = (await self._session.execute(query)).mappings().all()
-        return [to_team(row) for row in rows]
+        return await self._page(query, after=after)
 
     async def codes_in_unit(self, unit_code: str) -> list[str]:
         rows = await self._session.execute(
@@ -547,7 +580,7 @@ class TeamRepository:
             ),
             {"old": list(moves), "new": list(moves.values())},
         )
-        return [to_team(row) for row in result.mappings()]
+        return [self._record(row) for row in result.mappings()]
 
     async def reversion_in_units(self, unit_codes: Sequence[str]) -> list[Team]:
         """Teams whose unit path changed (unit re-parented): bump the version to re-publish."""
@@ -559,7 +592,7 @@ class TeamRepository:
             .values(version=teams_table.c.version + 1, updated_at=func.now())
             .returning(*[teams_table.c[c] for c in TEAM_COLUMNS])
         )
-        return [to_team(row) for row in result.mappings()]
+        return [self._record(row) for row in result.mappings()]
 
     async def move_codes(self, moves: Mapping[str, str]) -> list[Team]:
         """Specific teams (by team code) to a new unit, as a split assigns them."""
@@ -576,13 +609,11 @@ class TeamRepository:
             ),
             {"codes": list(moves), "units": list(moves.values())},
         )
-        return [to_team(row) for row in result.mappings()]
+        return [self._record(row) for row in result.mappings()]
 
     async def upsert(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Team, bool]]:
         """Bulk upsert by code; returns (team, created) for rows that changed."""
-        if not rows:
-            return []
-        result = await self._session.execute(
+        return await self._upsert(
             text(
                 "INSERT INTO teams.teams"  # noqa: S608 - constant column lists, values bound
                 " (id, code, name, unit_code, status, established_on, decision_no, version)"
@@ -600,9 +631,9 @@ class TeamRepository:
                 "   excluded.decision_no)"
                 " RETURNING " + ", ".join(TEAM_COLUMNS) + ", (xmax = 0) AS created"
             ),
-            _columns(rows, ("id", "code", "name", "unit_code", "established_on", "decision_no")),
+            rows,
+            ("id", "code", "name", "unit_code", "established_on", "decision_no"),
         )
-        return [(to_team(row), bool(row["created"])) for row in result.mappings()]
 
     async def health_counts(self, team_ids: Sequence[UUID]) -> dict[UUID, tuple[int, int, int]]:
         """(active members, active leaders, active trained members) per team."""
@@ -640,47 +671,12 @@ class TeamRepository:
         return {team_id: leader for team_id, leader in rows}
 
 
-def _team_row(team: Team) -> dict[str, object]:
-    return {column: getattr(team, column) for column in TEAM_COLUMNS}
-
-
 # --- members --------------------------------------------------------------------------------
 
 
-class MemberRepository:
+class MemberRepository(_RecordRepository[Member]):
     def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def add(self, member: Member) -> None:
-        await self._session.execute(
-            members_table.insert().values(**{c: getattr(member, c) for c in MEMBER_COLUMNS})
-        )
-
-    async def get(self, member_id: UUID, *, lock: bool = False) -> Member | None:
-        return await self._one(members_table.c.id == member_id, lock=lock)
-
-    async def get_by_code(self, code: str, *, lock: bool = False) -> Member | None:
-        return await self._one(members_table.c.code == code, lock=lock)
-
-    async def _one(self, where: Any, *, lock: bool) -> Member | None:
-        query = select(members_table).where(where)
-        if lock:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).mappings().first()
-        return to_member(row) if row else None
-
-    async def code_exists(self, code: str) -> bool:
-        found = await self._session.scalar(
-            select(members_table.c.id).where(members_table.c.code == code)
-        )
-        return found is not None
-
-    async def save(self, member: Member) -> None:
-        await self._session.execute(
-            update(members_table)
-            .where(members_table.c.id == member.id)
-            .values(**{c: getattr(member, c) for c in MEMBER_COLUMNS}, updated_at=func.now())
-        )
+        super().__init__(session, table=members_table, columns=MEMBER_COLUMNS, entity=Member)
 
     async def of_team(self, team_id: UUID, *, after: UUID | None, limit: int) -> list[Member]:
         query = (
@@ -689,10 +685,7 @@ class MemberRepository:
             .order_by(members_table.c.id)
             .limit(limit)
         )
-        if after is not None:
-            query = query.where(members_table.c.id > after)
-        rows = (await self._session.execute(query)).mappings().all()
-        return [to_member(row) for row in rows]
+        return await self._page(query, after=after)
 
     async def add_training(
         self,
@@ -730,9 +723,7 @@ class MemberRepository:
 
     async def upsert(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Member, bool]]:
         """Bulk upsert by external code; `trained` only ever turns on. Returns changed rows."""
-        if not rows:
-            return []
-        result = await self._session.execute(
+        return await self._upsert(
             text(
                 "INSERT INTO teams.members (id, code, team_id, full_name, role, affiliation,"  # noqa: S608 - constant column lists, values bound
                 "  enterprise_name, phone, joined_on, left_on, trained, removed, version)"
@@ -759,24 +750,9 @@ class MemberRepository:
                 "   excluded.joined_on, excluded.left_on, members.trained, false)"
                 " RETURNING " + ", ".join(MEMBER_COLUMNS) + ", (xmax = 0) AS created"
             ),
-            _columns(
-                rows,
-                (
-                    "id",
-                    "code",
-                    "team_id",
-                    "full_name",
-                    "role",
-                    "affiliation",
-                    "enterprise_name",
-                    "phone",
-                    "joined_on",
-                    "left_on",
-                    "trained",
-                ),
-            ),
+            rows,
+            [c for c in MEMBER_COLUMNS if c not in ("removed", "version")],
         )
-        return [(to_member(row), bool(row["created"])) for row in result.mappings()]
 
     async def ids_by_code(self, codes: Sequence[str]) -> dict[str, UUID]:
         if not codes:

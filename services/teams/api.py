@@ -48,7 +48,7 @@ from teams.rows import (
     TeamRow,
     normalise_phone,
 )
-from teams.services import SOURCE, apply_members, apply_teams, publish_teams, today
+from teams.use_cases import SOURCE, apply_members, apply_teams, publish_teams, today
 
 router = APIRouter(prefix="/v1", tags=["teams"])
 

@@ -18,8 +18,8 @@ from common.runtime import ServiceRuntime
 from teams.adapters import partners_by_lookup
 from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
 from teams.rows import BodyFormatError, media_kind, raw_records
-from teams.services import BatchApplier, M, run_bulk
 from teams.settings import TeamsSettings
+from teams.use_cases import BatchApplier, M, run_bulk
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100

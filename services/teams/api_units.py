@@ -27,8 +27,8 @@ from teams.api_common import (
 )
 from teams.domain import AdminUnit, DomainError
 from teams.rows import UnitRow
-from teams.services import apply_units, merge_units, reparent_unit, split_unit
 from teams.units_source import SOURCE_NAME, current_units, package_version
+from teams.use_cases import apply_units, merge_units, reparent_unit, split_unit
 
 router = APIRouter(prefix="/v1", tags=["admin units"])
 

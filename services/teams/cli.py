@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from teams.bootstrap import build_runtime
 from teams.rows import BodyFormatError, BulkReport, UnitRow, raw_records
-from teams.services import apply_units, run_bulk
 from teams.settings import TeamsSettings
+from teams.use_cases import apply_units, run_bulk
 
 CHUNK_BYTES = 256 * 1024
 

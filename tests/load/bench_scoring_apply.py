@@ -20,7 +20,7 @@ from sqlalchemy import event
 
 from common.contracts.activities import ActivityRecorded
 from common.main import settle_heap
-from scoring import service
+from scoring import use_cases
 from scoring.bootstrap import build_runtime
 from scoring.handlers import apply_batch
 from scoring.settings import ScoringSettings
@@ -60,7 +60,7 @@ async def bench(batches: int, size: int, teams: int) -> None:
             total += time.perf_counter() - started
             cpu_apply += time.process_time() - cpu
             started, cpu = time.perf_counter(), time.process_time()
-            while await service.publish_dirty(runtime):
+            while await use_cases.publish_dirty(runtime):
                 pass
             publish += time.perf_counter() - started
             cpu_publish += time.process_time() - cpu

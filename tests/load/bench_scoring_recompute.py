@@ -2,7 +2,7 @@
 
 `python -m tests.load.bench_scoring_recompute [facts] [teams]`: writes `facts` activity facts
 (built by the same domain function the consumer uses) with COPY, then times
-`service.recompute` and extrapolates linearly to the national 10,000,000 activities.
+`use_cases.recompute` and extrapolates linearly to the national 10,000,000 activities.
 """
 
 # isort: skip_file
@@ -21,7 +21,7 @@ import asyncpg  # after the import roots are set
 
 from common.contracts.activities import ActivityRecorded
 from common.db import asyncpg_dsn
-from scoring import service
+from scoring import use_cases
 from scoring.bootstrap import build_runtime
 from scoring.handlers import fact_from_event
 from scoring.settings import ScoringSettings
@@ -101,7 +101,7 @@ async def bench(facts: int, teams: int) -> None:
 
     try:
         async with runtime.unit_of_work() as uow:
-            result = await service.recompute(uow.session, progress=progress)
+            result = await use_cases.recompute(uow.session, progress=progress)
             await uow.commit()
     finally:
         await runtime.engine.dispose()

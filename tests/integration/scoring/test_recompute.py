@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text
 
 from common.contracts.teams import AdminUnitChanged
-from scoring import adapters, domain, service
+from scoring import adapters, domain, use_cases
 from scoring.handlers import apply_batch, fact_from_event
 from tests.helpers import OPERATOR
 from tests.integration.scoring.conftest import indicators, produce, wait_processed
@@ -83,12 +83,12 @@ async def test_random_streams_in_postgres_equal_a_from_scratch_recompute(scoring
         await uow.session.execute(text("TRUNCATE scoring.indicator_sets, scoring.distinct_values"))
         await uow.commit()
     async with runtime.unit_of_work() as uow:
-        rebuilt = await service.rebuild_if_missing(uow.session)
+        rebuilt = await use_cases.rebuild_if_missing(uow.session)
         await uow.commit()
     assert rebuilt is not None and rebuilt.facts > 0
     assert await snapshot(runtime) == before
     async with runtime.unit_of_work() as uow:
-        assert await service.rebuild_if_missing(uow.session) is None  # nothing missing now
+        assert await use_cases.rebuild_if_missing(uow.session) is None  # nothing missing now
 
 
 async def test_teams_that_move_count_where_they_are_now_and_recompute_the_same(scoring) -> None:
@@ -129,7 +129,7 @@ async def test_teams_that_move_count_where_they_are_now_and_recompute_the_same(s
     assert misplaced == 0
     before = await snapshot(runtime)
     async with runtime.unit_of_work() as uow:
-        await service.recompute(uow.session)
+        await use_cases.recompute(uow.session)
         await uow.commit()
     after = await snapshot(runtime)
     for name, rows in before.items():

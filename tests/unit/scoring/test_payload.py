@@ -9,7 +9,7 @@ import pytest
 
 from common.contracts.scoring import ScoreLatest, ScoreUpdated
 from common.db import dump_json, json_once
-from scoring import domain, service
+from scoring import domain, use_cases
 
 
 @pytest.mark.parametrize("serialized_once", [False, True], ids=["plain", "json_once"])
@@ -18,8 +18,8 @@ def test_score_payload_validates_against_the_public_contract(serialized_once: bo
     visible = domain.visible_indicators(indicators)
     result = domain.score(domain.DEFAULT_CRITERIA_SET, visible, period="2026-10", targets={})
     now = datetime(2026, 10, 5, 3, 0, tzinfo=UTC)
-    components = service.components_json(result)
-    payload = service.score_payload(
+    components = use_cases.components_json(result)
+    payload = use_cases.score_payload(
         key=("commune", "82-00001", "2026-10"),
         criteria_set="default@1",
         result=result,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scoring.service import UnitCadence
+from scoring.use_cases import UnitCadence
 
 
 def test_units_wait_for_the_interval_after_a_pass_drained_them() -> None:

@@ -262,7 +262,7 @@ def test_row_schemas_coerce_csv_cells_and_name_bad_fields() -> None:
 
 
 def test_reorganisation_keeps_the_strongest_change_and_latest_team() -> None:
-    from teams.services import Reorganisation
+    from teams.use_cases import Reorganisation
 
     plan = Reorganisation()
     plan.mark(["V1", "V2"], "updated")

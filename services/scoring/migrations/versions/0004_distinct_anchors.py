@@ -4,7 +4,7 @@ Teams, members and households are now counted where they live (the team; for hou
 the lowest unit of its path) and summed upwards, and active weeks are hidden `w:<week>` counters
 in the indicator sets: an activity touches ~6 distinct rows instead of ~64. The derived tables
 are emptied here; the worker rebuilds them from the stored facts when it next starts
-(`scoring.service.rebuild_if_missing`), as `python -m scoring recompute` would. Also: a faster
+(`scoring.use_cases.rebuild_if_missing`), as `python -m scoring recompute` would. Also: a faster
 `scoring.jsonb_add`, and an index that lets the publisher take every mark of a subject-period.
 
 Revision ID: 0004

@@ -6,7 +6,7 @@ team that had moved had facts under two places, and its members' and its own dis
 reached the ancestors of whichever place the consumer saw first, and a recompute whichever it
 read last. Here: the index that finds a team's facts, and the facts of placed teams moved to
 their team's place. When any fact moved, the derived tables are emptied and the worker rebuilds
-them from the facts at its next start (`service.rebuild_if_missing`).
+them from the facts at its next start (`use_cases.rebuild_if_missing`).
 
 Revision ID: 0009
 """
