@@ -13,14 +13,15 @@ import math
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Protocol, get_args
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.contracts.notifications import AlertType
-from common.contracts.scoring import ScoreComponent
+from common.contracts.scoring import ScoreComponent, ScoreUpdated
 
 ALERT_TYPES: tuple[str, ...] = get_args(AlertType)
 NATIONAL = "national"
@@ -399,6 +400,237 @@ def campaign_pace(
     return CampaignPace(
         value=value, target=goal.target, elapsed_fraction=elapsed, projected=value / elapsed
     )
+
+
+# --------------------------------------------------------------------------- rules in force
+
+
+class Rules(Protocol):
+    """The effective rules of some provinces, as the handlers loaded them."""
+
+    def params(self, alert_type: str, province: str | None) -> Any | None:
+        """The rule's parameters, or None when the rule is disabled for that province."""
+        ...
+
+
+# --------------------------------------------------------------------------- evaluating a score
+
+
+@dataclass(frozen=True)
+class ScoreState:
+    """What notifications keeps of one (subject, period): the latest version judged."""
+
+    version: int
+    score: float
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """An alert not resolved yet (open or acknowledged), as far as the rules need it."""
+
+    id: UUID
+    dedupe_key: str
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ScoreEvaluation:
+    """What one incoming score changes: the state to store (None: a replayed or older version,
+    nothing to do), the alerts to raise (each once per dedupe key) and the unresolved alerts,
+    among those handed in, whose condition has cleared."""
+
+    state: ScoreState | None
+    raised: tuple[AlertCandidate, ...] = ()
+    resolved: tuple[UUID, ...] = ()
+
+
+def next_score_state(previous: ScoreState | None, score: ScoreUpdated) -> ScoreState | None:
+    """The state after `score`, or None when it is not newer than the one already judged."""
+    if previous is not None and previous.version >= score.version:
+        return None
+    return ScoreState(version=score.version, score=score.score)
+
+
+def comparison_period(score: ScoreUpdated, *, rules: Rules, province: str | None) -> str | None:
+    """The period whose latest score `score_drop` compares against, if it does."""
+    params: ScoreDropParams | None = rules.params("score_drop", province)
+    if params is None or not params.between_periods:
+        return None
+    return previous_period(score.period)
+
+
+def score_alert_keys(score: ScoreUpdated, *, rules: Rules, unit_path: tuple[str, ...]) -> list[str]:
+    """The dedupe keys of every condition the score is judged on: the unresolved alerts of
+    these keys are the ones `evaluate_score` may resolve."""
+    province = unit_path[0] if unit_path else None
+    keys = []
+    if rules.params("score_drop", province) is not None:
+        keys.append(_score_drop_base(score, unit_path).dedupe_key)
+    keys += [c.dedupe_key for c, _ in _target_conditions(score, rules, unit_path)]
+    keys += [c.dedupe_key for c, _ in _campaign_conditions(score, rules, unit_path)]
+    return keys
+
+
+def evaluate_score(
+    score: ScoreUpdated,
+    *,
+    rules: Rules,
+    unit_path: tuple[str, ...],
+    previous: ScoreState | None,
+    previous_period_state: ScoreState | None,
+    open_alerts: Sequence[OpenAlert],
+) -> ScoreEvaluation:
+    """Judge one score by `score_drop`, `target_reached` and `campaign_at_risk`.
+
+    `previous` is the stored state of the score's (subject, period), `previous_period_state`
+    that of `comparison_period` (None when there is none), `open_alerts` the unresolved alerts
+    of `score_alert_keys`. A condition that holds is
+    raised (an alert still unresolved for its key absorbs it: it is raised once); one that no
+    longer holds resolves its unresolved alerts: a score drop once the score is back within
+    `points` of the baseline it fell from.
+    """
+    state = next_score_state(previous, score)
+    if state is None:
+        return ScoreEvaluation(state=None)
+    province = unit_path[0] if unit_path else None
+    open_by_key: dict[str, list[OpenAlert]] = {}
+    for alert in open_alerts:
+        open_by_key.setdefault(alert.dedupe_key, []).append(alert)
+    raised: list[AlertCandidate] = []
+    resolved: list[UUID] = []
+
+    drop_params: ScoreDropParams | None = rules.params("score_drop", province)
+    if drop_params is not None:
+        base = _score_drop_base(score, unit_path)
+        drop = score_drop(
+            previous_version_score=previous.score if previous else None,
+            previous_period_score=previous_period_state.score if previous_period_state else None,
+            score=score.score,
+            params=drop_params,
+        )
+        if drop is not None:
+            raised.append(
+                replace(
+                    base,
+                    summary=f"The {score.subject_type} score for {score.period} fell by "
+                    f"{drop.points:g} points ({drop.baseline:g} → {drop.score:g}).",
+                    details={
+                        "baseline": drop.baseline,
+                        "score": drop.score,
+                        "points": drop.points,
+                        "compared_with": drop.compared_with,
+                        "version": score.version,
+                        "criteria_set": score.criteria_set,
+                    },
+                )
+            )
+        else:
+            resolved += [
+                alert.id
+                for alert in open_by_key.get(base.dedupe_key, [])
+                if score_recovered(
+                    baseline=float(alert.details["baseline"]),
+                    score=score.score,
+                    params=drop_params,
+                )
+            ]
+
+    for conditions in (
+        _target_conditions(score, rules, unit_path),
+        _campaign_conditions(score, rules, unit_path),
+    ):
+        for candidate, holds in conditions:
+            if holds:
+                raised.append(candidate)
+            else:
+                resolved += [a.id for a in open_by_key.get(candidate.dedupe_key, [])]
+    return ScoreEvaluation(state=state, raised=tuple(raised), resolved=tuple(resolved))
+
+
+def _score_drop_base(score: ScoreUpdated, unit_path: tuple[str, ...]) -> AlertCandidate:
+    return AlertCandidate(
+        alert_type="score_drop",
+        subject_type=score.subject_type,
+        subject_id=score.subject_id,
+        period=score.period,
+        unit_path=unit_path,
+        summary="",
+    )
+
+
+def _target_conditions(
+    score: ScoreUpdated, rules: Rules, unit_path: tuple[str, ...]
+) -> list[tuple[AlertCandidate, bool]]:
+    """Every watched target of the score as an alert, and whether it is reached."""
+    params: TargetReachedParams | None = rules.params(
+        "target_reached", unit_path[0] if unit_path else None
+    )
+    if params is None:
+        return []
+    statuses = target_statuses(
+        components=score.components, indicators=score.indicators, params=params
+    )
+    return [
+        (
+            AlertCandidate(
+                alert_type="target_reached",
+                subject_type=score.subject_type,
+                subject_id=score.subject_id,
+                period=score.period,
+                qualifier=status.name,
+                unit_path=unit_path,
+                summary=f"The {score.subject_type} reached its {status.name.split(':', 1)[1]} "
+                f"target for {score.period}: {status.value:g} of {status.target:g}.",
+                details={"target": status.name, "value": status.value, "goal": status.target},
+            ),
+            status.reached,
+        )
+        for status in statuses
+    ]
+
+
+def _campaign_conditions(
+    score: ScoreUpdated, rules: Rules, unit_path: tuple[str, ...]
+) -> list[tuple[AlertCandidate, bool]]:
+    """The campaign's pace as an alert and whether it is at risk; none for a score that is
+    not of a watched campaign at its goal's level, or while it is too early to judge."""
+    params: CampaignAtRiskParams | None = rules.params(
+        "campaign_at_risk", unit_path[0] if unit_path else None
+    )
+    campaign_id = campaign_id_of(score.period)
+    if params is None or campaign_id is None:
+        return []
+    goal = params.campaigns.get(campaign_id)
+    if goal is None or goal.subject_type != score.subject_type:
+        return []
+    pace = campaign_pace(
+        value=float(score.indicators.get(goal.indicator, 0.0)),
+        goal=goal,
+        now=score.computed_at,
+        min_elapsed=params.min_elapsed,
+    )
+    if pace is None:
+        return []
+    candidate = AlertCandidate(
+        alert_type="campaign_at_risk",
+        subject_type=score.subject_type,
+        subject_id=score.subject_id,
+        period=score.period,
+        unit_path=unit_path,
+        summary=f"Campaign {campaign_id} will miss its {goal.indicator} target: "
+        f"{pace.value:g} so far after {pace.elapsed_fraction:.0%} of the time projects to "
+        f"{pace.projected:.0f} of {goal.target:g}.",
+        details={
+            "campaign_id": campaign_id,
+            "indicator": goal.indicator,
+            "value": pace.value,
+            "target": goal.target,
+            "elapsed_fraction": round(pace.elapsed_fraction, 4),
+            "projected": round(pace.projected, 2),
+            "ends_on": goal.ends_on.isoformat(),
+        },
+    )
+    return [(candidate, pace.at_risk)]
 
 
 # --------------------------------------------------------------------------- suspicious

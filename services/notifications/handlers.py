@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -26,31 +25,26 @@ from notifications import adapters
 from notifications.domain import (
     VIETNAM_TZ,
     AlertCandidate,
-    CampaignAtRiskParams,
     Clock,
-    ScoreDropParams,
+    OpenAlert,
+    ScoreState,
     SuspiciousActivityParams,
-    TargetReachedParams,
     TeamInactiveParams,
-    campaign_id_of,
-    campaign_pace,
+    comparison_period,
     dedupe_key,
+    evaluate_score,
     inactivity_reference,
     is_backdated,
     is_inactive,
     local_day,
-    previous_period,
-    score_drop,
-    score_recovered,
-    target_statuses,
+    next_score_state,
+    score_alert_keys,
     unit_path_codes,
 )
 from notifications.use_cases import (
     RuleBook,
-    raise_alert,
     raise_alerts,
     resolve_alerts,
-    resolve_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -384,21 +378,16 @@ async def sweep(uow: UnitOfWork, *, now: datetime) -> tuple[int, int] | None:
 
 
 async def on_score_updated(uow: UnitOfWork, score: ScoreUpdated, *, now: datetime) -> None:
-    previous = await adapters.score_state_of(
-        uow.session,
-        subject_type=score.subject_type,
-        subject_id=score.subject_id,
-        period=score.period,
+    """Load what `evaluate_score` judges the score on, then store its outcome."""
+    previous = _score_state(
+        await adapters.score_state_of(
+            uow.session,
+            subject_type=score.subject_type,
+            subject_id=score.subject_id,
+            period=score.period,
+        )
     )
-    newer = await adapters.save_score_state(
-        uow.session,
-        subject_type=score.subject_type,
-        subject_id=score.subject_id,
-        period=score.period,
-        version=score.version,
-        score=score.score,
-    )
-    if not newer:
+    if next_score_state(previous, score) is None:
         return  # a replay or an out-of-order older version: already judged
     unit_path = tuple(
         await adapters.unit_path_of(
@@ -407,160 +396,46 @@ async def on_score_updated(uow: UnitOfWork, score: ScoreUpdated, *, now: datetim
     )
     province = unit_path[0] if unit_path else None
     book = await RuleBook.load(uow, provinces=[province])
-    await _score_drop(
-        uow,
+    earlier = comparison_period(score, rules=book, province=province)
+    previous_period_state = (
+        _score_state(
+            await adapters.score_state_of(
+                uow.session,
+                subject_type=score.subject_type,
+                subject_id=score.subject_id,
+                period=earlier,
+            )
+        )
+        if earlier is not None
+        else None
+    )
+    open_alerts = await adapters.active_alerts(
+        uow.session, dedupe_keys=score_alert_keys(score, rules=book, unit_path=unit_path)
+    )
+    evaluation = evaluate_score(
         score,
-        params=book.params("score_drop", province),
-        previous_score=previous["score"] if previous else None,
+        rules=book,
         unit_path=unit_path,
-        now=now,
+        previous=previous,
+        previous_period_state=previous_period_state,
+        open_alerts=[
+            OpenAlert(id=row["id"], dedupe_key=row["dedupe_key"], details=row["details"])
+            for row in open_alerts
+        ],
     )
-    await _targets(
-        uow, score, params=book.params("target_reached", province), unit_path=unit_path, now=now
-    )
-    await _campaign(
-        uow, score, params=book.params("campaign_at_risk", province), unit_path=unit_path, now=now
-    )
-
-
-async def _score_drop(
-    uow: UnitOfWork,
-    score: ScoreUpdated,
-    *,
-    params: ScoreDropParams | None,
-    previous_score: float | None,
-    unit_path: tuple[str, ...],
-    now: datetime,
-) -> None:
-    if params is None:
-        return
-    previous_period_score = None
-    if params.between_periods and (earlier := previous_period(score.period)) is not None:
-        state = await adapters.score_state_of(
-            uow.session,
-            subject_type=score.subject_type,
-            subject_id=score.subject_id,
-            period=earlier,
-        )
-        previous_period_score = state["score"] if state else None
-    drop = score_drop(
-        previous_version_score=previous_score,
-        previous_period_score=previous_period_score,
-        score=score.score,
-        params=params,
-    )
-    base = AlertCandidate(
-        alert_type="score_drop",
+    if evaluation.state is None or not await adapters.save_score_state(
+        uow.session,
         subject_type=score.subject_type,
         subject_id=score.subject_id,
         period=score.period,
-        unit_path=unit_path,
-        summary="",
-    )
-    if drop is not None:
-        await raise_alert(
-            uow,
-            replace(
-                base,
-                summary=f"The {score.subject_type} score for {score.period} fell by "
-                f"{drop.points:g} points ({drop.baseline:g} → {drop.score:g}).",
-                details={
-                    "baseline": drop.baseline,
-                    "score": drop.score,
-                    "points": drop.points,
-                    "compared_with": drop.compared_with,
-                    "version": score.version,
-                    "criteria_set": score.criteria_set,
-                },
-            ),
-            now=now,
-        )
-        return
-    recovered = [
-        row
-        for row in await adapters.active_alerts(uow.session, dedupe_keys=[base.dedupe_key])
-        if score_recovered(
-            baseline=float(row["details"]["baseline"]), score=score.score, params=params
-        )
-    ]
-    await resolve_alerts(uow, recovered, now=now)
+        version=evaluation.state.version,
+        score=evaluation.state.score,
+    ):
+        return  # a newer version was stored meanwhile: it is the one judged
+    await raise_alerts(uow, evaluation.raised, now=now)
+    resolved = set(evaluation.resolved)
+    await resolve_alerts(uow, [row for row in open_alerts if row["id"] in resolved], now=now)
 
 
-async def _targets(
-    uow: UnitOfWork,
-    score: ScoreUpdated,
-    *,
-    params: TargetReachedParams | None,
-    unit_path: tuple[str, ...],
-    now: datetime,
-) -> None:
-    if params is None:
-        return
-    statuses = target_statuses(
-        components=score.components, indicators=score.indicators, params=params
-    )
-    cleared: list[str] = []
-    for status in statuses:
-        candidate = AlertCandidate(
-            alert_type="target_reached",
-            subject_type=score.subject_type,
-            subject_id=score.subject_id,
-            period=score.period,
-            qualifier=status.name,
-            unit_path=unit_path,
-            summary=f"The {score.subject_type} reached its {status.name.split(':', 1)[1]} "
-            f"target for {score.period}: {status.value:g} of {status.target:g}.",
-            details={"target": status.name, "value": status.value, "goal": status.target},
-        )
-        if status.reached:
-            await raise_alert(uow, candidate, now=now)
-        else:
-            cleared.append(candidate.dedupe_key)
-    await resolve_keys(uow, cleared, now=now)
-
-
-async def _campaign(
-    uow: UnitOfWork,
-    score: ScoreUpdated,
-    *,
-    params: CampaignAtRiskParams | None,
-    unit_path: tuple[str, ...],
-    now: datetime,
-) -> None:
-    campaign_id = campaign_id_of(score.period)
-    if params is None or campaign_id is None:
-        return
-    goal = params.campaigns.get(campaign_id)
-    if goal is None or goal.subject_type != score.subject_type:
-        return
-    pace = campaign_pace(
-        value=float(score.indicators.get(goal.indicator, 0.0)),
-        goal=goal,
-        now=score.computed_at,
-        min_elapsed=params.min_elapsed,
-    )
-    if pace is None:
-        return
-    candidate = AlertCandidate(
-        alert_type="campaign_at_risk",
-        subject_type=score.subject_type,
-        subject_id=score.subject_id,
-        period=score.period,
-        unit_path=unit_path,
-        summary=f"Campaign {campaign_id} will miss its {goal.indicator} target: "
-        f"{pace.value:g} so far after {pace.elapsed_fraction:.0%} of the time projects to "
-        f"{pace.projected:.0f} of {goal.target:g}.",
-        details={
-            "campaign_id": campaign_id,
-            "indicator": goal.indicator,
-            "value": pace.value,
-            "target": goal.target,
-            "elapsed_fraction": round(pace.elapsed_fraction, 4),
-            "projected": round(pace.projected, 2),
-            "ends_on": goal.ends_on.isoformat(),
-        },
-    )
-    if pace.at_risk:
-        await raise_alert(uow, candidate, now=now)
-    else:
-        await resolve_keys(uow, [candidate.dedupe_key], now=now)
+def _score_state(row: RowMapping | None) -> ScoreState | None:
+    return ScoreState(version=row["version"], score=row["score"]) if row else None
