@@ -273,6 +273,85 @@ def is_inactive(*, reference: datetime, now: datetime, days: int) -> bool:
     return now - reference >= timedelta(days=days)
 
 
+@dataclass(frozen=True)
+class TeamActivity:
+    """What the inactivity rule knows of one team."""
+
+    id: UUID
+    code: str | None
+    status: str
+    unit_path: tuple[str, ...]
+    last_activity_at: datetime | None
+    established_on: date | None
+    first_seen_at: datetime
+
+
+@dataclass(frozen=True)
+class AlertChanges:
+    """Alerts to raise (each once per dedupe key) and unresolved alerts to resolve, by id."""
+
+    raised: tuple[AlertCandidate, ...] = ()
+    resolved: tuple[UUID, ...] = ()
+
+
+def inactive_team_key(team_id: UUID) -> str:
+    return dedupe_key("team_inactive", subject_type="team", subject_id=str(team_id), period=None)
+
+
+def evaluate_team_inactivity(
+    teams: Sequence[TeamActivity], *, rules: Rules, open_alerts: Sequence[OpenAlert], now: datetime
+) -> AlertChanges:
+    """`team_inactive` for the given teams: raised for an active team silent too long that has
+    no unresolved alert yet, resolved for one that is no longer silent, dissolved, or whose
+    rule is off. `open_alerts` are the unresolved `team_inactive` alerts of (at least) these
+    teams."""
+    open_by_key = {alert.dedupe_key: alert for alert in open_alerts}
+    raised: list[AlertCandidate] = []
+    resolved: list[UUID] = []
+    for team in teams:
+        candidate = _inactivity_candidate(team, rules=rules, now=now)
+        key = inactive_team_key(team.id)
+        if candidate is None:
+            if key in open_by_key:
+                resolved.append(open_by_key[key].id)
+        elif key not in open_by_key:
+            raised.append(candidate)
+    return AlertChanges(raised=tuple(raised), resolved=tuple(resolved))
+
+
+def _inactivity_candidate(
+    team: TeamActivity, *, rules: Rules, now: datetime
+) -> AlertCandidate | None:
+    params: TeamInactiveParams | None = rules.params(
+        "team_inactive", team.unit_path[0] if team.unit_path else None
+    )
+    if params is None or team.status != "active":
+        return None
+    reference = inactivity_reference(
+        last_activity_at=team.last_activity_at,
+        established_on=team.established_on,
+        first_seen_at=team.first_seen_at,
+    )
+    if not is_inactive(reference=reference, now=now, days=params.days):
+        return None
+    silent_days = (now - reference).days
+    return AlertCandidate(
+        alert_type="team_inactive",
+        subject_type="team",
+        subject_id=str(team.id),
+        period=None,
+        unit_path=team.unit_path,
+        summary=f"Team {team.code or team.id} has recorded no activity for "
+        f"{silent_days} days (limit {params.days}).",
+        details={
+            "team_code": team.code,
+            "last_activity_at": reference.isoformat(),
+            "days": silent_days,
+            "limit_days": params.days,
+        },
+    )
+
+
 # --------------------------------------------------------------------------- score_drop
 
 

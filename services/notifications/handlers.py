@@ -29,13 +29,12 @@ from notifications.domain import (
     OpenAlert,
     ScoreState,
     SuspiciousActivityParams,
-    TeamInactiveParams,
+    TeamActivity,
     comparison_period,
-    dedupe_key,
     evaluate_score,
-    inactivity_reference,
+    evaluate_team_inactivity,
+    inactive_team_key,
     is_backdated,
-    is_inactive,
     local_day,
     next_score_state,
     score_alert_keys,
@@ -299,29 +298,37 @@ async def evaluate_inactivity(
     """
     teams = await adapters.teams_for_sweep(uow.session, team_ids=team_ids)
     book = await RuleBook.load(uow, provinces={_province(t) for t in teams})
-    active = {
-        row["dedupe_key"]: row for row in await _active_inactivity_alerts(uow, team_ids=team_ids)
-    }
-    raise_now: list[AlertCandidate] = []
-    clear: list[RowMapping] = []
-    for team in teams:
-        candidate = _inactivity_candidate(team, book=book, now=now)
-        key = _inactive_key(team["id"])
-        if candidate is None:
-            if key in active:
-                clear.append(active[key])
-        elif key not in active:
-            raise_now.append(candidate)
-    raised = await raise_alerts(uow, raise_now, now=now)
-    return raised, await resolve_alerts(uow, clear, now=now)
+    open_alerts = await _active_inactivity_alerts(uow, team_ids=team_ids)
+    changes = evaluate_team_inactivity(
+        [_team_activity(t) for t in teams],
+        rules=book,
+        open_alerts=[_open_alert(row) for row in open_alerts],
+        now=now,
+    )
+    raised = await raise_alerts(uow, changes.raised, now=now)
+    resolved = set(changes.resolved)
+    cleared = [row for row in open_alerts if row["id"] in resolved]
+    return raised, await resolve_alerts(uow, cleared, now=now)
 
 
 def _province(team: RowMapping) -> str | None:
     return team["unit_path"][0] if team["unit_path"] else None
 
 
-def _inactive_key(team_id: UUID) -> str:
-    return dedupe_key("team_inactive", subject_type="team", subject_id=str(team_id), period=None)
+def _team_activity(team: RowMapping) -> TeamActivity:
+    return TeamActivity(
+        id=team["id"],
+        code=team["code"],
+        status=team["status"],
+        unit_path=tuple(team["unit_path"]),
+        last_activity_at=team["last_activity_at"],
+        established_on=team["established_on"],
+        first_seen_at=team["first_seen_at"],
+    )
+
+
+def _open_alert(row: RowMapping) -> OpenAlert:
+    return OpenAlert(id=row["id"], dedupe_key=row["dedupe_key"], details=row["details"])
 
 
 async def _active_inactivity_alerts(
@@ -329,40 +336,9 @@ async def _active_inactivity_alerts(
 ) -> list[RowMapping]:
     if team_ids is not None:
         return await adapters.active_alerts(
-            uow.session, dedupe_keys=[_inactive_key(t) for t in team_ids]
+            uow.session, dedupe_keys=[inactive_team_key(t) for t in team_ids]
         )
     return await adapters.active_alerts_of_type(uow.session, "team_inactive")
-
-
-def _inactivity_candidate(
-    team: RowMapping, *, book: RuleBook, now: datetime
-) -> AlertCandidate | None:
-    params: TeamInactiveParams | None = book.params("team_inactive", _province(team))
-    if params is None or team["status"] != "active":
-        return None
-    reference = inactivity_reference(
-        last_activity_at=team["last_activity_at"],
-        established_on=team["established_on"],
-        first_seen_at=team["first_seen_at"],
-    )
-    if not is_inactive(reference=reference, now=now, days=params.days):
-        return None
-    silent_days = (now - reference).days
-    return AlertCandidate(
-        alert_type="team_inactive",
-        subject_type="team",
-        subject_id=str(team["id"]),
-        period=None,
-        unit_path=tuple(team["unit_path"]),
-        summary=f"Team {team['code'] or team['id']} has recorded no activity for "
-        f"{silent_days} days (limit {params.days}).",
-        details={
-            "team_code": team["code"],
-            "last_activity_at": reference.isoformat(),
-            "days": silent_days,
-            "limit_days": params.days,
-        },
-    )
 
 
 async def sweep(uow: UnitOfWork, *, now: datetime) -> tuple[int, int] | None:
@@ -418,10 +394,7 @@ async def on_score_updated(uow: UnitOfWork, score: ScoreUpdated, *, now: datetim
         unit_path=unit_path,
         previous=previous,
         previous_period_state=previous_period_state,
-        open_alerts=[
-            OpenAlert(id=row["id"], dedupe_key=row["dedupe_key"], details=row["details"])
-            for row in open_alerts
-        ],
+        open_alerts=[_open_alert(row) for row in open_alerts],
     )
     if evaluation.state is None or not await adapters.save_score_state(
         uow.session,
