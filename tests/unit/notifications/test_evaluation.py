@@ -4,7 +4,8 @@ the state judged so far and the alerts still unresolved (no database)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -12,12 +13,16 @@ from common.contracts.scoring import ScoreComponent, ScoreUpdated
 from notifications.domain import (
     ALERT_TYPES,
     AlertCandidate,
+    AlertChanges,
     OpenAlert,
     RuleOverride,
     ScoreEvaluation,
     ScoreState,
+    TeamActivity,
     comparison_period,
     evaluate_score,
+    evaluate_team_inactivity,
+    inactive_team_key,
     next_score_state,
     resolve_rule,
     score_alert_keys,
@@ -356,3 +361,75 @@ def test_no_unit_path_uses_the_national_rules() -> None:
         open_alerts=[],
     )
     assert evaluation.raised == ()  # -25 < 30 nationally (the default would be 10)
+
+
+# --------------------------------------------------------------------------- team_inactive
+
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+def team(
+    *,
+    last_activity_days_ago: int | None,
+    status: str = "active",
+    province: str = PROVINCE,
+    team_id: UUID | None = None,
+) -> TeamActivity:
+    return TeamActivity(
+        id=team_id or uuid4(),
+        code="T-1",
+        status=status,
+        unit_path=(province, f"{province}01"),
+        last_activity_at=None
+        if last_activity_days_ago is None
+        else NOW - timedelta(days=last_activity_days_ago),
+        established_on=None,
+        first_seen_at=NOW - timedelta(days=100),
+    )
+
+
+def test_inactivity_raises_once_while_silent_and_resolves_when_active_again() -> None:
+    rules = only("team_inactive", team_inactive={"days": 14})
+    quiet = team(last_activity_days_ago=20)
+    busy = team(last_activity_days_ago=3)
+    first = evaluate_team_inactivity([quiet, busy], rules=rules, open_alerts=[], now=NOW)
+    [alert] = first.raised
+    assert alert.dedupe_key == inactive_team_key(quiet.id) == f"team_inactive|team:{quiet.id}|-"
+    assert alert.unit_path == quiet.unit_path
+    assert alert.details["days"] == 20 and alert.details["limit_days"] == 14
+    assert alert.summary == "Team T-1 has recorded no activity for 20 days (limit 14)."
+    assert first.resolved == ()
+
+    held = OpenAlert(uuid4(), alert.dedupe_key, alert.details)
+    again = evaluate_team_inactivity([quiet, busy], rules=rules, open_alerts=[held], now=NOW)
+    assert again == AlertChanges()  # still silent: the open alert stands, nothing new
+
+    woke = replace(quiet, last_activity_at=NOW - timedelta(days=1))
+    assert evaluate_team_inactivity(
+        [woke], rules=rules, open_alerts=[held], now=NOW
+    ) == AlertChanges(resolved=(held.id,))
+
+
+def test_inactivity_threshold_status_and_disabled_rule() -> None:
+    rules = only("team_inactive", team_inactive={"days": 14})
+    at_limit = team(last_activity_days_ago=14)
+    under = team(last_activity_days_ago=13)
+    raised = evaluate_team_inactivity([at_limit, under], rules=rules, open_alerts=[], now=NOW)
+    assert [a.subject_id for a in raised.raised] == [str(at_limit.id)]
+
+    dissolved = team(last_activity_days_ago=30, status="dissolved")
+    held = OpenAlert(uuid4(), inactive_team_key(dissolved.id), {})
+    assert evaluate_team_inactivity(
+        [dissolved], rules=rules, open_alerts=[held], now=NOW
+    ) == AlertChanges(resolved=(held.id,))
+
+    off = only()
+    silent = team(last_activity_days_ago=300)
+    assert evaluate_team_inactivity([silent], rules=off, open_alerts=[], now=NOW) == AlertChanges()
+
+
+def test_inactivity_never_active_team_counts_from_first_seen() -> None:
+    rules = only("team_inactive", team_inactive={"days": 14})
+    never = team(last_activity_days_ago=None)  # first seen 100 days ago
+    [alert] = evaluate_team_inactivity([never], rules=rules, open_alerts=[], now=NOW).raised
+    assert alert.details["days"] == 100
