@@ -20,6 +20,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.contracts.activities import ActivityRecorded
 from common.contracts.notifications import AlertType
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
 
@@ -721,6 +722,210 @@ def local_day(instant: datetime) -> date:
 
 def is_backdated(*, occurred_at: datetime, recorded_at: datetime, hours: float) -> bool:
     return recorded_at - occurred_at > timedelta(hours=hours)
+
+
+def activity_unit_path(activity: ActivityRecorded) -> tuple[str, ...]:
+    p = activity.unit_path
+    return unit_path_codes(p.province, p.district, p.commune, p.village)
+
+
+# An activity of a batch whose province has `suspicious_activity` on, with that province's
+# parameters. Each of the three checks picks from these what to count (one query for the
+# batch, run by the handler), then turns the counts into alerts.
+Checked = tuple[ActivityRecorded, SuspiciousActivityParams]
+
+
+def suspicious_checked(activities: Sequence[ActivityRecorded], *, rules: Rules) -> list[Checked]:
+    return [
+        (a, params)
+        for a in activities
+        if (params := rules.params("suspicious_activity", a.unit_path.province)) is not None
+    ]
+
+
+@dataclass(frozen=True)
+class MemberDay:
+    """Household visits of one member on one local day are to be counted; `activity` (the
+    first of the batch for that member and day) gives the alert its unit path and team."""
+
+    member_id: UUID
+    day_start: datetime  # midnight of the local day, Vietnam time
+    activity: ActivityRecorded
+    params: SuspiciousActivityParams
+
+    @property
+    def key(self) -> tuple[UUID, datetime]:
+        return (self.member_id, self.day_start)
+
+
+def member_days_to_count(checked: Sequence[Checked]) -> list[MemberDay]:
+    """One (member, local day) per member's household visits in the batch."""
+    days: dict[tuple[UUID, datetime], MemberDay] = {}
+    for a, params in checked:
+        if a.member_id is not None and a.kind == "household_visit":
+            start = datetime.combine(local_day(a.occurred_at), datetime.min.time(), VIETNAM_TZ)
+            days.setdefault((a.member_id, start), MemberDay(a.member_id, start, a, params))
+    return list(days.values())
+
+
+def member_day_alerts(
+    member_days: Sequence[MemberDay], visits: Mapping[tuple[UUID, datetime], int]
+) -> list[AlertCandidate]:
+    """A member who logged more household visits on a day than `max_visits_per_member_day`
+    (`visits` per `MemberDay.key`, absent: none)."""
+    candidates = []
+    for md in member_days:
+        count = visits.get(md.key, 0)
+        limit = md.params.max_visits_per_member_day
+        if count <= limit:
+            continue
+        day = md.day_start.date().isoformat()
+        candidates.append(
+            AlertCandidate(
+                alert_type="suspicious_activity",
+                subject_type="member",
+                subject_id=str(md.member_id),
+                period=day,
+                qualifier="visits_per_day",
+                unit_path=activity_unit_path(md.activity),
+                summary=f"A member logged {count} household visits on {day} "
+                f"(plausible: at most {limit}).",
+                details={
+                    "check": "visits_per_day",
+                    "team_id": str(md.activity.team_id),
+                    "visits": count,
+                    "limit": limit,
+                },
+            )
+        )
+    return candidates
+
+
+@dataclass(frozen=True)
+class HouseholdWindow:
+    """The distinct teams that reported one household around one visit are to be counted."""
+
+    household_hash: str
+    at: datetime
+    activity: ActivityRecorded
+    params: SuspiciousActivityParams
+
+    @property
+    def window(self) -> tuple[str, datetime, datetime]:
+        """(household hash, window start, window end)."""
+        span = timedelta(hours=self.params.household_window_hours)
+        return (self.household_hash, self.at - span, self.at + span)
+
+
+def household_windows(checked: Sequence[Checked]) -> list[HouseholdWindow]:
+    """One window per (household, time of visit) in the batch."""
+    windows = {
+        (a.household_hash, a.occurred_at): (a, params)
+        for a, params in checked
+        if a.household_hash is not None
+    }
+    return [
+        HouseholdWindow(household, at, a, params)
+        for (household, at), (a, params) in windows.items()
+    ]
+
+
+def household_alerts(
+    windows: Sequence[HouseholdWindow], team_counts: Sequence[int]
+) -> list[AlertCandidate]:
+    """A household reported by at least `household_max_teams` distinct teams within the
+    window (`team_counts` in the order of `windows`)."""
+    candidates = []
+    for w, teams in zip(windows, team_counts, strict=True):
+        params = w.params
+        if teams < params.household_max_teams:
+            continue
+        candidates.append(
+            AlertCandidate(
+                alert_type="suspicious_activity",
+                subject_type="household",
+                subject_id=w.household_hash,  # a keyed hash, never the partner's reference
+                period=local_day(w.at).isoformat(),
+                qualifier="household_many_teams",
+                unit_path=activity_unit_path(w.activity),
+                summary=f"One household was reported visited by {teams} teams within "
+                f"{params.household_window_hours:g} hours.",
+                details={
+                    "check": "household_many_teams",
+                    "teams": teams,
+                    "limit": params.household_max_teams,
+                    "window_hours": params.household_window_hours,
+                },
+            )
+        )
+    return candidates
+
+
+@dataclass(frozen=True)
+class BackdateWindow:
+    """A team's backdated events recorded in the burst window up to its latest backdated
+    event of the batch on one local day (of recording) are to be counted."""
+
+    team_id: UUID
+    day: str  # local day of recording, ISO
+    activity: ActivityRecorded  # that latest backdated event
+    params: SuspiciousActivityParams
+
+    @property
+    def window(self) -> tuple[UUID, datetime, datetime, float]:
+        """(team, window start, window end, backdate hours)."""
+        end = self.activity.recorded_at
+        start = end - timedelta(minutes=self.params.backdate_burst_window_minutes)
+        return (self.team_id, start, end, self.params.backdate_hours)
+
+
+def backdate_windows(checked: Sequence[Checked]) -> list[BackdateWindow]:
+    """Per (team, local day of recording): the window ending at the batch's latest event
+    backdated by more than `backdate_hours`."""
+    latest: dict[tuple[UUID, str], Checked] = {}
+    for a, params in checked:
+        if not is_backdated(
+            occurred_at=a.occurred_at, recorded_at=a.recorded_at, hours=params.backdate_hours
+        ):
+            continue
+        key = (a.team_id, local_day(a.recorded_at).isoformat())
+        if key not in latest or a.recorded_at > latest[key][0].recorded_at:
+            latest[key] = (a, params)
+    return [
+        BackdateWindow(team_id, day, a, params) for (team_id, day), (a, params) in latest.items()
+    ]
+
+
+def backdate_alerts(
+    windows: Sequence[BackdateWindow], counts: Sequence[int]
+) -> list[AlertCandidate]:
+    """A team that recorded at least `backdate_burst_count` backdated events within the
+    window (`counts` in the order of `windows`)."""
+    candidates = []
+    for w, count in zip(windows, counts, strict=True):
+        params = w.params
+        if count < params.backdate_burst_count:
+            continue
+        candidates.append(
+            AlertCandidate(
+                alert_type="suspicious_activity",
+                subject_type="team",
+                subject_id=str(w.team_id),
+                period=w.day,
+                qualifier="backdated_burst",
+                unit_path=activity_unit_path(w.activity),
+                summary=f"A team recorded {count} activities backdated by more than "
+                f"{params.backdate_hours:g} hours within "
+                f"{params.backdate_burst_window_minutes:g} minutes.",
+                details={
+                    "check": "backdated_burst",
+                    "events": count,
+                    "limit": params.backdate_burst_count,
+                    "backdate_hours": params.backdate_hours,
+                },
+            )
+        )
+    return candidates
 
 
 # --------------------------------------------------------------------------- delivery

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,22 +23,25 @@ from common.db import UnitOfWork
 from common.envelope import InboundEvent
 from notifications import adapters
 from notifications.domain import (
-    VIETNAM_TZ,
     AlertCandidate,
     Clock,
     OpenAlert,
     ScoreState,
-    SuspiciousActivityParams,
     TeamActivity,
+    activity_unit_path,
+    backdate_alerts,
+    backdate_windows,
     comparison_period,
     evaluate_score,
     evaluate_team_inactivity,
+    household_alerts,
+    household_windows,
     inactive_team_key,
-    is_backdated,
-    local_day,
+    member_day_alerts,
+    member_days_to_count,
     next_score_state,
     score_alert_keys,
-    unit_path_codes,
+    suspicious_checked,
 )
 from notifications.use_cases import (
     RuleBook,
@@ -125,11 +128,6 @@ async def on_activities_voided(
     await evaluate_inactivity(uow, now=now, team_ids=sorted(team_ids))
 
 
-def _path(activity: ActivityRecorded) -> tuple[str, ...]:
-    p = activity.unit_path
-    return unit_path_codes(p.province, p.district, p.commune, p.village)
-
-
 def _team_touches(activities: Sequence[ActivityRecorded]) -> list[dict[str, Any]]:
     latest: dict[UUID, ActivityRecorded] = {}
     for a in activities:
@@ -138,7 +136,7 @@ def _team_touches(activities: Sequence[ActivityRecorded]) -> list[dict[str, Any]
     return [
         {
             "id": team_id,
-            "unit_path": list(_path(a)),
+            "unit_path": list(activity_unit_path(a)),
             "last_activity_at": a.occurred_at,
             "first_seen_at": a.recorded_at,
         }
@@ -149,141 +147,25 @@ def _team_touches(activities: Sequence[ActivityRecorded]) -> list[dict[str, Any]
 async def suspicious_candidates(
     uow: UnitOfWork, fresh: Sequence[ActivityRecorded], *, book: RuleBook
 ) -> list[AlertCandidate]:
-    """The three checks of fabricated-looking activity, each one query for the whole batch."""
-    checked = [
-        (a, params)
-        for a in fresh
-        if (params := book.params("suspicious_activity", a.unit_path.province)) is not None
-    ]
+    """The three checks of fabricated-looking activity, each one query for the whole batch:
+    the domain says what to count and judges the counts."""
+    checked = suspicious_checked(fresh, rules=book)
+    member_days = member_days_to_count(checked)
+    households = household_windows(checked)
+    backdates = backdate_windows(checked)
+    session = uow.session
     return [
-        *await _member_days(uow, checked),
-        *await _households(uow, checked),
-        *await _backdated(uow, checked),
+        *member_day_alerts(
+            member_days, await adapters.member_day_visits(session, [m.key for m in member_days])
+        ),
+        *household_alerts(
+            households,
+            await adapters.household_team_counts(session, [h.window for h in households]),
+        ),
+        *backdate_alerts(
+            backdates, await adapters.backdated_counts(session, [b.window for b in backdates])
+        ),
     ]
-
-
-Checked = Sequence[tuple[ActivityRecorded, SuspiciousActivityParams]]
-
-
-async def _member_days(uow: UnitOfWork, checked: Checked) -> list[AlertCandidate]:
-    keys: dict[tuple[UUID, datetime], tuple[ActivityRecorded, SuspiciousActivityParams]] = {}
-    for a, params in checked:
-        if a.member_id is not None and a.kind == "household_visit":
-            start = datetime.combine(local_day(a.occurred_at), datetime.min.time(), VIETNAM_TZ)
-            keys.setdefault((a.member_id, start), (a, params))
-    counts = await adapters.member_day_visits(uow.session, list(keys))
-    candidates = []
-    for (member_id, start), (a, params) in keys.items():
-        visits = counts.get((member_id, start), 0)
-        if visits <= params.max_visits_per_member_day:
-            continue
-        day = start.date().isoformat()
-        candidates.append(
-            AlertCandidate(
-                alert_type="suspicious_activity",
-                subject_type="member",
-                subject_id=str(member_id),
-                period=day,
-                qualifier="visits_per_day",
-                unit_path=_path(a),
-                summary=f"A member logged {visits} household visits on {day} "
-                f"(plausible: at most {params.max_visits_per_member_day}).",
-                details={
-                    "check": "visits_per_day",
-                    "team_id": str(a.team_id),
-                    "visits": visits,
-                    "limit": params.max_visits_per_member_day,
-                },
-            )
-        )
-    return candidates
-
-
-async def _households(uow: UnitOfWork, checked: Checked) -> list[AlertCandidate]:
-    keys = {
-        (a.household_hash, a.occurred_at): (a, params)
-        for a, params in checked
-        if a.household_hash is not None
-    }
-    windows = [
-        (
-            household,
-            at - timedelta(hours=p.household_window_hours),
-            at + timedelta(hours=p.household_window_hours),
-        )
-        for (household, at), (_, p) in keys.items()
-    ]
-    counts = await adapters.household_team_counts(uow.session, windows)
-    candidates = []
-    for teams, ((household, at), (a, params)) in zip(counts, keys.items(), strict=True):
-        if teams < params.household_max_teams:
-            continue
-        candidates.append(
-            AlertCandidate(
-                alert_type="suspicious_activity",
-                subject_type="household",
-                subject_id=household,  # a keyed hash, never the partner's reference
-                period=local_day(at).isoformat(),
-                qualifier="household_many_teams",
-                unit_path=_path(a),
-                summary=f"One household was reported visited by {teams} teams within "
-                f"{params.household_window_hours:g} hours.",
-                details={
-                    "check": "household_many_teams",
-                    "teams": teams,
-                    "limit": params.household_max_teams,
-                    "window_hours": params.household_window_hours,
-                },
-            )
-        )
-    return candidates
-
-
-async def _backdated(uow: UnitOfWork, checked: Checked) -> list[AlertCandidate]:
-    # per (team, local day of recording): the latest backdated event of the batch
-    latest: dict[tuple[UUID, str], tuple[ActivityRecorded, SuspiciousActivityParams]] = {}
-    for a, params in checked:
-        if not is_backdated(
-            occurred_at=a.occurred_at, recorded_at=a.recorded_at, hours=params.backdate_hours
-        ):
-            continue
-        key = (a.team_id, local_day(a.recorded_at).isoformat())
-        if key not in latest or a.recorded_at > latest[key][0].recorded_at:
-            latest[key] = (a, params)
-    windows = [
-        (
-            a.team_id,
-            a.recorded_at - timedelta(minutes=p.backdate_burst_window_minutes),
-            a.recorded_at,
-            p.backdate_hours,
-        )
-        for a, p in latest.values()
-    ]
-    counts = await adapters.backdated_counts(uow.session, windows)
-    candidates = []
-    for count, ((team_id, day), (a, params)) in zip(counts, latest.items(), strict=True):
-        if count < params.backdate_burst_count:
-            continue
-        candidates.append(
-            AlertCandidate(
-                alert_type="suspicious_activity",
-                subject_type="team",
-                subject_id=str(team_id),
-                period=day,
-                qualifier="backdated_burst",
-                unit_path=_path(a),
-                summary=f"A team recorded {count} activities backdated by more than "
-                f"{params.backdate_hours:g} hours within "
-                f"{params.backdate_burst_window_minutes:g} minutes.",
-                details={
-                    "check": "backdated_burst",
-                    "events": count,
-                    "limit": params.backdate_burst_count,
-                    "backdate_hours": params.backdate_hours,
-                },
-            )
-        )
-    return candidates
 
 
 # --------------------------------------------------------------------------- team_inactive
