@@ -62,11 +62,6 @@ def webhook_body(*, delivery_id: UUID, alert: AlertRaised, created_at: datetime)
     )
 
 
-async def raise_alert(uow: UnitOfWork, candidate: AlertCandidate, *, now: datetime) -> bool:
-    """Raise the alert unless one for the same condition is still open; True if raised."""
-    return await raise_alerts(uow, [candidate], now=now) == 1
-
-
 async def raise_alerts(
     uow: UnitOfWork, candidates: Sequence[AlertCandidate], *, now: datetime
 ) -> int:
@@ -142,12 +137,6 @@ async def resolve_alerts(uow: UnitOfWork, rows: Iterable[RowMapping], *, now: da
         _publish(uow, row)
         metrics.ALERTS_RESOLVED.labels(row["alert_type"]).inc()
     return len(resolved)
-
-
-async def resolve_keys(uow: UnitOfWork, dedupe_keys: Sequence[str], *, now: datetime) -> int:
-    return await resolve_alerts(
-        uow, await adapters.active_alerts(uow.session, dedupe_keys=dedupe_keys), now=now
-    )
 
 
 async def acknowledge(uow: UnitOfWork, alert_id: UUID, *, now: datetime) -> RowMapping | None:
