@@ -30,6 +30,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    any_,
+    bindparam,
     func,
     select,
     text,
@@ -43,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.contracts.teams import TeamChanged
 from common.db import upsert_newer
 from common.outbox_tables import define_service_tables
-from notifications.domain import NATIONAL, RuleOverride
+from notifications.domain import NATIONAL, RuleOverride, ScoreKey, SubjectKey
 
 SCHEMA = "notifications"
 metadata = MetaData(schema=SCHEMA)
@@ -289,24 +291,115 @@ async def teams_for_sweep(
     return list((await session.execute(query)).mappings())
 
 
-async def unit_path_of(session: AsyncSession, *, subject_type: str, code: str) -> list[str]:
-    """The path of an admin unit, learnt from the teams located in it (scores of units carry
-    no path, and a unit without teams has no score worth an alert)."""
-    if subject_type == "national":
-        return []
-    if subject_type == "province":
-        return [code]
-    if subject_type == "team":
-        path = await session.scalar(
-            select(teams_table.c.unit_path).where(teams_table.c.id == _uuid_or_none(code))
+async def unit_paths_of(
+    session: AsyncSession, subjects: Iterable[SubjectKey]
+) -> dict[SubjectKey, tuple[str, ...]]:
+    """The unit path of each subject: a team's from the replica, a unit's learnt from any
+    team located in it (scores of units carry no path, and a unit without teams has no score
+    worth an alert), in two statements whatever the number of subjects."""
+    wanted = set(subjects)
+    paths: dict[SubjectKey, tuple[str, ...]] = {}
+    team_ids: dict[UUID, SubjectKey] = {}
+    unit_codes: dict[str, list[SubjectKey]] = {}
+    for subject in wanted:
+        if subject.subject_type == "national":
+            paths[subject] = ()
+        elif subject.subject_type == "province":
+            paths[subject] = (subject.subject_id,)
+        elif subject.subject_type == "team":
+            team_id = _uuid_or_none(subject.subject_id)
+            paths[subject] = ()
+            if team_id is not None:
+                team_ids[team_id] = subject
+        else:
+            paths[subject] = ()
+            unit_codes.setdefault(subject.subject_id, []).append(subject)
+    if team_ids:
+        rows = await session.execute(
+            select(teams_table.c.id, teams_table.c.unit_path).where(
+                teams_table.c.id == any_(bindparam("ids", type_=ARRAY(PgUUID(as_uuid=True))))
+            ),
+            {"ids": list(team_ids)},
         )
-        return list(path or [])
-    path = await session.scalar(
-        select(teams_table.c.unit_path).where(teams_table.c.unit_path.contains([code])).limit(1)
+        for team_id, path in rows:
+            paths[team_ids[team_id]] = tuple(path or ())
+    if unit_codes:
+        # One team per code, found through the GIN index on unit_path.
+        rows = await session.execute(
+            text(
+                """
+                SELECT c.code, t.unit_path
+                FROM unnest(CAST(:codes AS text[])) AS c(code)
+                CROSS JOIN LATERAL (
+                    SELECT unit_path FROM notifications.teams
+                    WHERE unit_path @> ARRAY[c.code]::varchar[] LIMIT 1
+                ) AS t
+                """
+            ),
+            {"codes": list(unit_codes)},
+        )
+        for code, path in rows:
+            prefix = tuple(path[: list(path).index(code) + 1])
+            for subject in unit_codes[code]:
+                paths[subject] = prefix
+    return paths
+
+
+async def score_states_of(
+    session: AsyncSession, keys: Iterable[ScoreKey]
+) -> dict[ScoreKey, RowMapping]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            SELECT s.subject_type, s.subject_id, s.period, s.version, s.score
+            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
+                AS k(st, sid, p)
+            JOIN notifications.score_state s
+              ON s.subject_type = k.st AND s.subject_id = k.sid AND s.period = k.p
+            """
+        ),
+        {
+            "st": [k.subject_type for k in wanted],
+            "sid": [k.subject_id for k in wanted],
+            "p": [k.period for k in wanted],
+        },
     )
-    if not path:
-        return []
-    return list(path[: list(path).index(code) + 1])
+    return {
+        ScoreKey(row["subject_type"], row["subject_id"], row["period"]): row
+        for row in rows.mappings()
+    }
+
+
+SCORE_STATE_CHUNK = 5_000  # 5 parameters a row, under asyncpg's 32,767
+
+
+async def save_score_states(
+    session: AsyncSession, states: Mapping[ScoreKey, tuple[int, float]]
+) -> set[ScoreKey]:
+    """Store the newest `(version, score)` of each key; returns the keys stored (a key whose
+    stored version is already as new is left alone: stale or replayed)."""
+    stored: set[ScoreKey] = set()
+    rows = [
+        {
+            "subject_type": key.subject_type,
+            "subject_id": key.subject_id,
+            "period": key.period,
+            "version": version,
+            "score": score,
+        }
+        for key, (version, score) in sorted(states.items())
+    ]
+    for start in range(0, len(rows), SCORE_STATE_CHUNK):
+        statement = upsert_newer(
+            score_state,
+            rows[start : start + SCORE_STATE_CHUNK],
+            key=("subject_type", "subject_id", "period"),
+        ).returning(score_state.c.subject_type, score_state.c.subject_id, score_state.c.period)
+        stored.update(ScoreKey(*row) for row in await session.execute(statement))
+    return stored
 
 
 def _uuid_or_none(value: str) -> UUID | None:
@@ -463,46 +556,6 @@ async def void_activities(session: AsyncSession, rows: Sequence[Mapping[str, Any
 # --------------------------------------------------------------------------- scores
 
 
-async def score_state_of(
-    session: AsyncSession, *, subject_type: str, subject_id: str, period: str
-) -> RowMapping | None:
-    return (
-        (
-            await session.execute(
-                select(score_state).where(
-                    score_state.c.subject_type == subject_type,
-                    score_state.c.subject_id == subject_id,
-                    score_state.c.period == period,
-                )
-            )
-        )
-        .mappings()
-        .first()
-    )
-
-
-async def save_score_state(
-    session: AsyncSession,
-    *,
-    subject_type: str,
-    subject_id: str,
-    period: str,
-    version: int,
-    score: float,
-) -> bool:
-    """Store the newest version; False when this version is not newer (stale or replayed)."""
-    row = {
-        "subject_type": subject_type,
-        "subject_id": subject_id,
-        "period": period,
-        "version": version,
-        "score": score,
-    }
-    statement = upsert_newer(score_state, row, key=("subject_type", "subject_id", "period"))
-    stored = await session.scalar(statement.returning(score_state.c.version))
-    return stored is not None
-
-
 # --------------------------------------------------------------------------- alerts
 
 
@@ -532,11 +585,14 @@ async def insert_alerts(
 async def active_alerts(session: AsyncSession, *, dedupe_keys: Sequence[str]) -> list[RowMapping]:
     if not dedupe_keys:
         return []
+    # One array parameter: a batch of scores asks for tens of thousands of keys, past the
+    # 32,767 bound parameters an expanded IN list would take.
     rows = await session.execute(
         select(alerts_table).where(
-            alerts_table.c.dedupe_key.in_(list(dedupe_keys)),
+            alerts_table.c.dedupe_key == any_(bindparam("keys", type_=ARRAY(Text))),
             alerts_table.c.status.in_(OPEN_STATES),
-        )
+        ),
+        {"keys": list(dedupe_keys)},
     )
     return list(rows.mappings())
 

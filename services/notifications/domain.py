@@ -6,6 +6,7 @@ can be unit-tested without infrastructure, and a clock is always passed in, neve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -15,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Annotated, Any, Literal, Protocol, get_args
+from typing import Annotated, Any, Literal, NamedTuple, Protocol, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,12 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from common.contracts.activities import ActivityRecorded
 from common.contracts.notifications import AlertType
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
+from common.contracts.wire import ScoreComponentWire, ScoreUpdatedWire
 
 ALERT_TYPES: tuple[str, ...] = get_args(AlertType)
 NATIONAL = "national"
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 # Vietnam has one time zone and no daylight saving: a "day" of activity is a local day.
 VIETNAM_TZ = timezone(timedelta(hours=7), "ICT")
+
+# A score as the consumer decodes it (msgspec, the hot path) or as tests build it (pydantic).
+ScoreRecord = ScoreUpdated | ScoreUpdatedWire
 
 Clock = Callable[[], datetime]
 
@@ -423,7 +428,7 @@ class TargetStatus:
 
 def target_statuses(
     *,
-    components: Sequence[ScoreComponent],
+    components: Sequence[ScoreComponent | ScoreComponentWire],
     indicators: Mapping[str, float],
     params: TargetReachedParams,
 ) -> list[TargetStatus]:
@@ -524,14 +529,53 @@ class ScoreEvaluation:
     resolved: tuple[UUID, ...] = ()
 
 
-def next_score_state(previous: ScoreState | None, score: ScoreUpdated) -> ScoreState | None:
+class SubjectKey(NamedTuple):
+    subject_type: str
+    subject_id: str
+
+
+class ScoreKey(NamedTuple):
+    subject_type: str
+    subject_id: str
+    period: str
+
+
+def score_key(score: ScoreRecord) -> ScoreKey:
+    return ScoreKey(score.subject_type, score.subject_id, score.period)
+
+
+def judging_rounds(
+    scores: Sequence[ScoreRecord], *, comparison: Mapping[int, ScoreKey]
+) -> list[list[ScoreRecord]]:
+    """The batch in rounds judged one after the other, each judging a key at most once and
+    after every earlier score of the batch it reads (its own key, or the period it compares
+    against): the same outcome as judging the scores one by one, with set-based reads and
+    writes per round. `comparison`: position in `scores` -> the key that score compares with.
+    Most batches make one round (the publisher coalesces a subject-period per pass)."""
+    last_round: dict[ScoreKey, int] = {}
+    rounds: list[list[ScoreRecord]] = []
+    for position, score in enumerate(scores):
+        key = score_key(score)
+        after = last_round.get(key, -1)
+        compared = comparison.get(position)
+        if compared is not None:
+            after = max(after, last_round.get(compared, -1))
+        index = after + 1
+        last_round[key] = index
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(score)
+    return rounds
+
+
+def next_score_state(previous: ScoreState | None, score: ScoreRecord) -> ScoreState | None:
     """The state after `score`, or None when it is not newer than the one already judged."""
     if previous is not None and previous.version >= score.version:
         return None
     return ScoreState(version=score.version, score=score.score)
 
 
-def comparison_period(score: ScoreUpdated, *, rules: Rules, province: str | None) -> str | None:
+def comparison_period(score: ScoreRecord, *, rules: Rules, province: str | None) -> str | None:
     """The period whose latest score `score_drop` compares against, if it does."""
     params: ScoreDropParams | None = rules.params("score_drop", province)
     if params is None or not params.between_periods:
@@ -539,32 +583,52 @@ def comparison_period(score: ScoreUpdated, *, rules: Rules, province: str | None
     return previous_period(score.period)
 
 
-def score_alert_keys(score: ScoreUpdated, *, rules: Rules, unit_path: tuple[str, ...]) -> list[str]:
+def score_alert_keys(
+    score: ScoreRecord,
+    *,
+    rules: Rules,
+    unit_path: tuple[str, ...],
+    conditions: Sequence[Condition] | None = None,
+) -> list[str]:
     """The dedupe keys of every condition the score is judged on: the unresolved alerts of
     these keys are the ones `evaluate_score` may resolve."""
     province = unit_path[0] if unit_path else None
     keys = []
     if rules.params("score_drop", province) is not None:
         keys.append(_score_drop_base(score, unit_path).dedupe_key)
-    keys += [c.dedupe_key for c, _ in _target_conditions(score, rules, unit_path)]
-    keys += [c.dedupe_key for c, _ in _campaign_conditions(score, rules, unit_path)]
+    if conditions is None:
+        conditions = score_conditions(score, rules=rules, unit_path=unit_path)
+    keys += [c.dedupe_key for c in conditions]
     return keys
 
 
+def score_conditions(
+    score: ScoreRecord, *, rules: Rules, unit_path: tuple[str, ...]
+) -> list[Condition]:
+    """The `target_reached` and `campaign_at_risk` conditions the score is judged on: worked
+    out once per score by a caller that needs both its keys and its evaluation."""
+    return [
+        *_target_conditions(score, rules, unit_path),
+        *_campaign_conditions(score, rules, unit_path),
+    ]
+
+
 def evaluate_score(
-    score: ScoreUpdated,
+    score: ScoreRecord,
     *,
     rules: Rules,
     unit_path: tuple[str, ...],
     previous: ScoreState | None,
     previous_period_state: ScoreState | None,
     open_alerts: Sequence[OpenAlert],
+    conditions: Sequence[Condition] | None = None,
 ) -> ScoreEvaluation:
     """Judge one score by `score_drop`, `target_reached` and `campaign_at_risk`.
 
     `previous` is the stored state of the score's (subject, period), `previous_period_state`
     that of `comparison_period` (None when there is none), `open_alerts` the unresolved alerts
-    of `score_alert_keys`. A condition that holds is
+    of `score_alert_keys`, `conditions` those of `score_conditions` if the caller has them
+    already. A condition that holds is
     raised (an alert still unresolved for its key absorbs it: it is raised once); one that no
     longer holds resolves its unresolved alerts: a score drop once the score is back within
     `points` of the baseline it fell from.
@@ -615,19 +679,17 @@ def evaluate_score(
                 )
             ]
 
-    for conditions in (
-        _target_conditions(score, rules, unit_path),
-        _campaign_conditions(score, rules, unit_path),
-    ):
-        for candidate, holds in conditions:
-            if holds:
-                raised.append(candidate)
-            else:
-                resolved += [a.id for a in open_by_key.get(candidate.dedupe_key, [])]
+    if conditions is None:
+        conditions = score_conditions(score, rules=rules, unit_path=unit_path)
+    for condition in conditions:
+        if condition.holds:
+            raised.append(condition.candidate())
+        else:
+            resolved += [a.id for a in open_by_key.get(condition.dedupe_key, [])]
     return ScoreEvaluation(state=state, raised=tuple(raised), resolved=tuple(resolved))
 
 
-def _score_drop_base(score: ScoreUpdated, unit_path: tuple[str, ...]) -> AlertCandidate:
+def _score_drop_base(score: ScoreRecord, unit_path: tuple[str, ...]) -> AlertCandidate:
     return AlertCandidate(
         alert_type="score_drop",
         subject_type=score.subject_type,
@@ -638,10 +700,20 @@ def _score_drop_base(score: ScoreUpdated, unit_path: tuple[str, ...]) -> AlertCa
     )
 
 
+class Condition(NamedTuple):
+    """A watched condition of one score: its alert's dedupe key, whether it holds, and the
+    alert itself, built only when it is raised (a score watches a dozen targets, and most
+    hold no news: their texts are never read)."""
+
+    dedupe_key: str
+    holds: bool
+    candidate: Callable[[], AlertCandidate]
+
+
 def _target_conditions(
-    score: ScoreUpdated, rules: Rules, unit_path: tuple[str, ...]
-) -> list[tuple[AlertCandidate, bool]]:
-    """Every watched target of the score as an alert, and whether it is reached."""
+    score: ScoreRecord, rules: Rules, unit_path: tuple[str, ...]
+) -> list[Condition]:
+    """Every watched target of the score, and whether it is reached."""
     params: TargetReachedParams | None = rules.params(
         "target_reached", unit_path[0] if unit_path else None
     )
@@ -650,28 +722,39 @@ def _target_conditions(
     statuses = target_statuses(
         components=score.components, indicators=score.indicators, params=params
     )
+
+    def reached(status: TargetStatus) -> AlertCandidate:
+        return AlertCandidate(
+            alert_type="target_reached",
+            subject_type=score.subject_type,
+            subject_id=score.subject_id,
+            period=score.period,
+            qualifier=status.name,
+            unit_path=unit_path,
+            summary=f"The {score.subject_type} reached its {status.name.split(':', 1)[1]} "
+            f"target for {score.period}: {status.value:g} of {status.target:g}.",
+            details={"target": status.name, "value": status.value, "goal": status.target},
+        )
+
     return [
-        (
-            AlertCandidate(
-                alert_type="target_reached",
+        Condition(
+            dedupe_key(
+                "target_reached",
                 subject_type=score.subject_type,
                 subject_id=score.subject_id,
                 period=score.period,
                 qualifier=status.name,
-                unit_path=unit_path,
-                summary=f"The {score.subject_type} reached its {status.name.split(':', 1)[1]} "
-                f"target for {score.period}: {status.value:g} of {status.target:g}.",
-                details={"target": status.name, "value": status.value, "goal": status.target},
             ),
             status.reached,
+            functools.partial(reached, status),
         )
         for status in statuses
     ]
 
 
 def _campaign_conditions(
-    score: ScoreUpdated, rules: Rules, unit_path: tuple[str, ...]
-) -> list[tuple[AlertCandidate, bool]]:
+    score: ScoreRecord, rules: Rules, unit_path: tuple[str, ...]
+) -> list[Condition]:
     """The campaign's pace as an alert and whether it is at risk; none for a score that is
     not of a watched campaign at its goal's level, or while it is too early to judge."""
     params: CampaignAtRiskParams | None = rules.params(
@@ -710,7 +793,7 @@ def _campaign_conditions(
             "ends_on": goal.ends_on.isoformat(),
         },
     )
-    return [(candidate, pace.at_risk)]
+    return [Condition(candidate.dedupe_key, pace.at_risk, lambda: candidate)]
 
 
 # --------------------------------------------------------------------------- suspicious

@@ -8,7 +8,7 @@ key) because producers may re-publish the same fact under a new event id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -19,6 +19,7 @@ from common.consumer import Handler
 from common.contracts.activities import ActivityRecorded, ActivityVoided
 from common.contracts.scoring import ScoreUpdated
 from common.contracts.teams import TeamChanged
+from common.contracts.wire import ScoreUpdatedWire, parse_wire
 from common.db import UnitOfWork
 from common.envelope import InboundEvent
 from notifications import adapters
@@ -26,7 +27,10 @@ from notifications.domain import (
     AlertCandidate,
     Clock,
     OpenAlert,
+    ScoreKey,
+    ScoreRecord,
     ScoreState,
+    SubjectKey,
     TeamActivity,
     activity_unit_path,
     backdate_alerts,
@@ -37,10 +41,13 @@ from notifications.domain import (
     household_alerts,
     household_windows,
     inactive_team_key,
+    judging_rounds,
     member_day_alerts,
     member_days_to_count,
     next_score_state,
     score_alert_keys,
+    score_conditions,
+    score_key,
     suspicious_checked,
 )
 from notifications.use_cases import (
@@ -68,9 +75,9 @@ def notifications_handler(clock: Clock) -> Handler:
         voids = [e.parse(ActivityVoided) for e in events if e.type == ActivityVoided.CE_TYPE]
         if voids:
             await on_activities_voided(uow, voids, now=now)
-        for event in events:
-            if event.type == ScoreUpdated.CE_TYPE:
-                await on_score_updated(uow, event.parse(ScoreUpdated), now=now)
+        scores = [parse_wire(e, ScoreUpdatedWire) for e in events if e.type == ScoreUpdated.CE_TYPE]
+        if scores:
+            await on_scores_updated(uow, scores, now=now)
 
     return handle
 
@@ -235,61 +242,103 @@ async def sweep(uow: UnitOfWork, *, now: datetime) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------- scores
 
 
-async def on_score_updated(uow: UnitOfWork, score: ScoreUpdated, *, now: datetime) -> None:
-    """Load what `evaluate_score` judges the score on, then store its outcome."""
-    previous = _score_state(
-        await adapters.score_state_of(
-            uow.session,
-            subject_type=score.subject_type,
-            subject_id=score.subject_id,
-            period=score.period,
+async def on_scores_updated(
+    uow: UnitOfWork, scores: Sequence[ScoreRecord], *, now: datetime
+) -> None:
+    """Judge a batch of scores with `evaluate_score`, reading and writing set-based."""
+    paths = await adapters.unit_paths_of(
+        uow.session, {SubjectKey(s.subject_type, s.subject_id) for s in scores}
+    )
+
+    def path_of(score: ScoreRecord) -> tuple[str, ...]:
+        return paths[SubjectKey(score.subject_type, score.subject_id)]
+
+    book = await RuleBook.load(uow, provinces={p[0] if p else None for p in paths.values()})
+    comparison = {}
+    for position, score in enumerate(scores):
+        path = path_of(score)
+        earlier = comparison_period(score, rules=book, province=path[0] if path else None)
+        if earlier is not None:
+            comparison[position] = ScoreKey(score.subject_type, score.subject_id, earlier)
+    for judged in judging_rounds(scores, comparison=comparison):
+        await _judge_round(uow, judged, rules=book, path_of=path_of, now=now)
+
+
+async def _judge_round(
+    uow: UnitOfWork,
+    scores: Sequence[ScoreRecord],
+    *,
+    rules: RuleBook,
+    path_of: Callable[[ScoreRecord], tuple[str, ...]],
+    now: datetime,
+) -> None:
+    """Scores of distinct keys, none reading what another one writes."""
+    states = await adapters.score_states_of(uow.session, map(score_key, scores))
+    fresh = [s for s in scores if next_score_state(_score_state(states.get(score_key(s))), s)]
+    if not fresh:
+        return  # replays or out-of-order older versions: already judged
+    comparisons = {}
+    for score in fresh:
+        path = path_of(score)
+        earlier = comparison_period(score, rules=rules, province=path[0] if path else None)
+        if earlier is not None:
+            comparisons[score_key(score)] = ScoreKey(score.subject_type, score.subject_id, earlier)
+    earlier_states = await adapters.score_states_of(uow.session, comparisons.values())
+    conditions = {
+        score_key(s): score_conditions(s, rules=rules, unit_path=path_of(s)) for s in fresh
+    }
+    alert_keys = {
+        score_key(s): score_alert_keys(
+            s, rules=rules, unit_path=path_of(s), conditions=conditions[score_key(s)]
         )
+        for s in fresh
+    }
+    open_rows = await adapters.active_alerts(
+        uow.session, dedupe_keys=sorted({k for keys in alert_keys.values() for k in keys})
     )
-    if next_score_state(previous, score) is None:
-        return  # a replay or an out-of-order older version: already judged
-    unit_path = tuple(
-        await adapters.unit_path_of(
-            uow.session, subject_type=score.subject_type, code=score.subject_id
+    open_by_key: dict[str, list[RowMapping]] = {}
+    for row in open_rows:
+        open_by_key.setdefault(row["dedupe_key"], []).append(row)
+    evaluations = {}
+    for score in fresh:
+        key = score_key(score)
+        mine = [row for k in alert_keys[key] for row in open_by_key.get(k, ())]
+        compared = comparisons.get(key)
+        evaluations[key] = (
+            evaluate_score(
+                score,
+                rules=rules,
+                unit_path=path_of(score),
+                previous=_score_state(states.get(key)),
+                previous_period_state=(
+                    _score_state(earlier_states.get(compared)) if compared else None
+                ),
+                open_alerts=[_open_alert(row) for row in mine],
+                conditions=conditions[key],
+            ),
+            mine,
         )
-    )
-    province = unit_path[0] if unit_path else None
-    book = await RuleBook.load(uow, provinces=[province])
-    earlier = comparison_period(score, rules=book, province=province)
-    previous_period_state = (
-        _score_state(
-            await adapters.score_state_of(
-                uow.session,
-                subject_type=score.subject_type,
-                subject_id=score.subject_id,
-                period=earlier,
-            )
-        )
-        if earlier is not None
-        else None
-    )
-    open_alerts = await adapters.active_alerts(
-        uow.session, dedupe_keys=score_alert_keys(score, rules=book, unit_path=unit_path)
-    )
-    evaluation = evaluate_score(
-        score,
-        rules=book,
-        unit_path=unit_path,
-        previous=previous,
-        previous_period_state=previous_period_state,
-        open_alerts=[_open_alert(row) for row in open_alerts],
-    )
-    if evaluation.state is None or not await adapters.save_score_state(
+    stored = await adapters.save_score_states(
         uow.session,
-        subject_type=score.subject_type,
-        subject_id=score.subject_id,
-        period=score.period,
-        version=evaluation.state.version,
-        score=evaluation.state.score,
-    ):
-        return  # a newer version was stored meanwhile: it is the one judged
-    await raise_alerts(uow, evaluation.raised, now=now)
-    resolved = set(evaluation.resolved)
-    await resolve_alerts(uow, [row for row in open_alerts if row["id"] in resolved], now=now)
+        {
+            key: (evaluation.state.version, evaluation.state.score)
+            for key, (evaluation, _) in evaluations.items()
+            if evaluation.state is not None
+        },
+    )
+    # A key not stored had a newer version stored meanwhile: that one is the one judged.
+    judged = [evaluations[key] for key in evaluations if key in stored]
+    await raise_alerts(uow, [c for evaluation, _ in judged for c in evaluation.raised], now=now)
+    await resolve_alerts(
+        uow,
+        [
+            row
+            for evaluation, mine in judged
+            for row in mine
+            if row["id"] in set(evaluation.resolved)
+        ],
+        now=now,
+    )
 
 
 def _score_state(row: RowMapping | None) -> ScoreState | None:

@@ -1,7 +1,7 @@
 """Benchmark (not a test): the notifications service's three hot paths, against real Postgres.
 
     python -m tests.load.bench_notifications_pipeline [--activities 50000] [--teams 74422]
-        [--alerts 2000]
+        [--alerts 2000] [--scores 100000] [--score-batch 5000] [--only-scores]
 
 Starts its own Postgres + Kafka (or uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS) and drives the
 service in-process:
@@ -10,7 +10,10 @@ service in-process:
 2. the scheduled inactivity sweep over a national-size replica (74,422 teams): the first sweep
    that raises an alert for every silent team, then a steady-state sweep that raises none;
 3. webhook delivery: alerts fanned out to one subscription on a local receiver, drained by the
-   delivery worker: deliveries/s.
+   delivery worker: deliveries/s;
+4. the score stream: `--scores` ScoreUpdated records (teams, villages, communes, provinces over
+   three periods, versions rising, some scores dropping) through the consumer handler in batches
+   of `--score-batch`: records/s, Python CPU per record and the alerts raised.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from common.contracts.scoring import ScoreComponent, ScoreUpdated  # noqa: E402
 from common.contracts.teams import UnitPath  # noqa: E402
 from common.envelope import EventContract, InboundEvent  # noqa: E402
 from common.kafka import ensure_topics  # noqa: E402
+from common.main import settle_heap  # noqa: E402
 from devstack.infra import Infra  # noqa: E402
 from notifications import adapters  # noqa: E402
 from notifications.bootstrap import NotificationsRuntime  # noqa: E402
@@ -190,6 +194,89 @@ async def bench_deliveries(runtime: NotificationsRuntime, clock: MutableClock, n
         )
 
 
+def _score_components(rng: random.Random) -> list[ScoreComponent]:
+    return [
+        ScoreComponent(
+            criterion=f"criterion_{i}",
+            group="activity",
+            points=rng.randint(0, 10),
+            max_points=10,
+            # now and then a criterion reaches its target (an alert to raise once)
+            value=20.0 if rng.random() < 0.002 else rng.random() * 19,
+            target=20,
+        )
+        for i in range(13)
+    ]
+
+
+async def bench_scores(
+    runtime: NotificationsRuntime, clock: MutableClock, n: int, *, batch: int
+) -> None:
+    """Score records as scoring publishes them: most for teams, then their units."""
+    rng = random.Random(13)
+    teams = []
+    for _ in range(5_000):
+        path = [f"{rng.randint(1, 63):02d}", f"D{rng.randint(1, 700)}", f"C{rng.randint(1, 9000)}"]
+        teams.append(
+            {
+                "id": uuid.uuid4(),
+                "unit_path": path,
+                "last_activity_at": clock.now,
+                "first_seen_at": clock.now,
+            }
+        )
+    async with runtime.unit_of_work() as uow:
+        await adapters.touch_teams(uow.session, teams)
+        await uow.commit()
+    subjects: list[tuple[str, str]] = [("team", str(t["id"])) for t in teams]
+    subjects += [("commune", t["unit_path"][2]) for t in teams[:1500]]
+    subjects += [("province", f"{p:02d}") for p in range(1, 64)]
+    versions: dict[tuple[str, str, str], int] = {}
+    scores: dict[tuple[str, str, str], float] = {}
+    events = []
+    for i in range(n):
+        subject_type, subject_id = rng.choice(subjects)
+        key = (subject_type, subject_id, rng.choice(["2026-12", "2026-Q4", "2026"]))
+        versions[key] = versions.get(key, 0) + 1
+        # Mostly rising, now and then a drop of 10-30 points (alerts to raise and resolve).
+        previous = scores.get(key, 50.0)
+        step = -rng.uniform(10, 30) if rng.random() < 0.05 else rng.uniform(0, 3)
+        scores[key] = min(max(previous + step, 0.0), 100.0)
+        events.append(
+            inbound(
+                ScoreUpdated(
+                    subject_type=subject_type,  # type: ignore[arg-type]
+                    subject_id=subject_id,
+                    period=key[2],
+                    criteria_set="default@1",
+                    score=round(scores[key], 2),
+                    components=_score_components(rng),
+                    indicators={"activities": float(versions[key]), "members": 5.0},
+                    version=versions[key],
+                    computed_at=clock.now,
+                ),
+                i,
+            )
+        )
+    handler = notifications_handler(clock)
+    alerts = adapters.alerts_table
+    settle_heap()  # as the worker does: the prepared records stay out of collection
+    started, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, n, batch):
+        async with runtime.unit_of_work() as uow:
+            await handler(uow, events[i : i + batch])
+            await uow.commit()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    async with runtime.sessions() as session:
+        raised = await session.scalar(select(func.count()).select_from(alerts))
+    print(
+        f"[scores] {n:,} score records in batches of {batch:,} in {seconds:.1f} s: "
+        f"{n / seconds:,.0f} records/s (Python CPU {cpu / n * 1e6:,.0f} µs a record); "
+        f"{raised:,} alerts in the table",
+        flush=True,
+    )
+
+
 async def run(args: argparse.Namespace, infra: Infra) -> None:
     await ensure_topics(infra.kafka_bootstrap_servers)
     os.environ.update(
@@ -210,6 +297,10 @@ async def run(args: argparse.Namespace, infra: Infra) -> None:
     runtime = NotificationsRuntime(settings=settings, clock=clock)
     await runtime.start(workers=False)
     try:
+        if args.scores:
+            await bench_scores(runtime, clock, args.scores, batch=args.score_batch)
+        if args.only_scores:
+            return
         await bench_activities(runtime, clock, args.activities)
         await bench_sweep(runtime, clock, args.teams)
         await bench_deliveries(runtime, clock, args.alerts)
@@ -222,6 +313,9 @@ def main() -> None:
     parser.add_argument("--activities", type=int, default=50_000)
     parser.add_argument("--teams", type=int, default=74_422)
     parser.add_argument("--alerts", type=int, default=2_000)
+    parser.add_argument("--scores", type=int, default=100_000)
+    parser.add_argument("--score-batch", type=int, default=5_000)
+    parser.add_argument("--only-scores", action="store_true", help="skip the other phases")
     args = parser.parse_args()
     with bench_infra("cdt-bench-notifications-", kafka_heap="512m") as (infra, _):
         asyncio.run(run(args, infra))

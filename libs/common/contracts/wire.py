@@ -16,6 +16,7 @@ from uuid import UUID
 import msgspec
 
 from common.contracts.activities import ActivityKind, Skill
+from common.contracts.scoring import SubjectType
 from common.envelope import InboundEvent, PoisonRecordError
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -52,6 +53,33 @@ class ActivityVoidedWire(msgspec.Struct, frozen=True):
     team_id: UUID
     reason: str
     voided_at: datetime
+
+
+class ScoreComponentWire(msgspec.Struct, frozen=True):
+    criterion: str
+    points: float
+    max_points: float
+    value: float
+    target: float
+    group: str | None = None
+
+
+class ScoreUpdatedWire(msgspec.Struct, frozen=True):
+    """`ScoreUpdated`, field for field: notifications reads every score scoring publishes."""
+
+    subject_type: SubjectType
+    subject_id: str
+    period: str
+    criteria_set: str
+    score: float
+    version: int
+    computed_at: datetime
+    max_score: float = 100
+    rank: int | None = None
+    rank_of: int | None = None
+    components: list[ScoreComponentWire] = []
+    indicators: dict[str, float] = {}
+    as_of_event_time: datetime | None = None
 
 
 def parse_wire(event: InboundEvent, struct: type[S]) -> S:

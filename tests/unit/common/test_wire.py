@@ -5,12 +5,20 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from common.contracts.activities import SKILLS, ActivityRecorded, ActivityVoided
-from common.contracts.wire import ActivityRecordedWire, ActivityVoidedWire, parse_wire
+from common.contracts.scoring import ScoreComponent, ScoreUpdated
+from common.contracts.wire import (
+    ActivityRecordedWire,
+    ActivityVoidedWire,
+    ScoreUpdatedWire,
+    parse_wire,
+)
 from common.envelope import PoisonRecordError
 from tests.unit.scoring import factory
 
@@ -76,3 +84,58 @@ def test_a_void_without_its_reason_is_poison_for_both() -> None:
         voided.parse(ActivityVoided)
     with pytest.raises(PoisonRecordError):
         parse_wire(voided, ActivityVoidedWire)
+
+
+def _score(rng: random.Random) -> ScoreUpdated:
+    return ScoreUpdated(
+        subject_type=rng.choice(["team", "village", "commune", "province", "national"]),
+        subject_id=str(uuid.uuid4()),
+        period=rng.choice(["2026-12", "2026-Q4", "2026", "campaign:tet"]),
+        criteria_set="default@1",
+        score=rng.random() * 100,
+        rank=rng.choice([None, 3]),
+        rank_of=rng.choice([None, 9]),
+        components=[
+            ScoreComponent(
+                criterion=f"c{i}",
+                group=rng.choice([None, "reach"]),
+                points=rng.randint(0, 10),  # a whole number as JSON writes it
+                max_points=10,
+                value=rng.random() * 40,
+                target=20,
+            )
+            for i in range(rng.randint(0, 13))
+        ],
+        indicators={"activities": float(rng.randint(0, 90)), "members": 5},
+        version=rng.randint(1, 10**6),
+        as_of_event_time=rng.choice([None, datetime(2026, 12, 1, tzinfo=UTC)]),
+        computed_at=datetime(2026, 12, 4, 8, 30, tzinfo=UTC),
+    )
+
+
+def test_score_payloads_decode_to_the_contracts_values() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        event = factory.inbound(_score(rng))
+        model, struct = event.parse(ScoreUpdated), parse_wire(event, ScoreUpdatedWire)
+        assert msgspec.to_builtins(struct) == model.model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"subject_type": "planet"},
+        {"version": "latest"},
+        {"score": "high"},
+        {"computed_at": "now"},
+        {"components": [{"criterion": "c"}]},
+        {"indicators": {"activities": "many"}},
+    ],
+)
+def test_invalid_score_payloads_are_poison_for_both(broken: dict[str, Any]) -> None:
+    whole = factory.inbound(_score(random.Random(1)))
+    event = replace(whole, data={**whole.data, **broken})
+    with pytest.raises(PoisonRecordError):
+        event.parse(ScoreUpdated)
+    with pytest.raises(PoisonRecordError):
+        parse_wire(event, ScoreUpdatedWire)
