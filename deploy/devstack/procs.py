@@ -31,9 +31,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _child_setup(
-    user: str | None, on_parent_death: int = signal.SIGTERM
-) -> Callable[[], None]:
+def _child_setup(user: str | None, on_parent_death: int = signal.SIGTERM) -> Callable[[], None]:
     """Runs in the child between fork and exec.
 
     A supervisor killed by SIGKILL (or a crash) cannot stop its children, so each child asks the

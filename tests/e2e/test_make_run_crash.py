@@ -3,6 +3,7 @@ children left alone) is followed at once by a new `make run`, which comes up by 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,10 +61,8 @@ def test_make_run_after_a_power_cut(workdir, stack_env) -> None:  # type: ignore
     family = descendants(stack.proc.pid)
     assert any("postgres" in Path(f"/proc/{pid}/cmdline").read_text() for pid in family)
     for pid in [stack.proc.pid, *family]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     stack.proc.wait(timeout=10)
     restart(data_dir, stack_env, family)
 
