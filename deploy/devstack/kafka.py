@@ -10,13 +10,23 @@ import base64
 import fcntl
 import os
 import re
+import signal
 import subprocess
 import uuid
 from pathlib import Path
 from typing import IO
 
 from devstack.kafka_ready import broker_answers
-from devstack.procs import free_port, port_open, spawn, stop_process, wait_until
+from devstack.procs import (
+    cmdline,
+    free_port,
+    live_processes,
+    port_open,
+    spawn,
+    stop_pids,
+    stop_process,
+    wait_until,
+)
 
 DEPLOY_KAFKA = Path(__file__).resolve().parent.parent / "kafka"
 POM = DEPLOY_KAFKA / "pom.xml"
@@ -163,11 +173,21 @@ class LocalKafka:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
             )
+        self._stop_leftovers(config)
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} is taken: is another broker running?")
         self.proc = spawn(self._java(libs, "kafka.Kafka", str(config), heap=self.heap), log=log)
         wait_until(self._ready, timeout=timeout, what="Kafka", proc=self.proc, interval=0.3)
         return self.bootstrap_servers
+
+    def _stop_leftovers(self, config: Path) -> None:
+        """A broker of this data dir that outlived its supervisor (killed, it is still shutting
+        down) holds the ports and the log dir: stop it (controlled shutdown, SIGKILL after 60 s).
+        Not for brokers in use: `make run` holds a lock on its data dir."""
+        if leftovers := live_processes(
+            lambda pid: "kafka.Kafka" in (args := cmdline(pid)) and str(config) in args
+        ):
+            stop_pids(leftovers, sig=signal.SIGTERM, timeout=60)
 
     def _ready(self) -> bool:
         if not port_open(self.port):

@@ -15,10 +15,13 @@ from typing import IO
 
 from devstack.procs import (
     chown_tree,
+    cmdline,
     free_port,
+    live_processes,
     port_open,
     run_as,
     spawn,
+    stop_pids,
     stop_process,
     unprivileged_user,
     wait_until,
@@ -113,6 +116,7 @@ class LocalPostgres:
         fresh = not (self.cluster / "PG_VERSION").exists()
         if fresh:
             self._initdb()
+        self._stop_leftovers()
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} is taken: is another cluster running?")
         (self.data_dir / "port").write_text(str(self.port))
@@ -153,11 +157,41 @@ class LocalPostgres:
             ],
             log=log,
             user=self.user,
+            # Fast shutdown when the supervisor dies: clients are cut off (the default SIGTERM
+            # would wait for them), a checkpoint, then exit.
+            on_parent_death=signal.SIGINT,
         )
         wait_until(self._accepting, timeout=timeout, what="PostgreSQL", proc=self.proc)
         if fresh:
             self._create_database()
         return self.url
+
+    def _stop_leftovers(self) -> None:
+        """Make way after a crash of the previous owner of this cluster (not for clusters in
+        use: `make run` holds a lock on its data dir).
+
+        A postmaster of this cluster still alive (its supervisor was killed and it is shutting
+        down, or it outlived it) is stopped cleanly (fast shutdown, SIGQUIT then SIGKILL if it
+        hangs), and backends left by a killed postmaster are killed. Then the lock files left
+        behind are removed: postgres treats them as stale only when their pid is gone, but a
+        killed postmaster stays a zombie until init reaps it (seconds, or never in a container
+        whose init does not reap), and after a reboot the pid may belong to anyone.
+        """
+        cluster = str(self.cluster)
+
+        def ours(pid: int) -> bool:
+            try:
+                return os.readlink(f"/proc/{pid}/cwd") == cluster  # postgres runs in its data dir
+            except OSError:
+                return False
+
+        if leftovers := live_processes(ours):
+            postmasters = [pid for pid in leftovers if _is_postmaster(cmdline(pid), cluster)]
+            if postmasters:
+                stop_pids(postmasters, sig=signal.SIGINT, timeout=60)
+            stop_pids(live_processes(ours), sig=signal.SIGKILL, timeout=10)
+        for stale in [self.cluster / "postmaster.pid", *self.cluster.glob(".s.PGSQL.*")]:
+            stale.unlink(missing_ok=True)
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "PGPASSWORD": self.password}
@@ -191,6 +225,10 @@ class LocalPostgres:
             return
         stop_process(self.proc, sig=signal.SIGQUIT if mode == "immediate" else signal.SIGINT)
         self.proc = None
+
+
+def _is_postmaster(args: list[str], cluster: str) -> bool:
+    return bool(args) and args[0].endswith("/postgres") and cluster in args
 
 
 def _reachable(path: Path, user: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pwd
@@ -30,7 +31,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _child_setup(user: str | None) -> Callable[[], None]:
+def _child_setup(user: str | None, on_parent_death: int = signal.SIGTERM) -> Callable[[], None]:
+    """Runs in the child between fork and exec.
+
+    A supervisor killed by SIGKILL (or a crash) cannot stop its children, so each child asks the
+    kernel for `on_parent_death` when its parent dies: prctl(PR_SET_PDEATHSIG), which also works
+    for children that are not ours to modify (postgres, java) and needs no watchdog thread or
+    pipe. Two caveats: the "parent" is the thread that forked, so spawn from a thread that
+    outlives the child (the main thread here); and a parent that died before the prctl never
+    sends it, hence the getppid() check right after.
+    """
+    parent = os.getpid()
+
     def setup() -> None:
         os.setpgid(0, 0)  # own process group: Ctrl-C in the terminal reaches only the supervisor
         if user is not None:
@@ -38,7 +50,9 @@ def _child_setup(user: str | None) -> Callable[[], None]:
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
         # After setuid (a credential change clears it): die when the supervisor dies.
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, on_parent_death)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), on_parent_death)
 
     return setup
 
@@ -73,7 +87,9 @@ def spawn(
     user: str | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    on_parent_death: int = signal.SIGTERM,
 ) -> subprocess.Popen[str]:
+    """Start `args` in its own process group; it gets `on_parent_death` when this process dies."""
     return subprocess.Popen(
         list(args),
         stdout=log if log is not None else subprocess.PIPE,
@@ -81,7 +97,7 @@ def spawn(
         text=True,
         env=env,
         cwd=cwd,
-        preexec_fn=_child_setup(user),  # noqa: PLW1509 - needs setuid and PDEATHSIG
+        preexec_fn=_child_setup(user, on_parent_death),  # noqa: PLW1509 - setuid, PDEATHSIG
     )
 
 
@@ -110,6 +126,48 @@ def stop_process(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def alive(pid: int) -> bool:
+    """`pid` exists and is not a zombie (a dead child its new parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def live_processes(match: Callable[[int], bool]) -> list[int]:
+    """Live processes (not this one) for which `match(pid)` holds."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            pid = int(entry.name)
+            if match(pid) and alive(pid):
+                found.append(pid)
+    return found
+
+
+def stop_pids(pids: Sequence[int], *, sig: int, timeout: float) -> None:
+    """Send `sig` to processes that are not our children, wait for them to die (SIGKILL after
+    `timeout`)."""
+    for last in (sig, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, last)
+        deadline = time.monotonic() + (timeout if last == sig else 10)
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not any(alive(pid) for pid in pids):
+            return
+    raise RuntimeError(f"processes {list(pids)} survive SIGKILL")
 
 
 def wait_until(
