@@ -200,21 +200,35 @@ OUTBOX_CHUNK = 5_000
 _PLAIN_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "topic")
 
 
+OUTBOX_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "topic", "payload", "headers")
+
+
+def outbox_insert_sql(outbox: Table, *, rows: str, order_by: str) -> str:
+    """The one way outbox rows are written: `INSERT … SELECT` from `rows`, a relation with the
+    `OUTBOX_COLUMNS` (payload and headers as JSON text), inserted in `order_by` order (so
+    numbered by `seq`, the relay's order). `UnitOfWork` feeds it column arrays; activities'
+    ingest feeds it from the statement that stores the activities (one statement, no
+    transaction: its hottest path)."""
+    return (
+        f'INSERT INTO "{outbox.schema}"."{outbox.name}" ({", ".join(OUTBOX_COLUMNS)})'  # noqa: S608 - our own table
+        " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS json),"
+        f" CAST(headers AS json) FROM {rows} ORDER BY {order_by}"
+    )
+
+
 @functools.cache
 def _outbox_insert(tables: ServiceTables) -> TextClause:
-    """INSERT … SELECT FROM unnest(column arrays) WITH ORDINALITY: one statement for many rows,
-    inserted (and so numbered by `seq`, the relay's order) in the order they were published."""
-    outbox = tables.outbox
+    """One statement for many rows, from column arrays (`unnest … WITH ORDINALITY`)."""
     return text(
-        f'INSERT INTO "{outbox.schema}"."{outbox.name}"'  # noqa: S608 - our own table, values bound
-        " (id, aggregatetype, aggregateid, type, topic, payload, headers)"
-        " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS json),"
-        " CAST(headers AS json)"
-        " FROM unnest(CAST(:id AS uuid[]), CAST(:aggregatetype AS text[]),"
-        " CAST(:aggregateid AS text[]), CAST(:type AS text[]), CAST(:topic AS text[]),"
-        " CAST(:payload AS text[]), CAST(:headers AS text[]))"
-        " WITH ORDINALITY AS r(id, aggregatetype, aggregateid, type, topic, payload, headers, n)"
-        " ORDER BY n"
+        outbox_insert_sql(
+            tables.outbox,
+            rows="unnest(CAST(:id AS uuid[]), CAST(:aggregatetype AS text[]),"
+            " CAST(:aggregateid AS text[]), CAST(:type AS text[]), CAST(:topic AS text[]),"
+            " CAST(:payload AS text[]), CAST(:headers AS text[]))"
+            " WITH ORDINALITY AS r(id, aggregatetype, aggregateid, type, topic, payload,"
+            " headers, n)",
+            order_by="n",
+        )
     )
 
 

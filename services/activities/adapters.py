@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
 from common.contracts.teams import MemberChanged, TeamChanged
-from common.db import DirectConnections, dump_json, upsert_newer
+from common.db import DirectConnections, dump_json, outbox_insert_sql, upsert_newer
 from common.outbox_tables import define_service_tables
 
 SCHEMA = "activities"
@@ -460,13 +460,18 @@ stored AS (
   FROM input JOIN claimed USING (id)
 ),
 published AS (
-  INSERT INTO activities.outbox (id, aggregatetype, aggregateid, type, topic, payload, headers)
-  SELECT event_id, 'activity', CAST(team_id AS text), type, topic, CAST(payload AS json),
-    CAST(headers AS json)
-  FROM input JOIN claimed USING (id) ORDER BY ord
+  {published}
 )
 SELECT id FROM claimed
-"""
+""".format(  # noqa: S608 - constant fragments, every value bound
+    published=outbox_insert_sql(
+        service_tables.outbox,
+        rows="(SELECT event_id AS id, 'activity' AS aggregatetype,"
+        " CAST(team_id AS text) AS aggregateid, type, topic, payload, headers, ord"
+        " FROM input JOIN claimed USING (id)) AS r",
+        order_by="ord",
+    )
+)
 
 
 async def insert_activities(

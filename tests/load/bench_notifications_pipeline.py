@@ -1,7 +1,7 @@
 """Benchmark (not a test): the notifications service's three hot paths, against real Postgres.
 
     python -m tests.load.bench_notifications_pipeline [--activities 50000] [--teams 74422]
-        [--alerts 2000] [--scores 100000] [--score-batch 5000] [--only-scores]
+        [--alerts 2000] [--scores 50000] [--score-batch 5000] [--only-scores]
 
 Starts its own Postgres + Kafka (or uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS) and drives the
 service in-process:
@@ -313,7 +313,7 @@ def main() -> None:
     parser.add_argument("--activities", type=int, default=50_000)
     parser.add_argument("--teams", type=int, default=74_422)
     parser.add_argument("--alerts", type=int, default=2_000)
-    parser.add_argument("--scores", type=int, default=100_000)
+    parser.add_argument("--scores", type=int, default=50_000)
     parser.add_argument("--score-batch", type=int, default=5_000)
     parser.add_argument("--only-scores", action="store_true", help="skip the other phases")
     args = parser.parse_args()
