@@ -124,3 +124,19 @@ async def start_groups_at_topic_ends(bootstrap_servers: str, *, timeout: float =
                 await asyncio.sleep(1)
             finally:
                 await consumer.stop()
+
+
+async def recompute_job(http: Any, *, base_url: str = "", timeout: float = 120.0) -> dict[str, Any]:
+    """`POST /v1/recompute` (202 and a job), then the job polled until it ends; its last view."""
+    started = await http.post(f"{base_url}/v1/recompute", headers=OPERATOR)
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert started.headers["location"] == f"/v1/recompute/{job['id']}"
+
+    async def ended() -> dict[str, Any] | None:
+        reply = await http.get(f"{base_url}/v1/recompute/{job['id']}", headers=OPERATOR)
+        assert reply.status_code == 200, reply.text
+        view: dict[str, Any] = reply.json()
+        return view if view["state"] in ("succeeded", "failed") else None
+
+    return await eventually(ended, timeout=timeout, interval=0.2, what="the recompute job")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -83,6 +84,7 @@ class ServiceRuntime:
         self.lag_monitor: LagMonitor | None = None
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Task[None]] = set()
         self._producer_ready = asyncio.Event()
 
     def unit_of_work(self) -> UnitOfWork:
@@ -121,6 +123,9 @@ class ServiceRuntime:
             self.relay.stop()
         if self.lag_monitor is not None:
             self.lag_monitor.stop()
+        for job in list(self._jobs):  # a job is long (a national recompute): it starts again
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=DRAIN_TIMEOUT_SECONDS)
             if pending:
@@ -139,6 +144,13 @@ class ServiceRuntime:
         await self.direct.close()
         await self.engine.dispose()
         self.tracer_provider.shutdown()
+
+    def start_job(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """One-off background work a request started (a recompute): kept referenced until it
+        ends, cancelled when the service stops. Not restarted: the job records its outcome."""
+        job = asyncio.create_task(work, name=name)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
 
     def _spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, work), name=name))

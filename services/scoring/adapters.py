@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
@@ -253,6 +254,31 @@ campaigns = Table(
     Column("end_date", Date, nullable=False),
     Column("unit_codes", ARRAY(Text), nullable=False, server_default="{}"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Full recomputes run as background jobs: one at a time (the partial unique index), their
+# progress written while they run so `GET /v1/recompute/{id}` can report it.
+JOB_ACTIVE_STATES = ("queued", "running")
+recompute_jobs = Table(
+    "recompute_jobs",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("state", key_string(16), nullable=False),  # queued, running, succeeded, failed
+    Column("facts_total", BigInteger),
+    Column("facts_done", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    # bumped every second while the job runs: a job not bumped for long died with its process
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("result", JSON),
+    Column("error", Text),
+    Index(
+        "ux_recompute_jobs_one_active",
+        text("(true)"),
+        unique=True,
+        postgresql_where=text("state IN ('queued', 'running')"),
+    ),
 )
 
 LEVEL_COLUMNS = ("province", "district", "commune", "village")
@@ -1173,3 +1199,68 @@ async def _sibling_scores(
     ):
         siblings[by_key[(stype, sid, period)]][sid] = float(value)
     return siblings
+
+
+# --------------------------------------------------------------------------- recompute jobs
+
+STALE_JOB_SECONDS = 30
+
+
+async def create_recompute_job(session: AsyncSession, job_id: UUID) -> RowMapping:
+    """A new queued job, or the one already queued or running (one at a time). A job whose
+    heartbeat stopped (its process died: its transaction rolled back) is failed first."""
+    await session.execute(
+        update(recompute_jobs)
+        .where(
+            recompute_jobs.c.state.in_(JOB_ACTIVE_STATES),
+            recompute_jobs.c.heartbeat_at
+            < func.now() - text(f"interval '{STALE_JOB_SECONDS} seconds'"),
+        )
+        .values(
+            state="failed",
+            finished_at=func.now(),
+            error="interrupted: the process running it stopped",
+        )
+    )
+    created = (
+        (
+            await session.execute(
+                insert(recompute_jobs)
+                .values(id=job_id, state="queued")
+                .on_conflict_do_nothing()
+                .returning(*recompute_jobs.c)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if created is not None:
+        return created
+    active = (
+        (
+            await session.execute(
+                select(recompute_jobs).where(recompute_jobs.c.state.in_(JOB_ACTIVE_STATES))
+            )
+        )
+        .mappings()
+        .first()
+    )
+    assert active is not None, "the insert conflicted with an active job"
+    return active
+
+
+async def recompute_job(session: AsyncSession, job_id: UUID) -> RowMapping | None:
+    return (
+        (await session.execute(select(recompute_jobs).where(recompute_jobs.c.id == job_id)))
+        .mappings()
+        .first()
+    )
+
+
+async def update_recompute_job(session: AsyncSession, job_id: UUID, **values: Any) -> None:
+    """Progress, state or outcome of a job; every update is a heartbeat."""
+    await session.execute(
+        update(recompute_jobs)
+        .where(recompute_jobs.c.id == job_id)
+        .values(heartbeat_at=func.now(), **values)
+    )

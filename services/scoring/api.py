@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
-from common.app import OperatorDep, UowDep
+from common.app import OperatorDep, RuntimeDep, UowDep
 from common.problems import ProblemError
 from scoring import adapters, domain, use_cases
 
@@ -481,14 +482,28 @@ async def get_rankings(
 # --------------------------------------------------------------------------- recompute
 
 
-@router.post("/recompute", dependencies=[OperatorDep])
-async def post_recompute(uow: UowDep) -> dict[str, Any]:
-    """Rebuild every indicator from stored facts (same code path as the consumer), re-score."""
-    result = await use_cases.recompute(uow.session)
-    await uow.commit()
-    return {
-        "facts": result.facts,
-        "teams": result.teams,
-        "subjects_to_rescore": result.dirty,
-        "seconds": round(result.seconds, 3),
-    }
+@router.post(
+    "/recompute",
+    dependencies=[OperatorDep],
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={202: {"description": "the job, new or the one already queued or running"}},
+)
+async def post_recompute(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+    """Rebuild every indicator from stored facts (same code path as the consumer) and re-score,
+    as a background job: one at a time; a second call while one runs returns that one."""
+    job, created = await use_cases.start_recompute(runtime)
+    response.headers["Location"] = f"/v1/recompute/{job['id']}"
+    return {**use_cases.job_view(job, now=datetime.now(UTC)), "created": created}
+
+
+@router.get(
+    "/recompute/{job_id}",
+    dependencies=[OperatorDep],
+    responses={404: {"description": "no such job"}},
+)
+async def get_recompute(job_id: UUID, uow: UowDep) -> dict[str, Any]:
+    """A recompute job: state, facts done of total, facts per second and the time left."""
+    job = await adapters.recompute_job(uow.session, job_id)
+    if job is None:
+        raise ProblemError(404, "Not Found", "no recompute job with this id")
+    return use_cases.job_view(job, now=datetime.now(UTC))

@@ -10,11 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
 
 from common.contracts.scoring import ScoreUpdated
 from common.db import UnitOfWork, json_once
@@ -409,6 +412,121 @@ async def recompute(
     return RecomputeResult(
         facts=done, teams=teams, seconds=time.perf_counter() - started, dirty=dirty
     )
+
+
+# --------------------------------------------------------------------------- recompute jobs
+
+JOB_HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass
+class JobProgress:
+    """Facts done and total, as `recompute` reports them (read by the job's heartbeat)."""
+
+    done: int = 0
+    total: int | None = None
+
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
+async def start_recompute(runtime: ServiceRuntime) -> tuple[RowMapping, bool]:
+    """The job answering `POST /v1/recompute`: a new one, running in the background, or the
+    one already queued or running (False: not created by this call)."""
+    job_id = uuid7()
+    async with runtime.unit_of_work() as uow:
+        job = await adapters.create_recompute_job(uow.session, job_id)
+        await uow.commit()
+    created = job["id"] == job_id
+    if created:
+        runtime.start_job(f"recompute {job_id}", run_recompute_job(runtime, job_id))
+    return job, created
+
+
+async def run_recompute_job(runtime: ServiceRuntime, job_id: UUID) -> None:
+    """Run the recompute in one transaction while a heartbeat records its progress in others;
+    the outcome (counts, or the error's type) is stored with the job."""
+    progress = JobProgress()
+    await _update_job(runtime, job_id, state="running", started_at=func.now())
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(JOB_HEARTBEAT_SECONDS)
+            await _update_job(runtime, job_id, facts_done=progress.done, facts_total=progress.total)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        async with runtime.unit_of_work() as uow:
+            result = await recompute(uow.session, progress=progress.update)
+            await uow.commit()
+    except asyncio.CancelledError:
+        await asyncio.shield(
+            _update_job(
+                runtime,
+                job_id,
+                state="failed",
+                finished_at=func.now(),
+                error="interrupted: the service stopped",
+            )
+        )
+        raise
+    except Exception as exc:
+        log.exception("recompute job %s failed", job_id)
+        await _update_job(
+            runtime, job_id, state="failed", finished_at=func.now(), error=type(exc).__name__
+        )
+    else:
+        await _update_job(
+            runtime,
+            job_id,
+            state="succeeded",
+            finished_at=func.now(),
+            facts_done=result.facts,
+            facts_total=result.facts,
+            result={
+                "facts": result.facts,
+                "teams": result.teams,
+                "subjects_to_rescore": result.dirty,
+                "seconds": round(result.seconds, 3),
+            },
+        )
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
+async def _update_job(runtime: ServiceRuntime, job_id: UUID, **values: Any) -> None:
+    async with runtime.unit_of_work() as uow:
+        await adapters.update_recompute_job(uow.session, job_id, **values)
+        await uow.commit()
+
+
+def job_view(job: RowMapping, *, now: datetime) -> dict[str, Any]:
+    """A job as `GET /v1/recompute/{id}` shows it: state, facts done of total, rate and ETA."""
+    done, total = int(job["facts_done"]), job["facts_total"]
+    started, finished = job["started_at"], job["finished_at"]
+    elapsed = ((finished or now) - started).total_seconds() if started else 0.0
+    rate = done / elapsed if elapsed > 0 else None
+    remaining = (total - done) if total is not None else None
+    eta = (
+        round(remaining / rate, 1)
+        if job["state"] == "running" and rate and remaining is not None
+        else None
+    )
+    return {
+        "id": str(job["id"]),
+        "state": job["state"],
+        "facts_done": done,
+        "facts_total": total,
+        "facts_per_second": round(rate, 1) if rate is not None else None,
+        "eta_seconds": eta,
+        "created_at": job["created_at"],
+        "started_at": started,
+        "finished_at": finished,
+        "result": job["result"],
+        "error": job["error"],
+    }
 
 
 async def rebuild_if_missing(session: AsyncSession) -> RecomputeResult | None:

@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.topics import ACTIVITY_RECORDED
 from tests.faults.stack import Load, Stack
-from tests.helpers import OPERATOR
+from tests.helpers import recompute_job
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 NATIONAL = ("national", "VN")
@@ -212,9 +212,10 @@ async def assert_applied_in_log_order(
 
 async def recompute(stack: Stack) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=120) as http:
-        reply = await http.post(f"{stack.url('scoring')}/v1/recompute", headers=OPERATOR)
-    assert reply.status_code == 200, reply.text
-    return reply.json()  # type: ignore[no-any-return]
+        job = await recompute_job(http, base_url=stack.url("scoring"))
+    assert job["state"] == "succeeded", job
+    result: dict[str, Any] = job["result"]
+    return result
 
 
 async def assert_invariant(

@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select, text
 from common.contracts.teams import AdminUnitChanged
 from scoring import adapters, domain, use_cases
 from scoring.handlers import apply_batch, fact_from_event
-from tests.helpers import OPERATOR
+from tests.helpers import OPERATOR, eventually, recompute_job
 from tests.integration.scoring.conftest import indicators, produce, wait_processed
 from tests.unit.scoring import factory
 
@@ -70,13 +70,18 @@ async def test_random_streams_in_postgres_equal_a_from_scratch_recompute(scoring
     await wait_processed(runtime, events)
 
     before = await snapshot(runtime)
-    reply = await client.post("/v1/recompute", headers=OPERATOR)
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["facts"] > 0
+    job = await recompute_job(client)
+    assert job["state"] == "succeeded", job
+    assert job["result"]["facts"] > 0
+    assert job["facts_done"] == job["facts_total"] == job["result"]["facts"]
+    assert job["facts_per_second"] > 0 and job["eta_seconds"] is None
     after = await snapshot(runtime)
     for name, rows in before.items():
         assert after[name] == rows, (name, sorted(after[name] ^ rows)[:10])
     assert (await client.post("/v1/recompute")).status_code == 401
+    assert (await client.get(f"/v1/recompute/{job['id']}")).status_code == 401
+    unknown = await client.get(f"/v1/recompute/{uuid.uuid4()}", headers=OPERATOR)
+    assert unknown.status_code == 404, unknown.text
 
     # an upgrade that empties the derived tables (migration 0004): the worker rebuilds them
     async with runtime.unit_of_work() as uow:
@@ -166,7 +171,7 @@ async def test_cli_recompute_reports_progress_and_changes_nothing(scoring, subpr
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, err.decode()
-    assert "facts (" in err.decode()  # progress lines
+    assert "recompute: [" in err.decode() and "facts, " in err.decode()  # progress bar lines
     assert "recompute: done:" in out.decode()
     assert await snapshot(runtime) == before
 
@@ -204,3 +209,44 @@ async def test_merged_commune_rerolls_history_to_its_successor(scoring, producer
     assert moved["activities"] == 3 and moved["households_visited"] == 3
     assert (await indicators(runtime, "village", f"{old}-V1", "2026-11"))["activities"] == 3
     assert (await indicators(runtime, "province", province, "2026-11"))["activities"] == 3
+
+
+async def test_one_recompute_job_at_a_time_and_a_dead_one_is_failed(scoring) -> None:
+    """A second POST while a job runs returns that job; a job whose process died (heartbeat
+    stopped) is marked failed when the next one is asked for."""
+    client, runtime = scoring
+    async with runtime.unit_of_work() as holder:
+        await adapters.lock_for_recompute(holder.session)  # the job will wait on this lock
+        first = await client.post("/v1/recompute", headers=OPERATOR)
+        assert first.status_code == 202 and first.json()["created"] is True, first.text
+        job_id = first.json()["id"]
+
+        async def running() -> bool:
+            view = await client.get(f"/v1/recompute/{job_id}", headers=OPERATOR)
+            return bool(view.json()["state"] == "running")
+
+        await eventually(running, what="the job to start")
+        again = await client.post("/v1/recompute", headers=OPERATOR)
+        assert again.status_code == 202 and again.json()["id"] == job_id
+        assert again.json()["created"] is False
+        await holder.rollback()
+
+    async def ended() -> dict[str, Any] | None:
+        view = (await client.get(f"/v1/recompute/{job_id}", headers=OPERATOR)).json()
+        return view if view["state"] == "succeeded" else None
+
+    done = await eventually(ended, timeout=60, what="the job to finish")
+    assert done["result"]["facts"] == done["facts_done"]
+
+    dead = uuid.uuid4()
+    async with runtime.unit_of_work() as uow:
+        await uow.session.execute(
+            adapters.recompute_jobs.insert().values(
+                id=dead, state="running", heartbeat_at=func.now() - text("interval '5 minutes'")
+            )
+        )
+        await uow.commit()
+    fresh = await recompute_job(client)
+    assert fresh["state"] == "succeeded" and fresh["id"] != str(dead)
+    stale = (await client.get(f"/v1/recompute/{dead}", headers=OPERATOR)).json()
+    assert stale["state"] == "failed" and stale["error"].startswith("interrupted"), stale
