@@ -545,19 +545,19 @@ def score_key(score: ScoreRecord) -> ScoreKey:
 
 
 def judging_rounds(
-    scores: Sequence[ScoreRecord], *, comparison: Mapping[int, ScoreKey]
+    scores: Sequence[ScoreRecord], *, comparison: Mapping[ScoreKey, ScoreKey]
 ) -> list[list[ScoreRecord]]:
     """The batch in rounds judged one after the other, each judging a key at most once and
     after every earlier score of the batch it reads (its own key, or the period it compares
     against): the same outcome as judging the scores one by one, with set-based reads and
-    writes per round. `comparison`: position in `scores` -> the key that score compares with.
+    writes per round. `comparison`: a score's key -> the key of the period it compares with.
     Most batches make one round (the publisher coalesces a subject-period per pass)."""
     last_round: dict[ScoreKey, int] = {}
     rounds: list[list[ScoreRecord]] = []
-    for position, score in enumerate(scores):
+    for score in scores:
         key = score_key(score)
         after = last_round.get(key, -1)
-        compared = comparison.get(position)
+        compared = comparison.get(key)
         if compared is not None:
             after = max(after, last_round.get(compared, -1))
         index = after + 1

@@ -8,7 +8,7 @@ key) because producers may re-publish the same fact under a new event id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -254,14 +254,16 @@ async def on_scores_updated(
         return paths[SubjectKey(score.subject_type, score.subject_id)]
 
     book = await RuleBook.load(uow, provinces={p[0] if p else None for p in paths.values()})
-    comparison = {}
-    for position, score in enumerate(scores):
+    comparisons = {}  # a score's key -> the key of the period its score drop compares with
+    for score in scores:
         path = path_of(score)
         earlier = comparison_period(score, rules=book, province=path[0] if path else None)
         if earlier is not None:
-            comparison[position] = ScoreKey(score.subject_type, score.subject_id, earlier)
-    for judged in judging_rounds(scores, comparison=comparison):
-        await _judge_round(uow, judged, rules=book, path_of=path_of, now=now)
+            comparisons[score_key(score)] = ScoreKey(score.subject_type, score.subject_id, earlier)
+    for judged in judging_rounds(scores, comparison=comparisons):
+        await _judge_round(
+            uow, judged, rules=book, path_of=path_of, comparisons=comparisons, now=now
+        )
 
 
 async def _judge_round(
@@ -270,6 +272,7 @@ async def _judge_round(
     *,
     rules: RuleBook,
     path_of: Callable[[ScoreRecord], tuple[str, ...]],
+    comparisons: Mapping[ScoreKey, ScoreKey],
     now: datetime,
 ) -> None:
     """Scores of distinct keys, none reading what another one writes."""
@@ -277,13 +280,9 @@ async def _judge_round(
     fresh = [s for s in scores if next_score_state(_score_state(states.get(score_key(s))), s)]
     if not fresh:
         return  # replays or out-of-order older versions: already judged
-    comparisons = {}
-    for score in fresh:
-        path = path_of(score)
-        earlier = comparison_period(score, rules=rules, province=path[0] if path else None)
-        if earlier is not None:
-            comparisons[score_key(score)] = ScoreKey(score.subject_type, score.subject_id, earlier)
-    earlier_states = await adapters.score_states_of(uow.session, comparisons.values())
+    earlier_states = await adapters.score_states_of(
+        uow.session, [c for s in fresh if (c := comparisons.get(score_key(s))) is not None]
+    )
     conditions = {
         score_key(s): score_conditions(s, rules=rules, unit_path=path_of(s)) for s in fresh
     }
@@ -329,15 +328,9 @@ async def _judge_round(
     # A key not stored had a newer version stored meanwhile: that one is the one judged.
     judged = [evaluations[key] for key in evaluations if key in stored]
     await raise_alerts(uow, [c for evaluation, _ in judged for c in evaluation.raised], now=now)
+    resolved = {alert_id for evaluation, _ in judged for alert_id in evaluation.resolved}
     await resolve_alerts(
-        uow,
-        [
-            row
-            for evaluation, mine in judged
-            for row in mine
-            if row["id"] in set(evaluation.resolved)
-        ],
-        now=now,
+        uow, [row for _, mine in judged for row in mine if row["id"] in resolved], now=now
     )
 
 

@@ -44,10 +44,10 @@ def test_versions_of_one_key_are_judged_in_order_one_round_each() -> None:
 def test_a_score_comes_after_the_earlier_score_of_the_period_it_compares_with() -> None:
     november, december = _score("a", "2026-11", 5), _score("a", "2026-12", 1)
     batch = [november, december]
-    comparison = {1: ScoreKey("team", "a", "2026-11")}
+    comparison = {score_key(december): ScoreKey("team", "a", "2026-11")}
     assert _keys(judging_rounds(batch, comparison=comparison)) == [
         [("a", "2026-11", 5)],
         [("a", "2026-12", 1)],
     ]
     # compared with a period that comes later in the batch: nothing to wait for
-    assert len(judging_rounds([december, november], comparison={0: score_key(november)})) == 1
+    assert len(judging_rounds([december, november], comparison=comparison)) == 1
