@@ -9,7 +9,7 @@ upsert so concurrent writers lock rows in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -40,7 +40,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from common.db import dump_json, json_rows, upsert_newer
 from common.outbox_tables import define_service_tables
@@ -1411,6 +1411,56 @@ async def ranking_rows(
     ).all()
 
 
+# --------------------------------------------------------------------------- full recompute
+
+_LIVE_FACT = activity_facts.c.recorded & ~activity_facts.c.voided
+
+
+async def truncate_derived(session: AsyncSession) -> None:
+    """Empty the dirty marks and every indicator table (the recompute rebuilds them).
+
+    dirty_subjects first: the publisher locks it first too (take_dirty), then reads the
+    indicators; locking the indicators before it would deadlock with a pass in progress.
+    """
+    await session.execute(
+        text(
+            "TRUNCATE scoring.dirty_subjects, scoring.indicator_sets, scoring.distinct_values, "
+            "scoring.state_values"
+        )
+    )
+
+
+async def count_live_facts(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).where(_LIVE_FACT)) or 0)
+
+
+async def live_fact_batches(
+    session: AsyncSession, *, chunk: int
+) -> AsyncIterator[list[ActivityFact]]:
+    """Every live fact, streamed in team order, in batches of `chunk`."""
+    stream = await session.stream(
+        select(activity_facts)
+        .where(_LIVE_FACT)
+        .order_by(activity_facts.c.team_id)
+        .execution_options(yield_per=chunk)
+    )
+    async for partition in stream.mappings().partitions(chunk):
+        yield [fact_of(row) for row in partition]
+
+
+async def any_fact_stored(session: AsyncSession) -> bool:
+    return await session.scalar(select(activity_facts.c.activity_id).limit(1)) is not None
+
+
+async def any_indicator_stored(session: AsyncSession) -> bool:
+    return await session.scalar(select(indicator_sets.c.subject_id).limit(1)) is not None
+
+
+async def team_state_rows(session: AsyncSession) -> Sequence[RowMapping]:
+    """The whole team and member replica (one row per team)."""
+    return (await session.execute(select(team_state))).mappings().all()
+
+
 # --------------------------------------------------------------------------- recompute jobs
 
 STALE_JOB_SECONDS = 30
@@ -1465,6 +1515,11 @@ async def recompute_job(session: AsyncSession, job_id: UUID) -> RowMapping | Non
         .mappings()
         .first()
     )
+
+
+def db_now() -> ColumnElement[datetime]:
+    """The transaction's time on the database (`now()`), for a job's timestamps."""
+    return func.now()
 
 
 async def update_recompute_job(session: AsyncSession, job_id: UUID, **values: Any) -> None:
