@@ -9,9 +9,9 @@ upsert so concurrent writers lock rows in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -38,9 +38,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from common.db import dump_json, json_rows, upsert_newer
 from common.outbox_tables import define_service_tables
@@ -1201,6 +1201,266 @@ async def _sibling_scores(
     return siblings
 
 
+# --------------------------------------------------------------------------- criteria sets
+
+
+async def list_criteria_set_rows(session: AsyncSession, *, limit: int) -> Sequence[RowMapping]:
+    """Stored criteria sets, oldest first."""
+    return (
+        (
+            await session.execute(
+                select(criteria_sets).order_by(criteria_sets.c.created_at).limit(limit)
+            )
+        )
+        .mappings()
+        .all()
+    )
+
+
+async def criteria_set_row(session: AsyncSession, *, version: str) -> RowMapping | None:
+    """One stored criteria set as its row (name, flags, times, definition)."""
+    return (
+        (await session.execute(select(criteria_sets).where(criteria_sets.c.version == version)))
+        .mappings()
+        .first()
+    )
+
+
+async def criteria_set_versions(session: AsyncSession) -> list[str]:
+    return list((await session.scalars(select(criteria_sets.c.version))).all())
+
+
+async def insert_criteria_set(
+    session: AsyncSession, *, version: str, name: str, definition: dict[str, Any]
+) -> None:
+    """Raises `IntegrityError` when a concurrent create took `version`."""
+    await session.execute(
+        criteria_sets.insert().values(version=version, name=name, definition=definition)
+    )
+
+
+async def lock_criteria_sets(session: AsyncSession) -> None:
+    """Serialise activations until the transaction ends."""
+    await session.execute(text("LOCK TABLE scoring.criteria_sets IN EXCLUSIVE MODE"))
+
+
+async def criteria_set_exists(session: AsyncSession, *, version: str) -> bool:
+    found = await session.scalar(
+        select(criteria_sets.c.version).where(criteria_sets.c.version == version)
+    )
+    return found is not None
+
+
+async def activate_criteria_set(
+    session: AsyncSession, *, version: str, activated_at: datetime
+) -> None:
+    """`version` becomes the only active set."""
+    await session.execute(update(criteria_sets).where(criteria_sets.c.active).values(active=False))
+    await session.execute(
+        update(criteria_sets)
+        .where(criteria_sets.c.version == version)
+        .values(active=True, activated_at=activated_at)
+    )
+
+
+# --------------------------------------------------------------------------- targets
+
+
+async def upsert_target(
+    session: AsyncSession,
+    *,
+    subject_type: str,
+    subject_id: str,
+    period: str,
+    indicator: str,
+    value: float,
+    updated_at: datetime,
+) -> None:
+    statement = insert(targets).values(
+        subject_type=subject_type,
+        subject_id=subject_id,
+        period=period,
+        indicator=indicator,
+        value=value,
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["subject_type", "subject_id", "period", "indicator"],
+            set_={"value": statement.excluded.value, "updated_at": updated_at},
+        )
+    )
+
+
+# --------------------------------------------------------------------------- campaigns
+
+
+async def insert_campaign(
+    session: AsyncSession,
+    *,
+    campaign_id: str,
+    name: str,
+    start_date: date,
+    end_date: date,
+    unit_codes: Sequence[str],
+) -> RowMapping | None:
+    """The new campaign's row, or None when one with this id exists."""
+    inserted = await session.execute(
+        insert(campaigns)
+        .values(
+            id=campaign_id,
+            name=name,
+            start_date=start_date,
+            end_date=end_date,
+            unit_codes=list(unit_codes),
+        )
+        .on_conflict_do_nothing()
+        .returning(*campaigns.c)
+    )
+    return inserted.mappings().first()
+
+
+async def list_campaign_rows(
+    session: AsyncSession, *, after: str | None, limit: int
+) -> Sequence[RowMapping]:
+    """Up to `limit` campaigns by id, those after `after` when given."""
+    query = select(campaigns).order_by(campaigns.c.id).limit(limit)
+    if after:
+        query = query.where(campaigns.c.id > after)
+    return (await session.execute(query)).mappings().all()
+
+
+# --------------------------------------------------------------------------- scores and rankings
+
+
+async def subject_exists(session: AsyncSession, *, subject_type: str, subject_id: str) -> bool:
+    """Whether the subject has been placed (it has or had indicators)."""
+    found = await session.scalar(
+        select(subjects.c.subject_id).where(
+            subjects.c.subject_type == subject_type, subjects.c.subject_id == subject_id
+        )
+    )
+    return found is not None
+
+
+async def score_row(
+    session: AsyncSession,
+    *,
+    subject_type: str,
+    subject_id: str,
+    period: str,
+    criteria_set: str,
+) -> RowMapping | None:
+    """The published score of a subject-period under one criteria set."""
+    return (
+        (
+            await session.execute(
+                select(scores).where(
+                    scores.c.subject_type == subject_type,
+                    scores.c.subject_id == subject_id,
+                    scores.c.period == period,
+                    scores.c.criteria_set == criteria_set,
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+_RANKING = text(
+    """
+    SELECT sc.subject_id, sc.score, sc.version, sc.as_of_event_time,
+           rank() OVER (ORDER BY sc.score DESC) AS rank, count(*) OVER () AS rank_of
+    FROM scoring.scores sc
+    JOIN scoring.subjects s
+      ON s.subject_type = sc.subject_type AND s.subject_id = sc.subject_id
+    WHERE sc.subject_type = :level AND sc.period = :period
+      AND sc.criteria_set = :cs
+      AND (CAST(:parent AS text) IS NULL
+           OR :parent IN (s.province, s.district, s.commune, s.village))
+    ORDER BY sc.score DESC, sc.subject_id
+    LIMIT :limit OFFSET :offset
+    """
+)
+
+
+async def ranking_rows(
+    session: AsyncSession,
+    *,
+    level: str,
+    period: str,
+    criteria_set: str,
+    parent: str | None,
+    limit: int,
+    offset: int,
+) -> Sequence[Row[*tuple[Any, ...]]]:
+    """(subject_id, score, version, as_of_event_time, rank, rank_of) of `level` under `parent`
+    (None: all), best score first (competition rank, ties share)."""
+    return (
+        await session.execute(
+            _RANKING,
+            {
+                "level": level,
+                "period": period,
+                "cs": criteria_set,
+                "parent": parent,
+                "limit": limit,
+                "offset": offset,
+            },
+        )
+    ).all()
+
+
+# --------------------------------------------------------------------------- full recompute
+
+_LIVE_FACT = activity_facts.c.recorded & ~activity_facts.c.voided
+
+
+async def truncate_derived(session: AsyncSession) -> None:
+    """Empty the dirty marks and every indicator table (the recompute rebuilds them).
+
+    dirty_subjects first: the publisher locks it first too (take_dirty), then reads the
+    indicators; locking the indicators before it would deadlock with a pass in progress.
+    """
+    await session.execute(
+        text(
+            "TRUNCATE scoring.dirty_subjects, scoring.indicator_sets, scoring.distinct_values, "
+            "scoring.state_values"
+        )
+    )
+
+
+async def count_live_facts(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).where(_LIVE_FACT)) or 0)
+
+
+async def live_fact_batches(
+    session: AsyncSession, *, chunk: int
+) -> AsyncIterator[list[ActivityFact]]:
+    """Every live fact, streamed in team order, in batches of `chunk`."""
+    stream = await session.stream(
+        select(activity_facts)
+        .where(_LIVE_FACT)
+        .order_by(activity_facts.c.team_id)
+        .execution_options(yield_per=chunk)
+    )
+    async for partition in stream.mappings().partitions(chunk):
+        yield [fact_of(row) for row in partition]
+
+
+async def any_fact_stored(session: AsyncSession) -> bool:
+    return await session.scalar(select(activity_facts.c.activity_id).limit(1)) is not None
+
+
+async def any_indicator_stored(session: AsyncSession) -> bool:
+    return await session.scalar(select(indicator_sets.c.subject_id).limit(1)) is not None
+
+
+async def team_state_rows(session: AsyncSession) -> Sequence[RowMapping]:
+    """The whole team and member replica (one row per team)."""
+    return (await session.execute(select(team_state))).mappings().all()
+
+
 # --------------------------------------------------------------------------- recompute jobs
 
 STALE_JOB_SECONDS = 30
@@ -1255,6 +1515,11 @@ async def recompute_job(session: AsyncSession, job_id: UUID) -> RowMapping | Non
         .mappings()
         .first()
     )
+
+
+def db_now() -> ColumnElement[datetime]:
+    """The transaction's time on the database (`now()`), for a job's timestamps."""
+    return func.now()
 
 
 async def update_recompute_job(session: AsyncSession, job_id: UUID, **values: Any) -> None:

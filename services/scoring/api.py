@@ -8,8 +8,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
 from common.app import OperatorDep, RuntimeDep, UowDep
@@ -106,23 +104,13 @@ def _criteria_out(row: Any) -> CriteriaSetOut:
 
 @router.get("/criteria-sets")
 async def list_criteria_sets(uow: UowDep) -> dict[str, Any]:
-    table = adapters.criteria_sets
-    rows = (
-        (await uow.session.execute(select(table).order_by(table.c.created_at).limit(MAX_PAGE)))
-        .mappings()
-        .all()
-    )
+    rows = await adapters.list_criteria_set_rows(uow.session, limit=MAX_PAGE)
     return {"items": [_criteria_out(r) for r in rows], "next_cursor": None}
 
 
 @router.get("/criteria-sets/{version}", responses={404: {"description": "unknown version"}})
 async def get_criteria_set(version: str, uow: UowDep) -> CriteriaSetOut:
-    table = adapters.criteria_sets
-    row = (
-        (await uow.session.execute(select(table).where(table.c.version == version)))
-        .mappings()
-        .first()
-    )
+    row = await adapters.criteria_set_row(uow.session, version=version)
     if row is None:
         raise ProblemError(404, "Not Found", f"No criteria set {version!r}.")
     return _criteria_out(row)
@@ -130,23 +118,19 @@ async def get_criteria_set(version: str, uow: UowDep) -> CriteriaSetOut:
 
 @router.post("/criteria-sets", status_code=status.HTTP_201_CREATED, dependencies=[OperatorDep])
 async def create_criteria_set(body: CriteriaSetIn, uow: UowDep) -> CriteriaSetOut:
-    table = adapters.criteria_sets
-    existing = (await uow.session.scalars(select(table.c.version))).all()
+    existing = await adapters.criteria_set_versions(uow.session)
     version = domain.next_version(body.name, existing)
     candidate = domain.criteria_from_json(version, body.model_dump())
     definition = domain.criteria_to_json(candidate)
     try:
-        await uow.session.execute(
-            table.insert().values(version=version, name=body.name, definition=definition)
+        await adapters.insert_criteria_set(
+            uow.session, version=version, name=body.name, definition=definition
         )
         await uow.commit()
     except IntegrityError as exc:
         raise ProblemError(409, "Conflict", "A concurrent create took this version.") from exc
-    row = (
-        (await uow.session.execute(select(table).where(table.c.version == version)))
-        .mappings()
-        .one()
-    )
+    row = await adapters.criteria_set_row(uow.session, version=version)
+    assert row is not None, "the criteria set was just created"
     return _criteria_out(row)
 
 
@@ -160,18 +144,11 @@ async def activate_criteria_set(version: str, uow: UowDep) -> dict[str, Any]:
 
     Scores of the previous version stay stored and queryable with `?criteria_set=`.
     """
-    table = adapters.criteria_sets
     session = uow.session
-    await session.execute(text("LOCK TABLE scoring.criteria_sets IN EXCLUSIVE MODE"))
-    found = await session.scalar(select(table.c.version).where(table.c.version == version))
-    if found is None:
+    await adapters.lock_criteria_sets(session)
+    if not await adapters.criteria_set_exists(session, version=version):
         raise ProblemError(404, "Not Found", f"No criteria set {version!r}.")
-    await session.execute(update(table).where(table.c.active).values(active=False))
-    await session.execute(
-        update(table)
-        .where(table.c.version == version)
-        .values(active=True, activated_at=datetime.now(UTC))
-    )
+    await adapters.activate_criteria_set(session, version=version, activated_at=datetime.now(UTC))
     rescoring = await adapters.mark_all_dirty(session)
     await uow.commit()
     return {"version": version, "active": True, "subjects_to_rescore": rescoring}
@@ -200,12 +177,14 @@ class TargetIn(BaseModel):
 @router.put("/targets", dependencies=[OperatorDep])
 async def put_target(body: TargetIn, uow: UowDep) -> TargetIn:
     """Set the target (chỉ tiêu giao) of one indicator or criterion for a subject and period."""
-    statement = insert(adapters.targets).values(**body.model_dump())
-    await uow.session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["subject_type", "subject_id", "period", "indicator"],
-            set_={"value": statement.excluded.value, "updated_at": datetime.now(UTC)},
-        )
+    await adapters.upsert_target(
+        uow.session,
+        subject_type=body.subject_type,
+        subject_id=body.subject_id,
+        period=body.period,
+        indicator=body.indicator,
+        value=body.value,
+        updated_at=datetime.now(UTC),
     )
     await adapters.mark_dirty(
         uow.session, {(body.subject_type, body.subject_id, body.period): None}
@@ -279,11 +258,14 @@ def _campaign_out(row: Any) -> CampaignOut:
     responses={409: {"description": "duplicate id"}},
 )
 async def create_campaign(body: CampaignIn, uow: UowDep) -> CampaignOut:
-    table = adapters.campaigns
-    inserted = await uow.session.execute(
-        insert(table).values(**body.model_dump()).on_conflict_do_nothing().returning(*table.c)
+    row = await adapters.insert_campaign(
+        uow.session,
+        campaign_id=body.id,
+        name=body.name,
+        start_date=body.start_date,
+        end_date=body.end_date,
+        unit_codes=body.unit_codes,
     )
-    row = inserted.mappings().first()
     if row is None:
         raise ProblemError(409, "Conflict", f"A campaign with id {body.id!r} exists.")
     await uow.commit()
@@ -296,11 +278,7 @@ async def list_campaigns(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
-    table = adapters.campaigns
-    query = select(table).order_by(table.c.id).limit(limit + 1)
-    if cursor:
-        query = query.where(table.c.id > cursor)
-    rows = (await uow.session.execute(query)).mappings().all()
+    rows = await adapters.list_campaign_rows(uow.session, after=cursor, limit=limit + 1)
     items = [_campaign_out(r) for r in rows[:limit]]
     return {"items": items, "next_cursor": items[-1].id if len(rows) > limit else None}
 
@@ -311,13 +289,9 @@ async def list_campaigns(
 async def _subject_known(uow: UowDep, subject_type: str, subject_id: str) -> bool:
     if subject_type == "national":
         return subject_id == domain.NATIONAL_ID
-    table = adapters.subjects
-    found = await uow.session.scalar(
-        select(table.c.subject_id).where(
-            table.c.subject_type == subject_type, table.c.subject_id == subject_id
-        )
+    return await adapters.subject_exists(
+        uow.session, subject_type=subject_type, subject_id=subject_id
     )
-    return found is not None
 
 
 async def _require_subject(uow: UowDep, subject_type: str, subject_id: str) -> None:
@@ -346,20 +320,12 @@ async def get_score(
     )
     if chosen is None:
         raise ProblemError(404, "Not Found", f"No criteria set {criteria_set!r}.")
-    table = adapters.scores
-    row = (
-        (
-            await session.execute(
-                select(table).where(
-                    table.c.subject_type == subject_type,
-                    table.c.subject_id == subject_id,
-                    table.c.period == period,
-                    table.c.criteria_set == chosen.version,
-                )
-            )
-        )
-        .mappings()
-        .first()
+    row = await adapters.score_row(
+        session,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        period=period,
+        criteria_set=chosen.version,
     )
     if row is not None:
         return {
@@ -430,33 +396,15 @@ async def get_rankings(
     _check_period(period)
     chosen = criteria_set or (await adapters.active_criteria_set(uow.session)).version
     offset = int(cursor or 0)
-    rows = (
-        await uow.session.execute(
-            text(
-                """
-                SELECT sc.subject_id, sc.score, sc.version, sc.as_of_event_time,
-                       rank() OVER (ORDER BY sc.score DESC) AS rank, count(*) OVER () AS rank_of
-                FROM scoring.scores sc
-                JOIN scoring.subjects s
-                  ON s.subject_type = sc.subject_type AND s.subject_id = sc.subject_id
-                WHERE sc.subject_type = :level AND sc.period = :period
-                  AND sc.criteria_set = :cs
-                  AND (CAST(:parent AS text) IS NULL
-                       OR :parent IN (s.province, s.district, s.commune, s.village))
-                ORDER BY sc.score DESC, sc.subject_id
-                LIMIT :limit OFFSET :offset
-                """
-            ),
-            {
-                "level": level,
-                "period": period,
-                "cs": chosen,
-                "parent": parent,
-                "limit": limit + 1,
-                "offset": offset,
-            },
-        )
-    ).all()
+    rows = await adapters.ranking_rows(
+        uow.session,
+        level=level,
+        period=period,
+        criteria_set=chosen,
+        parent=parent,
+        limit=limit + 1,
+        offset=offset,
+    )
     items = [
         {
             "subject_type": level,

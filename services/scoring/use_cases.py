@@ -14,7 +14,6 @@ from uuid import UUID
 
 import orjson
 from opentelemetry.trace import SpanKind
-from sqlalchemy import func, select, text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
@@ -374,37 +373,21 @@ async def recompute(
     """
     started = time.perf_counter()
     await adapters.lock_for_recompute(session)
-    # dirty_subjects first: the publisher locks it first too (take_dirty), then reads the
-    # indicators; locking the indicators before it would deadlock with a pass in progress.
-    await session.execute(
-        text(
-            "TRUNCATE scoring.dirty_subjects, scoring.indicator_sets, scoring.distinct_values, "
-            "scoring.state_values"
-        )
-    )
-    facts_table = adapters.activity_facts
-    live = facts_table.c.recorded & ~facts_table.c.voided
-    total = int(await session.scalar(select(func.count()).where(live)) or 0)
+    await adapters.truncate_derived(session)
+    total = await adapters.count_live_facts(session)
     done = 0
     # By team: a chunk then holds whole teams, so their rows aggregate before any SQL
     # (a team-month row is written once, not once per activity).
-    stream = await session.stream(
-        select(facts_table)
-        .where(live)
-        .order_by(facts_table.c.team_id)
-        .execution_options(yield_per=chunk)
-    )
-    async for partition in stream.mappings().partitions(chunk):
+    async for facts in adapters.live_fact_batches(session, chunk=chunk):
         deltas = Deltas()
         placed: dict[tuple[Any, ...], dict[str, str | None]] = {}
-        facts = [adapters.fact_of(row) for row in partition]
         deltas.add_facts(facts, +1)
         for team_id, path in {(f.team_id, f.path) for f in facts}:
             for subject in domain.subject_rows(team_id, path):
                 placed[(subject["subject_type"], subject["subject_id"])] = subject
         await adapters.upsert_subjects(session, placed.values())
         await adapters.apply_deltas(session, deltas)
-        done += len(partition)
+        done += len(facts)
         if progress is not None:
             progress(done, total)
     teams = await _recompute_roster(session)
@@ -426,7 +409,7 @@ class JobProgress:
     done: int = 0
     total: int | None = None
 
-    def update(self, done: int, total: int) -> None:
+    def record(self, done: int, total: int) -> None:
         self.done, self.total = done, total
 
 
@@ -447,7 +430,7 @@ async def run_recompute_job(runtime: ServiceRuntime, job_id: UUID) -> None:
     """Run the recompute in one transaction while a heartbeat records its progress in others;
     the outcome (counts, or the error's type) is stored with the job."""
     progress = JobProgress()
-    await _update_job(runtime, job_id, state="running", started_at=func.now())
+    await _update_job(runtime, job_id, state="running", started_at=adapters.db_now())
 
     async def heartbeat() -> None:
         while True:
@@ -457,7 +440,7 @@ async def run_recompute_job(runtime: ServiceRuntime, job_id: UUID) -> None:
     beating = asyncio.create_task(heartbeat())
     try:
         async with runtime.unit_of_work() as uow:
-            result = await recompute(uow.session, progress=progress.update)
+            result = await recompute(uow.session, progress=progress.record)
             await uow.commit()
     except asyncio.CancelledError:
         await asyncio.shield(
@@ -465,7 +448,7 @@ async def run_recompute_job(runtime: ServiceRuntime, job_id: UUID) -> None:
                 runtime,
                 job_id,
                 state="failed",
-                finished_at=func.now(),
+                finished_at=adapters.db_now(),
                 error="interrupted: the service stopped",
             )
         )
@@ -473,14 +456,14 @@ async def run_recompute_job(runtime: ServiceRuntime, job_id: UUID) -> None:
     except Exception as exc:
         log.exception("recompute job %s failed", job_id)
         await _update_job(
-            runtime, job_id, state="failed", finished_at=func.now(), error=type(exc).__name__
+            runtime, job_id, state="failed", finished_at=adapters.db_now(), error=type(exc).__name__
         )
     else:
         await _update_job(
             runtime,
             job_id,
             state="succeeded",
-            finished_at=func.now(),
+            finished_at=adapters.db_now(),
             facts_done=result.facts,
             facts_total=result.facts,
             result={
@@ -532,9 +515,9 @@ def job_view(job: RowMapping, *, now: datetime) -> dict[str, Any]:
 async def rebuild_if_missing(session: AsyncSession) -> RecomputeResult | None:
     """Recompute when facts are stored but no indicator is (after a migration emptied them)."""
     await adapters.lock_for_recompute(session)
-    facts = await session.scalar(select(adapters.activity_facts.c.activity_id).limit(1))
-    derived = await session.scalar(select(adapters.indicator_sets.c.subject_id).limit(1))
-    if facts is None or derived is not None:
+    facts = await adapters.any_fact_stored(session)
+    derived = await adapters.any_indicator_stored(session)
+    if not facts or derived:
         return None
     log.warning("indicators missing for stored facts: rebuilding them from the facts")
     return await recompute(session)
@@ -542,7 +525,7 @@ async def rebuild_if_missing(session: AsyncSession) -> RecomputeResult | None:
 
 async def _recompute_roster(session: AsyncSession) -> int:
     """State indicators from the stored team and member replica (the same Roster rules)."""
-    rows = (await session.execute(select(adapters.team_state))).mappings().all()
+    rows = await adapters.team_state_rows(session)
     roster = domain.Roster()
     deltas = Deltas()
     for row in rows:
