@@ -140,6 +140,10 @@ class ConsumerRunner:
         """Drain: finish and commit the batch in hand, then leave the group."""
         self._stopping.set()
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer holds now (none before it joined the group)."""
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
     async def run(self) -> None:
         consumer = await self._start_consumer()
         if consumer is None:
