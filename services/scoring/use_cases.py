@@ -435,7 +435,12 @@ async def run_recompute_job(runtime: ServiceRuntime, job_id: UUID) -> None:
     async def heartbeat() -> None:
         while True:
             await asyncio.sleep(JOB_HEARTBEAT_SECONDS)
-            await _update_job(runtime, job_id, facts_done=progress.done, facts_total=progress.total)
+            try:
+                await _update_job(
+                    runtime, job_id, facts_done=progress.done, facts_total=progress.total
+                )
+            except Exception as exc:  # a missed beat is retried; the job itself goes on
+                log.warning("recompute job %s: progress not recorded (%s)", job_id, exc)
 
     beating = asyncio.create_task(heartbeat())
     try:
