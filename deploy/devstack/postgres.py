@@ -136,6 +136,10 @@ class LocalPostgres:
                 "-c",
                 "shared_buffers=256MB",
                 "-c",
+                # Per-statement cost for profiling (`tests/load/bench_meter.top_statements`);
+                # it costs a hash lookup per statement.
+                "shared_preload_libraries=pg_stat_statements",
+                "-c",
                 "fsync=on",
                 "-c",
                 "synchronous_commit=on",

@@ -16,6 +16,7 @@ import random
 import sys
 import time
 
+from tests.load.bench_meter import CpuMeter, reset_statements, top_statements
 from tests.load.bench_scoring_support import activity_fields, hierarchy, infrastructure
 
 from aiokafka import AIOKafkaProducer  # after the import roots are set
@@ -62,7 +63,7 @@ async def count(runtime, table) -> int:  # type: ignore[no-untyped-def]
         return int(await session.scalar(select(func.count()).select_from(table)) or 0)
 
 
-async def bench(events: int, teams: int) -> None:
+async def bench(events: int, teams: int, *, postgres_pid: int | None) -> None:
     settings = ScoringSettings()
     produce_s = await produce(settings.kafka_bootstrap_servers, events, teams)
     print(f"produced {events:,} events in {produce_s:.1f} s", flush=True)
@@ -70,6 +71,8 @@ async def bench(events: int, teams: int) -> None:
     await runtime.migrate()
     processed = runtime.tables.processed_events
     settle_heap()  # as `python -m scoring worker` does
+    profiled = await reset_statements(runtime)
+    meter = CpuMeter(postgres_pid).start()
     await runtime.start(workers=True)
     try:
         first = None
@@ -85,9 +88,13 @@ async def bench(events: int, teams: int) -> None:
         rate = (events - first[1]) / max(end - first[0], 1e-9)
         consumed = f"consumed {events:,} events in {end - first[0]:.1f} s"
         print(f"{consumed}: {rate:,.0f} events/s sustained", flush=True)
+        consuming = meter.stop()
+        print(f"  consumption: {consuming.per_item(events)}", flush=True)
+        meter.start()
         while await count(runtime, adapters.dirty_subjects):
             await asyncio.sleep(0.25)
         published = time.perf_counter() - end
+        draining = meter.stop()
         async with runtime.sessions() as session:
             updates = await session.scalar(select(func.count()).select_from(runtime.tables.outbox))
             subject_periods = await session.scalar(
@@ -100,6 +107,11 @@ async def bench(events: int, teams: int) -> None:
             f"{events / max(subject_periods or 1, 1):.1f} events per update",
             flush=True,
         )
+        print(f"  drain after the last batch: {draining.per_item(events)}", flush=True)
+        if profiled:
+            print("PostgreSQL's costliest statements (whole run, per event consumed):")
+            for line in await top_statements(runtime, items=events):
+                print(f"  {line}")
     finally:
         await runtime.stop()
 
@@ -109,13 +121,14 @@ def main() -> None:
     teams = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000
     if len(sys.argv) > 3:
         os.environ["CDT_CONSUMER_BATCH_SIZE"] = sys.argv[3]
-    with infrastructure():
+    with infrastructure() as infra:
         print(
             f"scoring throughput: {events:,} activities over {teams:,} teams, consumer batch "
             f"{ScoringSettings().consumer_batch_size:,}",
             flush=True,
         )
-        asyncio.run(bench(events, teams))
+        postgres = infra.postgres.proc if infra.postgres else None
+        asyncio.run(bench(events, teams, postgres_pid=postgres.pid if postgres else None))
 
 
 if __name__ == "__main__":
