@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import IntEnum
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -184,6 +186,15 @@ admin_units = Table(
     Column("version", Integer, nullable=False),
 )
 
+
+class Lane(IntEnum):
+    """Which queue a dirty mark waits in: a live activity's scores never queue behind the
+    hundreds of thousands of re-scorings a bulk import or a recompute asks for."""
+
+    LIVE = 0  # activities, voids, moves, targets: someone waits for these scores
+    BACKGROUND = 1  # state indicators from the roster, re-scoring everything
+
+
 # Append-only marks (no unique key): a consumer batch never waits on rows the publisher holds;
 # the publisher coalesces duplicates when it takes them.
 dirty_subjects = Table(
@@ -196,7 +207,9 @@ dirty_subjects = Table(
     Column("event_time", DateTime(timezone=True)),
     # W3C traceparent of the span that marked it: the publisher's span continues that trace.
     Column("traceparent", Text),
+    Column("lane", SmallInteger, nullable=False, server_default=str(int(Lane.LIVE))),
     Index("ix_dirty_subjects_key", "subject_type", "subject_id", "period"),
+    Index("ix_dirty_subjects_lane", "lane", "seq"),
 )
 
 scores = Table(
@@ -699,6 +712,7 @@ async def mark_dirty(
     touched: Mapping[tuple[str, str, str], datetime | None],
     *,
     traceparent: str | None = None,
+    lane: Lane = Lane.LIVE,
 ) -> None:
     if not touched:
         return
@@ -707,24 +721,28 @@ async def mark_dirty(
         text(
             """
             INSERT INTO scoring.dirty_subjects
-                (subject_type, subject_id, period, event_time, traceparent)
-            SELECT r->>0, r->>1, r->>2, CAST(r->>3 AS timestamptz), CAST(:tp AS text)
+                (subject_type, subject_id, period, event_time, traceparent, lane)
+            SELECT r->>0, r->>1, r->>2, CAST(r->>3 AS timestamptz), CAST(:tp AS text),
+                   CAST(:lane AS smallint)
             FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
             """
         ),
-        {"rows": json_rows([(*k, touched[k]) for k in keys]), "tp": traceparent},
+        {"rows": json_rows([(*k, touched[k]) for k in keys]), "tp": traceparent, "lane": lane},
     )
 
 
 async def mark_all_dirty(session: AsyncSession) -> int:
-    """Every subject and period with indicators: after activation or a full recompute."""
+    """Every subject and period with indicators: after activation or a full recompute (in the
+    background lane: live scores go first)."""
     result = await session.execute(
         text(
             """
-            INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period)
-            SELECT subject_type, subject_id, period FROM scoring.indicator_sets
+            INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period, lane)
+            SELECT subject_type, subject_id, period, CAST(:lane AS smallint)
+            FROM scoring.indicator_sets
             """
-        )
+        ),
+        {"lane": Lane.BACKGROUND},
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -741,14 +759,14 @@ class DirtyMarks:
 
 
 def _queue_end(*, order: str, teams_only: bool) -> TextClause:
-    where = "WHERE subject_type = 'team' " if teams_only else ""
+    teams = "AND subject_type = 'team' " if teams_only else ""
     return text(
         "SELECT subject_type, subject_id, period FROM scoring.dirty_subjects "  # noqa: S608 - constant fragments
-        f"{where}ORDER BY seq {order} LIMIT :half FOR UPDATE SKIP LOCKED"
+        f"WHERE lane = :lane {teams}ORDER BY seq {order} LIMIT :half FOR UPDATE SKIP LOCKED"
     )
 
 
-# (oldest end, newest end) of the queue, for every level or for teams only
+# (oldest end, newest end) of a lane, for every level or for teams only
 _QUEUE_ENDS = {
     teams_only: (
         _queue_end(order="ASC", teams_only=teams_only),
@@ -756,21 +774,40 @@ _QUEUE_ENDS = {
     )
     for teams_only in (False, True)
 }
+# The background lane's share of a pass while the live lane is busy: it advances, slowly.
+BACKGROUND_SHARE = 4
+
+
+async def _pick(
+    session: AsyncSession, *, lane: Lane, limit: int, teams_only: bool
+) -> dict[tuple[str, str, str], None]:
+    """Up to `limit` subject-periods of one lane, half from each end of its queue."""
+    picked: dict[tuple[str, str, str], None] = {}
+    oldest, newest = _QUEUE_ENDS[teams_only]
+    # UNION forbids FOR UPDATE: two statements
+    for statement, count in ((oldest, limit // 2), (newest, limit - limit // 2)):
+        if count > 0:
+            ends = await session.execute(statement, {"half": count, "lane": lane})
+            picked.update(dict.fromkeys((r[0], r[1], r[2]) for r in ends))
+    return picked
 
 
 async def take_dirty(session: AsyncSession, *, limit: int, teams_only: bool = False) -> DirtyMarks:
-    """Subject-periods from both ends of the queue, each with every mark it has, coalesced.
+    """Subject-periods from both ends of each lane's queue, each with every mark it has (in
+    either lane), coalesced.
 
-    Half the pass goes to the oldest marks (nothing starves), half to the newest (a fresh event
-    is scored within a pass or two even behind a backlog, e.g. after a national roster import).
-    Taking all of a subject-period's marks publishes it once for the whole backlog.
-    `teams_only`: leave the units' marks to gather (they are re-marked by nearly every batch,
-    so taking them less often publishes each once for many batches).
+    The live lane goes first; the background lane fills what the live one leaves of `limit`,
+    and at least a quarter of it (a bulk import's re-scoring advances under live load, and a
+    live activity never waits behind it). Within a lane, half the pass goes to the oldest
+    marks (nothing starves), half to the newest (a fresh event is scored within a pass or two
+    even behind a backlog). Taking all of a subject-period's marks publishes it once for the
+    whole backlog. `teams_only`: leave the units' marks to gather (they are re-marked by nearly
+    every batch, so taking them less often publishes each once for many batches).
     """
-    picked: dict[tuple[str, str, str], None] = {}
-    for statement in _QUEUE_ENDS[teams_only]:  # UNION forbids FOR UPDATE: two statements
-        ends = await session.execute(statement, {"half": max(limit // 2, 1)})
-        picked.update(dict.fromkeys((r[0], r[1], r[2]) for r in ends))
+    picked = await _pick(session, lane=Lane.LIVE, limit=limit, teams_only=teams_only)
+    room = max(limit - len(picked), limit // BACKGROUND_SHARE)
+    for key in await _pick(session, lane=Lane.BACKGROUND, limit=room, teams_only=teams_only):
+        picked.setdefault(key)
     if not picked:
         return DirtyMarks(taken=0)
     # Keys as arrays: the planner joins them through ix_dirty_subjects_key (a nested loop),

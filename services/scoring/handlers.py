@@ -305,7 +305,14 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
     # for these subjects becomes its child, so the score records continue the activity's trace.
     carrier: dict[str, str] = {}
     inject(carrier)
-    await adapters.mark_dirty(session, _dirty(deltas), traceparent=carrier.get("traceparent"))
+    traceparent = carrier.get("traceparent")
+    await adapters.mark_dirty(session, deltas.touched, traceparent=traceparent)
+    await adapters.mark_dirty(
+        session,
+        _state_dirty(deltas, now=datetime.now(UTC)),
+        traceparent=traceparent,
+        lane=adapters.Lane.BACKGROUND,
+    )
     return deltas
 
 
@@ -313,15 +320,16 @@ def _team_of(change: RosterChange) -> UUID:
     return change.id if isinstance(change, TeamChanged) else change.team_id
 
 
-def _dirty(deltas: Deltas) -> dict[tuple[str, str, str], datetime | None]:
-    touched = dict(deltas.touched)
-    if deltas.state_touched:
-        # State indicators (members, teams) count towards every period; re-score the current ones.
-        now = datetime.now(UTC)
-        for stype, sid in deltas.state_touched:
-            for period in domain.calendar_periods(now):
-                touched.setdefault((stype, sid, period), now)
-    return touched
+def _state_dirty(deltas: Deltas, *, now: datetime) -> dict[tuple[str, str, str], datetime | None]:
+    """The current periods of the subjects whose state indicators (members, teams) changed:
+    they count towards every period. Published in the background lane: a bulk import changes
+    them for every team and unit at once, and must not hold live activity scores back."""
+    return {
+        (stype, sid, period): now
+        for stype, sid in deltas.state_touched
+        for period in domain.calendar_periods(now)
+        if (stype, sid, period) not in deltas.touched
+    }
 
 
 def scoring_handler() -> Handler:

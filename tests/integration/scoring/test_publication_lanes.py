@@ -1,0 +1,127 @@
+"""A bulk import's re-scoring waits in the background lane; live activity scores go first.
+
+Each test works inside one transaction it rolls back: the running publisher never sees its
+marks. Tests that take marks first wait until the publisher drained what earlier tests left,
+so the queue holds exactly the marks they write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+
+from scoring import adapters
+from scoring.adapters import Lane
+from scoring.handlers import apply_batch
+from tests.helpers import eventually
+from tests.unit.scoring import factory
+
+
+async def _drained(runtime: Any) -> None:
+    async def empty() -> bool:
+        async with runtime.sessions() as session:
+            table = adapters.dirty_subjects
+            return not await session.scalar(select(func.count()).select_from(table))
+
+    await eventually(empty, timeout=60, what="the publisher drained earlier marks")
+
+
+def _team_keys(prefix: str, count: int) -> dict[tuple[str, str, str], None]:
+    return {("team", f"{prefix}-{index}", "2026-05"): None for index in range(count)}
+
+
+async def test_a_live_mark_is_taken_ahead_of_a_bulk_backlog(scoring: Any) -> None:
+    _, runtime = scoring
+    await _drained(runtime)
+    prefix = uuid.uuid4().hex[:8]
+    older, newer = _team_keys(f"bulk-{prefix}-a", 300), _team_keys(f"bulk-{prefix}-b", 300)
+    backlog = {**older, **newer}
+    live = ("team", f"live-{prefix}", "2026-05")
+    async with runtime.sessions() as session, session.begin():
+        # in the middle of the backlog: neither end of one queue would reach it
+        await adapters.mark_dirty(session, older, lane=Lane.BACKGROUND)
+        await adapters.mark_dirty(session, {live: None})
+        await adapters.mark_dirty(session, newer, lane=Lane.BACKGROUND)
+        marks = await adapters.take_dirty(session, limit=100)
+        taken = set(marks.event_times)
+        assert live in taken
+        # the backlog still advances: its share of the pass, never more than the pass
+        from_backlog = taken & backlog.keys()
+        assert 100 // adapters.BACKGROUND_SHARE <= len(from_backlog) <= 100
+        await session.rollback()
+
+
+async def test_a_live_backlog_leaves_the_background_lane_its_share(scoring: Any) -> None:
+    _, runtime = scoring
+    await _drained(runtime)
+    prefix = uuid.uuid4().hex[:8]
+    live = _team_keys(f"live-{prefix}", 400)
+    backlog = _team_keys(f"bulk-{prefix}", 400)
+    async with runtime.sessions() as session, session.begin():
+        await adapters.mark_dirty(session, backlog, lane=Lane.BACKGROUND)
+        await adapters.mark_dirty(session, live)
+        taken = set((await adapters.take_dirty(session, limit=100)).event_times)
+        assert len(taken & live.keys()) >= 100 - 100 // adapters.BACKGROUND_SHARE
+        assert len(taken & backlog.keys()) >= 100 // adapters.BACKGROUND_SHARE
+        await session.rollback()
+
+
+async def test_a_subject_marked_in_both_lanes_is_taken_once_with_all_its_marks(
+    scoring: Any,
+) -> None:
+    _, runtime = scoring
+    key = ("team", f"both-{uuid.uuid4().hex[:8]}", "2026-05")
+    async with runtime.sessions() as session, session.begin():
+        await adapters.mark_dirty(session, {key: None}, lane=Lane.BACKGROUND)
+        await adapters.mark_dirty(session, {key: None})
+        await adapters.take_dirty(session, limit=10)
+        left = await session.scalars(
+            select(adapters.dirty_subjects.c.seq).where(
+                adapters.dirty_subjects.c.subject_id == key[1]
+            )
+        )
+        assert list(left) == []
+        await session.rollback()
+
+
+async def test_roster_changes_mark_the_background_lane_and_activities_the_live_one(
+    scoring: Any,
+) -> None:
+    _, runtime = scoring
+    province = f"L{uuid.uuid4().hex[:6]}"
+    where = factory.path(province, f"{province}-C", f"{province}-V")
+    team_id, member_id = uuid.uuid4(), uuid.uuid4()
+    roster = [
+        factory.inbound(factory.team(team_id=team_id, unit_path=where)),
+        factory.inbound(factory.member(member_id=member_id, team_id=team_id, trained=True)),
+    ]
+    async with runtime.unit_of_work() as uow:
+        await apply_batch(uow.session, roster)
+        lanes = await _lanes(uow.session, province=province, team_id=team_id)
+        assert lanes and all(found == {Lane.BACKGROUND} for found in lanes.values())
+        await apply_batch(
+            uow.session,
+            [factory.inbound(factory.activity(team_id=team_id, unit_path=where))],
+        )
+        lanes = await _lanes(uow.session, province=province, team_id=team_id)
+        # the activity's month, quarter and year of the team and its ancestors are live now
+        assert lanes[("team", str(team_id))] == {Lane.BACKGROUND, Lane.LIVE}
+        assert lanes[("province", province)] == {Lane.BACKGROUND, Lane.LIVE}
+        await uow.rollback()
+
+
+async def _lanes(
+    session: Any, *, province: str, team_id: uuid.UUID
+) -> dict[tuple[str, str], set[int]]:
+    table = adapters.dirty_subjects
+    rows = await session.execute(
+        select(table.c.subject_type, table.c.subject_id, table.c.lane).where(
+            table.c.subject_id.in_([str(team_id), province])
+        )
+    )
+    out: dict[tuple[str, str], set[int]] = {}
+    for stype, sid, lane in rows:
+        out.setdefault((stype, sid), set()).add(lane)
+    return out
