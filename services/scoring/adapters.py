@@ -1095,13 +1095,13 @@ async def upsert_scores(
             INSERT INTO scoring.scores AS s
                 (subject_type, subject_id, period, criteria_set, score, max_score, components,
                  indicators, rank, rank_of, version, as_of_event_time, computed_at)
-            SELECT st, sid, p, cs, sc, mx, CAST(co AS json), CAST(ind AS json), r, n, 1, t,
-                   CAST(:now AS timestamptz)
-            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                        CAST(:cs AS text[]), CAST(:sc AS float8[]), CAST(:mx AS float8[]),
-                        CAST(:co AS text[]), CAST(:ind AS text[]), CAST(:r AS int[]),
-                        CAST(:n AS int[]), CAST(:t AS timestamptz[]))
-                 AS k(st, sid, p, cs, sc, mx, co, ind, r, n, t)
+            SELECT r->>0, r->>1, r->>2, r->>3, CAST(r->>4 AS float8), CAST(r->>5 AS float8),
+                   CAST(co AS json), CAST(ind AS json), CAST(r->>6 AS int),
+                   CAST(r->>7 AS int), 1, CAST(r->>8 AS timestamptz), CAST(:now AS timestamptz)
+            -- zipped in order (the rows are sorted: publishers lock scores in one order)
+            FROM ROWS FROM (jsonb_array_elements(CAST(:rows AS jsonb)),
+                            unnest(CAST(:co AS text[])), unnest(CAST(:ind AS text[])))
+                 AS k(r, co, ind)
             ON CONFLICT (subject_type, subject_id, period, criteria_set) DO UPDATE SET
                 score = excluded.score,
                 max_score = excluded.max_score,
@@ -1116,17 +1116,26 @@ async def upsert_scores(
             """
         ),
         {
-            "st": [r["subject_type"] for r in ordered],
-            "sid": [r["subject_id"] for r in ordered],
-            "p": [r["period"] for r in ordered],
-            "cs": [r["criteria_set"] for r in ordered],
-            "sc": [r["score"] for r in ordered],
-            "mx": [r["max_score"] for r in ordered],
+            # Plain values as JSON rows (asyncpg encodes array parameters element by element);
+            # the JSON documents as text, stored exactly as written (`json`, ADR 0005).
+            "rows": json_rows(
+                [
+                    (
+                        r["subject_type"],
+                        r["subject_id"],
+                        r["period"],
+                        r["criteria_set"],
+                        r["score"],
+                        r["max_score"],
+                        r.get("rank"),
+                        r.get("rank_of"),
+                        r["as_of_event_time"],
+                    )
+                    for r in ordered
+                ]
+            ),
             "co": [dump_json(r["components"]) for r in ordered],
             "ind": [dump_json(r["indicators"]) for r in ordered],
-            "r": [r.get("rank") for r in ordered],
-            "n": [r.get("rank_of") for r in ordered],
-            "t": [r["as_of_event_time"] for r in ordered],
             "now": computed_at,
         },
     )
@@ -1168,7 +1177,7 @@ async def sibling_ranks(
     groups = sorted({(*parents[(k[0], k[1])], k[0], k[2]) for k in keys if (k[0], k[1]) in parents})
     if not groups:
         return {}
-    siblings = await _sibling_scores(session, groups, criteria=criteria)
+    siblings = await _sibling_scores(session, groups, criteria=criteria, fresh=fresh)
     for (stype, sid, period), value in fresh.items():
         parent = parents.get((stype, sid))
         if parent is not None:
@@ -1189,9 +1198,15 @@ Group = tuple[str, str, str, str]  # a family in one period
 
 
 async def _sibling_scores(
-    session: AsyncSession, groups: Sequence[Group], *, criteria: str
+    session: AsyncSession,
+    groups: Sequence[Group],
+    *,
+    criteria: str,
+    fresh: Mapping[tuple[str, str, str], float],
 ) -> dict[Group, dict[str, float]]:
-    """Stored scores of every subject of each group, by subject id."""
+    """Stored scores of every subject of each group, by subject id; the `fresh` ones are not
+    read (the caller puts their new scores in: at national spread a team is alone in its
+    village, and most of a pass's keys are their own siblings)."""
     siblings: dict[Group, dict[str, float]] = {g: {} for g in groups}
     # Two steps, each an exact index lookup: the siblings of each parent, then their scores by
     # the whole primary key. Joined in one statement, the planner looked scores up by subject
@@ -1216,14 +1231,23 @@ async def _sibling_scores(
         _columns(families, "pt", "pid", "st"),
     ):
         children[(ptype, pid, stype)].append(sid)
-    wanted = [(g[2], sid, g[3], g) for g in groups for sid in children[g[:3]]]
+    wanted = [
+        (g[2], sid, g[3], g)
+        for g in groups
+        for sid in children[g[:3]]
+        if (g[2], sid, g[3]) not in fresh
+    ]
+    if not wanted:
+        return siblings
     by_key = {(stype, sid, period): g for stype, sid, period, g in wanted}
     for stype, sid, period, value in await session.execute(
         text(
             """
             SELECT k.subject_type, k.subject_id, k.period, sc.score
-            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
-                 AS k(subject_type, subject_id, period)
+            FROM (
+              SELECT r->>0 AS subject_type, r->>1 AS subject_id, r->>2 AS period
+              FROM jsonb_array_elements(CAST(:keys AS jsonb)) AS r
+            ) k
             CROSS JOIN LATERAL (
               SELECT s.score FROM scoring.scores s
               WHERE s.subject_type = k.subject_type AND s.subject_id = k.subject_id
@@ -1232,7 +1256,7 @@ async def _sibling_scores(
             ) sc
             """
         ),
-        {**_columns([w[:3] for w in wanted], "st", "sid", "p"), "cs": criteria},
+        {"keys": json_rows([w[:3] for w in wanted]), "cs": criteria},
     ):
         siblings[by_key[(stype, sid, period)]][sid] = float(value)
     return siblings
