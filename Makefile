@@ -29,6 +29,7 @@ trace: install ## print a trace as a tree: make trace (the last one) or make tra
 # ~5 min here with the national fixture already loaded; the first run adds its import through the
 # bulk APIs (95 s on a quiet machine) and the replicas' catch-up (docs/capacity.md).
 # Extra flags: make loadtest ARGS="--rate 500 --duration 120" (python -m tests.load.loadtest -h).
+# A bulk import under live load: ARGS="--import-during-load"; a flatness soak: ARGS="--soak 60".
 LOADTEST := $(PY) -m tests.load.loadtest
 loadtest: install ## national fixture, calibration, ramp, 50%/80% phases; reports/loadtest-*.{json,png}
 	$(LOADTEST) --scale national $(ARGS)

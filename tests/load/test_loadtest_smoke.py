@@ -108,6 +108,9 @@ def test_smoke_load_test_reconciles_and_reports(workdir: Path) -> None:
         assert phase["end_to_end_ms"]["p50"] > 0
         assert phase["acceptance_ms"]["count"] > 0
         assert phase["processes"]["scoring"]["rss_mb_peak"] > 0
+        assert phase["scored_events_per_s"] > 0 and phase["alerts_per_s"] is not None
+        assert phase["kafka_records_per_accepted_event"] > 0
+        assert {"accepted_over_kafka", "accepted_over_copy"} <= set(phase["calibration_ratios"])
     assert report["bottleneck"]["verdict"]
 
     png = png_path.read_bytes()

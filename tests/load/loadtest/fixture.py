@@ -147,16 +147,22 @@ def plan(scale: Scale, seed: int) -> Plan:
         units_for_teams += r.choices([v for v, _ in villages], k=wanted - len(units_for_teams))
     units_for_teams = units_for_teams[:wanted]
     teams = [(f"{scale.code_prefix}{n:06d}", unit) for n, unit in enumerate(units_for_teams)]
-    members = scale.members or round(len(teams) * 348_362 / 74_422)
-    sizes = [4] * len(teams)
-    extra = members - 4 * len(teams)
+    sizes = team_sizes(r, len(teams), scale.members)
+    trained = [r.random() < TRAINED_SHARE for _ in range(sum(sizes))]
+    return Plan(scale, seed, provinces, villages, teams, sizes, trained)
+
+
+def team_sizes(r: random.Random, teams: int, members: int | None) -> list[int]:
+    """4 to 9 members a team, `members` in all (default: the national 4.68 a team)."""
+    wanted = members or round(teams * 348_362 / 74_422)
+    sizes = [4] * teams
+    extra = wanted - 4 * teams
     while extra > 0:
-        t = r.randrange(len(teams))
+        t = r.randrange(teams)
         if sizes[t] < 9:
             sizes[t] += 1
             extra -= 1
-    trained = [r.random() < TRAINED_SHARE for _ in range(sum(sizes))]
-    return Plan(scale, seed, provinces, villages, teams, sizes, trained)
+    return sizes
 
 
 async def ndjson_body(lines: Iterator[str]) -> AsyncIterator[bytes]:
@@ -172,7 +178,7 @@ async def ndjson_body(lines: Iterator[str]) -> AsyncIterator[bytes]:
         yield "".join(chunk).encode()
 
 
-async def _bulk(
+async def bulk_upload(
     client: httpx.AsyncClient,
     path: str,
     content_type: str,
@@ -180,6 +186,8 @@ async def _bulk(
     say: Callable[[str], None],
     what: str,
 ) -> dict[str, Any]:
+    """One streamed upload to a bulk endpoint of the teams service; any rejected row fails it
+    (the rows are ours: a rejection is a bug in the fixture, not data to skip)."""
     started = time.perf_counter()
     reply = await client.post(
         path,
@@ -191,13 +199,18 @@ async def _bulk(
     report: dict[str, Any] = reply.json()
     elapsed = time.perf_counter() - started
     say(
-        f"fixture {what}: {report['rows']:,} rows in {elapsed:.1f} s "
+        f"{what}: {report['rows']:,} rows in {elapsed:.1f} s "
         f"({report['rows'] / max(elapsed, 1e-9):,.0f} rows/s; created {report['created']:,}, "
-        f"rejected {report['rejected']})"
+        f"updated {report.get('updated', 0):,}, rejected {report['rejected']})"
     )
     if report["rejected"]:
-        raise RuntimeError(f"fixture {what}: rows rejected: {report['errors'][:3]}")
-    return {"rows": report["rows"], "seconds": round(elapsed, 1), "created": report["created"]}
+        raise RuntimeError(f"{what}: rows rejected: {report['errors'][:3]}")
+    return {
+        "rows": report["rows"],
+        "seconds": round(elapsed, 1),
+        "created": report["created"],
+        "updated": report.get("updated", 0),
+    }
 
 
 async def read_roster(
@@ -365,24 +378,24 @@ async def ensure_fixture(
     reply.raise_for_status()
     load["units"] = {"rows": reply.json()["rows"], "seconds": round(time.perf_counter() - t, 1)}
     say(f"fixture units: {load['units']['rows']:,} rows in {load['units']['seconds']} s")
-    load["villages"] = await _bulk(
+    load["villages"] = await bulk_upload(
         client,
         f"{teams_url}/v1/admin-units:import",
         "text/csv",
         the_plan.village_rows,
         say,
-        "villages",
+        "fixture villages",
     )
-    load["teams"] = await _bulk(
-        client, f"{teams_url}/v1/teams:bulk", "text/csv", the_plan.team_rows, say, "teams"
+    load["teams"] = await bulk_upload(
+        client, f"{teams_url}/v1/teams:bulk", "text/csv", the_plan.team_rows, say, "fixture teams"
     )
-    load["members"] = await _bulk(
+    load["members"] = await bulk_upload(
         client,
         f"{teams_url}/v1/members:bulk",
         "application/x-ndjson",
         the_plan.member_rows,
         say,
-        "members",
+        "fixture members",
     )
     load["import_seconds"] = round(time.perf_counter() - started, 1)
     t = time.perf_counter()

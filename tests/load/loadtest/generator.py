@@ -189,7 +189,10 @@ async def run_open_model(
     on_accepted: Callable[[dict[str, Any], float], None],
     progress: Callable[[LoadResult], None] | None = None,
     on_start: Callable[[LoadResult], None] | None = None,
+    until: asyncio.Event | None = None,
 ) -> LoadResult:
+    """`profile.duration_s` of load; with `until`, the load goes on past it at the same rate
+    until the event is set (a bulk import running beside the load, whose length is unknown)."""
     result = LoadResult(name=profile.name, rate=profile.rate)
     if on_start is not None:
         on_start(result)
@@ -200,8 +203,10 @@ async def run_open_model(
     result.started = round(wall_start - t0, 3)
     tasks: set[asyncio.Task[None]] = set()
     next_progress = start + 5
-    for n in range(total):
+    n = 0
+    while n < total or (until is not None and not until.is_set()):
         scheduled = start + n / requests_per_s
+        n += 1
         delay = scheduled - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -232,7 +237,9 @@ async def run_open_model(
             progress(result)
     if tasks:
         await asyncio.gather(*tasks)
-    result.ended = round(time.time() - t0, 3)
+    # The answers' times are monotonic + this offset: the end from the same clock, so a phase's
+    # bounds hold every answer of the phase even if the wall clock is slewed meanwhile.
+    result.ended = round(time.monotonic() + (wall_start - start) - t0, 3)
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,14 @@ def chart(
     end_to_end: list[tuple[float, float]],
     pipeline: list[dict[str, Any]],
     processes: list[dict[str, Any]],
+    spans: Sequence[tuple[float, float, str]] = (),
+    windows: Sequence[dict[str, Any]] = (),
 ) -> Path:
+    """Throughput, latency, queues, CPU and memory over the run; `spans` (the bulk import) are
+    hatched on every panel, the soak's `windows` add their e2e p99 to the latency panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(4, 1, figsize=(12, 13), sharex=True)
-    top, middle, lags, cpu = axes
+    figure, axes = plt.subplots(5, 1, figsize=(12, 16), sharex=True)
+    top, middle, lags, cpu, memory = axes
     xs, ys = binned(accepted_per_second)
     top.plot(xs, ys, label="accepted events/s (5 s bins)", lw=1)
     xs, ys = scored_rate(pipeline)
@@ -111,6 +116,16 @@ def chart(
             wx, wy = windowed_p(points, q)
             if wx:
                 middle.plot(wx, wy, marker=".", lw=1, label=f"{label} p{int(q * 100)}")
+    if windows:
+        p99 = [w["e2e_ms"].get("p99", math.nan) for w in windows]
+        middle.step(
+            [w["started"] for w in windows] + [windows[-1]["ended"]],
+            [*p99, p99[-1]],
+            where="post",
+            color="black",
+            lw=1.5,
+            label="end to end p99 (soak window)",
+        )
     middle.set_ylabel("latency (ms, 5 s windows)")
     middle.set_yscale("log")
     middle.legend(loc="upper left", fontsize="small")
@@ -144,12 +159,25 @@ def chart(
             label=name,
         )
     cpu.set_ylabel("CPU % of one core")
-    cpu.set_xlabel("seconds since start")
     if names:
         cpu.legend(loc="upper left", fontsize="x-small", ncol=4)
+    held = sorted({k.rsplit(".", 1)[0] for row in processes for k in row if k.endswith("rss_mb")})
+    for name in held:
+        memory.plot(
+            [r["t"] for r in processes],
+            [r.get(f"{name}.rss_mb") for r in processes],
+            lw=1,
+            label=name,
+        )
+    memory.set_ylabel("memory MB (PSS)")
+    memory.set_xlabel("seconds since start")
+    if held:
+        memory.legend(loc="upper left", fontsize="x-small", ncol=4)
     for axis in axes:
         for n, phase in enumerate(phases):
             axis.axvspan(phase["started"], phase["ended"], color=f"C{n % 10}", alpha=0.06)
+        for since, until, _label in spans:
+            axis.axvspan(since, until, fill=False, hatch="//", edgecolor="grey", lw=0, alpha=0.3)
     for phase in phases:
         top.annotate(
             phase["name"],
@@ -158,6 +186,10 @@ def chart(
             fontsize="x-small",
             va="top",
             rotation=90,
+        )
+    for since, _until, label in spans:
+        top.annotate(
+            label, (since, 0.5), xycoords=("data", "axes fraction"), fontsize="x-small", va="top"
         )
     figure.suptitle(title)
     figure.tight_layout()

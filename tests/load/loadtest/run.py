@@ -6,13 +6,25 @@
    province), targets and one campaign through the public APIs.
 3. Calibration: Kafka's ProducerPerformance and a PostgreSQL COPY on this machine.
 4. A ramp that finds the sustained rate (the highest step whose events are scored within the
-   SLO without a growing backlog), then one phase per `--rates` entry (e.g. 50 % and 80 % of it).
-5. Per phase: acceptance and end-to-end latency percentiles, throughput, lag and outbox backlog,
-   CPU and memory per process, and an exact reconciliation: accepted = stored in activities
-   (export by id) = facts in scoring (national `activities` indicator), rejected and duplicates as
-   sent. A py-spy profile of the services during the busiest phase names the bottleneck.
-6. `reports/loadtest-<timestamp>.json` and `.png`; a summary on stdout. Exit 1 if a phase does
-   not reconcile.
+   SLO without a growing backlog), then one phase per `--rates` entry (e.g. 50 % and 80 % of it),
+   or one long `--soak` phase at `--rate` or the sustained rate.
+5. Per phase: events/s accepted, scored (national `activities` indicator) and alerted (records
+   on `notifications.alert-raised.v1`); acceptance and end-to-end latency percentiles (POST to
+   the team's `score-latest` record); Kafka records per accepted event; lag per consumer group
+   and outbox backlog; CPU and memory per process; the ratio of the phase's rates to the Kafka
+   and COPY calibration of the same run; and an exact reconciliation: accepted = stored in
+   activities (export by id) = facts in scoring (national `activities` indicator), rejected and
+   duplicates as sent. A py-spy profile of the services during the last (busiest) phase names
+   the bottleneck; the report keeps the busiest service's profile apart.
+6. `--import-during-load` (issue 22, item 3: an import must not bury live scores): a slice of new
+   teams and members imported through the teams bulk APIs while the load goes on at the last
+   phase's rate, then a phase right after it (no drain between; both reconciled together). The
+   report gives the import's rows, seconds and rows/s, the roster records it published, when
+   the replicas had read them, and live e2e p99 before / during / after the import.
+7. `--soak MINUTES`: per-window (`--soak-window`, 60 s) consumer lag, memory per process and e2e
+   percentiles, and a verdict whether each stayed flat (bounds in `soak.py` and `--help`).
+8. `reports/loadtest-<timestamp>.json` and `.png`; a summary on stdout. Exit 1 if a phase does
+   not reconcile or the import fails (a soak that is not flat is a finding, not a failure).
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from typing import Any
 
 import httpx
 
-from tests.load.loadtest import calibrate, profile, report
+from tests.load.loadtest import calibrate, importer, profile, report, soak
 from tests.load.loadtest import stack as stacks
 from tests.load.loadtest.fixture import SCALES, Fixture, ensure_fixture
 from tests.load.loadtest.generator import (
@@ -105,6 +117,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=ROOT / ".data")
     p.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
     p.add_argument("--trace-ratio", type=float, default=0.01, help="own stack's trace sampling")
+    p.add_argument(
+        "--import-during-load",
+        action="store_true",
+        help="after the measured phases, a phase at the last phase's rate during which a slice "
+        "of new teams and members is imported through the teams bulk APIs (lasting at least "
+        "--duration, longer if the import does), then a phase 'after import' at the same rate "
+        "right after it, no drain between: the report compares their e2e with the phase before",
+    )
+    p.add_argument(
+        "--import-teams",
+        type=int,
+        help="teams in that slice, 4-9 members each (default max(1,000, 10%% of the fixture))",
+    )
+    p.add_argument("--soak", type=float, metavar="MINUTES", help=soak.HELP)
+    p.add_argument(
+        "--soak-window", type=float, default=60, help="seconds per soak window (default 60)"
+    )
     return p.parse_args(argv)
 
 
@@ -120,6 +149,7 @@ class Run:
     accepted_per_second: Counter[int] = field(default_factory=Counter)
     acceptance: list[tuple[float, float]] = field(default_factory=list)
     current: LoadResult | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def operator(self) -> dict[str, str]:
@@ -305,6 +335,20 @@ def _window(points: list[tuple[float, float]], since: float, until: float) -> li
     return [v for t, v in points if since <= t <= until]
 
 
+def seen_between(latencies: list[tuple[float, float]], since: float, until: float) -> list[float]:
+    """Latencies of the score records seen between two times. The list grows in the order the
+    records were seen, so the scan runs from its end and stops at the first older one: a soak
+    holds millions of them and this runs every 5 s."""
+    found = []
+    for t, ms in reversed(latencies):
+        seen = t + ms / 1000
+        if seen < since - 1:
+            break
+        if since <= seen <= until:
+            found.append(ms)
+    return found
+
+
 async def progress_loop(run: Run, stop: asyncio.Event) -> None:
     last_t = run.now()
     while not stop.is_set():
@@ -317,9 +361,7 @@ async def progress_loop(run: Run, stop: asyncio.Event) -> None:
             continue
         accepted = sum(v for s, v in result.accepted_per_second.items() if last_t <= s < now)
         acc = report.percentiles(_window(result.latencies_ms, last_t, now))
-        e2e = report.percentiles(  # by when the score record was seen
-            [ms for t, ms in run.e2e.latencies_ms if last_t <= t + ms / 1000 <= now]
-        )
+        e2e = report.percentiles(seen_between(run.e2e.latencies_ms, last_t, now))
         row = run.pipeline.last() if run.pipeline else {"lag": {}, "backlog": {}}
         scoring_lag = sum(v for k, v in row["lag"].items() if k.startswith("scoring/"))
         backlog = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(row["backlog"].items()) if v)
@@ -350,9 +392,16 @@ async def export_ids(
         timeout=httpx.Timeout(600),
     ) as reply:
         reply.raise_for_status()
-        text = "".join([chunk async for chunk in reply.aiter_text()])
-    for row in csv.DictReader(io.StringIO(text)):
-        ids.add(row["id"])
+        # Line by line: a soak's export is millions of rows, never held as one text.
+        column: int | None = None
+        async for line in reply.aiter_lines():
+            if not line:
+                continue
+            [row] = csv.reader(io.StringIO(line))
+            if column is None:
+                column = row.index("id")
+            else:
+                ids.add(row[column])
     return ids
 
 
@@ -365,14 +414,55 @@ class PhaseContext:
     lag: BrokerLag
 
 
+@dataclass
+class Mark:
+    """Counters when a phase starts: its deltas (facts in scoring, Kafka records) start here."""
+
+    scored: int
+    topics: dict[str, int]
+    first_time: datetime  # the phase's events occur after this
+
+
+@dataclass
+class Offered:
+    """One phase's load as sent and answered, before the pipeline is drained and reconciled."""
+
+    result: LoadResult
+    summary: dict[str, Any]
+    mark: Mark
+    last_time: datetime
+
+
+async def take_mark(run: Run, ctx: PhaseContext) -> Mark:
+    return Mark(
+        scored=await national_activities(ctx.client, run.stack.urls["scoring"], ctx.period),
+        topics=await ctx.lag.end_offsets(_all_topics()),
+        first_time=datetime.now(UTC) - timedelta(seconds=2),
+    )
+
+
 async def run_phase(
     run: Run, ctx: PhaseContext, *, name: str, rate: float, duration: float, drain: bool
 ) -> tuple[LoadResult, dict[str, Any]]:
     """One constant-rate phase; with `drain`, waits for the pipeline and reconciles."""
+    offered = await offer(run, ctx, name=name, rate=rate, duration=duration)
+    if drain:
+        await reconcile(run, ctx, [offered])
+    return offered.result, offered.summary
+
+
+async def offer(
+    run: Run,
+    ctx: PhaseContext,
+    *,
+    name: str,
+    rate: float,
+    duration: float,
+    until: asyncio.Event | None = None,
+) -> Offered:
+    """The open-model load of one phase and what the activities service answered."""
     assert run.e2e is not None
-    scored_before = await national_activities(ctx.client, run.stack.urls["scoring"], ctx.period)
-    topics_before = await ctx.lag.end_offsets(_all_topics())
-    first_time = datetime.now(UTC) - timedelta(seconds=2)
+    mark = await take_mark(run, ctx)
     say(f"{name}: {rate:,.0f} events/s for {duration:.0f} s (batches of {run.args.batch_size})")
     result = await run_open_model(
         client=ctx.client,
@@ -385,6 +475,7 @@ async def run_phase(
         on_accepted=run.e2e.accepted,
         progress=lambda r: setattr(run, "current", r),
         on_start=lambda r: setattr(run, "current", r),
+        until=until,
     )
     run.current = None
     last_time = datetime.now(UTC)
@@ -393,7 +484,7 @@ async def run_phase(
     summary: dict[str, Any] = {
         "name": name,
         "offered_rate": round(rate, 1),
-        "duration_s": duration,
+        "duration_s": round(result.ended - result.started, 1) if until else duration,
         "started": result.started,
         "ended": result.ended,
         "requests": result.requests,
@@ -409,85 +500,175 @@ async def run_phase(
         ),
         "acceptance_ms": report.percentiles([ms for _, ms in result.latencies_ms]),
     }
-    if not drain:
-        return result, summary
-    drained = await idle(run, ctx.client, scored_before + len(result.accepted_ids))
-    summary["drain"] = drained
+    return Offered(result, summary, mark, last_time)
+
+
+async def reconcile(run: Run, ctx: PhaseContext, group: list[Offered]) -> None:
+    """Drains once after the last phase of `group`, then fills each phase's reconciliation and
+    figures in. Phases run back to back without a drain between them (an import and the phase
+    after it) share the pipeline's backlog, so the facts in scoring are counted for the group:
+    each phase's accepted = stored (by id), and the group's accepted = facts added in scoring."""
+    assert run.e2e is not None
+    e2e_tracker = run.e2e
+    start = group[0].mark
+    accepted_ids = set().union(*(o.result.accepted_ids for o in group))
+    drained = await idle(run, ctx.client, start.scored + len(accepted_ids))
     # Every accepted event's team score should reach the subscriber: wait for the slow tail too
     # (score publication can lag behind the facts), so the percentiles are not censored.
     deadline = time.monotonic() + run.args.drain_timeout
     last_say = time.monotonic()
-    while time.monotonic() < deadline and (pending := _pending_for(run.e2e, result)):
+
+    def pending() -> int:
+        return sum(_pending_for(e2e_tracker, o.result) for o in group)
+
+    while time.monotonic() < deadline and (waiting := pending()):
         if time.monotonic() - last_say > 10:
             last_say = time.monotonic()
-            say(f"{name}: {pending:,} accepted events still without a team score record")
+            say(f"{group[-1].summary['name']}: {waiting:,} accepted events still without a score")
         await asyncio.sleep(0.5)
     scored_after = await national_activities(ctx.client, run.stack.urls["scoring"], ctx.period)
     topics_after = await ctx.lag.end_offsets(_all_topics())
-    stored = await export_ids(run, ctx.client, first_time, last_time + timedelta(seconds=1))
-    e2e = [ms for t, ms in run.e2e.latencies_ms if result.started <= t <= result.ended + 1]
-    records = {t: topics_after.get(t, 0) - topics_before.get(t, 0) for t in topics_after}
+    stored = await export_ids(
+        run, ctx.client, start.first_time, group[-1].last_time + timedelta(seconds=1)
+    )
+    facts = scored_after - start.scored
+    together = [o.summary["name"] for o in group] if len(group) > 1 else None
+    group_exact = facts == sum(o.result.outcomes["accepted"] for o in group) and not (
+        stored - accepted_ids
+    )
+    for n, offered in enumerate(group):
+        topics_end = group[n + 1].mark.topics if n + 1 < len(group) else topics_after
+        offered.summary["drain"] = drained
+        offered.summary["reconciliation"] = _reconciliation(
+            run, offered.result, stored, stored - accepted_ids, facts, together, group_exact
+        )
+        records = {t: topics_end.get(t, 0) - offered.mark.topics.get(t, 0) for t in topics_end}
+        _phase_figures(run, offered, records)
+
+
+def _reconciliation(
+    run: Run,
+    result: LoadResult,
+    stored: set[str],
+    stray: set[str],
+    facts: int,
+    together: list[str] | None,
+    group_exact: bool,
+) -> dict[str, Any]:
+    assert run.e2e is not None
     accepted = result.outcomes["accepted"]
-    rec = {
+    rec: dict[str, Any] = {
         "accepted_answers": accepted,
         "accepted_unique_ids": len(result.accepted_ids),
         "stored_in_activities": len(stored & result.accepted_ids),
-        "stored_but_not_accepted": len(stored - result.accepted_ids),
-        "facts_in_scoring": scored_after - scored_before,
+        "stored_but_not_accepted": len(stray),
+        "facts_in_scoring": facts,
         "rejected": result.outcomes["rejected"],
         "rejected_expected": result.expected["rejected"],
         "duplicates": result.outcomes["duplicate"],
         "duplicates_expected": result.expected["duplicate"],
         "mismatched_outcomes": dict(result.mismatches),
-        "e2e_matched": len(e2e),
+        "e2e_matched": sum(1 for t, _ in run.e2e.latencies_ms if _within(t, result)),
         "e2e_unmatched": _pending_for(run.e2e, result),
     }
+    if together is not None:
+        rec["facts_counted_for"] = together  # the facts of these phases together
     rec["exact"] = (
-        accepted
-        == rec["accepted_unique_ids"]
-        == rec["stored_in_activities"]
-        == rec["facts_in_scoring"]
-        and rec["stored_but_not_accepted"] == 0
+        accepted == rec["accepted_unique_ids"] == rec["stored_in_activities"]
+        and group_exact
         and not rec["mismatched_outcomes"]
         and rec["rejected"] == rec["rejected_expected"]
         and rec["duplicates"] == rec["duplicates_expected"]
     )
-    summary["reconciliation"] = rec
+    return rec
+
+
+def _phase_figures(run: Run, offered: Offered, records: dict[str, int]) -> None:
+    """Throughput scored and alerted, e2e, Kafka records, lag, outbox, CPU and memory, and the
+    ratio to the calibration, for one phase (its load window; queues up to 5 s after it)."""
+    assert run.e2e is not None
+    result, summary = offered.result, offered.summary
+    accepted = result.outcomes["accepted"]
+    span = max(result.ended - result.started, 1e-9)
+    e2e = [ms for t, ms in run.e2e.latencies_ms if _within(t, result)]
     summary["end_to_end_ms"] = report.percentiles(e2e)
+    series = _series(run, result.started, result.ended)
+    scored = _growth(run, "scored", result.started, result.ended)
+    alerts = _growth(run, "alerts_published", result.started, result.ended)
+    summary["scored_events_per_s"] = round(scored / span, 1) if scored is not None else None
+    summary["alerts_per_s"] = round(alerts / span, 1) if alerts is not None else None
+    summary["alerts_published"] = alerts
     summary["kafka_records_per_accepted_event"] = round(sum(records.values()) / max(accepted, 1), 2)
     summary["kafka_records"] = {k: v for k, v in sorted(records.items()) if v}
-    lags = [sum(r["lag"].values()) for r in _series(run, result.started, result.ended)]
-    scoring_lags = [
-        sum(v for k, v in r["lag"].items() if k.startswith("scoring/"))
-        for r in _series(run, result.started, result.ended)
-    ]
-    backlogs = [sum(r["backlog"].values()) for r in _series(run, result.started, result.ended)]
-    summary["lag_max"] = max(lags, default=0)
+    summary["lag_max"] = max((sum(r["lag"].values()) for r in series), default=0)
     window = _series(run, result.started, result.ended + 5)
-    summary["lag_max_by_group"] = {
-        k: max(r["lag"].get(k, 0) for r in window)
-        for k in sorted({k for r in window for k in r["lag"]})
-        if any(r["lag"].get(k) for r in window)
-    }
-    summary["outbox_max_by_service"] = {
-        k: max(r["backlog"].get(k, 0) for r in window)
-        for k in sorted({k for r in window for k in r["backlog"]})
-        if any(r["backlog"].get(k) for r in window)
-    }
-    summary["scoring_lag_max"] = max(scoring_lags, default=0)
-    summary["outbox_backlog_max"] = max(backlogs, default=0)
+    summary["lag_max_by_group"] = _max_by(window, "lag")
+    summary["outbox_max_by_service"] = _max_by(window, "backlog")
+    summary["scoring_lag_max"] = max(
+        (sum(v for k, v in r["lag"].items() if k.startswith("scoring/")) for r in series),
+        default=0,
+    )
+    summary["outbox_backlog_max"] = max((sum(r["backlog"].values()) for r in series), default=0)
+    summary["calibration_ratios"] = calibration_ratios(summary, run.calibration)
     if run.sampler is not None:
         summary["processes"] = run.sampler.summary(result.started, result.ended)
         summary["machine_cpu_pct"] = run.sampler.machine_cpu_pct(result.started, result.ended)
-    return result, summary
+
+
+def _max_by(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """The peak of each group (or service) that was ever non-zero in `rows`."""
+    names = sorted({k for r in rows for k in r[key]})
+    return {
+        k: max(r[key].get(k, 0) for r in rows) for k in names if any(r[key].get(k) for r in rows)
+    }
+
+
+def _growth(run: Run, key: str, since: float, until: float) -> int | None:
+    """How much a count the pipeline samples (scored facts, alert records) grew between the
+    samples nearest to two times."""
+    assert run.pipeline is not None
+    rows = [r for r in run.pipeline.series if r.get(key) is not None]
+    if not rows:
+        return None
+    first = min(rows, key=lambda r: abs(r["t"] - since))
+    last = min(rows, key=lambda r: abs(r["t"] - until))
+    return max(int(last[key]) - int(first[key]), 0)
+
+
+def calibration_ratios(summary: dict[str, Any], cal: dict[str, Any]) -> dict[str, float]:
+    """The phase's rates as shares of what Kafka alone writes and PostgreSQL alone COPYs here,
+    measured in the same run: `accepted_over_kafka` (events/s accepted ÷ Kafka records/s),
+    `kafka_writes_over_kafka` (records/s the stack wrote ÷ Kafka records/s: the broker's share
+    in use), `accepted_over_copy` and `scored_over_copy` (÷ COPY rows/s)."""
+    accepted = summary["accepted_events_per_s"]
+    rates = {
+        "accepted": accepted,
+        "scored": summary.get("scored_events_per_s"),
+        "kafka_writes": accepted * summary.get("kafka_records_per_accepted_event", 0),
+    }
+    ratios: dict[str, float] = {}
+    for cal_key, short, what in (
+        ("kafka_records_per_s", "kafka", ("accepted", "kafka_writes")),
+        ("postgres_copy_rows_per_s", "copy", ("accepted", "scored")),
+    ):
+        if not cal.get(cal_key):
+            continue
+        for name in what:
+            if (value := rates.get(name)) is not None:
+                ratios[f"{name}_over_{short}"] = round(value / cal[cal_key], 5)
+    return ratios
+
+
+def _within(t: float, result: LoadResult) -> bool:
+    """An answer at `t` (s since t0) belongs to the phase: its bounds and the answers' times
+    come from the same clock, so only the rounding to 1 ms needs a margin (phases run back to
+    back must not share an event)."""
+    return result.started - 0.001 <= t <= result.ended + 0.001
 
 
 def _pending_for(e2e: EndToEnd, result: LoadResult) -> int:
     return sum(
-        1
-        for waiting in e2e.pending.values()
-        for _, at in waiting
-        if result.started <= at - e2e.t0 <= result.ended + 1
+        1 for waiting in e2e.pending.values() for _, at in waiting if _within(at - e2e.t0, result)
     )
 
 
@@ -641,6 +822,212 @@ def parse_rates(text: str, sustained: float | None) -> list[tuple[str, float]]:
     return rates
 
 
+def phase_plan(args: argparse.Namespace, sustained: float | None) -> list[tuple[str, float, float]]:
+    """(name, events/s, seconds) of every measured phase: the soak alone, `--rate`, or one phase
+    per `--rates` entry."""
+    if args.soak is not None:
+        rate = args.rate if args.rate is not None else sustained
+        if rate is None:
+            raise SystemExit("--soak needs --rate or the ramp (drop --no-ramp)")
+        return [(f"soak {args.soak:g} min", rate, args.soak * 60)]
+    if args.rate is not None:
+        return [(f"{args.rate:,.0f}/s", args.rate, args.duration)]
+    return [(label, rate, args.duration) for label, rate in parse_rates(args.rates, sustained)]
+
+
+async def measured_phases(
+    run: Run, ctx: PhaseContext, plan: list[tuple[str, float, float]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each planned phase, drained and reconciled; py-spy samples the services during the last
+    (the busiest: the rates rise)."""
+    args, stack = run.args, run.stack
+    results: list[dict[str, Any]] = []
+    profiles: dict[str, Any] = {}
+    for n, (label, rate, duration) in enumerate(plan):
+        profiling = None
+        if n == len(plan) - 1 and args.profile_seconds > 0 and stack.pids:
+            targets = {k: v for k, v in stack.pids.items() if k in PYTHON_PROCESSES}
+            seconds = min(args.profile_seconds, max(duration - 4, 1))
+
+            async def later(
+                targets: dict[str, int] = targets, seconds: float = seconds, lead: float = duration
+            ) -> dict[str, Any]:
+                await asyncio.sleep(min(3.0, lead / 4))
+                return await profile.record(
+                    targets, seconds, args.reports_dir / f"profile-{run_id(run)}"
+                )
+
+            profiling = asyncio.create_task(later())
+        _, summary = await run_phase(run, ctx, name=label, rate=rate, duration=duration, drain=True)
+        if profiling is not None:
+            profiles = await profiling
+        results.append(summary)
+        run.phases.append(summary)
+        phase_done(summary)
+    return results, profiles
+
+
+def phase_done(summary: dict[str, Any]) -> None:
+    rec = summary["reconciliation"]
+    say(
+        f"{summary['name']} done: accepted {rec['accepted_answers']:,} = stored "
+        f"{rec['stored_in_activities']:,}; scored {rec['facts_in_scoring']:,}"
+        + (f" (with {', '.join(rec['facts_counted_for'])})" if "facts_counted_for" in rec else "")
+        + f" ({'exact' if rec['exact'] else 'MISMATCH'}); e2e "
+        f"p99 {summary['end_to_end_ms'].get('p99', '-')} ms"
+    )
+
+
+ROSTER_TOPICS = ("teams.team.v1", "teams.member.v1", "teams.admin-unit.v1")
+REPLICA_GROUPS = ("activities/", "scoring/")
+
+
+async def import_phases(
+    run: Run, ctx: PhaseContext, fixture: Fixture, *, rate: float, baseline: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Item 3 of issue 22: an import must not bury live scores. A slice of new teams and members
+    goes through the teams bulk APIs while the load goes on at `rate` (the phase lasts at least
+    `--duration`, as long as the import if longer); the phase after it follows at once, while
+    the replicas and scoring still digest the import, and both are reconciled together."""
+    args = run.args
+    teams = args.import_teams or importer.default_teams(len(fixture.plan.teams))
+    rows = importer.slice_plan(fixture.plan, teams=teams, tag=f"LI{run_id(run)}")
+    say(f"import during load: {teams:,} new teams, {rows.members:,} members at {rate:,.0f}/s")
+    done = asyncio.Event()
+    timing: dict[str, float] = {}
+
+    async def importing() -> dict[str, Any]:
+        try:
+            await asyncio.sleep(min(2.0, args.duration / 10))
+            timing["started"] = round(run.now(), 1)
+            return await importer.run_import(
+                teams_url=run.stack.urls["teams"], headers=run.operator, rows=rows, say=say
+            )
+        except Exception as error:  # reported; the load and the reconciliation still run
+            say(f"import failed: {error!r}")
+            return {"error": repr(error)[-500:]}
+        finally:
+            timing["ended"] = round(run.now(), 1)
+            done.set()
+
+    task = asyncio.create_task(importing())
+    during = await offer(
+        run, ctx, name="import during load", rate=rate, duration=args.duration, until=done
+    )
+    imported = {"teams_in_slice": teams, "members_in_slice": rows.members, **(await task)}
+    imported.update(timing)
+    after = await offer(run, ctx, name="after import", rate=rate, duration=args.duration)
+    await reconcile(run, ctx, [during, after])
+    summaries = [during.summary, after.summary]
+    for summary in summaries:
+        run.phases.append(summary)
+        phase_done(summary)
+    imported["roster_records_published"] = sum(
+        v for s in summaries for k, v in s["kafka_records"].items() if k in ROSTER_TOPICS
+    )
+    imported["replicas_caught_up_after_s"] = _replicas_caught_up(run, timing.get("ended"))
+    during.summary["import"] = imported
+    return summaries, import_verdict(baseline, during.summary, after.summary, imported)
+
+
+def _replicas_caught_up(run: Run, since: float | None) -> float | None:
+    """Seconds from the import's end until the activities and scoring groups have read every
+    roster record (their lag on the teams topics back to 0)."""
+    assert run.pipeline is not None
+    if since is None:
+        return None
+    for row in run.pipeline.series:
+        if row["t"] >= since and not any(
+            v
+            for k, v in row["lag"].items()
+            if k.startswith(REPLICA_GROUPS) and k.endswith(ROSTER_TOPICS)
+        ):
+            return round(float(row["t"]) - since, 1)
+    return None
+
+
+def import_verdict(
+    baseline: dict[str, Any],
+    during: dict[str, Any],
+    after: dict[str, Any],
+    imported: dict[str, Any],
+) -> dict[str, Any]:
+    """Did live scores keep their latency? The e2e p99 during and after the import against the
+    phase before it at the same rate, with the soak's bound: max(250 ms, 25 %) more at most."""
+    e2e = {
+        "before": baseline["end_to_end_ms"],
+        "during": during["end_to_end_ms"],
+        "after": after["end_to_end_ms"],
+    }
+    base = e2e["before"].get("p99")
+    bound = soak.P99.of(base) if base is not None else None
+    held = (
+        "error" not in imported
+        and bound is not None
+        and all(e2e[k].get("p99", float("inf")) <= base + bound for k in ("during", "after"))
+    )
+    p99 = " / ".join(str(e2e[k].get("p99", "-")) for k in ("before", "during", "after"))
+    what = (
+        f"import failed: {imported['error']}"
+        if "error" in imported
+        else f"{imported['rows']:,} rows in {imported['seconds']} s ({imported['rows_per_s']:,.0f} "
+        f"rows/s), {imported['roster_records_published']:,} roster records; replicas caught up "
+        f"{imported['replicas_caught_up_after_s']} s after it"
+    )
+    return {
+        "phases": {"before": baseline["name"], "during": during["name"], "after": after["name"]},
+        "import": imported,
+        "end_to_end_ms": e2e,
+        "p99_bound_ms": round(base + bound, 1) if base is not None and bound is not None else None,
+        "live_latency_held": held,
+        "reconciled": during["reconciliation"]["exact"] and after["reconciliation"]["exact"],
+        "line": f"{what}; live e2e p99 before / during / after {p99} ms: "
+        + ("held" if held else "NOT held")
+        + (f" (bound {base + bound:,.0f} ms)" if base is not None and bound is not None else ""),
+    }
+
+
+def soak_report(run: Run, phase: dict[str, Any]) -> dict[str, Any]:
+    found = soak.windows(
+        started=phase["started"],
+        ended=phase["ended"],
+        width=run.args.soak_window,
+        end_to_end=run.e2e.latencies_ms if run.e2e else [],
+        pipeline=run.pipeline.series if run.pipeline else [],
+        processes=run.sampler.samples if run.sampler else [],
+        accepted_per_second=run.accepted_per_second,
+    )
+    return {
+        "phase": phase["name"],
+        "rate": phase["offered_rate"],
+        "window_s": run.args.soak_window,
+        "windows": found,
+        "verdict": soak.verdict(found, phase["offered_rate"]),
+    }
+
+
+def busiest_profile(phase: dict[str, Any], profiles: dict[str, Any]) -> dict[str, Any] | None:
+    """The profile of the busiest service process of the phase (py-spy samples Python only:
+    when PostgreSQL or Kafka is busier, the bottleneck verdict says so)."""
+    processes: dict[str, dict[str, float]] = phase.get("processes", {})
+    ranked = sorted(
+        (n for n in PYTHON_PROCESSES if n in profiles and "error" not in profiles[n]),
+        key=lambda n: -processes.get(n, {}).get("cpu_pct_mean", 0.0),
+    )
+    if not ranked:
+        return None
+    name = ranked[0]
+    found = profiles[name]
+    return {
+        "process": name,
+        "cpu_pct_mean": processes.get(name, {}).get("cpu_pct_mean"),
+        "busy_share": found.get("busy_share"),
+        "top_self": found.get("top_self", [])[:8],
+        "top_own_inclusive": found.get("top_own_inclusive", [])[:8],
+        "folded": found.get("folded"),
+    }
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -679,7 +1066,7 @@ async def execute(run: Run) -> dict[str, Any]:
                 f"WARNING: pipeline still busy after {warm['seconds']} s ({warm}); measuring "
                 "anyway: latencies include that backlog (scores are published oldest mark first)"
             )
-        cal = await calibration(run)
+        cal = run.calibration = await calibration(run)
         await idle(run, admin, None)
 
         stop = asyncio.Event()
@@ -715,54 +1102,30 @@ async def execute(run: Run) -> dict[str, Any]:
         ramp_report: dict[str, Any] | None = None
         results: list[dict[str, Any]] = []
         profiles: dict[str, Any] = {}
+        imported: dict[str, Any] | None = None
         try:
-            if args.rate is not None:
-                plan = [(f"{args.rate:,.0f}/s", args.rate)]
-            else:
-                if not args.no_ramp:
-                    say("ramp: searching the sustained rate")
-                    ramp_report = await ramp(run, ctx)
-                    say(
-                        f"sustained rate: {ramp_report['sustained_events_per_s']:,.0f} events/s; "
-                        "draining before the measured phases"
-                    )
-                    await idle(run, admin, None)
-                sustained = ramp_report["sustained_events_per_s"] if ramp_report else None
-                plan = parse_rates(args.rates, sustained)
-            for n, (label, rate) in enumerate(plan):
-                profiling = None
-                if n == len(plan) - 1 and args.profile_seconds > 0 and stack.pids:
-                    targets = {k: v for k, v in stack.pids.items() if k in PYTHON_PROCESSES}
-                    seconds = min(args.profile_seconds, max(args.duration - 4, 1))
-
-                    async def later(
-                        targets: dict[str, int] = targets, seconds: float = seconds
-                    ) -> dict[str, Any]:
-                        await asyncio.sleep(min(3.0, args.duration / 4))
-                        return await profile.record(
-                            targets, seconds, args.reports_dir / f"profile-{run_id(run)}"
-                        )
-
-                    profiling = asyncio.create_task(later())
-                _, summary = await run_phase(
-                    run, ctx, name=label, rate=rate, duration=args.duration, drain=True
-                )
-                if profiling is not None:
-                    profiles = await profiling
-                results.append(summary)
-                run.phases.append(summary)
-                rec = summary["reconciliation"]
+            if args.rate is None and not args.no_ramp:
+                say("ramp: searching the sustained rate")
+                ramp_report = await ramp(run, ctx)
                 say(
-                    f"{label} done: accepted {rec['accepted_answers']:,} = stored "
-                    f"{rec['stored_in_activities']:,} = scored {rec['facts_in_scoring']:,} "
-                    f"({'exact' if rec['exact'] else 'MISMATCH'}); e2e "
-                    f"p99 {summary['end_to_end_ms'].get('p99', '-')} ms"
+                    f"sustained rate: {ramp_report['sustained_events_per_s']:,.0f} events/s; "
+                    "draining before the measured phases"
                 )
+                await idle(run, admin, None)
+            sustained = ramp_report["sustained_events_per_s"] if ramp_report else None
+            plan = phase_plan(args, sustained)
+            results, profiles = await measured_phases(run, ctx, plan)
+            if args.import_during_load:
+                pair, imported = await import_phases(
+                    run, ctx, fixture, rate=plan[-1][1], baseline=results[-1]
+                )
+                results += pair
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
     cores = os.cpu_count() or 1
-    busiest = max(results, key=lambda s: s["offered_rate"]) if results else {}
+    measured = [p for p in results if "import" not in p and p["name"] != "after import"]
+    busiest = max(measured, key=lambda s: s["offered_rate"]) if measured else {}
     verdict = bottleneck(busiest, profiles, cores)
     sustained = ramp_report["sustained_events_per_s"] if ramp_report else None
     ratios = {}
@@ -805,8 +1168,12 @@ async def execute(run: Run) -> dict[str, Any]:
         "ratios": ratios,
         "bottleneck": verdict,
         "profile": profiles,
+        "busiest_profile": busiest_profile(busiest, profiles),
+        "import_during_load": imported,
+        "soak": soak_report(run, results[0]) if args.soak is not None and results else None,
         "end_to_end_unmatched_total": run.e2e.unmatched() if run.e2e else None,
         "reconciled": bool(results) and all(p["reconciliation"]["exact"] for p in results),
+        "import_failed": bool(imported and "error" in imported["import"]),
     }
 
 
@@ -816,6 +1183,41 @@ def run_id(run: Run) -> str:
 
 def _ps(values: dict[str, Any], *keys: str) -> str:
     return "/".join(str(values.get(k, "-")) for k in keys)
+
+
+def _throughput_lines(p: dict[str, Any]) -> list[str]:
+    """Scored and alerted rates, Kafka records per event, calibration ratios, lag by group."""
+    pad = " " * 22
+    ratios = p.get("calibration_ratios", {})
+    shares = ", ".join(
+        f"{k.replace('_over_', '/').replace('_', ' ')} {v:.2%}" for k, v in ratios.items()
+    )
+    lines = [
+        f"{pad}scored {p.get('scored_events_per_s', '-')}/s, alerted {p.get('alerts_per_s', '-')}/s"
+        f"; {p['kafka_records_per_accepted_event']} Kafka records/event"
+        + (f"; of calibration: {shares}" if shares else "")
+    ]
+    worst = sorted(p.get("lag_max_by_group", {}).items(), key=lambda kv: -kv[1])[:4]
+    if worst:
+        lines.append(f"{pad}max lag: " + ", ".join(f"{k} {v:,.0f}" for k, v in worst))
+    return lines
+
+
+def _soak_lines(found: dict[str, Any]) -> list[str]:
+    lines = [
+        f"soak: {found['phase']} at {found['rate']:,.0f}/s, {len(found['windows'])} windows of "
+        f"{found['window_s']:g} s",
+        f"  {'window':>6}{'accepted/s':>11}{'e2e p50/p99 ms':>18}{'lag (sum of means)':>20}"
+        "  rss MB",
+    ]
+    for w in found["windows"]:
+        rss = ", ".join(f"{k} {v:.0f}" for k, v in w["rss_mb"].items())
+        lines.append(
+            f"  {w['window']:>6}{w['accepted_per_s']:>11,.0f}"
+            f"{_ps(w['e2e_ms'], 'p50', 'p99'):>18}{sum(w['lag_mean'].values()):>20,.0f}  {rss}"
+        )
+    lines.append(f"soak verdict: {found['verdict']['line']}")
+    return lines
 
 
 def print_summary(data: dict[str, Any], json_path: Path, png_path: Path) -> None:
@@ -854,11 +1256,18 @@ def print_summary(data: dict[str, Any], json_path: Path, png_path: Path) -> None
         rec = p["reconciliation"]
         out.append(
             f"{'':<22}accepted {rec['accepted_answers']:,} = stored {rec['stored_in_activities']:,}"
-            f" = scored {rec['facts_in_scoring']:,}; rejected {rec['rejected']:,}; duplicates "
+            f" = scored {rec['facts_in_scoring']:,}"
+            + (
+                f" (with {', '.join(rec['facts_counted_for'])})"
+                if "facts_counted_for" in rec
+                else ""
+            )
+            + f"; rejected {rec['rejected']:,}; duplicates "
             f"{rec['duplicates']:,}; e2e matched {rec['e2e_matched']:,} (unmatched "
             f"{rec['e2e_unmatched']}); max lag {p['lag_max']:,}, "
             f"outbox {p['outbox_backlog_max']:,.0f}"
         )
+        out += _throughput_lines(p)
         if p.get("processes"):
             out.append(
                 f"{'':<22}cpu % (mean/peak), rss MB: "
@@ -867,11 +1276,30 @@ def print_summary(data: dict[str, Any], json_path: Path, png_path: Path) -> None
                     for n, v in p["processes"].items()
                 )
             )
+    if data.get("import_during_load"):
+        out.append(f"import during load: {data['import_during_load']['line']}")
+    if data.get("soak"):
+        out += _soak_lines(data["soak"])
     out.append(f"bottleneck: {data['bottleneck']['verdict']}")
+    if found := data.get("busiest_profile"):
+        out.append(
+            f"profile of the busiest service, {found['process']} ({found['cpu_pct_mean']}% cpu, "
+            f"{found['busy_share']:.0%} of samples busy; {found['folded']}):"
+        )
+        out += [
+            f"  {h['share_of_busy']:>5.0%}  {h['function']}" for h in found["top_own_inclusive"][:5]
+        ]
     out.append(f"report: {json_path}")
     out.append(f"chart:  {png_path}")
     out.append("=" * 100)
     print("\n".join(out), flush=True)
+
+
+def _import_span(data: dict[str, Any]) -> list[tuple[float, float, str]]:
+    found = (data.get("import_during_load") or {}).get("import", {})
+    if "started" not in found or "ended" not in found:
+        return []
+    return [(found["started"], found["ended"], "bulk import")]
 
 
 def open_stack(args: argparse.Namespace) -> stacks.Stack:
@@ -924,9 +1352,11 @@ def main(argv: list[str] | None = None) -> int:
         end_to_end=run.e2e.latencies_ms if run.e2e else [],
         pipeline=run.pipeline.series if run.pipeline else [],
         processes=run.sampler.samples if run.sampler else [],
+        spans=_import_span(data),
+        windows=data["soak"]["windows"] if data.get("soak") else [],
     )
     print_summary(data, json_path, png_path)
-    return 0 if data["reconciled"] else 1
+    return 0 if data["reconciled"] and not data["import_failed"] else 1
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 - End-to-end latency: from an accepted POST to the first `scoring.score-latest.v1` record of the
   event's team whose event-time watermark (`as_of_event_time`) reaches the event's `occurred_at`.
 - Consumer lag measured from the broker (end offset − committed offset per group), outbox
-  backlog scraped from every service's `/metrics`, and the national `activities` indicator (how
-  many activity facts scoring holds) polled from the scoring API, all over time.
+  backlog scraped from every service's `/metrics`, the national `activities` indicator (how
+  many activity facts scoring holds) polled from the scoring API, and the records published on
+  `score-updated` and `alert-raised` (end offsets), all over time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.topics import CONSUMER_GROUPS, SCORE_LATEST, SCORE_UPDATED
+from common.topics import ALERT_RAISED, CONSUMER_GROUPS, SCORE_LATEST, SCORE_UPDATED
 
 # Keys of score-latest are `subject_type:subject_id:period`; a team's monthly record is enough.
 _TEAM_MONTH_KEY = re.compile(rb"^team:([0-9a-f-]{36}):\d{4}-\d{2}$")
@@ -204,7 +205,8 @@ async def national_activities(client: httpx.AsyncClient, scoring_url: str, perio
 
 @dataclass
 class Pipeline:
-    """Samples lag, outbox backlog and the scored count every `interval` seconds."""
+    """Samples lag, outbox backlog, the scored count and the score / alert records published
+    every `interval` seconds."""
 
     urls: dict[str, str]
     headers: dict[str, str]
@@ -218,8 +220,10 @@ class Pipeline:
         with contextlib.suppress(Exception):
             row["lag"] = await self.lag.lag()
         with contextlib.suppress(Exception):
-            ends = await self.lag.end_offsets([SCORE_UPDATED.name])
+            ends = await self.lag.end_offsets([SCORE_UPDATED.name, ALERT_RAISED.name])
             row["scores_published"] = ends.get(SCORE_UPDATED.name)
+            # Every change of an alert (raised, resolved) is one record: the "alerted" count.
+            row["alerts_published"] = ends.get(ALERT_RAISED.name)
         for url in self.urls.values():
             try:
                 text = (await client.get(f"{url}/metrics")).text
