@@ -43,7 +43,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.teams import TeamChanged
-from common.db import upsert_newer
+from common.db import json_rows, upsert_newer
 from common.outbox_tables import define_service_tables
 from notifications.domain import NATIONAL, RuleOverride, ScoreKey, SubjectKey
 
@@ -133,6 +133,14 @@ alerts_table = Table(
     ),
     Index("ix_alerts_unit_path", "unit_path", postgresql_using="gin"),
     Index("ix_alerts_status_id", "status", "id"),
+    # the unresolved alerts of a batch of scores' subject-periods (`open_alerts_of_scores`)
+    Index(
+        "ix_alerts_open_subject_period",
+        "subject_type",
+        "subject_id",
+        "period",
+        postgresql_where=text("status <> 'resolved'"),
+    ),
 )
 
 subscriptions_table = Table(
@@ -595,6 +603,35 @@ async def active_alerts(session: AsyncSession, *, dedupe_keys: Sequence[str]) ->
         {"keys": list(dedupe_keys)},
     )
     return list(rows.mappings())
+
+
+async def open_alerts_of_scores(
+    session: AsyncSession, keys: Iterable[ScoreKey]
+) -> dict[ScoreKey, list[RowMapping]]:
+    """The unresolved alerts of each subject-period (every alert a score can raise or resolve
+    is keyed by its subject and period): one lookup per key, not per condition."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            SELECT a.* FROM (
+              SELECT r->>0 AS st, r->>1 AS sid, r->>2 AS p
+              FROM jsonb_array_elements(CAST(:keys AS jsonb)) AS r
+            ) k
+            JOIN notifications.alerts a
+              ON a.subject_type = k.st AND a.subject_id = k.sid AND a.period = k.p
+            WHERE a.status <> 'resolved'
+            """
+        ),
+        {"keys": json_rows([tuple(key) for key in wanted])},
+    )
+    found: dict[ScoreKey, list[RowMapping]] = {}
+    for row in rows.mappings():
+        key = ScoreKey(row["subject_type"], row["subject_id"], row["period"])
+        found.setdefault(key, []).append(row)
+    return found
 
 
 async def active_alerts_of_type(session: AsyncSession, alert_type: str) -> list[RowMapping]:

@@ -423,7 +423,11 @@ class TargetStatus:
 
     @property
     def reached(self) -> bool:
-        return self.value >= self.target
+        return _reached(self.value, self.target)
+
+
+def _reached(value: float, target: float) -> bool:
+    return value >= target
 
 
 def target_statuses(
@@ -431,19 +435,23 @@ def target_statuses(
     components: Sequence[ScoreComponent | ScoreComponentWire],
     indicators: Mapping[str, float],
     params: TargetReachedParams,
+    reached_only: bool = False,
 ) -> list[TargetStatus]:
-    """Every watched target of one score, reached or not (so reached ones can also clear)."""
+    """Every watched target of one score, reached or not (so reached ones can also clear);
+    `reached_only`: the reached ones alone."""
     watched = set(params.criteria)
     statuses = [
         TargetStatus(f"criterion:{c.criterion}", c.value, c.target)
         for c in components
-        if c.target > 0 and (not watched or c.criterion in watched)
+        if c.target > 0
+        and (not watched or c.criterion in watched)
+        and (not reached_only or _reached(c.value, c.target))
     ]
-    statuses += [
-        TargetStatus(f"indicator:{name}", float(indicators[name]), target)
-        for name, target in sorted(params.indicator_targets.items())
-        if name in indicators
-    ]
+    for name, target in sorted(params.indicator_targets.items()):
+        if name in indicators:
+            value = float(indicators[name])
+            if not reached_only or _reached(value, target):
+                statuses.append(TargetStatus(f"indicator:{name}", value, target))
     return statuses
 
 
@@ -603,12 +611,21 @@ def score_alert_keys(
 
 
 def score_conditions(
-    score: ScoreRecord, *, rules: Rules, unit_path: tuple[str, ...]
+    score: ScoreRecord,
+    *,
+    rules: Rules,
+    unit_path: tuple[str, ...],
+    with_open_alerts: bool = True,
 ) -> list[Condition]:
     """The `target_reached` and `campaign_at_risk` conditions the score is judged on: worked
-    out once per score by a caller that needs both its keys and its evaluation."""
+    out once per score by a caller that needs both its keys and its evaluation.
+
+    `with_open_alerts=False`: the caller knows the score's subject-period has no unresolved
+    alert, so a target not reached has nothing to resolve and is left out (most scores: their
+    dozen watched targets then cost a comparison each, no key and no condition).
+    """
     return [
-        *_target_conditions(score, rules, unit_path),
+        *_target_conditions(score, rules, unit_path, reached_only=not with_open_alerts),
         *_campaign_conditions(score, rules, unit_path),
     ]
 
@@ -711,16 +728,20 @@ class Condition(NamedTuple):
 
 
 def _target_conditions(
-    score: ScoreRecord, rules: Rules, unit_path: tuple[str, ...]
+    score: ScoreRecord, rules: Rules, unit_path: tuple[str, ...], *, reached_only: bool
 ) -> list[Condition]:
-    """Every watched target of the score, and whether it is reached."""
+    """Every watched target of the score (or only the reached ones), and whether it is
+    reached."""
     params: TargetReachedParams | None = rules.params(
         "target_reached", unit_path[0] if unit_path else None
     )
     if params is None:
         return []
     statuses = target_statuses(
-        components=score.components, indicators=score.indicators, params=params
+        components=score.components,
+        indicators=score.indicators,
+        params=params,
+        reached_only=reached_only,
     )
 
     def reached(status: TargetStatus) -> AlertCandidate:

@@ -45,7 +45,6 @@ from notifications.domain import (
     member_day_alerts,
     member_days_to_count,
     next_score_state,
-    score_alert_keys,
     score_conditions,
     score_key,
     suspicious_checked,
@@ -283,25 +282,11 @@ async def _judge_round(
     earlier_states = await adapters.score_states_of(
         uow.session, [c for s in fresh if (c := comparisons.get(score_key(s))) is not None]
     )
-    conditions = {
-        score_key(s): score_conditions(s, rules=rules, unit_path=path_of(s)) for s in fresh
-    }
-    alert_keys = {
-        score_key(s): score_alert_keys(
-            s, rules=rules, unit_path=path_of(s), conditions=conditions[score_key(s)]
-        )
-        for s in fresh
-    }
-    open_rows = await adapters.active_alerts(
-        uow.session, dedupe_keys=sorted({k for keys in alert_keys.values() for k in keys})
-    )
-    open_by_key: dict[str, list[RowMapping]] = {}
-    for row in open_rows:
-        open_by_key.setdefault(row["dedupe_key"], []).append(row)
+    open_alerts = await adapters.open_alerts_of_scores(uow.session, map(score_key, fresh))
     evaluations = {}
     for score in fresh:
         key = score_key(score)
-        mine = [row for k in alert_keys[key] for row in open_by_key.get(k, ())]
+        mine = open_alerts.get(key, [])
         compared = comparisons.get(key)
         evaluations[key] = (
             evaluate_score(
@@ -313,7 +298,9 @@ async def _judge_round(
                     _score_state(earlier_states.get(compared)) if compared else None
                 ),
                 open_alerts=[_open_alert(row) for row in mine],
-                conditions=conditions[key],
+                conditions=score_conditions(
+                    score, rules=rules, unit_path=path_of(score), with_open_alerts=bool(mine)
+                ),
             ),
             mine,
         )

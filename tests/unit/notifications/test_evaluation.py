@@ -26,6 +26,7 @@ from notifications.domain import (
     next_score_state,
     resolve_rule,
     score_alert_keys,
+    score_conditions,
 )
 
 PROVINCE = "82"
@@ -433,3 +434,38 @@ def test_inactivity_never_active_team_counts_from_first_seen() -> None:
     never = team(last_activity_days_ago=None)  # first seen 100 days ago
     [alert] = evaluate_team_inactivity([never], rules=rules, open_alerts=[], now=NOW).raised
     assert alert.details["days"] == 100
+
+
+def test_without_open_alerts_only_the_reached_targets_are_built_and_the_outcome_is_the_same() -> (
+    None
+):
+    rules = only(
+        "target_reached",
+        target_reached={"indicator_targets": {"app_installs": 100, "households": 5}},
+    )
+    components = [
+        ScoreComponent(criterion=f"c{i}", points=1, max_points=5, value=i / 4, target=1.0)
+        for i in range(8)
+    ]
+    incoming = score(
+        3, 70, components=components, indicators={"app_installs": 150, "households": 2}
+    )
+    everything = score_conditions(incoming, rules=rules, unit_path=PATH)
+    reached = score_conditions(incoming, rules=rules, unit_path=PATH, with_open_alerts=False)
+    assert len(everything) == 10
+    assert [c.dedupe_key for c in reached] == [c.dedupe_key for c in everything if c.holds]
+    assert all(c.holds for c in reached) and len(reached) == 5  # c4..c7 and app_installs
+
+    def judged(conditions: Sequence[Any] | None) -> list[str]:
+        evaluation = evaluate_score(
+            incoming,
+            rules=rules,
+            unit_path=PATH,
+            previous=ScoreState(2, 60),
+            previous_period_state=None,
+            open_alerts=[],
+            conditions=conditions,
+        )
+        return [a.dedupe_key for a in evaluation.raised]
+
+    assert judged(reached) == judged(None) == judged(everything)
