@@ -14,8 +14,8 @@ import asyncpg
 import orjson
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import Table, TextClause, func, text
-from sqlalchemy.dialects.postgresql import Insert
+from sqlalchemy import Table, Text, TextClause, bindparam, cast, func, literal_column, select, text
+from sqlalchemy.dialects.postgresql import JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -150,9 +150,17 @@ def upsert_newer(
     column). Rows of one statement must have distinct keys. Execute the statement, or add
     `.returning(...)` first: a row comes back only where the upsert applied.
     """
-    first = rows if isinstance(rows, Mapping) else rows[0]
-    statement = pg_insert(table).values(rows if isinstance(rows, Mapping) else list(rows))
-    updated = [c for c in first if c not in key] if columns is None else list(columns)
+    many = [rows] if isinstance(rows, Mapping) else list(rows)
+    names = list(many[0])
+    # The rows travel as one JSON document typed by the table's own row type: a multi-row
+    # VALUES was compiled and bound value by value (a fifth of the notifications score
+    # handler's Python for 5,000 states).
+    source = func.jsonb_populate_recordset(
+        literal_column(f'NULL::"{table.schema}"."{table.name}"'),
+        cast(bindparam("upsert_rows", dump_json(many), type_=Text), JSONB),
+    ).table_valued(*names)
+    statement = pg_insert(table).from_select(names, select(*(source.c[n] for n in names)))
+    updated = [c for c in names if c not in key] if columns is None else list(columns)
     assignments: dict[str, Any] = {c: statement.excluded[c] for c in updated}
     if stamp is not None:
         assignments[stamp] = func.now()
