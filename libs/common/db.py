@@ -114,7 +114,7 @@ async def _rollback_if_open(connection: asyncpg.Connection) -> None:
 
 def dump_json(obj: Any) -> str:
     """JSON text for JSON columns; values JSON does not know (UUIDs, dates…) become strings."""
-    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def json_once(obj: Any) -> orjson.Fragment:
@@ -131,7 +131,13 @@ def json_rows(rows: Sequence[Sequence[Any]]) -> str:
     values), where one orjson call takes 3 ms, and PostgreSQL's side costs the same. A row's
     values also travel together, so no column can slip against another.
     """
-    return orjson.dumps(rows, default=str).decode()
+    return orjson.dumps(rows, default=_json_default).decode()
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson does not know: a typed key (a NamedTuple) is the array it is, anything else
+    (UUIDs in keys, dates…) its string."""
+    return list(value) if isinstance(value, tuple) else str(value)
 
 
 def upsert_newer(

@@ -625,7 +625,7 @@ async def open_alerts_of_scores(
             WHERE a.status <> 'resolved'
             """
         ),
-        {"keys": json_rows([tuple(key) for key in wanted])},
+        {"keys": json_rows(wanted)},
     )
     found: dict[ScoreKey, list[RowMapping]] = {}
     for row in rows.mappings():
