@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -309,8 +310,14 @@ class ConsumerRunner:
         topics = sorted({e.topic for e in events})
         # One link per trace: a bulk import can put hundreds of messages of one trace in a
         # batch, and they must not crowd out (past the span's link limit) the others' traces.
+        # Headers are extracted once per distinct set: an import's events share theirs.
         by_trace: dict[int, Link] = {}
+        seen: set[tuple[tuple[str, str], ...]] = set()
         for e in events:
+            headers = tuple(e.trace_headers.items())
+            if headers in seen:
+                continue
+            seen.add(headers)
             link = span_link(e.trace_headers)
             if link is not None:
                 by_trace.setdefault(link.context.trace_id, link)
@@ -328,9 +335,9 @@ class ConsumerRunner:
         )
 
     def _count(self, events: Sequence[InboundEvent], new_ids: set[Any]) -> None:
-        for event in events:
-            outcome = "applied" if event.id in new_ids else "duplicate"
-            metrics.CONSUMER_EVENTS.labels(self.group, event.topic, outcome).inc()
+        counts = Counter((e.topic, "applied" if e.id in new_ids else "duplicate") for e in events)
+        for (topic, outcome), n in counts.items():
+            metrics.CONSUMER_EVENTS.labels(self.group, topic, outcome).inc(n)
 
     async def _dead_letter_event(self, event: InboundEvent, reason: str) -> None:
         await self._send_dead_letter(

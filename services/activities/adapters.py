@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -35,8 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
-from common.contracts.teams import MemberChanged, TeamChanged
-from common.db import DirectConnections, dump_json, outbox_insert_sql, upsert_newer
+from common.contracts.wire import MemberChangedWire, TeamChangedWire
+from common.db import DirectConnections, dump_json, json_rows, outbox_insert_sql
 from common.outbox_tables import define_service_tables
 
 SCHEMA = "activities"
@@ -137,39 +138,91 @@ activities = Table(
 # ---- replica --------------------------------------------------------------------------------
 
 
-async def upsert_team(
-    session: AsyncSession, team: TeamChanged, *, traceparent: str | None = None
+Change = TypeVar("Change", TeamChangedWire, MemberChangedWire)
+
+
+def latest_versions(
+    changes: Iterable[tuple[Change, str | None]],
+) -> list[tuple[Change, str | None]]:
+    """Per id, the change a one-by-one apply would leave stored: the highest version, the first
+    of equal ones (a later event of the same version never wins). Sorted by id, the order in
+    which every batch locks the rows."""
+    latest: dict[UUID, tuple[Change, str | None]] = {}
+    for change in changes:
+        held = latest.get(change[0].id)
+        if held is None or held[0].version < change[0].version:
+            latest[change[0].id] = change
+    return [latest[key] for key in sorted(latest)]
+
+
+# One statement per table per batch, rows as one JSON document (`common.db.json_rows`): only a
+# newer version wins, as `common.db.upsert_newer` does, so a replayed, redelivered or
+# compacted older event never moves the replica back.
+_UPSERT_TEAMS = text(
+    """
+    INSERT INTO activities.team_replica AS t (id, code, unit_code, status, established_on,
+        dissolved_on, version, province, district, commune, village, traceparent, updated_at)
+    SELECT CAST(r->>0 AS uuid), r->>1, r->>2, r->>3, CAST(r->>4 AS date), CAST(r->>5 AS date),
+        CAST(r->>6 AS int), r->>7, r->>8, r->>9, r->>10, r->>11, now()
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+    ON CONFLICT (id) DO UPDATE SET code = excluded.code, unit_code = excluded.unit_code,
+        status = excluded.status, established_on = excluded.established_on,
+        dissolved_on = excluded.dissolved_on, version = excluded.version,
+        province = excluded.province, district = excluded.district,
+        commune = excluded.commune, village = excluded.village,
+        traceparent = excluded.traceparent, updated_at = excluded.updated_at
+    WHERE t.version < excluded.version
+    """
+)
+_UPSERT_MEMBERS = text(
+    """
+    INSERT INTO activities.member_replica AS t (id, team_id, role, joined_on, left_on, removed,
+        version, updated_at)
+    SELECT CAST(r->>0 AS uuid), CAST(r->>1 AS uuid), r->>2, CAST(r->>3 AS date),
+        CAST(r->>4 AS date), CAST(r->>5 AS boolean), CAST(r->>6 AS int), now()
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+    ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id, role = excluded.role,
+        joined_on = excluded.joined_on, left_on = excluded.left_on, removed = excluded.removed,
+        version = excluded.version, updated_at = excluded.updated_at
+    WHERE t.version < excluded.version
+    """
+)
+
+
+async def upsert_teams(
+    session: AsyncSession, teams: Iterable[tuple[TeamChangedWire, str | None]]
 ) -> None:
-    """Apply a team's latest state; an older version (compaction, replays) never wins."""
-    path = team.unit_path
-    row = {
-        "id": team.id,
-        "code": team.code,
-        "unit_code": team.unit_code,
-        "status": team.status,
-        "established_on": team.established_on,
-        "dissolved_on": team.dissolved_on,
-        "version": team.version,
-        "province": path.province if path else None,
-        "district": path.district if path else None,
-        "commune": path.commune if path else None,
-        "village": path.village if path else None,
-        "traceparent": traceparent,
-    }
-    await session.execute(upsert_newer(team_replica, row))
+    """Apply teams' latest states, each with the `traceparent` of the event that carried it."""
+    rows = []
+    for team, traceparent in latest_versions(teams):
+        path = team.unit_path
+        rows.append(
+            (
+                team.id,
+                team.code,
+                team.unit_code,
+                team.status,
+                team.established_on,
+                team.dissolved_on,
+                team.version,
+                *((path.province, path.district, path.commune, path.village) if path else _NO_PATH),
+                traceparent,
+            )
+        )
+    if rows:
+        await session.execute(_UPSERT_TEAMS, {"rows": json_rows(rows)})
 
 
-async def upsert_member(session: AsyncSession, member: MemberChanged) -> None:
-    row = {
-        "id": member.id,
-        "team_id": member.team_id,
-        "role": member.role,
-        "joined_on": member.joined_on,
-        "left_on": member.left_on,
-        "removed": member.removed,
-        "version": member.version,
-    }
-    await session.execute(upsert_newer(member_replica, row))
+_NO_PATH = (None, None, None, None)
+
+
+async def upsert_members(session: AsyncSession, members: Iterable[MemberChangedWire]) -> None:
+    rows = [
+        (m.id, m.team_id, m.role, m.joined_on, m.left_on, m.removed, m.version)
+        for m, _ in latest_versions((m, None) for m in members)
+    ]
+    if rows:
+        await session.execute(_UPSERT_MEMBERS, {"rows": json_rows(rows)})
 
 
 # Ingest statements run on plain asyncpg connections (`common.db.DirectConnections`): numbered

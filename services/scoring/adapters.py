@@ -44,7 +44,7 @@ from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
-from common.db import dump_json, json_rows, upsert_newer
+from common.db import dump_json, json_rows
 from common.outbox_tables import define_service_tables
 from scoring import domain
 from scoring.domain import (
@@ -853,47 +853,77 @@ async def take_dirty(session: AsyncSession, *, limit: int, teams_only: bool = Fa
 # --------------------------------------------------------------------------- roster
 
 
+_LOAD_MEMBERS = text(
+    "SELECT member_id, team_id, counted, trained, version FROM scoring.member_state"
+    " WHERE member_id = ANY(CAST(:ids AS uuid[])) ORDER BY member_id FOR UPDATE"
+)
+_LOAD_TEAMS = text(
+    "SELECT team_id, province, district, commune, village, active, version, members,"
+    " trained_members FROM scoring.team_state"
+    " WHERE team_id = ANY(CAST(:ids AS uuid[])) ORDER BY team_id FOR UPDATE"
+)
+
+
 async def load_roster(
     session: AsyncSession, *, team_ids: Iterable[UUID], member_ids: Iterable[UUID]
 ) -> Roster:
+    """The stored state of these teams and members and of the members' teams, locked (members
+    first, then teams, each in id order). One statement each, the ids as one array parameter:
+    a registry import brings thousands of each per batch."""
     roster = Roster()
     members = sorted(set(member_ids))
     if members:
-        rows = (
-            await session.execute(
-                select(member_state)
-                .where(member_state.c.member_id.in_(members))
-                .order_by(member_state.c.member_id)
-                .with_for_update()
-            )
-        ).mappings()
-        for row in rows:
-            roster.members[row["member_id"]] = MemberState(
-                member_id=row["member_id"],
-                team_id=row["team_id"],
-                counted=row["counted"],
-                trained=row["trained"],
-                version=row["version"],
+        for row in await session.execute(_LOAD_MEMBERS, {"ids": members}):
+            roster.members[row[0]] = MemberState(
+                member_id=row[0], team_id=row[1], counted=row[2], trained=row[3], version=row[4]
             )
     teams = sorted({*team_ids, *(m.team_id for m in roster.members.values())})
     if teams:
-        rows = (
-            await session.execute(
-                select(team_state)
-                .where(team_state.c.team_id.in_(teams))
-                .order_by(team_state.c.team_id)
-                .with_for_update()
+        for row in await session.execute(_LOAD_TEAMS, {"ids": teams}):
+            roster.teams[row[0]] = TeamState(
+                team_id=row[0],
+                path=UnitPathCodes(row[1], row[2], row[3], row[4]) if row[1] else None,
+                active=row[5],
+                version=row[6],
             )
-        ).mappings()
-        for row in rows:
-            roster.teams[row["team_id"]] = TeamState(
-                team_id=row["team_id"],
-                path=path_of(row) if row["province"] else None,
-                active=row["active"],
-                version=row["version"],
-            )
-            roster.counts[row["team_id"]] = (row["members"], row["trained_members"])
+            roster.counts[row[0]] = (row[7], row[8])
     return roster
+
+
+# The roster's rows were read under lock (`load_roster`) and the newer-version-wins rule applied
+# to them in memory (`domain.Roster`): these statements write the outcome as it is, one
+# statement per table, rows as one JSON document. Rows the batch left as they were are skipped.
+_SAVE_TEAMS = text(
+    """
+    INSERT INTO scoring.team_state AS t (team_id, province, district, commune, village, active,
+        version, members, trained_members)
+    SELECT CAST(r->>0 AS uuid), r->>1, r->>2, r->>3, r->>4, CAST(r->>5 AS boolean),
+        CAST(r->>6 AS int), CAST(r->>7 AS int), CAST(r->>8 AS int)
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+    ON CONFLICT (team_id) DO UPDATE SET province = excluded.province,
+        district = excluded.district, commune = excluded.commune, village = excluded.village,
+        active = excluded.active, version = excluded.version, members = excluded.members,
+        trained_members = excluded.trained_members
+    WHERE (t.province, t.district, t.commune, t.village, t.active, t.version, t.members,
+           t.trained_members)
+          IS DISTINCT FROM (excluded.province, excluded.district, excluded.commune,
+                            excluded.village, excluded.active, excluded.version,
+                            excluded.members, excluded.trained_members)
+    """
+)
+_SAVE_MEMBERS = text(
+    """
+    INSERT INTO scoring.member_state AS t (member_id, team_id, counted, trained, version)
+    SELECT CAST(r->>0 AS uuid), CAST(r->>1 AS uuid), CAST(r->>2 AS boolean),
+        CAST(r->>3 AS boolean), CAST(r->>4 AS int)
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+    ON CONFLICT (member_id) DO UPDATE SET team_id = excluded.team_id,
+        counted = excluded.counted, trained = excluded.trained, version = excluded.version
+    WHERE (t.team_id, t.counted, t.trained, t.version)
+          IS DISTINCT FROM (excluded.team_id, excluded.counted, excluded.trained,
+                            excluded.version)
+    """
+)
 
 
 async def save_roster(session: AsyncSession, roster: Roster) -> None:
@@ -903,68 +933,81 @@ async def save_roster(session: AsyncSession, roster: Roster) -> None:
         members, trained = roster.counts.get(team_id, (0, 0))
         path = team.path if team is not None else None
         team_rows.append(
-            {
-                "team_id": team_id,
-                **{level: path.code_at(level) if path else None for level in LEVEL_COLUMNS},
-                "active": bool(team and team.active),
-                "version": team.version if team is not None else -1,
-                "members": members,
-                "trained_members": trained,
-            }
+            (
+                team_id,
+                *((path.province, path.district, path.commune, path.village) if path else _NO_PATH),
+                bool(team and team.active),
+                team.version if team is not None else -1,
+                members,
+                trained,
+            )
         )
     if team_rows:
-        statement = insert(team_state)
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[team_state.c.team_id],
-                set_={k: statement.excluded[k] for k in team_rows[0] if k != "team_id"},
-            ),
-            team_rows,
-        )
+        await session.execute(_SAVE_TEAMS, {"rows": json_rows(team_rows)})
     member_rows = [
-        {
-            "member_id": m.member_id,
-            "team_id": m.team_id,
-            "counted": m.counted,
-            "trained": m.trained,
-            "version": m.version,
-        }
+        (m.member_id, m.team_id, m.counted, m.trained, m.version)
         for _, m in sorted(roster.members.items())
     ]
     if member_rows:
-        statement = insert(member_state)
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[member_state.c.member_id],
-                set_={k: statement.excluded[k] for k in member_rows[0] if k != "member_id"},
-            ),
-            member_rows,
-        )
+        await session.execute(_SAVE_MEMBERS, {"rows": json_rows(member_rows)})
+
+
+_NO_PATH = (None, None, None, None)
 
 
 # --------------------------------------------------------------------------- admin units
 
 
-_UNIT_COLUMNS = ("level", "path", "change", "replaced_by", "version")
+@dataclass(frozen=True)
+class AdminUnitRow:
+    code: str
+    level: str
+    path: dict[str, str | None]
+    change: str
+    replaced_by: list[str]
+    version: int
 
 
-async def save_admin_unit(
-    session: AsyncSession,
-    *,
-    code: str,
-    level: str,
-    path: dict[str, str | None],
-    change: str,
-    replaced_by: list[str],
-    version: int,
-) -> bool:
-    """Store the unit's latest state; False when this version is not newer (ignore it)."""
-    row = dict(
-        code=code, level=level, path=path, change=change, replaced_by=replaced_by, version=version
-    )
-    statement = upsert_newer(admin_units, row, key=("code",), columns=_UNIT_COLUMNS, stamp=None)
-    result = await session.execute(statement.returning(admin_units.c.code))
-    return result.first() is not None
+_STORED_UNIT_VERSIONS = text(
+    "SELECT code, version FROM scoring.admin_units WHERE code = ANY(CAST(:codes AS text[]))"
+    " ORDER BY code FOR UPDATE"
+)
+_SAVE_UNITS = text(
+    """
+    INSERT INTO scoring.admin_units AS u (code, level, path, change, replaced_by, version)
+    SELECT r->>0, r->>1, r->2, r->>3,
+        ARRAY(SELECT jsonb_array_elements_text(r->4)), CAST(r->>5 AS int)
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+    ON CONFLICT (code) DO UPDATE SET level = excluded.level, path = excluded.path,
+        change = excluded.change, replaced_by = excluded.replaced_by, version = excluded.version
+    WHERE u.version < excluded.version
+    """
+)
+
+
+async def save_admin_units(session: AsyncSession, units: Sequence[AdminUnitRow]) -> list[bool]:
+    """Store the units' latest states in one statement; per unit, in order, whether it was
+    newer than what was stored before it (one by one, `False`: ignore it)."""
+    if not units:
+        return []
+    codes = sorted({u.code for u in units})
+    result = await session.execute(_STORED_UNIT_VERSIONS, {"codes": codes})
+    stored: dict[str, int] = {row[0]: row[1] for row in result}
+    fresh: list[bool] = []
+    latest: dict[str, AdminUnitRow] = {}
+    for unit in units:
+        newer = unit.version > stored.get(unit.code, unit.version - 1)
+        fresh.append(newer)
+        if newer:
+            stored[unit.code] = unit.version
+            latest[unit.code] = unit
+    if latest:
+        rows = [
+            (u.code, u.level, u.path, u.change, u.replaced_by, u.version)
+            for u in (latest[code] for code in sorted(latest))
+        ]
+        await session.execute(_SAVE_UNITS, {"rows": json_rows(rows)})
+    return fresh
 
 
 async def admin_unit_path(session: AsyncSession, code: str) -> UnitPathCodes | None:

@@ -19,6 +19,8 @@ from common.contracts.teams import AdminUnitChanged, MemberChanged, TeamChanged,
 from common.contracts.wire import (
     ActivityRecordedWire,
     ActivityVoidedWire,
+    MemberChangedWire,
+    TeamChangedWire,
     UnitPathWire,
     parse_wire,
 )
@@ -59,7 +61,7 @@ def fact_from_event(
 
 # Activities are decoded into msgspec structs (`common.contracts.wire`): the hot path.
 Activity = ActivityRecordedWire | ActivityVoidedWire
-RosterChange = TeamChanged | MemberChanged
+RosterChange = TeamChangedWire | MemberChangedWire
 
 
 async def apply_activities(
@@ -117,15 +119,21 @@ async def apply_roster(
     *,
     places_before: Mapping[UUID, UnitPathCodes],
 ) -> dict[UUID, UnitPathCodes]:
-    """Apply team and member changes; returns the teams now placed somewhere new."""
+    """Apply team and member changes; returns the teams now placed somewhere new.
+
+    Set-based per batch: the batch's teams and members (and the members' teams) are read and
+    locked in one statement each, the changes applied in order in memory (`domain.Roster`:
+    newer versions win, each change's state deltas exact), and the outcome written in one
+    statement per table.
+    """
     roster = await adapters.load_roster(
         session,
-        team_ids=[p.id if isinstance(p, TeamChanged) else p.team_id for p in parsed],
-        member_ids=[p.id for p in parsed if isinstance(p, MemberChanged)],
+        team_ids=[_team_of(p) for p in parsed],
+        member_ids=[p.id for p in parsed if isinstance(p, MemberChangedWire)],
     )
     placed: list[dict[str, str | None]] = []
     for item in parsed:
-        if isinstance(item, TeamChanged):
+        if isinstance(item, TeamChangedWire):
             path = path_codes(item.unit_path) if item.unit_path else None
             roster.apply_team(
                 TeamState(
@@ -197,19 +205,25 @@ async def apply_admin_units(
     code until the teams service moves each team to its successor (a TeamChanged), which takes
     that team's history along.
     """
+    units = [event.parse(AdminUnitChanged) for event in events]
+    fresh = await adapters.save_admin_units(
+        session,
+        [
+            adapters.AdminUnitRow(
+                code=unit.code,
+                level=unit.level,
+                path=unit.path.model_dump(),
+                change=unit.change,
+                replaced_by=list(unit.replaced_by),
+                version=unit.version,
+            )
+            for unit in units
+        ],
+    )
     moved: list[ActivityFact] = []
-    for event in events:
-        unit = event.parse(AdminUnitChanged)
-        fresh = await adapters.save_admin_unit(
-            session,
-            code=unit.code,
-            level=unit.level,
-            path=unit.path.model_dump(),
-            change=unit.change,
-            replaced_by=list(unit.replaced_by),
-            version=unit.version,
-        )
-        if not fresh:
+    # Only a newer merge or re-parenting moves anything: one by one, in the batch's order.
+    for unit, newer in zip(units, fresh, strict=True):
+        if not newer or unit.change not in ("merged", "reparented"):
             continue
         new_path = await _successor_path(session, unit)
         if new_path is None:
@@ -278,7 +292,9 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
         if e.type in ACTIVITY_TYPES
     ]
     roster: list[RosterChange] = [
-        e.parse(TeamChanged) if e.type == TeamChanged.CE_TYPE else e.parse(MemberChanged)
+        parse_wire(e, TeamChangedWire)
+        if e.type == TeamChanged.CE_TYPE
+        else parse_wire(e, MemberChangedWire)
         for e in events
         if e.type in ROSTER_TYPES
     ]
@@ -317,7 +333,7 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
 
 
 def _team_of(change: RosterChange) -> UUID:
-    return change.id if isinstance(change, TeamChanged) else change.team_id
+    return change.id if isinstance(change, TeamChangedWire) else change.team_id
 
 
 def _state_dirty(deltas: Deltas, *, now: datetime) -> dict[tuple[str, str, str], datetime | None]:

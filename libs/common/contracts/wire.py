@@ -9,14 +9,15 @@ its contract: the same values for valid payloads, a refusal for invalid ones.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TypeVar
+from datetime import date, datetime
+from typing import Literal, TypeVar
 from uuid import UUID
 
 import msgspec
 
 from common.contracts.activities import ActivityKind, Skill
 from common.contracts.scoring import SubjectType
+from common.contracts.teams import TeamStatus
 from common.envelope import InboundEvent, PoisonRecordError
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -53,6 +54,38 @@ class ActivityVoidedWire(msgspec.Struct, frozen=True):
     team_id: UUID
     reason: str
     voided_at: datetime
+
+
+class TeamChangedWire(msgspec.Struct, frozen=True):
+    """`TeamChanged`, field for field: the replicas read a whole registry at a time."""
+
+    id: UUID
+    code: str
+    name: str
+    unit_code: str
+    status: TeamStatus
+    version: int
+    changed_at: datetime
+    unit_path: UnitPathWire | None = None
+    established_on: date | None = None
+    dissolved_on: date | None = None
+    decision_no: str | None = None
+
+
+class MemberChangedWire(msgspec.Struct, frozen=True):
+    """`MemberChanged`, field for field."""
+
+    id: UUID
+    team_id: UUID
+    role: Literal["leader", "deputy", "member"]
+    affiliation: str
+    joined_on: date
+    version: int
+    changed_at: datetime
+    code: str | None = None
+    left_on: date | None = None
+    trained: bool = False
+    removed: bool = False
 
 
 class ScoreComponentWire(msgspec.Struct, frozen=True):

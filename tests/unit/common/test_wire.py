@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
@@ -13,10 +13,13 @@ import pytest
 
 from common.contracts.activities import SKILLS, ActivityRecorded, ActivityVoided
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
+from common.contracts.teams import MemberChanged, TeamChanged, UnitPath
 from common.contracts.wire import (
     ActivityRecordedWire,
     ActivityVoidedWire,
+    MemberChangedWire,
     ScoreUpdatedWire,
+    TeamChangedWire,
     parse_wire,
 )
 from common.envelope import PoisonRecordError
@@ -139,3 +142,73 @@ def test_invalid_score_payloads_are_poison_for_both(broken: dict[str, Any]) -> N
         event.parse(ScoreUpdated)
     with pytest.raises(PoisonRecordError):
         parse_wire(event, ScoreUpdatedWire)
+
+
+def _team(rng: random.Random) -> TeamChanged:
+    return TeamChanged(
+        id=uuid.uuid4(),
+        code=f"DT-{rng.randrange(10_000):04d}",
+        name="Tổ CNSCĐ ấp 1",
+        unit_code="82-28000-V01",
+        unit_path=rng.choice([None, UnitPath(province="82", commune="82-28000")]),
+        status=rng.choice(["active", "dissolved"]),
+        established_on=rng.choice([None, date(2022, 4, 1)]),
+        dissolved_on=rng.choice([None, date(2025, 1, 2)]),
+        decision_no=rng.choice([None, "12/QĐ-UBND"]),
+        version=rng.randint(1, 50),
+        changed_at=datetime(2026, 12, 4, 8, 30, tzinfo=UTC),
+    )
+
+
+def _member(rng: random.Random) -> MemberChanged:
+    return MemberChanged(
+        id=uuid.uuid4(),
+        team_id=uuid.uuid4(),
+        code=rng.choice([None, "LTM0000001"]),
+        role=rng.choice(["leader", "deputy", "member"]),
+        affiliation="resident",
+        joined_on=date(2022, 4, 1),
+        left_on=rng.choice([None, date(2024, 1, 1)]),
+        trained=rng.choice([False, True]),
+        removed=rng.choice([False, True]),
+        version=rng.randint(1, 50),
+        changed_at=datetime(2026, 12, 4, 8, 30, tzinfo=UTC),
+    )
+
+
+def test_roster_payloads_decode_to_the_contracts_values() -> None:
+    rng = random.Random(8)
+    for _ in range(200):
+        team = factory.inbound(_team(rng))
+        model, struct = team.parse(TeamChanged), parse_wire(team, TeamChangedWire)
+        assert msgspec.to_builtins(struct) == model.model_dump(mode="json")
+        member = factory.inbound(_member(rng))
+        assert msgspec.to_builtins(parse_wire(member, MemberChangedWire)) == member.parse(
+            MemberChanged
+        ).model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    ("make", "struct", "broken"),
+    [
+        (_team, TeamChangedWire, {"status": "sleeping"}),
+        (_team, TeamChangedWire, {"id": "not-a-uuid"}),
+        (_team, TeamChangedWire, {"version": "latest"}),
+        (_team, TeamChangedWire, {"unit_path": {"commune": "C1"}}),
+        (_team, TeamChangedWire, {"established_on": "spring"}),
+        (_member, MemberChangedWire, {"role": "boss"}),
+        (_member, MemberChangedWire, {"team_id": None}),
+        (_member, MemberChangedWire, {"joined_on": None}),
+        (_member, MemberChangedWire, {"trained": "maybe"}),
+    ],
+)
+def test_invalid_roster_payloads_are_poison_for_both(
+    make: Any, struct: Any, broken: dict[str, Any]
+) -> None:
+    whole = factory.inbound(make(random.Random(2)))
+    event = replace(whole, data={**whole.data, **broken})
+    contract = TeamChanged if struct is TeamChangedWire else MemberChanged
+    with pytest.raises(PoisonRecordError):
+        event.parse(contract)
+    with pytest.raises(PoisonRecordError):
+        parse_wire(event, struct)
