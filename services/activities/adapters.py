@@ -26,7 +26,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
@@ -37,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
 from common.contracts.wire import MemberChangedWire, TeamChangedWire
-from common.db import DirectConnections, dump_json, json_rows, outbox_insert_sql
+from common.db import DirectConnections, dump_json, outbox_insert_sql, upsert_newer
 from common.outbox_tables import define_service_tables
 
 SCHEMA = "activities"
@@ -155,74 +154,49 @@ def latest_versions(
     return [latest[key] for key in sorted(latest)]
 
 
-# One statement per table per batch, rows as one JSON document (`common.db.json_rows`): only a
-# newer version wins, as `common.db.upsert_newer` does, so a replayed, redelivered or
-# compacted older event never moves the replica back.
-_UPSERT_TEAMS = text(
-    """
-    INSERT INTO activities.team_replica AS t (id, code, unit_code, status, established_on,
-        dissolved_on, version, province, district, commune, village, traceparent, updated_at)
-    SELECT CAST(r->>0 AS uuid), r->>1, r->>2, r->>3, CAST(r->>4 AS date), CAST(r->>5 AS date),
-        CAST(r->>6 AS int), r->>7, r->>8, r->>9, r->>10, r->>11, now()
-    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
-    ON CONFLICT (id) DO UPDATE SET code = excluded.code, unit_code = excluded.unit_code,
-        status = excluded.status, established_on = excluded.established_on,
-        dissolved_on = excluded.dissolved_on, version = excluded.version,
-        province = excluded.province, district = excluded.district,
-        commune = excluded.commune, village = excluded.village,
-        traceparent = excluded.traceparent, updated_at = excluded.updated_at
-    WHERE t.version < excluded.version
-    """
-)
-_UPSERT_MEMBERS = text(
-    """
-    INSERT INTO activities.member_replica AS t (id, team_id, role, joined_on, left_on, removed,
-        version, updated_at)
-    SELECT CAST(r->>0 AS uuid), CAST(r->>1 AS uuid), r->>2, CAST(r->>3 AS date),
-        CAST(r->>4 AS date), CAST(r->>5 AS boolean), CAST(r->>6 AS int), now()
-    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
-    ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id, role = excluded.role,
-        joined_on = excluded.joined_on, left_on = excluded.left_on, removed = excluded.removed,
-        version = excluded.version, updated_at = excluded.updated_at
-    WHERE t.version < excluded.version
-    """
-)
-
-
 async def upsert_teams(
     session: AsyncSession, teams: Iterable[tuple[TeamChangedWire, str | None]]
 ) -> None:
-    """Apply teams' latest states, each with the `traceparent` of the event that carried it."""
+    """Apply teams' latest states, each with the `traceparent` of the event that carried it;
+    one statement per batch, where only a newer version wins (`common.db.upsert_newer`)."""
     rows = []
     for team, traceparent in latest_versions(teams):
         path = team.unit_path
         rows.append(
-            (
-                team.id,
-                team.code,
-                team.unit_code,
-                team.status,
-                team.established_on,
-                team.dissolved_on,
-                team.version,
-                *((path.province, path.district, path.commune, path.village) if path else _NO_PATH),
-                traceparent,
-            )
+            {
+                "id": team.id,
+                "code": team.code,
+                "unit_code": team.unit_code,
+                "status": team.status,
+                "established_on": team.established_on,
+                "dissolved_on": team.dissolved_on,
+                "version": team.version,
+                "province": path.province if path else None,
+                "district": path.district if path else None,
+                "commune": path.commune if path else None,
+                "village": path.village if path else None,
+                "traceparent": traceparent,
+            }
         )
     if rows:
-        await session.execute(_UPSERT_TEAMS, {"rows": json_rows(rows)})
-
-
-_NO_PATH = (None, None, None, None)
+        await session.execute(upsert_newer(team_replica, rows))
 
 
 async def upsert_members(session: AsyncSession, members: Iterable[MemberChangedWire]) -> None:
     rows = [
-        (m.id, m.team_id, m.role, m.joined_on, m.left_on, m.removed, m.version)
+        {
+            "id": m.id,
+            "team_id": m.team_id,
+            "role": m.role,
+            "joined_on": m.joined_on,
+            "left_on": m.left_on,
+            "removed": m.removed,
+            "version": m.version,
+        }
         for m, _ in latest_versions((m, None) for m in members)
     ]
     if rows:
-        await session.execute(_UPSERT_MEMBERS, {"rows": json_rows(rows)})
+        await session.execute(upsert_newer(member_replica, rows))
 
 
 # Ingest statements run on plain asyncpg connections (`common.db.DirectConnections`): numbered

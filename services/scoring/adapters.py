@@ -44,7 +44,7 @@ from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
-from common.db import dump_json, json_rows
+from common.db import dump_json, json_rows, upsert_newer
 from common.outbox_tables import define_service_tables
 from scoring import domain
 from scoring.domain import (
@@ -972,17 +972,6 @@ _STORED_UNIT_VERSIONS = text(
     "SELECT code, version FROM scoring.admin_units WHERE code = ANY(CAST(:codes AS text[]))"
     " ORDER BY code FOR UPDATE"
 )
-_SAVE_UNITS = text(
-    """
-    INSERT INTO scoring.admin_units AS u (code, level, path, change, replaced_by, version)
-    SELECT r->>0, r->>1, r->2, r->>3,
-        ARRAY(SELECT jsonb_array_elements_text(r->4)), CAST(r->>5 AS int)
-    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
-    ON CONFLICT (code) DO UPDATE SET level = excluded.level, path = excluded.path,
-        change = excluded.change, replaced_by = excluded.replaced_by, version = excluded.version
-    WHERE u.version < excluded.version
-    """
-)
 
 
 async def save_admin_units(session: AsyncSession, units: Sequence[AdminUnitRow]) -> list[bool]:
@@ -1003,10 +992,17 @@ async def save_admin_units(session: AsyncSession, units: Sequence[AdminUnitRow])
             latest[unit.code] = unit
     if latest:
         rows = [
-            (u.code, u.level, u.path, u.change, u.replaced_by, u.version)
+            {
+                "code": u.code,
+                "level": u.level,
+                "path": u.path,
+                "change": u.change,
+                "replaced_by": u.replaced_by,
+                "version": u.version,
+            }
             for u in (latest[code] for code in sorted(latest))
         ]
-        await session.execute(_SAVE_UNITS, {"rows": json_rows(rows)})
+        await session.execute(upsert_newer(admin_units, rows, key=("code",), stamp=None))
     return fresh
 
 
