@@ -1,0 +1,159 @@
+"""Dirty marks: which subject-periods to score and publish again, in two lanes, taken by
+publication passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
+
+from common.db import json_rows
+from scoring.adapters.tables import Lane, columns_of
+
+
+async def mark_dirty(
+    session: AsyncSession,
+    touched: Mapping[tuple[str, str, str], datetime | None],
+    *,
+    traceparent: str | None = None,
+    lane: Lane = Lane.LIVE,
+) -> None:
+    if not touched:
+        return
+    keys = sorted(touched)
+    await session.execute(
+        text(
+            """
+            INSERT INTO scoring.dirty_subjects
+                (subject_type, subject_id, period, event_time, traceparent, lane)
+            SELECT r->>0, r->>1, r->>2, CAST(r->>3 AS timestamptz), CAST(:tp AS text),
+                   CAST(:lane AS smallint)
+            FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+            """
+        ),
+        {"rows": json_rows([(*k, touched[k]) for k in keys]), "tp": traceparent, "lane": lane},
+    )
+
+
+async def mark_all_dirty(session: AsyncSession) -> int:
+    """Every subject and period with indicators: after activation or a full recompute (in the
+    background lane: live scores go first)."""
+    result = await session.execute(
+        text(
+            """
+            INSERT INTO scoring.dirty_subjects (subject_type, subject_id, period, lane)
+            SELECT subject_type, subject_id, period, CAST(:lane AS smallint)
+            FROM scoring.indicator_sets
+            """
+        ),
+        {"lane": Lane.BACKGROUND},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass
+class DirtyMarks:
+    """Marks taken by one publisher pass, coalesced per subject-period."""
+
+    taken: int = 0
+    # subject-period -> latest event time (the watermark)
+    event_times: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    # subject-period -> distinct traceparents of the batches that marked it, latest last
+    traces: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+
+
+def _queue_end(*, order: str, teams_only: bool) -> TextClause:
+    teams = "AND subject_type = 'team' " if teams_only else ""
+    return text(
+        "SELECT subject_type, subject_id, period FROM scoring.dirty_subjects "  # noqa: S608 - constant fragments
+        f"WHERE lane = :lane {teams}ORDER BY seq {order} LIMIT :half FOR UPDATE SKIP LOCKED"
+    )
+
+
+# (oldest end, newest end) of a lane, for every level or for teams only
+_QUEUE_ENDS = {
+    teams_only: (
+        _queue_end(order="ASC", teams_only=teams_only),
+        _queue_end(order="DESC", teams_only=teams_only),
+    )
+    for teams_only in (False, True)
+}
+# The background lane's share of a pass while the live lane is busy: it advances, slowly.
+BACKGROUND_SHARE = 4
+
+
+async def _pick(
+    session: AsyncSession, *, lane: Lane, limit: int, teams_only: bool
+) -> dict[tuple[str, str, str], None]:
+    """Up to `limit` subject-periods of one lane, half from each end of its queue."""
+    picked: dict[tuple[str, str, str], None] = {}
+    oldest, newest = _QUEUE_ENDS[teams_only]
+    # UNION forbids FOR UPDATE: two statements
+    for statement, count in ((oldest, limit // 2), (newest, limit - limit // 2)):
+        if count > 0:
+            ends = await session.execute(statement, {"half": count, "lane": lane})
+            picked.update(dict.fromkeys((r[0], r[1], r[2]) for r in ends))
+    return picked
+
+
+async def take_dirty(session: AsyncSession, *, limit: int, teams_only: bool = False) -> DirtyMarks:
+    """Subject-periods from both ends of each lane's queue, each with every mark it has (in
+    either lane), coalesced.
+
+    The live lane goes first; the background lane fills what the live one leaves of `limit`,
+    and at least a quarter of it (a bulk import's re-scoring advances under live load, and a
+    live activity never waits behind it). Within a lane, half the pass goes to the oldest
+    marks (nothing starves), half to the newest (a fresh event is scored within a pass or two
+    even behind a backlog). Taking all of a subject-period's marks publishes it once for the
+    whole backlog. `teams_only`: leave the units' marks to gather (they are re-marked by nearly
+    every batch, so taking them less often publishes each once for many batches).
+    """
+    picked = await _pick(session, lane=Lane.LIVE, limit=limit, teams_only=teams_only)
+    room = max(limit - len(picked), limit // BACKGROUND_SHARE)
+    for key in await _pick(session, lane=Lane.BACKGROUND, limit=room, teams_only=teams_only):
+        picked.setdefault(key)
+    if not picked:
+        return DirtyMarks(taken=0)
+    # Keys as arrays: the planner joins them through ix_dirty_subjects_key (a nested loop),
+    # whatever the size of the backlog.
+    rows = (
+        await session.execute(
+            text(
+                """
+                WITH taken AS (
+                    DELETE FROM scoring.dirty_subjects d
+                    WHERE d.seq IN (
+                        SELECT m.seq FROM scoring.dirty_subjects m
+                        JOIN unnest(CAST(:st AS text[]), CAST(:sid AS text[]),
+                                    CAST(:p AS text[])) AS k(st, sid, p)
+                          ON m.subject_type = k.st AND m.subject_id = k.sid AND m.period = k.p
+                        FOR UPDATE OF m SKIP LOCKED
+                    )
+                    RETURNING d.seq, d.subject_type, d.subject_id, d.period, d.event_time,
+                              d.traceparent
+                )
+                SELECT subject_type, subject_id, period, event_time, traceparent
+                FROM taken ORDER BY seq
+                """
+            ),
+            columns_of(list(picked), "st", "sid", "p"),
+        )
+    ).all()
+    marks = DirtyMarks(taken=len(rows))
+    latest = marks.event_times
+    for stype, sid, period, moment, traceparent in rows:
+        key = (stype, sid, period)
+        previous = latest.get(key)
+        if key not in latest or (moment is not None and (previous is None or moment > previous)):
+            latest[key] = moment
+        if traceparent:
+            seen = marks.traces.setdefault(key, [])
+            if traceparent in seen:
+                seen.remove(traceparent)
+            seen.append(traceparent)
+    return marks
