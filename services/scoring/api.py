@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.problems import ProblemError
 from scoring import adapters, domain, use_cases
+from scoring.domain import SubjectPeriod
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
@@ -201,7 +202,8 @@ async def list_targets(
     period: PeriodParam,
 ) -> dict[str, Any]:
     _check_period(period)
-    found = await adapters.targets_for(uow.session, [(subject_type, subject_id, period)])
+    key = SubjectPeriod(subject_type, subject_id, period)
+    found = await adapters.targets_for(uow.session, [key])
     items = [
         {
             "subject_type": subject_type,
@@ -210,7 +212,7 @@ async def list_targets(
             "indicator": name,
             "value": value,
         }
-        for name, value in sorted(found[(subject_type, subject_id, period)].items())
+        for name, value in sorted(found[key].items())
     ]
     return {"items": items, "next_cursor": None}
 
@@ -343,7 +345,7 @@ async def get_score(
             "as_of_event_time": row["as_of_event_time"],
             "computed_at": row["computed_at"],
         }
-    key = (subject_type, subject_id, period)
+    key = SubjectPeriod(subject_type, subject_id, period)
     [evaluation] = await use_cases.evaluate(session, [key], chosen)
     return use_cases.score_payload(
         key=key,
@@ -370,7 +372,7 @@ async def get_indicators(
 ) -> dict[str, Any]:
     _check_period(period)
     await _require_subject(uow, subject_type, subject_id)
-    key = (subject_type, subject_id, period)
+    key = SubjectPeriod(subject_type, subject_id, period)
     found = await adapters.indicators_for(uow.session, [key])
     values = {**found[key], **domain.derived_indicators(found[key])}
     return {

@@ -50,8 +50,17 @@ DistinctKey = tuple[str, str, str, str, str]
 ReachKey = tuple[str, str, str]
 # (subject_type, subject_id, indicator) -> value, for state indicators (members, teams)
 StateKey = tuple[str, str, str]
-# (subject_type, subject_id, period)
-SubjectPeriod = tuple[str, str, str]
+# (subject_type, subject_id, period) as the incremental path builds it by the thousand: a plain
+# tuple, equal to (and hashed like) the `SubjectPeriod` it becomes when taken for publication.
+PeriodKey = tuple[str, str, str]
+
+
+class SubjectPeriod(NamedTuple):
+    """A subject (a team or a unit) in one period: what is scored, ranked and published."""
+
+    subject_type: str
+    subject_id: str
+    period: str
 
 
 # --------------------------------------------------------------------------- periods
@@ -209,13 +218,13 @@ class Deltas:
     """Signed changes of one batch, aggregated before any SQL (one upsert per table)."""
 
     # (subject_type, subject_id, period) -> indicator -> signed change
-    sets: dict[SubjectPeriod, dict[str, int]] = field(default_factory=dict)
+    sets: dict[PeriodKey, dict[str, int]] = field(default_factory=dict)
     distinct: Counter[DistinctKey] = field(default_factory=Counter)
     # which subjects a distinct value's arrival or departure counts for, per anchor and dim
     reach: dict[ReachKey, tuple[Subject, ...]] = field(default_factory=dict)
     state: Counter[StateKey] = field(default_factory=Counter)
     # (subject_type, subject_id, period) -> latest event time seen (the watermark)
-    touched: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    touched: dict[PeriodKey, datetime | None] = field(default_factory=dict)
     # subjects whose state indicators changed (scored again for current periods)
     state_touched: set[Subject] = field(default_factory=set)
 
@@ -273,14 +282,14 @@ class Deltas:
                         _add_into(parent.sums, node.sums)
                         parent.latest = max(parent.latest, node.latest)
 
-    def touch(self, key: tuple[str, str, str], moment: datetime | None) -> None:
+    def touch(self, key: PeriodKey, moment: datetime | None) -> None:
         previous = self.touched.get(key)
         if key not in self.touched or (
             moment is not None and (previous is None or moment > previous)
         ):
             self.touched[key] = moment
 
-    def nonzero_sets(self) -> dict[SubjectPeriod, dict[str, int]]:
+    def nonzero_sets(self) -> dict[PeriodKey, dict[str, int]]:
         out = {}
         for key, bucket in self.sets.items():
             changed = {name: value for name, value in bucket.items() if value}

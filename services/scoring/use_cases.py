@@ -24,39 +24,38 @@ from common.envelope import OutboundEvent
 from common.runtime import ServiceRuntime
 from common.telemetry import context_from_headers, span_link
 from scoring import adapters, domain
-from scoring.domain import CriteriaSet, Deltas, ScoreResult
+from scoring.domain import CriteriaSet, Deltas, ScoreResult, SubjectPeriod
 from scoring.scorecard import ScoreRequest, score_all
 
 log = logging.getLogger(__name__)
 SOURCE = "/cdt/scoring"
 # a value as it is or already serialized (`common.db.json_once`)
 Json = list[dict[str, Any]] | dict[str, float] | orjson.Fragment
-Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    key: Key
+    key: SubjectPeriod
     result: ScoreResult
     indicators: dict[str, float]
 
 
 async def evaluate(
-    session: AsyncSession, keys: Sequence[Key], criteria_set: CriteriaSet
+    session: AsyncSession, keys: Sequence[SubjectPeriod], criteria_set: CriteriaSet
 ) -> list[Evaluation]:
     """Score subject-periods from their aggregated indicators (rollups are never averages),
     all of them at once (`scorecard.score_all`)."""
     indicators = await adapters.indicators_for(session, keys)
     targets = await adapters.targets_for(session, keys)
-    lengths = await adapters.campaign_lengths(session, (k[2] for k in keys))
+    lengths = await adapters.campaign_lengths(session, (k.period for k in keys))
     results = score_all(
         criteria_set,
         [
             ScoreRequest(
                 indicators=indicators[key],
-                period=key[2],
+                period=key.period,
                 targets=targets[key],
-                campaign_days=lengths.get(key[2]),
+                campaign_days=lengths.get(key.period),
             )
             for key in keys
         ],
@@ -87,7 +86,7 @@ def components_json(result: ScoreResult) -> list[dict[str, Any]]:
 
 def score_payload(
     *,
-    key: Key,
+    key: SubjectPeriod,
     criteria_set: str,
     result: ScoreResult,
     components: Json,
@@ -100,9 +99,9 @@ def score_payload(
     """The `ScoreUpdated` payload as plain data: thousands per second are built here, so no
     model instance (tests check it validates against the contract)."""
     return {
-        "subject_type": key[0],
-        "subject_id": key[1],
-        "period": key[2],
+        "subject_type": key.subject_type,
+        "subject_id": key.subject_id,
+        "period": key.period,
         "criteria_set": criteria_set,
         "score": result.score,
         "max_score": result.max_score,
@@ -155,9 +154,9 @@ async def publish_dirty(
             session,
             [
                 {
-                    "subject_type": e.key[0],
-                    "subject_id": e.key[1],
-                    "period": e.key[2],
+                    "subject_type": e.key.subject_type,
+                    "subject_id": e.key.subject_id,
+                    "period": e.key.period,
                     "criteria_set": criteria.version,
                     "score": e.result.score,
                     "max_score": e.result.max_score,
@@ -233,9 +232,11 @@ class Laps:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self._laps)
 
 
-def _by_trace(keys: Sequence[Key], traces: dict[Key, list[str]]) -> dict[str | None, list[Key]]:
+def _by_trace(
+    keys: Sequence[SubjectPeriod], traces: dict[SubjectPeriod, list[str]]
+) -> dict[str | None, list[SubjectPeriod]]:
     """Subject-periods grouped by the latest trace that marked them (one span per group)."""
-    groups: dict[str | None, list[Key]] = {}
+    groups: dict[str | None, list[SubjectPeriod]] = {}
     for key in keys:
         seen = traces.get(key)
         groups.setdefault(seen[-1] if seen else None, []).append(key)
@@ -247,9 +248,9 @@ async def _publish_group(
     uow: UnitOfWork,
     *,
     parent: str | None,
-    keys: Sequence[Key],
+    keys: Sequence[SubjectPeriod],
     marks: adapters.DirtyMarks,
-    payloads: dict[Key, dict[str, Any]],
+    payloads: dict[SubjectPeriod, dict[str, Any]],
     computed_at: datetime,
 ) -> None:
     """Write the group's outbox rows inside a span continuing the latest marking trace.
@@ -277,9 +278,9 @@ async def _publish_group(
                 OutboundEvent.of_payload(
                     ScoreUpdated,
                     payloads[key],
-                    key=f"{key[0]}:{key[1]}:{key[2]}",
+                    key=f"{key.subject_type}:{key.subject_id}:{key.period}",
                     source=SOURCE,
-                    subject=f"{key[0]}:{key[1]}",
+                    subject=f"{key.subject_type}:{key.subject_id}",
                     time=computed_at,
                 )
             )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.db import json_rows
 from scoring import domain
 from scoring.adapters.tables import columns_of
-from scoring.domain import Deltas, DistinctKey
+from scoring.domain import Deltas, DistinctKey, SubjectPeriod
 
 # --------------------------------------------------------------------------- deltas
 
@@ -137,12 +137,12 @@ async def _upsert_state(session: AsyncSession, state: Mapping[tuple[str, str, st
 
 
 async def indicators_for(
-    session: AsyncSession, keys: Sequence[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], dict[str, float]]:
+    session: AsyncSession, keys: Sequence[SubjectPeriod]
+) -> dict[SubjectPeriod, dict[str, float]]:
     """Period indicators plus the subject's state indicators, for many subject-periods."""
     if not keys:
         return {}
-    out: dict[tuple[str, str, str], dict[str, float]] = {k: {} for k in keys}
+    out: dict[SubjectPeriod, dict[str, float]] = {k: {} for k in keys}
     rows = await session.execute(
         text(
             """
@@ -157,7 +157,7 @@ async def indicators_for(
         {"st": [k[0] for k in keys], "sid": [k[1] for k in keys], "p": [k[2] for k in keys]},
     )
     for stype, sid, period, values in rows:
-        out[(stype, sid, period)].update(domain.visible_indicators(values))
+        out[SubjectPeriod(stype, sid, period)].update(domain.visible_indicators(values))
     subject_keys = sorted({(k[0], k[1]) for k in keys})
     state_rows = await session.execute(
         text(

@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring import domain
 from scoring.adapters.tables import campaigns, criteria_sets, targets
-from scoring.domain import CriteriaSet
+from scoring.domain import CriteriaSet, SubjectPeriod
 
 
 async def targets_for(
-    session: AsyncSession, keys: Sequence[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], dict[str, float]]:
-    out: dict[tuple[str, str, str], dict[str, float]] = {k: {} for k in keys}
+    session: AsyncSession, keys: Sequence[SubjectPeriod]
+) -> dict[SubjectPeriod, dict[str, float]]:
+    out: dict[SubjectPeriod, dict[str, float]] = {k: {} for k in keys}
     if not keys:
         return out
     rows = await session.execute(
@@ -36,7 +36,7 @@ async def targets_for(
         {"st": [k[0] for k in keys], "sid": [k[1] for k in keys], "p": [k[2] for k in keys]},
     )
     for stype, sid, period, indicator, value in rows:
-        out[(stype, sid, period)][indicator] = float(value)
+        out[SubjectPeriod(stype, sid, period)][indicator] = float(value)
     return out
 
 

@@ -14,11 +14,12 @@ from sqlalchemy.sql.elements import TextClause
 
 from common.db import json_rows
 from scoring.adapters.tables import Lane, columns_of
+from scoring.domain import PeriodKey, SubjectPeriod
 
 
 async def mark_dirty(
     session: AsyncSession,
-    touched: Mapping[tuple[str, str, str], datetime | None],
+    touched: Mapping[PeriodKey, datetime | None],
     *,
     traceparent: str | None = None,
     lane: Lane = Lane.LIVE,
@@ -62,9 +63,9 @@ class DirtyMarks:
 
     taken: int = 0
     # subject-period -> latest event time (the watermark)
-    event_times: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    event_times: dict[SubjectPeriod, datetime | None] = field(default_factory=dict)
     # subject-period -> distinct traceparents of the batches that marked it, latest last
-    traces: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    traces: dict[SubjectPeriod, list[str]] = field(default_factory=dict)
 
 
 def _queue_end(*, order: str, teams_only: bool) -> TextClause:
@@ -89,15 +90,15 @@ BACKGROUND_SHARE = 4
 
 async def _pick(
     session: AsyncSession, *, lane: Lane, limit: int, teams_only: bool
-) -> dict[tuple[str, str, str], None]:
+) -> dict[SubjectPeriod, None]:
     """Up to `limit` subject-periods of one lane, half from each end of its queue."""
-    picked: dict[tuple[str, str, str], None] = {}
+    picked: dict[SubjectPeriod, None] = {}
     oldest, newest = _QUEUE_ENDS[teams_only]
     # UNION forbids FOR UPDATE: two statements
     for statement, count in ((oldest, limit // 2), (newest, limit - limit // 2)):
         if count > 0:
             ends = await session.execute(statement, {"half": count, "lane": lane})
-            picked.update(dict.fromkeys((r[0], r[1], r[2]) for r in ends))
+            picked.update(dict.fromkeys(SubjectPeriod(r[0], r[1], r[2]) for r in ends))
     return picked
 
 
@@ -147,7 +148,7 @@ async def take_dirty(session: AsyncSession, *, limit: int, teams_only: bool = Fa
     marks = DirtyMarks(taken=len(rows))
     latest = marks.event_times
     for stype, sid, period, moment, traceparent in rows:
-        key = (stype, sid, period)
+        key = SubjectPeriod(stype, sid, period)
         previous = latest.get(key)
         if key not in latest or (moment is not None and (previous is None or moment > previous)):
             latest[key] = moment

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.db import dump_json, json_rows
 from scoring import domain
 from scoring.adapters.tables import columns_of, scores, subjects
+from scoring.domain import SubjectPeriod
 
 
 async def upsert_scores(
@@ -82,11 +83,11 @@ async def upsert_scores(
 
 async def sibling_ranks(
     session: AsyncSession,
-    keys: Sequence[tuple[str, str, str]],
+    keys: Sequence[SubjectPeriod],
     *,
     criteria: str,
-    fresh: Mapping[tuple[str, str, str], float],
-) -> dict[tuple[str, str, str], tuple[int, int]]:
+    fresh: Mapping[SubjectPeriod, float],
+) -> dict[SubjectPeriod, tuple[int, int]]:
     """Rank of each subject-period among the subjects of its type sharing its parent.
 
     Siblings' stored scores, overridden by the `fresh` scores about to be stored (so ranks are
@@ -120,14 +121,15 @@ async def sibling_ranks(
         parent = parents.get((stype, sid))
         if parent is not None:
             siblings[(*parent, stype, period)][sid] = value
-    out: dict[tuple[str, str, str], tuple[int, int]] = {}
-    for stype, sid, period in keys:
+    out: dict[SubjectPeriod, tuple[int, int]] = {}
+    for key in keys:
+        stype, sid, period = key
         parent = parents.get((stype, sid))
         if parent is None:
             continue
         rank = domain.rank_of(siblings[(*parent, stype, period)], sid)
         if rank is not None:
-            out[(stype, sid, period)] = rank
+            out[key] = rank
     return out
 
 
@@ -140,7 +142,7 @@ async def _sibling_scores(
     groups: Sequence[Group],
     *,
     criteria: str,
-    fresh: Mapping[tuple[str, str, str], float],
+    fresh: Mapping[SubjectPeriod, float],
 ) -> dict[Group, dict[str, float]]:
     """Stored scores of every subject of each group, by subject id; the `fresh` ones are not
     read (the caller puts their new scores in: at national spread a team is alone in its

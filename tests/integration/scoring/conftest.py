@@ -15,6 +15,7 @@ from common.envelope import EventContract, OutboundEvent, kafka_headers
 from common.runtime import ServiceRuntime
 from scoring import adapters
 from scoring import bootstrap as scoring_bootstrap
+from scoring.domain import SubjectPeriod
 from scoring.settings import ScoringSettings
 from tests.helpers import eventually, running
 
@@ -62,9 +63,10 @@ async def produce(producer: AIOKafkaProducer, *contracts: EventContract) -> list
 async def indicators(
     runtime: ServiceRuntime, subject_type: str, subject_id: str, period: str
 ) -> dict[str, float]:
+    key = SubjectPeriod(subject_type, subject_id, period)
     async with runtime.sessions() as session:
-        found = await adapters.indicators_for(session, [(subject_type, subject_id, period)])
-    return found[(subject_type, subject_id, period)]
+        found = await adapters.indicators_for(session, [key])
+    return found[key]
 
 
 async def wait_indicator(

@@ -10,6 +10,7 @@ import pytest
 from common.contracts.scoring import ScoreLatest, ScoreUpdated
 from common.db import dump_json, json_once
 from scoring import domain, use_cases
+from scoring.domain import SubjectPeriod
 
 
 @pytest.mark.parametrize("serialized_once", [False, True], ids=["plain", "json_once"])
@@ -20,7 +21,7 @@ def test_score_payload_validates_against_the_public_contract(serialized_once: bo
     now = datetime(2026, 10, 5, 3, 0, tzinfo=UTC)
     components = use_cases.components_json(result)
     payload = use_cases.score_payload(
-        key=("commune", "82-00001", "2026-10"),
+        key=SubjectPeriod("commune", "82-00001", "2026-10"),
         criteria_set="default@1",
         result=result,
         # the publisher serializes them once, for the stored score and for the event
