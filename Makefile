@@ -39,13 +39,14 @@ loadtest-smoke: install ## the same at smoke scale (two provinces, ~1 min of loa
 		--calibration-records 50000 $(ARGS)
 
 # Each benchmark starts its own PostgreSQL and Kafka in a temp dir (removed afterwards) and prints
-# its figures; ~10 min in all here. One at a time: python -m tests.load.bench_<name> -h.
-bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams import, notifications)
+# its figures; ~12 min in all here. One at a time: python -m tests.load.bench_<name> -h.
+bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams import, replicas, notifications)
 	$(PY) -m tests.load.bench_activities_ingest --batches 150 --rate 500 --seconds 15 --api-processes 2
 	$(PY) -m tests.load.bench_scoring_throughput 30000 2000
 	$(PY) -m tests.load.bench_scoring_ceiling 30000 2000
 	$(PY) -m tests.load.bench_scoring_recompute 200000 1500
 	$(PY) -m tests.load.bench_teams_import
+	$(PY) -m tests.load.bench_replicas_catchup
 	$(PY) -m tests.load.bench_notifications_pipeline
 
 # Ends with the in-process line coverage of libs/ and services/ (settings in pyproject.toml).
