@@ -24,21 +24,39 @@ async def mark_dirty(
     traceparent: str | None = None,
     lane: Lane = Lane.LIVE,
 ) -> None:
+    """Mark subject-periods to score again. A live mark is always added (its event time and
+    trace are the watermark and the trace its score continues); a background mark is left out
+    where one is already waiting: a roster import re-marks a province in every batch, and its
+    re-scoring needs one mark, not a hundred thousand."""
     if not touched:
         return
     keys = sorted(touched)
     await session.execute(
-        text(
-            """
-            INSERT INTO scoring.dirty_subjects
-                (subject_type, subject_id, period, event_time, traceparent, lane)
-            SELECT r->>0, r->>1, r->>2, CAST(r->>3 AS timestamptz), CAST(:tp AS text),
-                   CAST(:lane AS smallint)
-            FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
-            """
-        ),
+        _MARK[lane],
         {"rows": json_rows([(*k, touched[k]) for k in keys]), "tp": traceparent, "lane": lane},
     )
+
+
+_INSERT_MARKS = """
+    INSERT INTO scoring.dirty_subjects
+        (subject_type, subject_id, period, event_time, traceparent, lane)
+    SELECT r->>0, r->>1, r->>2, CAST(r->>3 AS timestamptz), CAST(:tp AS text),
+           CAST(:lane AS smallint)
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+"""
+_MARK = {
+    Lane.LIVE: text(_INSERT_MARKS),
+    Lane.BACKGROUND: text(
+        _INSERT_MARKS
+        + """
+    WHERE NOT EXISTS (
+        SELECT FROM scoring.dirty_subjects d
+        WHERE d.subject_type = r->>0 AND d.subject_id = r->>1 AND d.period = r->>2
+          AND d.lane = CAST(:lane AS smallint)
+    )
+"""
+    ),
+}
 
 
 async def mark_all_dirty(session: AsyncSession) -> int:

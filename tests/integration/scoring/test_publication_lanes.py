@@ -125,3 +125,28 @@ async def _lanes(
     for stype, sid, lane in rows:
         out.setdefault((stype, sid), set()).add(lane)
     return out
+
+
+async def test_a_waiting_background_mark_absorbs_the_next_ones_and_live_marks_all_stay(
+    scoring: Any,
+) -> None:
+    _, runtime = scoring
+    prefix = uuid.uuid4().hex[:8]
+    bulk, live = _team_keys(f"bulk-{prefix}", 3), _team_keys(f"live-{prefix}", 3)
+    table = adapters.dirty_subjects
+    async with runtime.sessions() as session, session.begin():
+        for _ in range(3):  # three batches of an import, three live batches
+            await adapters.mark_dirty(session, bulk, lane=Lane.BACKGROUND)
+            await adapters.mark_dirty(session, live)
+        counts = dict(
+            (
+                await session.execute(
+                    select(table.c.subject_id, func.count())
+                    .where(table.c.subject_id.like(f"%-{prefix}-%"))
+                    .group_by(table.c.subject_id)
+                )
+            ).all()
+        )
+        assert {sid: counts[sid] for _, sid, _ in bulk} == {sid: 1 for _, sid, _ in bulk}
+        assert {sid: counts[sid] for _, sid, _ in live} == {sid: 3 for _, sid, _ in live}
+        await session.rollback()
