@@ -4,13 +4,16 @@ memory or latency creeps up must not be called flat, one that only jitters must 
 from __future__ import annotations
 
 import random
+import uuid
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from tests.load.loadtest import importer, soak
 from tests.load.loadtest.fixture import SCALES, plan
+from tests.load.loadtest.generator import ActivityFactory, Mix, TeamRef
 from tests.load.loadtest.run import calibration_ratios
 
 
@@ -111,3 +114,15 @@ def test_calibration_ratios() -> None:
         "scored_over_copy": 0.0005,
     }
     assert calibration_ratios(phase, {"skipped": True}) == {}
+
+
+def test_a_phase_window_starts_after_every_event_made_before_it() -> None:
+    """A phase counts the stored events that occur after its mark: the previous phase's last
+    events, made a moment before, must fall before it (or they are counted as strays)."""
+    teams = {"82": [TeamRef(str(uuid.uuid4()), (str(uuid.uuid4()),), "82")]}
+    factory = ActivityFactory(teams_by_province=teams, mix=Mix(), seed=1, campaign_id=None)
+    before = [factory.fresh(factory.province()) for _ in range(50)]
+    mark = factory.last_occurred_at
+    after = [factory.fresh(factory.province()) for _ in range(50)]
+    assert all(datetime.fromisoformat(e["occurred_at"]) <= mark for e in before)
+    assert all(datetime.fromisoformat(e["occurred_at"]) > mark for e in after)

@@ -130,6 +130,11 @@ class ActivityFactory:
             return event, "rejected"
         return event, "accepted"
 
+    @property
+    def last_occurred_at(self) -> datetime:
+        """Every event made from now on occurs strictly after this moment."""
+        return self._last_time
+
     def _occurred_at(self) -> datetime:
         # Strictly increasing event times: a team's score watermark (`as_of_event_time`) that
         # reaches an event's time then means the event is in the score.
@@ -308,7 +313,10 @@ def _outcomes(reply: httpx.Response, single: bool, n: int) -> list[tuple[str, st
         return [(f"http_{reply.status_code}", reason_of(body))]
     if reply.status_code != 200:
         return [(f"http_{reply.status_code}", None)] * n
-    body = reply.json()
-    items = body.get("items", body.get("results", [])) if isinstance(body, dict) else body
+    answer: Any = reply.json()
+    listed: Any = (
+        answer.get("items", answer.get("results", [])) if isinstance(answer, dict) else answer
+    )
+    items: list[dict[str, Any]] = listed if isinstance(listed, list) else []
     found = [(r.get("status") or "rejected", r.get("reason")) for r in items]
     return found + [("missing", None)] * (n - len(found))

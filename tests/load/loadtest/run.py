@@ -437,7 +437,9 @@ async def take_mark(run: Run, ctx: PhaseContext) -> Mark:
     return Mark(
         scored=await national_activities(ctx.client, run.stack.urls["scoring"], ctx.period),
         topics=await ctx.lag.end_offsets(_all_topics()),
-        first_time=datetime.now(UTC) - timedelta(seconds=2),
+        # Exact, not a margin before now: the previous phase's last events occurred a moment
+        # ago, and a margin would count them as this phase's strays.
+        first_time=ctx.factory.last_occurred_at + timedelta(microseconds=1),
     )
 
 
@@ -573,14 +575,30 @@ def _reconciliation(
     }
     if together is not None:
         rec["facts_counted_for"] = together  # the facts of these phases together
-    rec["exact"] = (
-        accepted == rec["accepted_unique_ids"] == rec["stored_in_activities"]
-        and group_exact
-        and not rec["mismatched_outcomes"]
-        and rec["rejected"] == rec["rejected_expected"]
-        and rec["duplicates"] == rec["duplicates_expected"]
-    )
+    rec["not_exact"] = _not_exact(rec, group_exact=group_exact)
+    rec["exact"] = not rec["not_exact"]
     return rec
+
+
+def _not_exact(rec: dict[str, Any], *, group_exact: bool) -> list[str]:
+    """What keeps a phase's reconciliation from being exact, in words (empty when exact)."""
+    problems = []
+    if not rec["accepted_answers"] == rec["accepted_unique_ids"] == rec["stored_in_activities"]:
+        problems.append(
+            f"accepted {rec['accepted_answers']} / unique ids {rec['accepted_unique_ids']} / "
+            f"stored {rec['stored_in_activities']}"
+        )
+    if not group_exact:
+        problems.append(
+            f"facts in scoring {rec['facts_in_scoring']}, stored but not accepted "
+            f"{rec['stored_but_not_accepted']}"
+        )
+    if rec["mismatched_outcomes"]:
+        problems.append(f"outcomes expected->got {rec['mismatched_outcomes']}")
+    for outcome in ("rejected", "duplicates"):
+        if rec[outcome] != rec[f"{outcome}_expected"]:
+            problems.append(f"{outcome} {rec[outcome]}, expected {rec[f'{outcome}_expected']}")
+    return problems
 
 
 def _phase_figures(run: Run, offered: Offered, records: dict[str, int]) -> None:
@@ -873,7 +891,7 @@ def phase_done(summary: dict[str, Any]) -> None:
         f"{summary['name']} done: accepted {rec['accepted_answers']:,} = stored "
         f"{rec['stored_in_activities']:,}; scored {rec['facts_in_scoring']:,}"
         + (f" (with {', '.join(rec['facts_counted_for'])})" if "facts_counted_for" in rec else "")
-        + f" ({'exact' if rec['exact'] else 'MISMATCH'}); e2e "
+        + f" ({'exact' if rec['exact'] else 'MISMATCH: ' + '; '.join(rec['not_exact'])}); e2e "
         f"p99 {summary['end_to_end_ms'].get('p99', '-')} ms"
     )
 
@@ -1267,6 +1285,8 @@ def print_summary(data: dict[str, Any], json_path: Path, png_path: Path) -> None
             f"{rec['e2e_unmatched']}); max lag {p['lag_max']:,}, "
             f"outbox {p['outbox_backlog_max']:,.0f}"
         )
+        if rec.get("not_exact"):
+            out.append(f"{'':<22}not exact: {'; '.join(rec['not_exact'])}")
         out += _throughput_lines(p)
         if p.get("processes"):
             out.append(

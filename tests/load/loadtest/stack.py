@@ -147,7 +147,7 @@ def start(
         mode="started",
     )
     stack._stops.append(infra.stop)
-    stack._stops.append(lambda: [f.close() for f in files])
+    stack._stops.extend(f.close for f in files)
     try:
         if infra.postgres is not None and infra.postgres.proc is not None:
             stack.pids["postgres"] = infra.postgres.proc.pid
