@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -14,7 +13,7 @@ import asyncpg
 import orjson
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import Table, Text, TextClause, bindparam, cast, func, literal_column, select, text
+from sqlalchemy import Table, Text, bindparam, cast, func, literal_column, select
 from sqlalchemy.dialects.postgresql import JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import (
@@ -189,60 +188,50 @@ def current_trace() -> dict[str, str]:
     return carrier
 
 
-def outbox_row(
-    event: OutboundEvent,
-    *,
-    trace: dict[str, str] | None = None,
-    shared: CloudEventHeaders | None = None,
-) -> dict[str, Any]:
-    """`trace`: the current span's context (`current_trace()`), and `shared`: the event's
-    `shared_headers()`, each worked out once for many rows."""
-    # W3C traceparent of the current span travels with the row
-    headers = {**event.ce_headers(shared), **(current_trace() if trace is None else trace)}
-    return {
-        "id": event.id,
-        "aggregatetype": event.aggregate_type,
-        "aggregateid": event.key,
-        "type": event.type,
-        "topic": event.topic,
-        "payload": event.data,
-        "headers": headers,
-    }
-
-
-OUTBOX_CHUNK = 5_000
-_PLAIN_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "topic")
-
-
 OUTBOX_COLUMNS = ("id", "aggregatetype", "aggregateid", "type", "topic", "payload", "headers")
 
 
+def outbox_record(
+    event: OutboundEvent, *, trace: dict[str, str], shared: CloudEventHeaders
+) -> tuple[Any, ...]:
+    """An outbox row as a COPY record, in `OUTBOX_COLUMNS` order (the JSON as text)."""
+    headers = {**event.ce_headers(shared), **trace}
+    return (
+        event.id,
+        event.aggregate_type,
+        event.key,
+        event.type,
+        event.topic,
+        dump_json(event.data),
+        dump_json(headers),
+    )
+
+
+async def copy_records(
+    session: AsyncSession, table: Table, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
+) -> None:
+    """Binary COPY of `records` into `table`, inside the session's transaction (on its asyncpg
+    connection: SQLAlchemy has no COPY of its own)."""
+    if not records:
+        return
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    await driver.copy_records_to_table(
+        table.name, schema_name=table.schema, columns=list(columns), records=records
+    )
+
+
 def outbox_insert_sql(outbox: Table, *, rows: str, order_by: str) -> str:
-    """The one way outbox rows are written: `INSERT … SELECT` from `rows`, a relation with the
-    `OUTBOX_COLUMNS` (payload and headers as JSON text), inserted in `order_by` order (so
-    numbered by `seq`, the relay's order). `UnitOfWork` feeds it column arrays; activities'
-    ingest feeds it from the statement that stores the activities (one statement, no
-    transaction: its hottest path)."""
+    """Outbox rows written by a statement that does more: `INSERT … SELECT` from `rows`, a
+    relation with the `OUTBOX_COLUMNS` (payload and headers as JSON text), inserted in
+    `order_by` order (so numbered by `seq`, the relay's order). Activities' ingest feeds it
+    from the statement that stores the activities (one statement, no transaction: its hottest
+    path); `UnitOfWork` copies its rows (`copy_records`)."""
     return (
         f'INSERT INTO "{outbox.schema}"."{outbox.name}" ({", ".join(OUTBOX_COLUMNS)})'  # noqa: S608 - our own table
         " SELECT id, aggregatetype, aggregateid, type, topic, CAST(payload AS json),"
         f" CAST(headers AS json) FROM {rows} ORDER BY {order_by}"
-    )
-
-
-@functools.cache
-def _outbox_insert(tables: ServiceTables) -> TextClause:
-    """One statement for many rows, from column arrays (`unnest … WITH ORDINALITY`)."""
-    return text(
-        outbox_insert_sql(
-            tables.outbox,
-            rows="unnest(CAST(:id AS uuid[]), CAST(:aggregatetype AS text[]),"
-            " CAST(:aggregateid AS text[]), CAST(:type AS text[]), CAST(:topic AS text[]),"
-            " CAST(:payload AS text[]), CAST(:headers AS text[]))"
-            " WITH ORDINALITY AS r(id, aggregatetype, aggregateid, type, topic, payload,"
-            " headers, n)",
-            order_by="n",
-        )
     )
 
 
@@ -273,29 +262,21 @@ class UnitOfWork:
         await self.flush_events()
 
     async def flush_events(self) -> None:
-        """The pending events as outbox rows, in order, one statement per `OUTBOX_CHUNK`: a
-        statement per row cost PostgreSQL ~0.05 ms each, and the score publisher writes
-        thousands per pass."""
+        """The pending events as outbox rows, in order, in one binary COPY: the score publisher
+        writes thousands per pass, and a COPY costs PostgreSQL a third less than an `INSERT …
+        SELECT` from arrays of the same rows, and this process a third of the encoding (the
+        JSON documents travel as they are, no array of text to build and escape). The rows
+        take their `seq` in the order given: the relay's order."""
         if not self._pending:
             return
-        statement = _outbox_insert(self._tables)
         trace = current_trace()
         shared: dict[tuple[str, str, datetime, str], CloudEventHeaders] = {}
-        rows = []
+        records = []
         for event in self._pending:
             group = (event.type, event.source, event.time, event.dataschema)
             headers = shared.get(group) or shared.setdefault(group, event.shared_headers())
-            rows.append(outbox_row(event, trace=trace, shared=headers))
-        for start in range(0, len(rows), OUTBOX_CHUNK):
-            chunk = rows[start : start + OUTBOX_CHUNK]
-            await self.session.execute(
-                statement,
-                {
-                    **{column: [r[column] for r in chunk] for column in _PLAIN_COLUMNS},
-                    "payload": [dump_json(r["payload"]) for r in chunk],
-                    "headers": [dump_json(r["headers"]) for r in chunk],
-                },
-            )
+            records.append(outbox_record(event, trace=trace, shared=headers))
+        await copy_records(self.session, self._tables.outbox, OUTBOX_COLUMNS, records)
         self._pending.clear()
 
     async def commit(self) -> None:
