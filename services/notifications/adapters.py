@@ -74,7 +74,15 @@ teams_table = Table(
     Column("version", Integer, nullable=False, server_default="0"),
     Column("first_seen_at", DateTime(timezone=True), nullable=False),
     Column("last_activity_at", DateTime(timezone=True)),
-    Index("ix_notifications_teams_unit_path", "unit_path", postgresql_using="gin"),
+)
+
+# The path of every unit code any team is placed under, written only by the triggers on `teams`
+# (migration 0007): what a unit's score alert is scoped by.
+unit_paths_table = Table(
+    "unit_paths",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("path", ARRAY(String(64)), nullable=False),
 )
 
 # The few facts of each activity the suspicious-activity checks count; one row per activity id
@@ -302,9 +310,9 @@ async def teams_for_sweep(
 async def unit_paths_of(
     session: AsyncSession, subjects: Iterable[SubjectKey]
 ) -> dict[SubjectKey, tuple[str, ...]]:
-    """The unit path of each subject: a team's from the replica, a unit's learnt from any
-    team located in it (scores of units carry no path, and a unit without teams has no score
-    worth an alert), in two statements whatever the number of subjects."""
+    """The unit path of each subject: a team's from the replica, a unit's as the teams placed
+    in it spell it (`unit_paths`; scores of units carry no path, and a unit without teams has
+    no score worth an alert), in two statements whatever the number of subjects."""
     wanted = set(subjects)
     paths: dict[SubjectKey, tuple[str, ...]] = {}
     team_ids: dict[UUID, SubjectKey] = {}
@@ -332,24 +340,15 @@ async def unit_paths_of(
         for team_id, path in rows:
             paths[team_ids[team_id]] = tuple(path or ())
     if unit_codes:
-        # One team per code, found through the GIN index on unit_path.
         rows = await session.execute(
-            text(
-                """
-                SELECT c.code, t.unit_path
-                FROM unnest(CAST(:codes AS text[])) AS c(code)
-                CROSS JOIN LATERAL (
-                    SELECT unit_path FROM notifications.teams
-                    WHERE unit_path @> ARRAY[c.code]::varchar[] LIMIT 1
-                ) AS t
-                """
+            select(unit_paths_table.c.code, unit_paths_table.c.path).where(
+                unit_paths_table.c.code == any_(bindparam("codes", type_=ARRAY(String(64))))
             ),
             {"codes": list(unit_codes)},
         )
         for code, path in rows:
-            prefix = tuple(path[: list(path).index(code) + 1])
             for subject in unit_codes[code]:
-                paths[subject] = prefix
+                paths[subject] = tuple(path)
     return paths
 
 

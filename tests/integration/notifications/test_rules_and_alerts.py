@@ -565,3 +565,45 @@ async def test_inbox_subtree_status_pagination_and_ack(service, events, infra) -
     )
     states = [json.loads(r.value)["status"] for r in records if r.key == alert_id.encode()]
     assert states == ["open", "acknowledged"]
+
+
+async def test_a_unit_score_alert_is_placed_where_the_units_teams_are(service, events) -> None:  # type: ignore[no-untyped-def]
+    """A unit's score carries no path: its alert takes the one its teams give the unit, and
+    follows the unit when its teams move it under another province (a re-parenting)."""
+    client, runtime = service
+    province, new_province = new_code(), new_code()
+    commune = f"{province}-C"
+    placed = team(province, commune=commune)
+    await events.send(placed)
+
+    def reached(period: str) -> Any:
+        return score(
+            subject_type="commune",
+            subject_id=commune,
+            version=1,
+            value=1,
+            period=period,
+            components=[
+                ScoreComponent(criterion="reach", points=1, max_points=1, value=2, target=1)
+            ],
+        )
+
+    await events.send(reached("2026-10"))
+    await settle(runtime, events)
+    [first] = await alerts(client, commune, type="target_reached")
+    assert first["unit_path"] == [province, commune]
+
+    moved = placed.model_copy(
+        update={
+            "unit_path": placed.unit_path.model_copy(update={"province": new_province}),
+            "version": 2,
+        }
+    )
+    await events.send(moved)
+    await events.send(reached("2026-11"))
+    await settle(runtime, events)
+    [second] = await alerts(client, new_province, type="target_reached")
+    assert second["unit_path"] == [new_province, commune] and second["period"] == "2026-11"
+    assert [a["period"] for a in await alerts(client, province, type="target_reached")] == [
+        "2026-10"
+    ]
