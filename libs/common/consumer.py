@@ -120,8 +120,10 @@ class ConsumerRunner:
         max_retries: int = 3,
         retry_backoff_seconds: float = 0.2,
         session_timeout_ms: int = 10_000,
+        on_rebalance: Callable[[], None] | None = None,
     ) -> None:
         self.group = group
+        self._on_rebalance = on_rebalance
         self._topics = list(topics)
         self._handler = handler
         self._unit_of_work = unit_of_work
@@ -166,6 +168,7 @@ class ConsumerRunner:
                 topics=self._topics,
                 max_poll_records=self._batch_size,
                 session_timeout_ms=self._session_timeout_ms,
+                on_rebalance=self._on_rebalance,
             )
             try:
                 await consumer.start()

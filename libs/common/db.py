@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -245,6 +245,7 @@ class UnitOfWork:
         self._sessions = sessions
         self._tables = tables
         self._pending: list[OutboundEvent] = []
+        self._after_commit: list[Callable[[], None]] = []
         self._session: AsyncSession | None = None
 
     @property
@@ -279,12 +280,21 @@ class UnitOfWork:
         await copy_records(self.session, self._tables.outbox, OUTBOX_COLUMNS, records)
         self._pending.clear()
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction has committed (never if it rolls back): what a
+        process keeps in memory about the database changes only with what was written."""
+        self._after_commit.append(callback)
+
     async def commit(self) -> None:
         await self.flush_events()
         await self.session.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
     async def rollback(self) -> None:
         self._pending.clear()
+        self._after_commit.clear()
         await self.session.rollback()
 
     async def __aenter__(self) -> UnitOfWork:

@@ -6,9 +6,10 @@ import asyncio
 import functools
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
@@ -49,6 +50,17 @@ def make_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProducer
     )
 
 
+class _OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        self._callback()
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self._callback()
+
+
 def make_consumer(
     bootstrap_servers: str,
     *,
@@ -56,9 +68,11 @@ def make_consumer(
     topics: list[str],
     max_poll_records: int,
     session_timeout_ms: int = 10_000,
+    on_rebalance: Callable[[], None] | None = None,
 ) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        *topics,
+    """`on_rebalance`: called whenever partitions are revoked or assigned (a handler's memory of
+    its partitions' state is then no longer known to be the latest)."""
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
         client_id=f"{group_id}-consumer",
@@ -71,6 +85,10 @@ def make_consumer(
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=max(session_timeout_ms // 4, 1_000),
     )
+    consumer.subscribe(
+        topics, listener=_OnRebalance(on_rebalance) if on_rebalance is not None else None
+    )
+    return consumer
 
 
 async def ensure_topics(

@@ -40,12 +40,21 @@ class ConsumerSpec:
     group: str
     topics: Sequence[str]
     handler: Handler
+    # what the handler keeps in memory about its partitions is forgotten on every rebalance
+    on_rebalance: Callable[[], None] | None = None
 
     @classmethod
-    def declared(cls, group: str, *, handler: Handler) -> ConsumerSpec:
+    def declared(
+        cls, group: str, *, handler: Handler, on_rebalance: Callable[[], None] | None = None
+    ) -> ConsumerSpec:
         """The group as `common.topics.CONSUMER_GROUPS` declares it (the one list of who reads
         what, which the topic set-up and the lag metrics use too)."""
-        return cls(group=group, topics=[t.name for t in CONSUMER_GROUPS[group]], handler=handler)
+        return cls(
+            group=group,
+            topics=[t.name for t in CONSUMER_GROUPS[group]],
+            handler=handler,
+            on_rebalance=on_rebalance,
+        )
 
 
 class ServiceRuntime:
@@ -242,6 +251,7 @@ class ServiceRuntime:
                 batch_size=self.settings.consumer_batch_size,
                 max_retries=self.settings.consumer_max_retries,
                 session_timeout_ms=self.settings.consumer_session_timeout_ms,
+                on_rebalance=spec.on_rebalance,
             )
             self.consumers.append(runner)
             try:

@@ -43,9 +43,9 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.teams import TeamChanged
-from common.db import json_rows, upsert_newer
+from common.db import UnitOfWork, json_rows, upsert_newer
 from common.outbox_tables import define_service_tables
-from notifications.domain import NATIONAL, RuleOverride, ScoreKey, SubjectKey
+from notifications.domain import NATIONAL, RuleOverride, ScoreKey, ScoreState, SubjectKey
 
 SCHEMA = "notifications"
 metadata = MetaData(schema=SCHEMA)
@@ -407,6 +407,88 @@ async def save_score_states(
         ).returning(score_state.c.subject_type, score_state.c.subject_id, score_state.c.period)
         stored.update(ScoreKey(*row) for row in await session.execute(statement))
     return stored
+
+
+_UNKNOWN = object()  # a key whose state this transaction could not store: read it again
+
+
+class ScoreStates:
+    """The judged state of each score key this consumer has read or written, kept in memory
+    so a batch of scores does not read its previous states back from the table.
+
+    Only the consumer that holds a key's partition writes its state (keys and partitions
+    follow the record key), so what it wrote last is the latest, as long as it holds the
+    partition: `forget` on every rebalance. Memory learns only what a transaction committed
+    (`UnitOfWork.after_commit`), and nothing a transaction begun before the last `forget`
+    saw. Bounded: past `max_keys` it starts again from the table.
+    """
+
+    def __init__(self, *, max_keys: int = 2_000_000) -> None:
+        self._known: dict[ScoreKey, ScoreState | None] = {}
+        self._generation = 0
+        self._max_keys = max_keys
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def forget(self) -> None:
+        self._known = {}
+        self._generation += 1
+
+    def within(self, uow: UnitOfWork) -> ScoreStatesInTransaction:
+        """The states as one transaction sees them; what it learns is kept once it commits."""
+        view = ScoreStatesInTransaction(uow.session, known=self._known)
+        generation = self._generation
+        uow.after_commit(lambda: self._learn(view.learnt, generation=generation))
+        return view
+
+    def _learn(self, learnt: Mapping[ScoreKey, object], *, generation: int) -> None:
+        if generation != self._generation:
+            return  # read or written before a rebalance: another consumer may have moved on
+        for key, state in learnt.items():
+            if state is _UNKNOWN:
+                self._known.pop(key, None)
+            else:
+                self._known[key] = state  # type: ignore[assignment]  # ScoreState | None
+        if len(self._known) > self._max_keys:
+            self.forget()
+
+
+class ScoreStatesInTransaction:
+    """Reads through memory, then the table; saves to the table and remembers for the batch."""
+
+    def __init__(self, session: AsyncSession, *, known: Mapping[ScoreKey, ScoreState | None]):
+        self._session = session
+        self._known = known
+        self.learnt: dict[ScoreKey, object] = {}  # this transaction's view, newest last
+
+    async def read(self, keys: Iterable[ScoreKey]) -> dict[ScoreKey, ScoreState]:
+        found: dict[ScoreKey, ScoreState] = {}
+        missing: list[ScoreKey] = []
+        for key in set(keys):
+            state = self.learnt[key] if key in self.learnt else self._known.get(key, _UNKNOWN)
+            if state is _UNKNOWN:
+                missing.append(key)
+            elif state is not None:
+                found[key] = state  # type: ignore[assignment]  # a ScoreState
+        if missing:
+            rows = await score_states_of(self._session, missing)
+            for key in missing:
+                row = rows.get(key)
+                state = ScoreState(version=row["version"], score=row["score"]) if row else None
+                self.learnt[key] = state
+                if state is not None:
+                    found[key] = state
+        return found
+
+    async def save(self, states: Mapping[ScoreKey, ScoreState]) -> set[ScoreKey]:
+        """`save_score_states`; the keys stored."""
+        stored = await save_score_states(
+            self._session, {key: (s.version, s.score) for key, s in states.items()}
+        )
+        for key, state in states.items():
+            self.learnt[key] = state if key in stored else _UNKNOWN
+        return stored
 
 
 def _uuid_or_none(value: str) -> UUID | None:

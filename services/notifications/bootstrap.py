@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from common.app import create_app
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
-from notifications.adapters import service_tables
+from notifications.adapters import ScoreStates, service_tables
 from notifications.api import router
 from notifications.delivery import DeliveryWorker
 from notifications.domain import Clock, system_clock
@@ -31,11 +31,18 @@ log = logging.getLogger(__name__)
 
 class NotificationsRuntime(ServiceRuntime):
     def __init__(self, *, settings: NotificationsSettings, clock: Clock) -> None:
+        self.score_states = ScoreStates()
         super().__init__(
             settings=settings,
             tables=service_tables,
             migrations_dir=MIGRATIONS,
-            consumers=[ConsumerSpec.declared(GROUP, handler=notifications_handler(clock))],
+            consumers=[
+                ConsumerSpec.declared(
+                    GROUP,
+                    handler=notifications_handler(clock, score_states=self.score_states),
+                    on_rebalance=self.score_states.forget,
+                )
+            ],
         )
         self.notifications = settings
         self.clock = clock

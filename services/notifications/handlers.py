@@ -29,7 +29,6 @@ from notifications.domain import (
     OpenAlert,
     ScoreKey,
     ScoreRecord,
-    ScoreState,
     SubjectKey,
     TeamActivity,
     activity_unit_path,
@@ -58,8 +57,11 @@ from notifications.use_cases import (
 log = logging.getLogger(__name__)
 
 
-def notifications_handler(clock: Clock) -> Handler:
-    """One batch handler for the three topics: teams first, then activities, then scores."""
+def notifications_handler(clock: Clock, *, score_states: adapters.ScoreStates) -> Handler:
+    """One batch handler for the three topics: teams first, then activities, then scores.
+
+    `score_states`: the scores' judged states in memory; the consumer forgets them on every
+    rebalance (`NotificationsRuntime`)."""
 
     async def handle(uow: UnitOfWork, events: Sequence[InboundEvent]) -> None:
         now = clock()
@@ -76,7 +78,7 @@ def notifications_handler(clock: Clock) -> Handler:
             await on_activities_voided(uow, voids, now=now)
         scores = [parse_wire(e, ScoreUpdatedWire) for e in events if e.type == ScoreUpdated.CE_TYPE]
         if scores:
-            await on_scores_updated(uow, scores, now=now)
+            await on_scores_updated(uow, scores, now=now, states=score_states.within(uow))
 
     return handle
 
@@ -242,7 +244,11 @@ async def sweep(uow: UnitOfWork, *, now: datetime) -> tuple[int, int] | None:
 
 
 async def on_scores_updated(
-    uow: UnitOfWork, scores: Sequence[ScoreRecord], *, now: datetime
+    uow: UnitOfWork,
+    scores: Sequence[ScoreRecord],
+    *,
+    now: datetime,
+    states: adapters.ScoreStatesInTransaction,
 ) -> None:
     """Judge a batch of scores with `evaluate_score`, reading and writing set-based."""
     paths = await adapters.unit_paths_of(
@@ -261,7 +267,13 @@ async def on_scores_updated(
             comparisons[score_key(score)] = ScoreKey(score.subject_type, score.subject_id, earlier)
     for judged in judging_rounds(scores, comparison=comparisons):
         await _judge_round(
-            uow, judged, rules=book, path_of=path_of, comparisons=comparisons, now=now
+            uow,
+            judged,
+            rules=book,
+            path_of=path_of,
+            comparisons=comparisons,
+            states=states,
+            now=now,
         )
 
 
@@ -272,15 +284,16 @@ async def _judge_round(
     rules: RuleBook,
     path_of: Callable[[ScoreRecord], tuple[str, ...]],
     comparisons: Mapping[ScoreKey, ScoreKey],
+    states: adapters.ScoreStatesInTransaction,
     now: datetime,
 ) -> None:
     """Scores of distinct keys, none reading what another one writes."""
-    states = await adapters.score_states_of(uow.session, map(score_key, scores))
-    fresh = [s for s in scores if next_score_state(_score_state(states.get(score_key(s))), s)]
+    previous = await states.read(map(score_key, scores))
+    fresh = [s for s in scores if next_score_state(previous.get(score_key(s)), s)]
     if not fresh:
         return  # replays or out-of-order older versions: already judged
-    earlier_states = await adapters.score_states_of(
-        uow.session, [c for s in fresh if (c := comparisons.get(score_key(s))) is not None]
+    earlier_states = await states.read(
+        [c for s in fresh if (c := comparisons.get(score_key(s))) is not None]
     )
     open_alerts = await adapters.open_alerts_of_scores(uow.session, map(score_key, fresh))
     evaluations = {}
@@ -293,10 +306,8 @@ async def _judge_round(
                 score,
                 rules=rules,
                 unit_path=path_of(score),
-                previous=_score_state(states.get(key)),
-                previous_period_state=(
-                    _score_state(earlier_states.get(compared)) if compared else None
-                ),
+                previous=previous.get(key),
+                previous_period_state=earlier_states.get(compared) if compared else None,
                 open_alerts=[_open_alert(row) for row in mine],
                 conditions=score_conditions(
                     score, rules=rules, unit_path=path_of(score), with_open_alerts=bool(mine)
@@ -304,13 +315,12 @@ async def _judge_round(
             ),
             mine,
         )
-    stored = await adapters.save_score_states(
-        uow.session,
+    stored = await states.save(
         {
-            key: (evaluation.state.version, evaluation.state.score)
+            key: evaluation.state
             for key, (evaluation, _) in evaluations.items()
             if evaluation.state is not None
-        },
+        }
     )
     # A key not stored had a newer version stored meanwhile: that one is the one judged.
     judged = [evaluations[key] for key in evaluations if key in stored]
@@ -319,7 +329,3 @@ async def _judge_round(
     await resolve_alerts(
         uow, [row for _, mine in judged for row in mine if row["id"] in resolved], now=now
     )
-
-
-def _score_state(row: RowMapping | None) -> ScoreState | None:
-    return ScoreState(version=row["version"], score=row["score"]) if row else None

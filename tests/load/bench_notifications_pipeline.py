@@ -71,7 +71,7 @@ def inbound(contract: EventContract, offset: int) -> InboundEvent:
 
 
 async def bench_activities(runtime: NotificationsRuntime, clock: MutableClock, n: int) -> None:
-    handler = notifications_handler(clock)
+    handler = notifications_handler(clock, score_states=runtime.score_states)
     rng = random.Random(7)
     teams = [(uuid.uuid4(), f"{rng.randint(1, 34):02d}") for _ in range(2000)]
     members = {t: [uuid.uuid4() for _ in range(5)] for t, _ in teams}
@@ -145,7 +145,7 @@ async def bench_deliveries(runtime: NotificationsRuntime, clock: MutableClock, n
                 },
             )
             await uow.commit()
-        handler = notifications_handler(clock)
+        handler = notifications_handler(clock, score_states=runtime.score_states)
         reached = [ScoreComponent(criterion="c", points=1, max_points=1, value=1, target=1)]
         scores = [
             inbound(
@@ -258,7 +258,7 @@ async def bench_scores(
                 i,
             )
         )
-    handler = notifications_handler(clock)
+    handler = notifications_handler(clock, score_states=runtime.score_states)
     alerts = adapters.alerts_table
     settle_heap()  # as the worker does: the prepared records stay out of collection
     started, cpu = time.perf_counter(), time.process_time()
