@@ -380,33 +380,39 @@ async def score_states_of(
     }
 
 
-SCORE_STATE_CHUNK = 5_000  # 5 parameters a row, under asyncpg's 32,767
+_SAVE_SCORE_STATES = text(
+    """
+    INSERT INTO notifications.score_state AS s (subject_type, subject_id, period, version, score)
+    SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                         CAST(:v AS bigint[]), CAST(:score AS float8[]))
+    ON CONFLICT (subject_type, subject_id, period) DO UPDATE
+        SET version = excluded.version, score = excluded.score, updated_at = now()
+        WHERE s.version < excluded.version
+    RETURNING s.subject_type, s.subject_id, s.period
+    """
+)
 
 
 async def save_score_states(
     session: AsyncSession, states: Mapping[ScoreKey, tuple[int, float]]
 ) -> set[ScoreKey]:
     """Store the newest `(version, score)` of each key; returns the keys stored (a key whose
-    stored version is already as new is left alone: stale or replayed)."""
-    stored: set[ScoreKey] = set()
-    rows = [
+    stored version is already as new is left alone: stale or replayed). One statement over
+    column arrays, in key order (concurrent writers lock rows in one order)."""
+    if not states:
+        return set()
+    keys = sorted(states)
+    rows = await session.execute(
+        _SAVE_SCORE_STATES,
         {
-            "subject_type": key.subject_type,
-            "subject_id": key.subject_id,
-            "period": key.period,
-            "version": version,
-            "score": score,
-        }
-        for key, (version, score) in sorted(states.items())
-    ]
-    for start in range(0, len(rows), SCORE_STATE_CHUNK):
-        statement = upsert_newer(
-            score_state,
-            rows[start : start + SCORE_STATE_CHUNK],
-            key=("subject_type", "subject_id", "period"),
-        ).returning(score_state.c.subject_type, score_state.c.subject_id, score_state.c.period)
-        stored.update(ScoreKey(*row) for row in await session.execute(statement))
-    return stored
+            "st": [k.subject_type for k in keys],
+            "sid": [k.subject_id for k in keys],
+            "p": [k.period for k in keys],
+            "v": [states[k][0] for k in keys],
+            "score": [float(states[k][1]) for k in keys],
+        },
+    )
+    return {ScoreKey(*row) for row in rows}
 
 
 _UNKNOWN = object()  # a key whose state this transaction could not store: read it again
