@@ -379,14 +379,18 @@ def score_drop(
     score: float,
     params: ScoreDropParams,
 ) -> ScoreDrop | None:
-    """The largest qualifying fall, or None."""
-    drops: list[ScoreDrop] = []
-    if params.between_versions and previous_version_score is not None:
-        drops.append(ScoreDrop(previous_version_score, score, "previous_version"))
-    if params.between_periods and previous_period_score is not None:
-        drops.append(ScoreDrop(previous_period_score, score, "previous_period"))
-    qualifying = [d for d in drops if d.points >= params.points]
-    return max(qualifying, key=lambda d: d.points) if qualifying else None
+    """The largest qualifying fall (the version's on a tie), or None. Called for every score:
+    nothing is built unless a fall qualifies."""
+    best: ScoreDrop | None = None
+    for enabled, baseline, compared_with in (
+        (params.between_versions, previous_version_score, "previous_version"),
+        (params.between_periods, previous_period_score, "previous_period"),
+    ):
+        if enabled and baseline is not None:
+            points = round(baseline - score, 6)
+            if points >= params.points and (best is None or points > best.points):
+                best = ScoreDrop(baseline, score, compared_with)
+    return best
 
 
 def score_recovered(*, baseline: float, score: float, params: ScoreDropParams) -> bool:
@@ -439,15 +443,18 @@ def target_statuses(
 ) -> list[TargetStatus]:
     """Every watched target of one score, reached or not (so reached ones can also clear);
     `reached_only`: the reached ones alone."""
-    watched = set(params.criteria)
+    # Called for every score with a dozen components, mostly none reached: cheapest test first.
+    watched = set(params.criteria) if params.criteria else None
     statuses = [
         TargetStatus(f"criterion:{c.criterion}", c.value, c.target)
         for c in components
         if c.target > 0
-        and (not watched or c.criterion in watched)
-        and (not reached_only or _reached(c.value, c.target))
+        and (not reached_only or c.value >= c.target)  # `_reached`, inlined
+        and (watched is None or c.criterion in watched)
     ]
-    for name, target in sorted(params.indicator_targets.items()):
+    for name, target in (
+        sorted(params.indicator_targets.items()) if params.indicator_targets else ()
+    ):
         if name in indicators:
             value = float(indicators[name])
             if not reached_only or _reached(value, target):
@@ -662,7 +669,6 @@ def evaluate_score(
 
     drop_params: ScoreDropParams | None = rules.params("score_drop", province)
     if drop_params is not None:
-        base = _score_drop_base(score, unit_path)
         drop = score_drop(
             previous_version_score=previous.score if previous else None,
             previous_period_score=previous_period_state.score if previous_period_state else None,
@@ -672,7 +678,7 @@ def evaluate_score(
         if drop is not None:
             raised.append(
                 replace(
-                    base,
+                    _score_drop_base(score, unit_path),
                     summary=f"The {score.subject_type} score for {score.period} fell by "
                     f"{drop.points:g} points ({drop.baseline:g} → {drop.score:g}).",
                     details={
@@ -685,10 +691,10 @@ def evaluate_score(
                     },
                 )
             )
-        else:
+        elif open_by_key:  # the key is built only when there is an alert to resolve
             resolved += [
                 alert.id
-                for alert in open_by_key.get(base.dedupe_key, [])
+                for alert in open_by_key.get(_score_drop_base(score, unit_path).dedupe_key, [])
                 if score_recovered(
                     baseline=float(alert.details["baseline"]),
                     score=score.score,

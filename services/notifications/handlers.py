@@ -288,29 +288,30 @@ async def _judge_round(
     now: datetime,
 ) -> None:
     """Scores of distinct keys, none reading what another one writes."""
-    previous = await states.read(map(score_key, scores))
-    fresh = [s for s in scores if next_score_state(previous.get(score_key(s)), s)]
+    keyed = [(score_key(s), s) for s in scores]  # each key built once
+    previous = await states.read(key for key, _ in keyed)
+    fresh = [(key, s) for key, s in keyed if next_score_state(previous.get(key), s)]
     if not fresh:
         return  # replays or out-of-order older versions: already judged
     earlier_states = await states.read(
-        [c for s in fresh if (c := comparisons.get(score_key(s))) is not None]
+        [c for key, _ in fresh if (c := comparisons.get(key)) is not None]
     )
-    open_alerts = await adapters.open_alerts_of_scores(uow.session, map(score_key, fresh))
+    open_alerts = await adapters.open_alerts_of_scores(uow.session, (key for key, _ in fresh))
     evaluations = {}
-    for score in fresh:
-        key = score_key(score)
+    for key, score in fresh:
         mine = open_alerts.get(key, [])
         compared = comparisons.get(key)
+        unit_path = path_of(score)
         evaluations[key] = (
             evaluate_score(
                 score,
                 rules=rules,
-                unit_path=path_of(score),
+                unit_path=unit_path,
                 previous=previous.get(key),
                 previous_period_state=earlier_states.get(compared) if compared else None,
                 open_alerts=[_open_alert(row) for row in mine],
                 conditions=score_conditions(
-                    score, rules=rules, unit_path=path_of(score), with_open_alerts=bool(mine)
+                    score, rules=rules, unit_path=unit_path, with_open_alerts=bool(mine)
                 ),
             ),
             mine,
