@@ -380,15 +380,28 @@ async def score_states_of(
     }
 
 
+# Returns the keys *not* stored (almost always none), not the thousands stored.
 _SAVE_SCORE_STATES = text(
     """
-    INSERT INTO notifications.score_state AS s (subject_type, subject_id, period, version, score)
-    SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                         CAST(:v AS bigint[]), CAST(:score AS float8[]))
-    ON CONFLICT (subject_type, subject_id, period) DO UPDATE
-        SET version = excluded.version, score = excluded.score, updated_at = now()
-        WHERE s.version < excluded.version
-    RETURNING s.subject_type, s.subject_id, s.period
+    WITH given AS (
+        SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
+                             CAST(:v AS bigint[]), CAST(:score AS float8[]))
+            AS k(subject_type, subject_id, period, version, score)
+    ), stored AS (
+        INSERT INTO notifications.score_state AS s
+            (subject_type, subject_id, period, version, score)
+        SELECT * FROM given
+        ON CONFLICT (subject_type, subject_id, period) DO UPDATE
+            SET version = excluded.version, score = excluded.score, updated_at = now()
+            WHERE s.version < excluded.version
+        RETURNING s.subject_type, s.subject_id, s.period
+    )
+    SELECT g.subject_type, g.subject_id, g.period FROM given g
+    WHERE NOT EXISTS (
+        SELECT FROM stored t
+        WHERE t.subject_type = g.subject_type AND t.subject_id = g.subject_id
+          AND t.period = g.period
+    )
     """
 )
 
@@ -402,7 +415,7 @@ async def save_score_states(
     if not states:
         return set()
     keys = sorted(states)
-    rows = await session.execute(
+    refused = await session.execute(
         _SAVE_SCORE_STATES,
         {
             "st": [k.subject_type for k in keys],
@@ -412,7 +425,7 @@ async def save_score_states(
             "score": [float(states[k][1]) for k in keys],
         },
     )
-    return {ScoreKey(*row) for row in rows}
+    return set(states).difference(ScoreKey(*row) for row in refused)
 
 
 _UNKNOWN = object()  # a key whose state this transaction could not store: read it again
