@@ -137,6 +137,7 @@ class ConsumerRunner:
         self._session_timeout_ms = session_timeout_ms
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._next_offsets: dict[TopicPartition, int] = {}
         self.started = asyncio.Event()
 
     def stop(self) -> None:
@@ -146,6 +147,20 @@ class ConsumerRunner:
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer holds now (none before it joined the group)."""
         return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    def backlog(self) -> int:
+        """Records of its partitions not handled yet, as of the high watermarks its last fetches
+        saw: no request to the broker, so cheap enough to ask before every publication pass
+        (`common.lag` measures the lag that is reported)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        behind = 0
+        for tp in consumer.assignment():
+            high, handled = consumer.highwater(tp), self._next_offsets.get(tp)
+            if high is not None and handled is not None:
+                behind += max(high - handled, 0)
+        return behind
 
     async def run(self) -> None:
         consumer = await self._start_consumer()
@@ -206,6 +221,7 @@ class ConsumerRunner:
                 await self._dead_letter(record, reason)
         crash_point("consumer.after_db_commit")
         offsets = {tp: resume_at.get(tp, batch[-1].offset + 1) for tp, batch in polled.items()}
+        self._next_offsets.update(offsets)
         await self._commit(consumer, offsets)
         metrics.CONSUMER_BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
 

@@ -119,18 +119,25 @@ MAX_LINKS = 32
 
 
 async def publish_dirty(
-    runtime: ServiceRuntime, *, limit: int = 2000, teams_only: bool = False
+    runtime: ServiceRuntime,
+    *,
+    limit: int = 2000,
+    teams_only: bool = False,
+    background: bool = True,
 ) -> int:
     """Score the subjects marked dirty since the last pass and publish each once.
 
     However many events touched a subject in between, it yields one update (coalescing): a burst
     on one commune becomes a handful of ScoreUpdated/ScoreLatest pairs, not thousands.
-    `teams_only` leaves the units for a later pass (`ScorePublisher` takes them less often).
+    `teams_only` leaves the units for a later pass (`ScorePublisher` takes them less often);
+    `background=False` leaves the background lane for a later pass (`BackgroundCadence`).
     """
     laps = Laps()
     async with runtime.unit_of_work() as uow:
         session = uow.session
-        marks = await adapters.take_dirty(session, limit=limit, teams_only=teams_only)
+        marks = await adapters.take_dirty(
+            session, limit=limit, teams_only=teams_only, background=background
+        )
         if not marks.taken:
             return 0
         laps.lap("take")
@@ -309,6 +316,28 @@ class UnitCadence:
             self.due_at = started + self.interval
 
 
+@dataclass
+class BackgroundCadence:
+    """When a publication pass also takes the background lane (state indicators of the roster,
+    bulk re-scoring): every pass while this process's consumers keep up, at most every
+    `interval` seconds while one has a backlog (a registry import, a burst of activities).
+
+    The consumer then gets the CPU the background publications would take, and a waiting
+    background mark absorbs the next ones for the same subject-period (`adapters.mark_dirty`):
+    an import publishes each state change coalesced, not once per roster batch. Live marks
+    go every pass whatever the backlog.
+    """
+
+    interval: float = 5.0
+    due_at: float = 0.0
+
+    def due(self, now: float, *, backlogged: bool) -> bool:
+        if backlogged and now < self.due_at:
+            return False
+        self.due_at = now + self.interval
+        return True
+
+
 class ScorePublisher:
     """Background task: every `interval` seconds, publish what became dirty (the units at the
     pace of `UnitCadence`)."""
@@ -319,11 +348,13 @@ class ScorePublisher:
         *,
         interval: float = 0.2,
         unit_interval: float = 2.0,
+        background_interval: float = 5.0,
         limit: int = 2000,
     ):
         self._runtime = runtime
         self._interval = interval
         self._units = UnitCadence(interval=unit_interval)
+        self._background = BackgroundCadence(interval=background_interval)
         self._limit = limit
         self._stopping = asyncio.Event()
 
@@ -334,8 +365,11 @@ class ScorePublisher:
         while not self._stopping.is_set() and not self._runtime.draining:
             started = time.perf_counter()
             teams_only = self._units.teams_only(started)
+            background = self._background.due(started, backlogged=self._consumers_backlogged())
             try:
-                taken = await publish_dirty(self._runtime, limit=self._limit, teams_only=teams_only)
+                taken = await publish_dirty(
+                    self._runtime, limit=self._limit, teams_only=teams_only, background=background
+                )
                 self._units.passed(
                     started=started, teams_only=teams_only, taken=taken, limit=self._limit
                 )
@@ -347,6 +381,11 @@ class ScorePublisher:
             pause = min(max(self._interval, time.perf_counter() - started), MAX_REST_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=pause)
+
+    def _consumers_backlogged(self) -> bool:
+        """More than a full batch waits for one of this process's consumers."""
+        threshold = self._runtime.settings.consumer_batch_size
+        return any(consumer.backlog() > threshold for consumer in self._runtime.consumers)
 
 
 # --------------------------------------------------------------------------- full recompute

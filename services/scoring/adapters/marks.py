@@ -120,7 +120,9 @@ async def _pick(
     return picked
 
 
-async def take_dirty(session: AsyncSession, *, limit: int, teams_only: bool = False) -> DirtyMarks:
+async def take_dirty(
+    session: AsyncSession, *, limit: int, teams_only: bool = False, background: bool = True
+) -> DirtyMarks:
     """Subject-periods from both ends of each lane's queue, each with every mark it has (in
     either lane), coalesced.
 
@@ -131,9 +133,10 @@ async def take_dirty(session: AsyncSession, *, limit: int, teams_only: bool = Fa
     even behind a backlog). Taking all of a subject-period's marks publishes it once for the
     whole backlog. `teams_only`: leave the units' marks to gather (they are re-marked by nearly
     every batch, so taking them less often publishes each once for many batches).
+    `background=False`: the live lane only.
     """
     picked = await _pick(session, lane=Lane.LIVE, limit=limit, teams_only=teams_only)
-    room = max(limit - len(picked), limit // BACKGROUND_SHARE)
+    room = max(limit - len(picked), limit // BACKGROUND_SHARE) if background else 0
     for key in await _pick(session, lane=Lane.BACKGROUND, limit=room, teams_only=teams_only):
         picked.setdefault(key)
     if not picked:

@@ -83,6 +83,34 @@ async def test_redelivered_records_are_applied_exactly_once(engine, producer, in
         await runtime.stop()
 
 
+async def test_a_consumer_knows_its_backlog_from_its_fetches(engine, producer, infra) -> None:  # type: ignore[no-untyped-def]
+    """What a service asks before background work (scoring's publisher): records fetched or
+    announced by the broker but not handled yet, down to 0 once caught up."""
+    topic = await make_topics(infra, "backlog", "g-backlog")
+    runtime = plumbing.build_runtime(
+        topic="backlog", group="g-backlog", slow=0.3, CDT_CONSUMER_BATCH_SIZE=20
+    )
+    for i in range(300):
+        await send_raw(producer, event(key=f"k{i % 3}", seq=i, topic=topic))
+    await runtime.start(workers=True)
+    try:
+        seen: list[int] = []
+
+        async def behind() -> bool:
+            seen.extend(c.backlog() for c in runtime.consumers)
+            return any(count > 100 for count in seen)
+
+        await eventually(behind, what="a backlog seen while the slow handler works")
+
+        async def caught_up() -> bool:
+            done = len(await applied_counts(engine, "g-backlog")) == 300
+            return done and all(c.backlog() == 0 for c in runtime.consumers)
+
+        await eventually(caught_up, timeout=60, what="all applied and no backlog left")
+    finally:
+        await runtime.stop()
+
+
 async def test_consumer_killed_after_db_commit_before_offset_commit(
     engine, producer, infra, subprocess_env
 ) -> None:  # type: ignore[no-untyped-def]

@@ -68,6 +68,21 @@ async def test_a_live_backlog_leaves_the_background_lane_its_share(scoring: Any)
         await session.rollback()
 
 
+async def test_a_pass_without_the_background_lane_takes_only_live_marks(scoring: Any) -> None:
+    _, runtime = scoring
+    await _drained(runtime)
+    prefix = uuid.uuid4().hex[:8]
+    live, backlog = _team_keys(f"live-{prefix}", 10), _team_keys(f"bulk-{prefix}", 10)
+    async with runtime.sessions() as session, session.begin():
+        await adapters.mark_dirty(session, backlog, lane=Lane.BACKGROUND)
+        await adapters.mark_dirty(session, live)
+        taken = set((await adapters.take_dirty(session, limit=100, background=False)).event_times)
+        assert taken == live.keys()
+        taken = set((await adapters.take_dirty(session, limit=100)).event_times)
+        assert taken == backlog.keys()
+        await session.rollback()
+
+
 async def test_a_subject_marked_in_both_lanes_is_taken_once_with_all_its_marks(
     scoring: Any,
 ) -> None:

@@ -1,8 +1,9 @@
-"""The publisher takes teams every pass and units at most every 2 s once they are drained."""
+"""The publisher takes teams every pass and units at most every 2 s once they are drained; the
+background lane every pass, or at most every 5 s while a consumer has a backlog."""
 
 from __future__ import annotations
 
-from scoring.use_cases import UnitCadence
+from scoring.use_cases import BackgroundCadence, UnitCadence
 
 
 def test_units_wait_for_the_interval_after_a_pass_drained_them() -> None:
@@ -25,3 +26,18 @@ def test_units_stay_due_while_a_full_pass_leaves_a_backlog() -> None:
     cadence = UnitCadence(interval=2.0)
     cadence.passed(started=0.0, teams_only=False, taken=2000, limit=2000)
     assert not cadence.teams_only(0.2)
+
+
+def test_the_background_lane_goes_every_pass_while_the_consumers_keep_up() -> None:
+    cadence = BackgroundCadence(interval=5.0)
+    assert all(cadence.due(t / 10, backlogged=False) for t in range(20))
+
+
+def test_the_background_lane_waits_for_the_interval_while_a_consumer_is_behind() -> None:
+    cadence = BackgroundCadence(interval=5.0)
+    assert cadence.due(0.0, backlogged=True)  # once at once: never starved by a long backlog
+    assert not cadence.due(0.2, backlogged=True)
+    assert not cadence.due(4.9, backlogged=True)
+    assert cadence.due(5.0, backlogged=True)
+    assert not cadence.due(5.2, backlogged=True)
+    assert cadence.due(5.4, backlogged=False)  # caught up: every pass again
