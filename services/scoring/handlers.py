@@ -323,11 +323,11 @@ async def apply_batch(session: AsyncSession, events: Sequence[InboundEvent]) -> 
     inject(carrier)
     traceparent = carrier.get("traceparent")
     await adapters.mark_dirty(session, deltas.touched, traceparent=traceparent)
-    await adapters.mark_dirty(
+    await adapters.mark_state_dirty(
         session,
-        _state_dirty(deltas, now=datetime.now(UTC)),
+        _state_dirty(deltas, now=(now := datetime.now(UTC))),
+        now=now,
         traceparent=traceparent,
-        lane=adapters.Lane.BACKGROUND,
     )
     return deltas
 
@@ -336,16 +336,17 @@ def _team_of(change: RosterChange) -> UUID:
     return change.id if isinstance(change, TeamChangedWire) else change.team_id
 
 
-def _state_dirty(deltas: Deltas, *, now: datetime) -> dict[tuple[str, str, str], datetime | None]:
-    """The current periods of the subjects whose state indicators (members, teams) changed:
-    they count towards every period. Published in the background lane: a bulk import changes
-    them for every team and unit at once, and must not hold live activity scores back."""
-    return {
-        (stype, sid, period): now
+def _state_dirty(deltas: Deltas, *, now: datetime) -> list[tuple[str, str]]:
+    """The subjects whose state indicators (members, teams) changed, to publish for their
+    current periods (they count towards every period), unless this batch's live marks cover
+    all of those already. Published in the background lane: a bulk import changes them for
+    every team and unit at once, and must not hold live activity scores back."""
+    periods = domain.calendar_periods(now)
+    return [
+        (stype, sid)
         for stype, sid in deltas.state_touched
-        for period in domain.calendar_periods(now)
-        if (stype, sid, period) not in deltas.touched
-    }
+        if any((stype, sid, period) not in deltas.touched for period in periods)
+    ]
 
 
 def scoring_handler() -> Handler:

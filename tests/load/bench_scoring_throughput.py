@@ -91,7 +91,9 @@ async def bench(events: int, teams: int, *, postgres_pid: int | None) -> None:
         consuming = meter.stop()
         print(f"  consumption: {consuming.per_item(events)}", flush=True)
         meter.start()
-        while await count(runtime, adapters.dirty_subjects):
+        while await count(runtime, adapters.dirty_subjects) or await count(
+            runtime, adapters.state_marks
+        ):
             await asyncio.sleep(0.25)
         published = time.perf_counter() - end
         draining = meter.stop()

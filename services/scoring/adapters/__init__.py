@@ -47,6 +47,7 @@ from scoring.adapters.marks import (
     DirtyMarks,
     mark_all_dirty,
     mark_dirty,
+    mark_state_dirty,
     take_dirty,
 )
 from scoring.adapters.recompute import (
@@ -99,6 +100,7 @@ from scoring.adapters.tables import (
     recompute_jobs,
     scores,
     service_tables,
+    state_marks,
     state_values,
     subjects,
     targets,
@@ -157,6 +159,7 @@ __all__ = [
     "lock_team_places",
     "mark_all_dirty",
     "mark_dirty",
+    "mark_state_dirty",
     "member_state",
     "metadata",
     "path_of",
@@ -172,6 +175,7 @@ __all__ = [
     "scores",
     "service_tables",
     "sibling_ranks",
+    "state_marks",
     "state_values",
     "subject_exists",
     "subjects",

@@ -4,7 +4,7 @@ publication passes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,7 +14,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from common.db import json_rows
 from scoring.adapters.tables import Lane, columns_of
-from scoring.domain import PeriodKey, SubjectPeriod
+from scoring.domain import PeriodKey, Subject, SubjectPeriod, calendar_periods
 
 
 async def mark_dirty(
@@ -57,6 +57,41 @@ _MARK = {
 """
     ),
 }
+
+
+async def mark_state_dirty(
+    session: AsyncSession,
+    subjects: Iterable[Subject],
+    *,
+    now: datetime,
+    traceparent: str | None = None,
+) -> None:
+    """Mark subjects whose state indicators changed, for the background lane: once per subject
+    however many batches touch it before a pass takes it (a later mark only records a new
+    month, whose periods the pass then publishes as well)."""
+    keys = sorted(set(subjects))
+    if not keys:
+        return
+    await session.execute(
+        text(
+            """
+            INSERT INTO scoring.state_marks AS m
+                (subject_type, subject_id, first_marked_at, last_marked_at, month, traceparent)
+            SELECT st, sid, :now, :now, :month, :tp
+            FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[])) AS k(st, sid)
+            ON CONFLICT (subject_type, subject_id) DO UPDATE
+                SET last_marked_at = excluded.last_marked_at, month = excluded.month
+                WHERE m.month <> excluded.month
+            """
+        ),
+        {
+            "st": [k[0] for k in keys],
+            "sid": [k[1] for k in keys],
+            "now": now,
+            "month": calendar_periods(now)[0],
+            "tp": traceparent,
+        },
+    )
 
 
 async def mark_all_dirty(session: AsyncSession) -> int:
@@ -120,6 +155,33 @@ async def _pick(
     return picked
 
 
+async def _take_state_marks(
+    session: AsyncSession, *, limit: int, teams_only: bool
+) -> list[tuple[str, str, datetime, datetime, str | None]]:
+    """The oldest state marks, deleted (restored if the pass rolls back)."""
+    if limit <= 0:
+        return []
+    rows = await session.execute(_TAKE_STATE_MARKS[teams_only], {"limit": limit})
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _take_state_marks_sql(*, teams_only: bool) -> TextClause:
+    teams = "WHERE subject_type = 'team' " if teams_only else ""
+    return text(
+        "DELETE FROM scoring.state_marks m USING ("  # noqa: S608 - constant fragments
+        f" SELECT subject_type, subject_id FROM scoring.state_marks {teams}"
+        " ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED) AS k"
+        " WHERE m.subject_type = k.subject_type AND m.subject_id = k.subject_id"
+        " RETURNING m.subject_type, m.subject_id, m.first_marked_at, m.last_marked_at,"
+        " m.traceparent"
+    )
+
+
+_TAKE_STATE_MARKS = {
+    teams_only: _take_state_marks_sql(teams_only=teams_only) for teams_only in (False, True)
+}
+
+
 async def take_dirty(
     session: AsyncSession, *, limit: int, teams_only: bool = False, background: bool = True
 ) -> DirtyMarks:
@@ -137,6 +199,17 @@ async def take_dirty(
     """
     picked = await _pick(session, lane=Lane.LIVE, limit=limit, teams_only=teams_only)
     room = max(limit - len(picked), limit // BACKGROUND_SHARE) if background else 0
+    # The background lane: state marks (three periods or more each) for up to half its room,
+    # then the re-scoring marks.
+    states = await _take_state_marks(session, limit=room // 2 // 3, teams_only=teams_only)
+    state_keys: dict[SubjectPeriod, tuple[datetime, str | None]] = {}
+    for stype, sid, first, last, traceparent in states:
+        for moment in (first, last):
+            for period in calendar_periods(moment):
+                state_keys[SubjectPeriod(stype, sid, period)] = (last, traceparent)
+    for key in state_keys:
+        picked.setdefault(key)
+    room -= len(state_keys)
     for key in await _pick(session, lane=Lane.BACKGROUND, limit=room, teams_only=teams_only):
         picked.setdefault(key)
     if not picked:
@@ -166,8 +239,13 @@ async def take_dirty(
             columns_of(list(picked), "st", "sid", "p"),
         )
     ).all()
-    marks = DirtyMarks(taken=len(rows))
+    marks = DirtyMarks(taken=len(rows) + len(states))
     latest = marks.event_times
+    # state marks first: a subject-period's live marks, read in order below, come later
+    for key, (moment, traceparent) in state_keys.items():
+        latest[key] = moment
+        if traceparent:
+            marks.traces[key] = [traceparent]
     for stype, sid, period, moment, traceparent in rows:
         key = SubjectPeriod(stype, sid, period)
         previous = latest.get(key)

@@ -184,6 +184,23 @@ dirty_subjects = Table(
     Index("ix_dirty_subjects_lane", "lane", "seq"),
 )
 
+# A subject whose state indicators (teams, members, trained members) changed: one row per
+# subject, not per period (a roster import touches a subject in batch after batch, and the
+# repeated marks cost a conflict check each). Taken in the background lane; the periods it
+# publishes are those of its first and last mark (`month` changes only at a month's end).
+state_marks = Table(
+    "state_marks",
+    metadata,
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("seq", BigInteger, Identity(always=True), nullable=False),
+    Column("first_marked_at", DateTime(timezone=True), nullable=False),
+    Column("last_marked_at", DateTime(timezone=True), nullable=False),
+    Column("month", key_string(16), nullable=False),
+    Column("traceparent", Text),
+    Index("ix_state_marks_seq", "seq"),
+)
+
 scores = Table(
     "scores",
     metadata,

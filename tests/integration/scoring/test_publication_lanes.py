@@ -8,6 +8,7 @@ so the queue holds exactly the marks they write.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -22,8 +23,12 @@ from tests.unit.scoring import factory
 async def _drained(runtime: Any) -> None:
     async def empty() -> bool:
         async with runtime.sessions() as session:
-            table = adapters.dirty_subjects
-            return not await session.scalar(select(func.count()).select_from(table))
+            return not any(
+                [
+                    await session.scalar(select(func.count()).select_from(table))
+                    for table in (adapters.dirty_subjects, adapters.state_marks)
+                ]
+            )
 
     await eventually(empty, timeout=60, what="the publisher drained earlier marks")
 
@@ -114,17 +119,63 @@ async def test_roster_changes_mark_the_background_lane_and_activities_the_live_o
     ]
     async with runtime.unit_of_work() as uow:
         await apply_batch(uow.session, roster)
-        lanes = await _lanes(uow.session, province=province, team_id=team_id)
-        assert lanes and all(found == {Lane.BACKGROUND} for found in lanes.values())
+        # the roster's state changes wait as one background mark per subject, none live
+        assert await _state_marked(uow.session, province=province, team_id=team_id) == {
+            ("team", str(team_id)),
+            ("province", province),
+        }
+        assert await _lanes(uow.session, province=province, team_id=team_id) == {}
         await apply_batch(
             uow.session,
             [factory.inbound(factory.activity(team_id=team_id, unit_path=where))],
         )
         lanes = await _lanes(uow.session, province=province, team_id=team_id)
         # the activity's month, quarter and year of the team and its ancestors are live now
-        assert lanes[("team", str(team_id))] == {Lane.BACKGROUND, Lane.LIVE}
-        assert lanes[("province", province)] == {Lane.BACKGROUND, Lane.LIVE}
+        assert lanes[("team", str(team_id))] == {Lane.LIVE}
+        assert lanes[("province", province)] == {Lane.LIVE}
         await uow.rollback()
+
+
+async def test_a_state_mark_is_taken_in_the_background_lane_for_its_periods(
+    scoring: Any,
+) -> None:
+    _, runtime = scoring
+    await _drained(runtime)
+    subject = ("team", f"state-{uuid.uuid4().hex[:8]}")
+    march, april = datetime(2026, 3, 31, 12, tzinfo=UTC), datetime(2026, 4, 1, 12, tzinfo=UTC)
+    async with runtime.sessions() as session, session.begin():
+        for _ in range(3):  # three roster batches: one mark
+            await adapters.mark_state_dirty(session, [subject], now=march)
+        assert (
+            await session.scalar(
+                select(func.count())
+                .select_from(adapters.state_marks)
+                .where(adapters.state_marks.c.subject_id == subject[1])
+            )
+            == 1
+        )
+        assert (
+            set((await adapters.take_dirty(session, limit=100, background=False)).event_times)
+            == set()
+        )
+        await adapters.mark_state_dirty(session, [subject], now=april)  # a new month
+        taken = await adapters.take_dirty(session, limit=100)
+        assert set(taken.event_times) == {
+            (*subject, period) for period in ("2026-03", "2026-Q1", "2026-04", "2026-Q2", "2026")
+        }
+        assert set(taken.event_times.values()) == {april}
+        assert not await session.scalar(select(func.count()).select_from(adapters.state_marks))
+        await session.rollback()
+
+
+async def _state_marked(session: Any, *, province: str, team_id: uuid.UUID) -> set[tuple[str, str]]:
+    table = adapters.state_marks
+    rows = await session.execute(
+        select(table.c.subject_type, table.c.subject_id).where(
+            table.c.subject_id.in_([str(team_id), province])
+        )
+    )
+    return {(stype, sid) for stype, sid in rows}
 
 
 async def _lanes(

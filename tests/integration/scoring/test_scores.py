@@ -31,6 +31,11 @@ async def wait_published(runtime, key: str) -> list[dict]:  # type: ignore[no-un
                     adapters.dirty_subjects.c.subject_id == sid,
                     adapters.dirty_subjects.c.period == period,
                 )
+            ) or await session.scalar(
+                select(adapters.state_marks.c.subject_id).where(
+                    adapters.state_marks.c.subject_type == stype,
+                    adapters.state_marks.c.subject_id == sid,
+                )
             )
             rows = (
                 await session.scalars(
