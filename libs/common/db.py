@@ -241,9 +241,18 @@ class UnitOfWork:
     Use one per request or per consumed batch, never shared (see DESIGN pitfalls).
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], tables: ServiceTables) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        tables: ServiceTables,
+        *,
+        sql_tracer: Tracer | None = None,
+    ) -> None:
+        """`sql_tracer`: spans for the outbox COPY, which SQLAlchemy's instrumentation (engine
+        events) never sees; None when SQL tracing is off."""
         self._sessions = sessions
         self._tables = tables
+        self._sql_tracer = sql_tracer
         self._pending: list[OutboundEvent] = []
         self._after_commit: list[Callable[[], None]] = []
         self._session: AsyncSession | None = None
@@ -277,7 +286,21 @@ class UnitOfWork:
             group = (event.type, event.source, event.time, event.dataschema)
             headers = shared.get(group) or shared.setdefault(group, event.shared_headers())
             records.append(outbox_record(event, trace=trace, shared=headers))
-        await copy_records(self.session, self._tables.outbox, OUTBOX_COLUMNS, records)
+        outbox = self._tables.outbox
+        if self._sql_tracer is None:
+            await copy_records(self.session, outbox, OUTBOX_COLUMNS, records)
+        else:
+            with self._sql_tracer.start_as_current_span(
+                "COPY",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "db.system.name": "postgresql",
+                    "db.operation.name": "COPY",
+                    "db.collection.name": f"{outbox.schema}.{outbox.name}",
+                    "db.operation.batch.size": len(records),
+                },
+            ):
+                await copy_records(self.session, outbox, OUTBOX_COLUMNS, records)
         self._pending.clear()
 
     def after_commit(self, callback: Callable[[], None]) -> None:

@@ -97,7 +97,11 @@ class ServiceRuntime:
         self._producer_ready = asyncio.Event()
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.tables)
+        return UnitOfWork(
+            self.sessions,
+            self.tables,
+            sql_tracer=self.tracer if self.settings.trace_sql else None,
+        )
 
     async def migrate(self) -> None:
         await asyncio.to_thread(

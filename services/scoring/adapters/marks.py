@@ -199,9 +199,10 @@ async def take_dirty(
     """
     picked = await _pick(session, lane=Lane.LIVE, limit=limit, teams_only=teams_only)
     room = max(limit - len(picked), limit // BACKGROUND_SHARE) if background else 0
-    # The background lane: state marks (three periods or more each) for up to half its room,
-    # then the re-scoring marks.
-    states = await _take_state_marks(session, limit=room // 2 // 3, teams_only=teams_only)
+    # The background lane: state marks first (three periods or more each: enough of them to
+    # fill its room, so a pass of them alone counts as a full pass), then the re-scoring marks
+    # in what is left, at least a quarter of it.
+    states = await _take_state_marks(session, limit=-(-room // 3), teams_only=teams_only)
     state_keys: dict[SubjectPeriod, tuple[datetime, str | None]] = {}
     for stype, sid, first, last, traceparent in states:
         for moment in (first, last):
@@ -209,7 +210,7 @@ async def take_dirty(
                 state_keys[SubjectPeriod(stype, sid, period)] = (last, traceparent)
     for key in state_keys:
         picked.setdefault(key)
-    room -= len(state_keys)
+    room = max(room - len(state_keys), room // BACKGROUND_SHARE)
     for key in await _pick(session, lane=Lane.BACKGROUND, limit=room, teams_only=teams_only):
         picked.setdefault(key)
     if not picked:
@@ -239,7 +240,7 @@ async def take_dirty(
             columns_of(list(picked), "st", "sid", "p"),
         )
     ).all()
-    marks = DirtyMarks(taken=len(rows) + len(states))
+    marks = DirtyMarks(taken=len(rows) + len(state_keys))
     latest = marks.event_times
     # state marks first: a subject-period's live marks, read in order below, come later
     for key, (moment, traceparent) in state_keys.items():

@@ -507,3 +507,30 @@ async def test_dead_letters_are_listed_and_replayed_once_after_a_fix(
         await eventually(applied_once, timeout=30, what="the replayed event applied")
     finally:
         await runtime.stop()
+
+
+async def test_the_outbox_copy_is_a_database_span_when_sql_is_traced(engine, infra) -> None:  # type: ignore[no-untyped-def]
+    """SQLAlchemy's instrumentation never sees a COPY (asyncpg's, beside the engine's events):
+    the unit of work traces it itself, so an operator following an event sees its outbox write."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from common.db import UnitOfWork
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    topic = await make_topics(infra, "copy-span", "g-copy-span")
+    uow = UnitOfWork(
+        async_sessionmaker(engine), plumbing.tables, sql_tracer=provider.get_tracer("test")
+    )
+    async with uow:
+        for i in range(3):
+            uow.publish(event(key="k", seq=i, topic=topic))
+        await uow.commit()
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "COPY"]
+    assert span.attributes is not None
+    assert span.attributes["db.collection.name"] == "plumbing.outbox"
+    assert span.attributes["db.operation.batch.size"] == 3

@@ -168,6 +168,18 @@ async def test_a_state_mark_is_taken_in_the_background_lane_for_its_periods(
         await session.rollback()
 
 
+async def test_a_pass_full_of_state_marks_counts_as_full(scoring: Any) -> None:
+    """So units' state marks are taken on every pass while they remain (`UnitCadence`)."""
+    _, runtime = scoring
+    await _drained(runtime)
+    prefix = uuid.uuid4().hex[:8]
+    subjects = [("village", f"state-{prefix}-{index}") for index in range(40)]
+    async with runtime.sessions() as session, session.begin():
+        await adapters.mark_state_dirty(session, subjects, now=datetime(2026, 5, 5, tzinfo=UTC))
+        assert (await adapters.take_dirty(session, limit=30)).taken >= 30
+        await session.rollback()
+
+
 async def _state_marked(session: Any, *, province: str, team_id: uuid.UUID) -> set[tuple[str, str]]:
     table = adapters.state_marks
     rows = await session.execute(
