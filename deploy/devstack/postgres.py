@@ -138,7 +138,13 @@ class LocalPostgres:
                 "-c",
                 # Per-statement cost for profiling (`tests/load/bench_meter.top_statements`);
                 # it costs a hash lookup per statement.
-                "shared_preload_libraries=pg_stat_statements",
+                "shared_preload_libraries=pg_stat_statements,auto_explain",
+                "-c",
+                # The plan of a statement slower than 3 s goes to postgres.log (as a warning, the
+                # level logged here): a plan turned bad by stale statistics shows itself.
+                "auto_explain.log_min_duration=3s",
+                "-c",
+                "auto_explain.log_level=warning",
                 "-c",
                 "fsync=on",
                 "-c",

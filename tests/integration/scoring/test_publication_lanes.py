@@ -11,7 +11,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring import adapters
 from scoring.adapters import Lane
@@ -227,4 +228,43 @@ async def test_a_waiting_background_mark_absorbs_the_next_ones_and_live_marks_al
         )
         assert {sid: counts[sid] for _, sid, _ in bulk} == {sid: 1 for _, sid, _ in bulk}
         assert {sid: counts[sid] for _, sid, _ in live} == {sid: 3 for _, sid, _ in live}
+        await session.rollback()
+
+
+async def _queue_seq_scans(session: AsyncSession) -> int:
+    """Seq scans of the two queues so far in this transaction."""
+    scans = await session.scalar(
+        text(
+            "SELECT sum(seq_scan) FROM pg_stat_xact_user_tables"
+            " WHERE schemaname = 'scoring' AND relname IN ('dirty_subjects', 'state_marks')"
+        )
+    )
+    return int(scans or 0)
+
+
+async def test_the_queues_are_read_through_their_indexes_whatever_their_statistics(
+    scoring: Any,
+) -> None:
+    """Vacuumed empty between two bursts, a queue looks empty to the planner until it is
+    analyzed again: the marks of a whole backlog must still be found by index, not by a scan of
+    the queue per key (a pass took 17 s right after a national import)."""
+    _, runtime = scoring
+    await _drained(runtime)
+    prefix = uuid.uuid4().hex[:8]
+    live, backlog = _team_keys(f"live-{prefix}", 1500), _team_keys(f"bulk-{prefix}", 1500)
+    async with runtime.sessions() as session, session.begin():
+        # the statistics a vacuum leaves on an emptied queue: pages, and no rows on them
+        await session.execute(
+            text(
+                "UPDATE pg_class SET reltuples = 0, relpages = greatest(relpages, 1) WHERE oid IN"
+                " ('scoring.dirty_subjects'::regclass, 'scoring.state_marks'::regclass)"
+            )
+        )
+        await adapters.mark_dirty(session, live)
+        before = await _queue_seq_scans(session)
+        await adapters.mark_dirty(session, backlog, lane=Lane.BACKGROUND)
+        await adapters.mark_dirty(session, backlog, lane=Lane.BACKGROUND)  # probes each key
+        marks = await adapters.take_dirty(session, limit=2000)
+        assert len(marks.event_times) == 2000
+        assert await _queue_seq_scans(session) == before
         await session.rollback()
