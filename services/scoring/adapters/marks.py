@@ -154,6 +154,30 @@ _QUEUE_ENDS = {
     )
     for teams_only in (False, True)
 }
+# Every mark of the picked subject-periods, deleted. Its shape leaves the planner one way, linear
+# in the marks taken: one index probe per key (LATERAL: the keys drive), then the delete by
+# `seq = ANY(ARRAY(...))` (a join of the queue to the probes' result was planned as a nested
+# loop over the whole queue, re-running the probes per row: 31 s a pass after an import).
+_TAKE_MARKS = text(
+    """
+    WITH picked AS MATERIALIZED (
+        SELECT x.seq
+        FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]))
+             AS k(st, sid, p),
+        LATERAL (
+            SELECT m.seq FROM scoring.dirty_subjects m
+            WHERE m.subject_type = k.st AND m.subject_id = k.sid AND m.period = k.p
+            FOR UPDATE SKIP LOCKED
+        ) AS x
+    ),
+    taken AS (
+        DELETE FROM scoring.dirty_subjects d
+        WHERE d.seq = ANY (ARRAY(SELECT seq FROM picked))
+        RETURNING d.seq, d.subject_type, d.subject_id, d.period, d.event_time, d.traceparent
+    )
+    SELECT subject_type, subject_id, period, event_time, traceparent FROM taken ORDER BY seq
+    """
+)
 # The background lane's share of a pass while the live lane is busy: it advances, slowly.
 BACKGROUND_SHARE = 4
 
@@ -184,11 +208,11 @@ async def _take_state_marks(
 
 def _take_state_marks_sql(*, teams_only: bool) -> TextClause:
     teams = "WHERE subject_type = 'team' " if teams_only else ""
+    # by `seq = ANY(ARRAY(...))`: an index probe per taken mark (see `_TAKE_MARKS`)
     return text(
-        "DELETE FROM scoring.state_marks m USING ("  # noqa: S608 - constant fragments
-        f" SELECT subject_type, subject_id FROM scoring.state_marks {teams}"
-        " ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED) AS k"
-        " WHERE m.subject_type = k.subject_type AND m.subject_id = k.subject_id"
+        "DELETE FROM scoring.state_marks m WHERE m.seq = ANY (ARRAY("  # noqa: S608 - constant fragments
+        f" SELECT seq FROM scoring.state_marks {teams}"
+        " ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED))"
         " RETURNING m.subject_type, m.subject_id, m.first_marked_at, m.last_marked_at,"
         " m.traceparent"
     )
@@ -239,31 +263,7 @@ async def _take(
         picked.setdefault(key)
     if not picked:
         return DirtyMarks(taken=0)
-    # Keys as arrays: the planner joins them through ix_dirty_subjects_key (a nested loop),
-    # whatever the size of the backlog.
-    rows = (
-        await session.execute(
-            text(
-                """
-                WITH taken AS (
-                    DELETE FROM scoring.dirty_subjects d
-                    WHERE d.seq IN (
-                        SELECT m.seq FROM scoring.dirty_subjects m
-                        JOIN unnest(CAST(:st AS text[]), CAST(:sid AS text[]),
-                                    CAST(:p AS text[])) AS k(st, sid, p)
-                          ON m.subject_type = k.st AND m.subject_id = k.sid AND m.period = k.p
-                        FOR UPDATE OF m SKIP LOCKED
-                    )
-                    RETURNING d.seq, d.subject_type, d.subject_id, d.period, d.event_time,
-                              d.traceparent
-                )
-                SELECT subject_type, subject_id, period, event_time, traceparent
-                FROM taken ORDER BY seq
-                """
-            ),
-            columns_of(list(picked), "st", "sid", "p"),
-        )
-    ).all()
+    rows = (await session.execute(_TAKE_MARKS, columns_of(list(picked), "st", "sid", "p"))).all()
     marks = DirtyMarks(taken=len(rows) + len(state_keys))
     latest = marks.event_times
     # state marks first: a subject-period's live marks, read in order below, come later
