@@ -49,6 +49,7 @@ from common.envelope import OutboundEvent
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
 from common.runtime import ServiceRuntime
+from common.text import FreeText, NameText
 
 router = APIRouter(prefix="/v1", tags=["activities"])
 
@@ -210,7 +211,7 @@ def _partner_only(principal: Principal) -> Partner:
 class PartnerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[NameText, Field(min_length=1, max_length=200)]
     provinces: Annotated[list[ProvinceCode], Field(min_length=1, max_length=100)]
     rate_limit_per_second: Annotated[int | None, Field(ge=1, le=100_000)] = None
 
@@ -445,7 +446,7 @@ async def post_batch(scope: IngestDep) -> Response:
 class VoidRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Annotated[FreeText, Field(min_length=1, max_length=500)]
 
 
 class Voided(BaseModel):

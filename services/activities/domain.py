@@ -20,6 +20,7 @@ from common.contracts.activities import ActivityKind, OutcomeName, Skill
 
 # The per-key limiter moved to common (teams limits partner reads too); re-exported here.
 from common.ratelimit import RateLimiter, TokenBucket  # noqa: F401
+from common.text import NameText
 
 # Teams' dates (joined_on, left_on, established_on) are local dates in Vietnam (UTC+7, no DST):
 # an event's occurred_at is compared on that calendar.
@@ -70,9 +71,9 @@ class ActivityIn(BaseModel):
     kind: ActivityKind
     skills: Annotated[list[Skill], Field(max_length=5)] = []
     citizens_reached: Count = 0
-    household_ref: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+    household_ref: Annotated[NameText | None, Field(min_length=1, max_length=200)] = None
     audience: Annotated[list[Tag], Field(max_length=10)] = []
-    campaign_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    campaign_id: Annotated[NameText | None, Field(min_length=1, max_length=64)] = None
     outcomes: Annotated[dict[OutcomeName, Count], Field(max_length=7)] = {}
 
 

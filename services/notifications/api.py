@@ -19,6 +19,7 @@ from uuid_utils.compat import uuid7
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType
 from common.problems import ProblemError
+from common.text import NameText
 from notifications import adapters
 from notifications.delivery import WebhookUrlError, check_webhook_url
 from notifications.domain import (
@@ -154,7 +155,7 @@ async def put_rule(body: RulePut, uow: UowDep) -> RuleOut:
 class SubscriptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, Field(min_length=8, max_length=2048)]
+    url: Annotated[NameText, Field(min_length=8, max_length=2048)]
     scope: Code = Field(description='a unit code (its subtree), or "national"')
     alert_types: Annotated[list[AlertType], Field(min_length=1, max_length=len(ALERT_TYPES))]
 

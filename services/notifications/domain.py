@@ -25,6 +25,7 @@ from common.contracts.activities import ActivityRecorded
 from common.contracts.notifications import AlertType
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
 from common.contracts.wire import ScoreComponentWire, ScoreUpdatedWire
+from common.text import NameText
 
 ALERT_TYPES: tuple[str, ...] = get_args(AlertType)
 NATIONAL = "national"
@@ -43,6 +44,10 @@ def system_clock() -> datetime:
 
 
 # --------------------------------------------------------------------------- rule parameters
+
+
+# a criterion, an indicator or a campaign named in a rule's parameters
+Label = Annotated[NameText, Field(min_length=1, max_length=100)]
 
 
 class _Params(BaseModel):
@@ -74,9 +79,9 @@ class TargetReachedParams(_Params):
     score payload listed in `indicator_targets` whose value reaches the given target.
     `criteria` limits the components watched (empty: all)."""
 
-    criteria: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=100)] = []
+    criteria: Annotated[list[Label], Field(max_length=100)] = []
     indicator_targets: Annotated[
-        dict[str, Annotated[float, Field(gt=0)]], Field(max_length=100)
+        dict[Label, Annotated[float, Field(gt=0)]], Field(max_length=100)
     ] = {}
 
 
@@ -85,7 +90,7 @@ class CampaignGoal(_Params):
     subject_type: Literal["team", "village", "commune", "district", "province", "national"] = (
         "province"
     )
-    indicator: Annotated[str, Field(min_length=1, max_length=100)]
+    indicator: Label
     target: Annotated[float, Field(gt=0)]
     starts_on: date
     ends_on: date
@@ -102,9 +107,7 @@ class CampaignAtRiskParams(_Params):
     to the campaign's end, falls short of the target. Judged only once `min_elapsed` of the
     campaign has passed (the first days say little about the pace)."""
 
-    campaigns: Annotated[
-        dict[Annotated[str, Field(max_length=100)], CampaignGoal], Field(max_length=500)
-    ] = {}
+    campaigns: Annotated[dict[Label, CampaignGoal], Field(max_length=500)] = {}
     min_elapsed: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 

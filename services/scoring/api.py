@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.problems import ProblemError
+from common.text import FreeText, NameText
 from scoring import adapters, domain, use_cases
 from scoring.domain import SubjectPeriod
 
@@ -56,15 +57,15 @@ class CriterionIn(BaseModel):
     denominator: Annotated[list[Name], Field(max_length=10)] = []
     target: Annotated[float, Field(gt=0, le=1e12)]
     basis: Literal["absolute", "per_month", "per_team_month"] = "absolute"
-    description: Annotated[str, Field(max_length=500)] = ""
+    description: Annotated[FreeText, Field(max_length=500)] = ""
 
 
 class CriteriaSetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    description: Annotated[str, Field(max_length=2000)] = ""
-    provenance: Annotated[str, Field(max_length=4000)] = ""
+    description: Annotated[FreeText, Field(max_length=2000)] = ""
+    provenance: Annotated[FreeText, Field(max_length=4000)] = ""
     criteria: Annotated[list[CriterionIn], Field(min_length=1, max_length=50)]
 
     @model_validator(mode="after")
@@ -163,16 +164,16 @@ class TargetIn(BaseModel):
 
     subject_type: SubjectTypeParam
     subject_id: Code
-    period: Annotated[str, Field(min_length=4, max_length=80)]
+    period: Annotated[
+        str,
+        Field(
+            max_length=80,
+            pattern=domain.PERIOD_RE.pattern,
+            description="YYYY-MM, YYYY-Qn, YYYY or campaign:<id>",
+        ),
+    ]
     indicator: Name
     value: Annotated[float, Field(gt=0, le=1e12)]
-
-    @field_validator("period")
-    @classmethod
-    def _period(cls, value: str) -> str:
-        if not domain.is_valid_period(value):
-            raise ValueError("expected YYYY-MM, YYYY-Qn, YYYY or campaign:<id>")
-        return value
 
 
 @router.put("/targets", dependencies=[OperatorDep])
@@ -224,7 +225,7 @@ class CampaignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: Code
-    name: Annotated[str, Field(min_length=1, max_length=300)]
+    name: Annotated[NameText, Field(min_length=1, max_length=300)]
     start_date: date
     end_date: date
     unit_codes: Annotated[list[Code], Field(max_length=5000)] = []

@@ -16,6 +16,7 @@ from common.contracts.teams import UnitPath
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from common.problems import ProblemError
+from common.text import NameText, blank_to_none
 from teams.adapters import MemberRepository, TeamRepository, UnitRepository
 from teams.api_common import (
     BULK_REQUEST_BODY,
@@ -53,12 +54,17 @@ from teams.use_cases import SOURCE, apply_members, apply_teams, publish_teams, t
 router = APIRouter(prefix="/v1", tags=["teams"])
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-Name = Annotated[str, Field(min_length=1, max_length=300)]
-PersonName = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[NameText, Field(min_length=1, max_length=300)]
+PersonName = Annotated[NameText, Field(min_length=1, max_length=200)]
+OptionalName = Annotated[
+    Annotated[NameText, Field(max_length=200)] | None, BeforeValidator(blank_to_none)
+]
+DecisionNo = Annotated[
+    Annotated[NameText, Field(max_length=100)] | None, BeforeValidator(blank_to_none)
+]
 Phone = Annotated[
     Annotated[str, Field(pattern=PHONE_PATTERN)] | None, BeforeValidator(normalise_phone)
 ]
-Enterprise = Annotated[str | None, Field(max_length=200)]
 TEAM_COLUMNS = frozenset(TeamRow.model_fields)
 MEMBER_COLUMNS = frozenset(MemberRow.model_fields)
 
@@ -70,7 +76,7 @@ class TeamCreate(BaseModel):
     name: Name
     unit_code: Code
     established_on: date | None = None
-    decision_no: Annotated[str | None, Field(max_length=100)] = None
+    decision_no: DecisionNo = None
 
 
 class TeamPatch(BaseModel):
@@ -79,7 +85,7 @@ class TeamPatch(BaseModel):
     name: Name | None = None
     unit_code: Code | None = None
     established_on: date | None = None
-    decision_no: Annotated[str | None, Field(max_length=100)] = None
+    decision_no: DecisionNo = None
     status: Literal["dissolved"] | None = None
     dissolved_on: date | None = None
 
@@ -125,7 +131,7 @@ class MemberCreate(BaseModel):
     full_name: PersonName
     role: Role = "member"
     affiliation: Affiliation = "other"
-    enterprise_name: Enterprise = None
+    enterprise_name: OptionalName = None
     phone: Phone = None
     joined_on: date
     left_on: date | None = None
@@ -137,7 +143,7 @@ class MemberPatch(BaseModel):
     full_name: PersonName | None = None
     role: Role | None = None
     affiliation: Affiliation | None = None
-    enterprise_name: Enterprise = None
+    enterprise_name: OptionalName = None
     phone: Phone = None
     joined_on: date | None = None
     left_on: date | None = None
@@ -168,8 +174,8 @@ class MemberPage(BaseModel):
 class TrainingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    course: Annotated[str, Field(min_length=1, max_length=200)]
-    topic: Annotated[str | None, Field(max_length=200)] = None
+    course: PersonName
+    topic: OptionalName = None
     completed_on: date
 
 

@@ -76,7 +76,7 @@ class SplitBody(BaseModel):
     into: Annotated[list[UnitCode], Field(min_length=1, max_length=50)]
     effective_on: date
     # Child unit code or team code -> one of `into`; the rest go to the first of `into`.
-    assign: Annotated[dict[str, UnitCode], Field(max_length=10_000)] = {}
+    assign: Annotated[dict[UnitCode, UnitCode], Field(max_length=10_000)] = {}
 
 
 class ReparentBody(BaseModel):

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from common.text import NameText
 from teams.domain import Affiliation, Role
 
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
@@ -47,10 +48,10 @@ def normalise_phone(value: Any) -> Any:
 
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=CODE_PATTERN)]
-Text = Annotated[str, Field(min_length=1, max_length=300)]
+Text = Annotated[NameText, Field(min_length=1, max_length=300)]
 # Constraints sit on the inner `str` so that None (a blank cell) passes untouched.
 OptionalText = Annotated[
-    Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_to_none)
+    Annotated[NameText, Field(max_length=200)] | None, BeforeValidator(_blank_to_none)
 ]
 OptionalDate = Annotated[date | None, BeforeValidator(_blank_to_none)]
 Phone = Annotated[
@@ -77,7 +78,7 @@ class TeamRow(RowModel):
     unit_code: Code
     established_on: OptionalDate = None
     decision_no: Annotated[
-        Annotated[str, Field(max_length=100)] | None, BeforeValidator(_blank_to_none)
+        Annotated[NameText, Field(max_length=100)] | None, BeforeValidator(_blank_to_none)
     ] = None
 
 
@@ -86,7 +87,7 @@ class MemberRow(RowModel):
 
     code: Code
     team_code: Code
-    full_name: Annotated[str, Field(min_length=1, max_length=200)]
+    full_name: Annotated[NameText, Field(min_length=1, max_length=200)]
     role: Role = "member"
     affiliation: Affiliation = "other"
     enterprise_name: OptionalText = None

@@ -44,6 +44,15 @@ async def test_partner_admin_needs_operator(env: Env) -> None:
     assert {e["field"] for e in bad.json()["errors"]} == {"body.provinces", "body.extra"}
 
 
+async def test_a_name_that_cannot_be_stored_is_refused_naming_the_field(env: Env) -> None:
+    refused = await env.client.post(
+        "/v1/partners", json={"name": "VNPT\u0000", "provinces": ["82"]}, headers=OPERATOR
+    )
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["body.name"]
+    assert "U+0000" in refused.json()["errors"][0]["message"]
+
+
 async def test_key_rotated_mid_stream_stops_working_at_once(env: Env) -> None:
     team_id = await env.team()
     created = await env.partner(rate_limit_per_second=10_000)

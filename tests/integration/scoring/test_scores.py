@@ -253,6 +253,10 @@ async def test_campaigns_are_periods_with_their_own_length(scoring, producer) ->
     assert again.status_code == 409
     backwards = {**campaign, "id": "x-1", "end_date": "2026-05-01"}
     assert (await client.post("/v1/campaigns", json=backwards, headers=OPERATOR)).status_code == 422
+    nul = await client.post(
+        "/v1/campaigns", json={**campaign, "id": "x-2", "name": "92\u0000"}, headers=OPERATOR
+    )
+    assert nul.status_code == 422 and [e["field"] for e in nul.json()["errors"]] == ["body.name"]
     listed = (await client.get("/v1/campaigns", params={"limit": 500})).json()
     assert campaign["id"] in [c["id"] for c in listed["items"]]
 

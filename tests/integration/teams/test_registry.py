@@ -7,6 +7,7 @@ depend on each other's data (the package import is shared: it is idempotent).
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -211,6 +212,24 @@ async def test_legacy_three_tier_csv_and_ndjson_villages(teams) -> None:  # type
 
 
 # --- teams and members ----------------------------------------------------------------------
+
+
+async def test_names_are_stored_in_nfc_and_trimmed(teams) -> None:  # type: ignore[no-untyped-def]
+    client, _ = teams
+    unit = await village(client)
+    nfd = unicodedata.normalize("NFD", "Tổ Hòa Bình")
+    created = await team(client, unit, name=f"  {nfd} ")
+    assert created["name"] == "Tổ Hòa Bình"
+    person = await member(
+        client, created["id"], full_name=unicodedata.normalize("NFD", "Lê Thị Hòa")
+    )
+    assert person["full_name"] == "Lê Thị Hòa"
+    nul = await client.post(
+        "/v1/teams",
+        json={"code": f"X-{tag()}", "name": "Tổ\u0000", "unit_code": unit},
+        headers=OPERATOR,
+    )
+    assert nul.status_code == 422 and [e["field"] for e in nul.json()["errors"]] == ["body.name"]
 
 
 async def test_team_members_health_training_and_dissolution(teams, infra) -> None:  # type: ignore[no-untyped-def]
