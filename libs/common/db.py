@@ -139,6 +139,21 @@ def _json_default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else str(value)
 
 
+def insert_rows(table: Table, rows: Sequence[Mapping[str, Any]]) -> Insert:
+    """`INSERT INTO table SELECT …` of `rows` (all with the same keys), sent as one parameter.
+
+    The rows travel as one JSON document typed by the table's own row type: a multi-row VALUES
+    is compiled anew for every row count and bound value by value (a fifth of the notifications
+    score handler's Python for 5,000 states, 15 % of its CPU for alerts under national load).
+    This statement compiles once per column list and is cached."""
+    names = list(rows[0])
+    source = func.jsonb_populate_recordset(
+        literal_column(f'NULL::"{table.schema}"."{table.name}"'),
+        cast(bindparam("table_rows", dump_json(list(rows)), type_=Text), JSONB),
+    ).table_valued(*names)
+    return pg_insert(table).from_select(names, select(*(source.c[n] for n in names)))
+
+
 def upsert_newer(
     table: Table,
     rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -157,14 +172,7 @@ def upsert_newer(
     """
     many = [rows] if isinstance(rows, Mapping) else list(rows)
     names = list(many[0])
-    # The rows travel as one JSON document typed by the table's own row type: a multi-row
-    # VALUES was compiled and bound value by value (a fifth of the notifications score
-    # handler's Python for 5,000 states).
-    source = func.jsonb_populate_recordset(
-        literal_column(f'NULL::"{table.schema}"."{table.name}"'),
-        cast(bindparam("upsert_rows", dump_json(many), type_=Text), JSONB),
-    ).table_valued(*names)
-    statement = pg_insert(table).from_select(names, select(*(source.c[n] for n in names)))
+    statement = insert_rows(table, many)
     updated = [c for c in names if c not in key] if columns is None else list(columns)
     assignments: dict[str, Any] = {c: statement.excluded[c] for c in updated}
     if stamp is not None:

@@ -43,7 +43,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.contracts.teams import TeamChanged
-from common.db import UnitOfWork, json_rows, upsert_newer
+from common.db import UnitOfWork, insert_rows, json_rows, upsert_newer
 from common.outbox_tables import define_service_tables
 from notifications.domain import NATIONAL, RuleOverride, ScoreKey, ScoreState, SubjectKey
 
@@ -280,7 +280,7 @@ async def touch_teams(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
     first_seen_at); creates a placeholder row when the team event has not arrived yet."""
     if not rows:
         return
-    statement = insert(teams_table).values(list(rows))
+    statement = insert_rows(teams_table, rows)
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=[teams_table.c.id],
@@ -525,8 +525,7 @@ async def log_activities(session: AsyncSession, rows: Sequence[Mapping[str, Any]
     if not rows:
         return set()
     inserted = await session.scalars(
-        insert(activity_log)
-        .values(list(rows))
+        insert_rows(activity_log, rows)
         .on_conflict_do_nothing(index_elements=[activity_log.c.activity_id])
         .returning(activity_log.c.activity_id)
     )
@@ -667,27 +666,22 @@ async def void_activities(session: AsyncSession, rows: Sequence[Mapping[str, Any
 # --------------------------------------------------------------------------- alerts
 
 
-ALERT_INSERT_CHUNK = 2000  # 11 parameters a row, under asyncpg's 32,767
-
-
 async def insert_alerts(
     session: AsyncSession, rows: Sequence[Mapping[str, Any]]
 ) -> list[RowMapping]:
     """Insert alerts; returns those created (a key already held by an unresolved alert is
     skipped by the partial unique index, also when two writers race)."""
-    created: list[RowMapping] = []
-    for i in range(0, len(rows), ALERT_INSERT_CHUNK):
-        statement = (
-            insert(alerts_table)
-            .values(list(rows[i : i + ALERT_INSERT_CHUNK]))
-            .on_conflict_do_nothing(
-                index_elements=[alerts_table.c.dedupe_key],
-                index_where=text("status <> 'resolved'"),
-            )
-            .returning(alerts_table)
+    if not rows:
+        return []
+    statement = (
+        insert_rows(alerts_table, rows)
+        .on_conflict_do_nothing(
+            index_elements=[alerts_table.c.dedupe_key],
+            index_where=text("status <> 'resolved'"),
         )
-        created += list((await session.execute(statement)).mappings())
-    return created
+        .returning(alerts_table)
+    )
+    return list((await session.execute(statement)).mappings())
 
 
 async def active_alerts(session: AsyncSession, *, dedupe_keys: Sequence[str]) -> list[RowMapping]:
@@ -883,13 +877,14 @@ async def subscriptions_for(
 async def enqueue_deliveries(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     carrier: dict[str, str] = {}
     inject(carrier)  # the consumer's (or sweep's) current span
+    if not rows:
+        return
     traced = [{"traceparent": carrier.get("traceparent"), **row} for row in rows]
-    for i in range(0, len(traced), ALERT_INSERT_CHUNK):
-        await session.execute(
-            insert(deliveries_table)
-            .values(traced[i : i + ALERT_INSERT_CHUNK])
-            .on_conflict_do_nothing(constraint="uq_deliveries_alert_subscription")
+    await session.execute(
+        insert_rows(deliveries_table, traced).on_conflict_do_nothing(
+            constraint="uq_deliveries_alert_subscription"
         )
+    )
 
 
 async def claim_due_deliveries(
