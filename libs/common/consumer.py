@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections import Counter
@@ -393,7 +392,7 @@ class ConsumerRunner:
         original_headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         if event is not None:
-            value = json.dumps(event.data, ensure_ascii=False).encode()
+            value = event.value
             original_headers = [
                 ("ce_specversion", b"1.0"),
                 ("ce_id", str(event.id).encode()),

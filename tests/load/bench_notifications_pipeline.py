@@ -12,8 +12,9 @@ service in-process:
 3. webhook delivery: alerts fanned out to one subscription on a local receiver, drained by the
    delivery worker: deliveries/s;
 4. the score stream: `--scores` ScoreUpdated records (teams, villages, communes, provinces over
-   three periods, versions rising, some scores dropping) through the consumer handler in batches
-   of `--score-batch`: records/s, Python CPU per record and the alerts raised.
+   three periods, versions rising, some scores dropping) decoded from their Kafka bytes and
+   headers and judged by the consumer handler in batches of `--score-batch`: records/s, Python
+   CPU per record and the alerts raised.
 """
 
 from __future__ import annotations
@@ -27,19 +28,27 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [
     str(ROOT / p) for p in ("libs", "services", "deploy", ".") if str(ROOT / p) not in sys.path
 ]
 
+import orjson  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from uuid_utils.compat import uuid7  # noqa: E402
 
 from common.contracts.activities import ActivityRecorded  # noqa: E402
 from common.contracts.scoring import ScoreComponent, ScoreUpdated  # noqa: E402
 from common.contracts.teams import UnitPath  # noqa: E402
-from common.envelope import EventContract, InboundEvent  # noqa: E402
+from common.envelope import (  # noqa: E402
+    EventContract,
+    InboundEvent,
+    OutboundEvent,
+    decode_record,
+    kafka_headers,
+)
 from common.kafka import ensure_topics  # noqa: E402
 from common.main import settle_heap  # noqa: E402
 from devstack.infra import Infra  # noqa: E402
@@ -54,6 +63,19 @@ from tests.load.bench_infra import bench_infra  # noqa: E402
 BATCH = 500
 
 
+def kafka_record(contract: EventContract, offset: int) -> dict[str, Any]:
+    """The record as the relay writes it to Kafka: CloudEvents headers, JSON value."""
+    out = OutboundEvent.of(contract, source="/bench")
+    return {
+        "topic": contract.TOPIC.name,
+        "partition": 0,
+        "offset": offset,
+        "key": out.key.encode(),
+        "value": orjson.dumps(out.data),
+        "headers": kafka_headers(out.ce_headers()),
+    }
+
+
 def inbound(contract: EventContract, offset: int) -> InboundEvent:
     return InboundEvent(
         id=uuid7(),
@@ -65,7 +87,7 @@ def inbound(contract: EventContract, offset: int) -> InboundEvent:
         partition=0,
         offset=offset,
         key=None,
-        data=contract.model_dump(mode="json"),
+        value=orjson.dumps(contract.model_dump(mode="json")),
         trace_headers={},
     )
 
@@ -233,7 +255,7 @@ async def bench_scores(
     subjects += [("province", f"{p:02d}") for p in range(1, 64)]
     versions: dict[tuple[str, str, str], int] = {}
     scores: dict[tuple[str, str, str], float] = {}
-    events = []
+    records = []
     for i in range(n):
         subject_type, subject_id = rng.choice(subjects)
         key = (subject_type, subject_id, rng.choice(["2026-12", "2026-Q4", "2026"]))
@@ -242,8 +264,8 @@ async def bench_scores(
         previous = scores.get(key, 50.0)
         step = -rng.uniform(10, 30) if rng.random() < 0.05 else rng.uniform(0, 3)
         scores[key] = min(max(previous + step, 0.0), 100.0)
-        events.append(
-            inbound(
+        records.append(
+            kafka_record(
                 ScoreUpdated(
                     subject_type=subject_type,  # type: ignore[arg-type]
                     subject_id=subject_id,
@@ -264,7 +286,8 @@ async def bench_scores(
     started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, n, batch):
         async with runtime.unit_of_work() as uow:
-            await handler(uow, events[i : i + batch])
+            # decoded in the timed loop, as the consumer runner decodes what it polls
+            await handler(uow, [decode_record(**r) for r in records[i : i + batch]])
             await uow.commit()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     async with runtime.sessions() as session:

@@ -118,6 +118,8 @@ class ScoreUpdatedWire(msgspec.Struct, frozen=True):
 def parse_wire(event: InboundEvent, struct: type[S]) -> S:
     """The event's data as `struct`; invalid data is a poison record, as `event.parse` says."""
     try:
-        return msgspec.convert(event.data, struct)
+        return msgspec.json.decode(event.value, type=struct)
     except msgspec.ValidationError as exc:
         raise PoisonRecordError(f"{event.type} {event.id}: invalid data: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise PoisonRecordError(f"{event.type} {event.id}: value is not JSON: {exc}") from exc

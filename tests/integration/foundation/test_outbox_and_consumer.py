@@ -214,6 +214,11 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_o
     await producer.send_and_wait(topic, value=b"not json at all", key=b"same-key")  # no headers
     await send_raw(producer, good[0])
     await send_raw(producer, poisoned)
+    # a CloudEvent whose value is no JSON: found when the handler reads it
+    unreadable = event(key="same-key", seq=98, topic=topic)
+    await producer.send_and_wait(
+        topic, value=b"{oops", key=b"same-key", headers=kafka_headers(unreadable.ce_headers())
+    )
     for e in good[1:]:
         await send_raw(producer, e)
     dead_before = (
@@ -230,13 +235,16 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_o
         dead = await read_topic(
             infra.kafka_bootstrap_servers,
             plumbing.dlt_spec("poison", "g-poison").name,
-            until=lambda records: len(records) >= 2,
+            until=lambda records: len(records) >= 3,
         )
     finally:
         await runtime.stop()
     reasons = sorted(headers_of(r)["dlt_reason"] for r in dead)
     assert any("not a CloudEvent" in r for r in reasons)
     assert any("poisoned payload seq=99" in r for r in reasons)
+    assert any("value is not JSON" in r for r in reasons)
+    unreadable_copy = next(r for r in dead if headers_of(r)["ce_id"] == str(unreadable.id))
+    assert unreadable_copy.value == b"{oops"  # kept as it came
     assert {headers_of(r)["dlt_original_topic"] for r in dead} == {topic}
     poisoned_copy = next(r for r in dead if "seq=99" in headers_of(r)["dlt_reason"])
     assert headers_of(poisoned_copy)["ce_id"] == str(poisoned.id)  # replayable as it was
@@ -244,7 +252,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_carries_o
     dead_after = REGISTRY.get_sample_value(
         "cdt_dead_letters_total", {"group": "g-poison", "topic": topic}
     )
-    assert dead_after == dead_before + 2
+    assert dead_after == dead_before + 3
 
 
 async def test_relay_stopped_while_writes_continue_then_publishes_all_in_order(

@@ -9,6 +9,7 @@ from uuid_utils.compat import uuid7
 
 from common.contracts.scoring import ScoreLatest, ScoreUpdated
 from common.contracts.teams import TeamChanged
+from common.contracts.wire import TeamChangedWire, parse_wire
 from common.envelope import (
     Mirror,
     OutboundEvent,
@@ -67,15 +68,28 @@ def test_unknown_fields_from_newer_producers_are_ignored() -> None:
     [
         (b"{}", [], "not a CloudEvent"),
         (b"{}", [("ce_id", b"not-a-uuid"), ("ce_type", b"x")], "not a CloudEvent"),
-        (b"{oops", [("ce_id", str(uuid4()).encode()), ("ce_type", b"x")], "not JSON"),
-        (b"[1, 2]", [("ce_id", str(uuid4()).encode()), ("ce_type", b"x")], "not a JSON object"),
+        (None, [("ce_id", str(uuid4()).encode()), ("ce_type", b"x")], "no value"),
     ],
 )
 def test_undecodable_records_are_poison(
-    value: bytes, headers: list[tuple[str, bytes]], reason: str
+    value: bytes | None, headers: list[tuple[str, bytes]], reason: str
 ) -> None:
     with pytest.raises(PoisonRecordError, match=reason):
         decode_record(topic="t", partition=0, offset=1, key=None, value=value, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [(b"{oops", "not JSON"), (b"[1, 2]", "not a JSON object")]
+)
+def test_a_value_that_is_no_json_object_is_poison_when_read(value: bytes, reason: str) -> None:
+    headers = [("ce_id", str(uuid4()).encode()), ("ce_type", b"vn.cdt.teams.team.v1")]
+    inbound = decode_record(
+        topic="t", partition=0, offset=1, key=None, value=value, headers=headers
+    )
+    with pytest.raises(PoisonRecordError, match=reason):
+        inbound.parse(TeamChanged)
+    with pytest.raises(PoisonRecordError, match=reason.rsplit(maxsplit=1)[-1]):
+        parse_wire(inbound, TeamChangedWire)
 
 
 def test_invalid_data_is_poison() -> None:

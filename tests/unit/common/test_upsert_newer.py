@@ -44,8 +44,8 @@ def test_chosen_columns_composite_key_several_rows_and_no_stamp() -> None:
     assert "ON CONFLICT (id, kind) DO UPDATE SET name = excluded.name WHERE" in text
     assert "note = excluded" not in text and "updated_at" not in text
     # one statement, the rows in one JSON parameter typed by the table's row type
-    assert 'FROM jsonb_populate_recordset(NULL::"demo"."replica", CAST(%(upsert_rows)s' in text
+    assert 'FROM jsonb_populate_recordset(NULL::"demo"."replica", CAST(%(table_rows)s' in text
     assert "VALUES" not in text
     params = statement.compile(dialect=postgresql.dialect()).params
-    assert json.loads(params["upsert_rows"]) == rows
+    assert json.loads(params["table_rows"]) == rows
     assert text.endswith("RETURNING demo.replica.version")

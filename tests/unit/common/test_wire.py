@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
+import orjson
 import pytest
 
 from common.contracts.activities import SKILLS, ActivityRecorded, ActivityVoided
@@ -72,7 +73,7 @@ def _broken(data: dict[str, Any]) -> list[dict[str, Any]]:
 def test_invalid_activity_payloads_are_poison_for_both(case: int) -> None:
     recorded = factory.activity(team_id=uuid.uuid4(), unit_path=factory.path("82"))
     event = factory.inbound(recorded)
-    broken = replace(event, data=_broken(event.data)[case])
+    broken = replace(event, value=orjson.dumps(_broken(event.data)[case]))
     with pytest.raises(PoisonRecordError):
         broken.parse(ActivityRecorded)
     with pytest.raises(PoisonRecordError):
@@ -82,7 +83,9 @@ def test_invalid_activity_payloads_are_poison_for_both(case: int) -> None:
 def test_a_void_without_its_reason_is_poison_for_both() -> None:
     recorded = factory.activity(team_id=uuid.uuid4(), unit_path=factory.path("82"))
     whole = factory.inbound(factory.void(recorded))
-    voided = replace(whole, data={k: v for k, v in whole.data.items() if k != "reason"})
+    voided = replace(
+        whole, value=orjson.dumps({k: v for k, v in whole.data.items() if k != "reason"})
+    )
     with pytest.raises(PoisonRecordError):
         voided.parse(ActivityVoided)
     with pytest.raises(PoisonRecordError):
@@ -137,7 +140,7 @@ def test_score_payloads_decode_to_the_contracts_values() -> None:
 )
 def test_invalid_score_payloads_are_poison_for_both(broken: dict[str, Any]) -> None:
     whole = factory.inbound(_score(random.Random(1)))
-    event = replace(whole, data={**whole.data, **broken})
+    event = replace(whole, value=orjson.dumps({**whole.data, **broken}))
     with pytest.raises(PoisonRecordError):
         event.parse(ScoreUpdated)
     with pytest.raises(PoisonRecordError):
@@ -206,7 +209,7 @@ def test_invalid_roster_payloads_are_poison_for_both(
     make: Any, struct: Any, broken: dict[str, Any]
 ) -> None:
     whole = factory.inbound(make(random.Random(2)))
-    event = replace(whole, data={**whole.data, **broken})
+    event = replace(whole, value=orjson.dumps({**whole.data, **broken}))
     contract = TeamChanged if struct is TeamChangedWire else MemberChanged
     with pytest.raises(PoisonRecordError):
         event.parse(contract)

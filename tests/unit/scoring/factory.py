@@ -6,7 +6,8 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+
+import orjson
 
 from common.contracts.activities import ActivityRecorded, ActivityVoided
 from common.contracts.teams import MemberChanged, TeamChanged, UnitPath
@@ -99,7 +100,6 @@ def member(
 def inbound(contract: EventContract, *, event_id: uuid.UUID | None = None) -> InboundEvent:
     """What the consumer runner would hand the handler for this contract."""
     out = OutboundEvent.of(contract, source="/test")
-    data: dict[str, Any] = out.data
     return InboundEvent(
         id=event_id or out.id,
         type=out.type,
@@ -110,7 +110,7 @@ def inbound(contract: EventContract, *, event_id: uuid.UUID | None = None) -> In
         partition=0,
         offset=0,
         key=out.key,
-        data=data,
+        value=orjson.dumps(out.data),
         trace_headers={},
     )
 
