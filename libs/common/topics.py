@@ -50,7 +50,10 @@ DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
 # consumer group -> the topics it reads
 CONSUMER_GROUPS: dict[str, tuple[TopicSpec, ...]] = {
     "activities": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT),
-    "scoring": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT, ACTIVITY_RECORDED, ACTIVITY_VOIDED),
+    # Scoring reads the roster in a group of its own: a registry import's backlog on the teams
+    # topics must not hold live activities back (each group is one consumer, one batch at a time).
+    "scoring": (ACTIVITY_RECORDED, ACTIVITY_VOIDED),
+    "scoring-roster": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT),
     "notifications": (TEAMS_TEAM, ACTIVITY_RECORDED, ACTIVITY_VOIDED, SCORE_UPDATED),
     "teams": (ACTIVITIES_PARTNER,),
 }

@@ -17,7 +17,9 @@ from scoring.handlers import scoring_handler
 from scoring.use_cases import ScorePublisher, rebuild_if_missing
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-GROUP = "scoring"
+ACTIVITY_GROUP = "scoring"
+ROSTER_GROUP = "scoring-roster"
+GROUPS = (ACTIVITY_GROUP, ROSTER_GROUP)
 SCORE_LATEST_MIRROR = Mirror.of(ScoreUpdated, ScoreLatest)
 
 
@@ -29,7 +31,10 @@ class ScoringRuntime(ServiceRuntime):
             settings=settings,
             tables=service_tables,
             migrations_dir=MIGRATIONS,
-            consumers=[ConsumerSpec.declared(GROUP, handler=scoring_handler())],
+            # Two consumers, one batch handler: a roster batch (a registry import brings
+            # thousands) runs beside the activity batches instead of ahead of them. They share
+            # teams the way two workers do: every batch locks its teams first, in id order.
+            consumers=[ConsumerSpec.declared(group, handler=scoring_handler()) for group in GROUPS],
             # One outbox row per score: the relay sends it to the history topic and, as a
             # ScoreLatest, to the compacted one.
             mirrors=[SCORE_LATEST_MIRROR],

@@ -76,6 +76,9 @@ CONSUMES: dict[str, Callable[[], EventContract]] = {
     "notifications": team_event,
 }
 
+# The consumer group that reads those events (scoring reads the roster in a group of its own).
+GROUP = {service: service for service in CONSUMES} | {"scoring": "scoring-roster"}
+
 
 def in_flight_write(service: str) -> tuple[str, str, dict[str, Any], int]:
     return {
@@ -128,13 +131,15 @@ async def produce(
     return landed
 
 
-async def processed(database_url: str, group: str, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+async def processed(
+    database_url: str, *, schema: str, group: str, ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    f"SELECT event_id FROM {group}.processed_events"
+                    f"SELECT event_id FROM {schema}.processed_events"
                     " WHERE consumer_group = :group AND event_id = ANY(:ids)"
                 ),
                 {"group": group, "ids": ids},
@@ -195,6 +200,7 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(
     target = stack.services[service]
     assert target.proc is not None
     bootstrap, database_url = infra.kafka_bootstrap_servers, service_env["DATABASE_URL"]
+    group = GROUP[service]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     landed = await produce(producer, [CONSUMES[service]() for _ in range(EVENTS)])
@@ -206,12 +212,12 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(
             await asyncio.sleep(0.05)
 
     async def some_processed() -> bool:
-        return bool(await processed(database_url, service, list(landed)))
+        return bool(await processed(database_url, schema=service, group=group, ids=list(landed)))
 
     await eventually(some_processed, timeout=60, what=f"{service} consuming")
     # Alone in its group: another member (say, a runtime some earlier test left running in this
     # process) would take over the partitions at the drain and blur what this process committed.
-    assert await group_members(bootstrap, service) == 1
+    assert await group_members(bootstrap, group) == 1
     stream = asyncio.create_task(keep_producing())
     method, path, body, expected = in_flight_write(service)
     async with httpx.AsyncClient(base_url=target.url, timeout=30) as client:
@@ -250,8 +256,8 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(
     assert "Traceback" not in log.rsplit("Shutting down", 1)[1]  # a clean drain, no errors
 
     # Applied exactly the records below the committed offsets: nothing applied and uncommitted.
-    offsets = await committed(bootstrap, service)
-    applied = await processed(database_url, service, ids)
+    offsets = await committed(bootstrap, group)
+    applied = await processed(database_url, schema=service, group=group, ids=ids)
     below = {i for i, (tp, offset) in landed.items() if offset < offsets.get(tp, -1)}
     assert below <= applied, "committed but never applied"
     uncommitted = applied - below
@@ -270,8 +276,8 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(
     await asyncio.to_thread(target.wait_ready)
 
     async def all_processed() -> bool:
-        return len(await processed(database_url, service, ids)) == len(ids)
+        return len(await processed(database_url, schema=service, group=group, ids=ids)) == len(ids)
 
     await eventually(all_processed, timeout=60, what=f"{service} caught up after restart")
     async with httpx.AsyncClient(base_url=target.url) as client:
-        assert duplicates_seen((await client.get("/metrics")).text, service) == len(uncommitted)
+        assert duplicates_seen((await client.get("/metrics")).text, group) == len(uncommitted)

@@ -95,7 +95,8 @@ async def wait_processed(
         async with runtime.sessions() as session:
             done = await session.scalars(
                 select(table.c.event_id).where(
-                    table.c.consumer_group == "scoring", table.c.event_id.in_(wanted)
+                    table.c.consumer_group.in_(scoring_bootstrap.GROUPS),
+                    table.c.event_id.in_(wanted),
                 )
             )
             return set(done) == wanted
