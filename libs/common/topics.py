@@ -33,6 +33,8 @@ ACTIVITY_VOIDED = TopicSpec("activities.activity-voided.v1", partitions=12)
 ACTIVITIES_PARTNER = TopicSpec("activities.partner.v1", partitions=3, compacted=True)
 SCORE_UPDATED = TopicSpec("scoring.score-updated.v1", partitions=12)
 SCORE_LATEST = TopicSpec("scoring.score-latest.v1", partitions=12, compacted=True)
+# Every transition of an evaluation round (open, under review, approved, reopened), key: round id.
+EVALUATION_ROUND = TopicSpec("scoring.evaluation-round.v1", partitions=3)
 ALERT_RAISED = TopicSpec("notifications.alert-raised.v1")
 
 DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
@@ -44,6 +46,7 @@ DOMAIN_TOPICS: tuple[TopicSpec, ...] = (
     ACTIVITIES_PARTNER,
     SCORE_UPDATED,
     SCORE_LATEST,
+    EVALUATION_ROUND,
     ALERT_RAISED,
 )
 

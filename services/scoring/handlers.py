@@ -27,7 +27,15 @@ from common.contracts.wire import (
 from common.db import UnitOfWork
 from common.envelope import InboundEvent
 from scoring import adapters, domain
-from scoring.domain import ActivityFact, Deltas, FactState, MemberState, TeamState, UnitPathCodes
+from scoring.domain import (
+    ActivityFact,
+    Deltas,
+    FactState,
+    MemberState,
+    SubjectName,
+    TeamState,
+    UnitPathCodes,
+)
 
 ROSTER_TYPES = {TeamChanged.CE_TYPE, MemberChanged.CE_TYPE}
 ACTIVITY_TYPES = {ActivityRecorded.CE_TYPE, ActivityVoided.CE_TYPE}
@@ -156,6 +164,14 @@ async def apply_roster(
             )
     await adapters.save_roster(session, roster)
     await adapters.upsert_subjects(session, placed)
+    await adapters.save_names(
+        session,
+        (
+            SubjectName("team", str(item.id), item.code, item.name, item.version)
+            for item in parsed
+            if isinstance(item, TeamChangedWire)
+        ),
+    )
     return {
         team_id: team.path
         for team_id, team in roster.teams.items()
@@ -219,6 +235,10 @@ async def apply_admin_units(
             )
             for unit in units
         ],
+    )
+    await adapters.save_names(
+        session,
+        (SubjectName(unit.level, unit.code, unit.code, unit.name, unit.version) for unit in units),
     )
     moved: list[ActivityFact] = []
     # Only a newer merge or re-parenting moves anything: one by one, in the batch's order.

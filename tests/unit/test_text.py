@@ -45,7 +45,8 @@ REQUEST_MODULES = (
     "teams.rows",
     "activities.api",
     "activities.domain",
-    "scoring.api",
+    "scoring.api.scores",
+    "scoring.api.rounds",
     "notifications.api",
     "notifications.domain",
 )

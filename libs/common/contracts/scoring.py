@@ -1,9 +1,11 @@
-"""Events of the scoring service: every score change (history) and the latest (compacted)."""
+"""Events of the scoring service: every score change (history), the latest (compacted), and the
+evaluation rounds' transitions."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import ClassVar, Literal
+from uuid import UUID
 
 from common import topics
 from common.envelope import EventContract
@@ -47,3 +49,30 @@ class ScoreUpdated(EventContract):
 class ScoreLatest(ScoreUpdated):
     TOPIC: ClassVar = topics.SCORE_LATEST
     CE_TYPE: ClassVar = "vn.cdt.scoring.score-latest.v1"
+
+
+RoundState = Literal["open", "under_review", "approved", "reopened"]
+
+
+class EvaluationRoundChanged(EventContract):
+    """A round moved (or was opened): other government systems learn that a unit's review
+    for a period is final (`approved`), or no longer final (`reopened`, with the reason)."""
+
+    TOPIC: ClassVar = topics.EVALUATION_ROUND
+    CE_TYPE: ClassVar = "vn.cdt.scoring.evaluation-round.v1"
+    AGGREGATE: ClassVar = "evaluation_round"
+
+    id: UUID
+    level: SubjectType
+    unit_code: str
+    period: str
+    criteria_set: str
+    due_on: date
+    state: RoundState
+    previous_state: RoundState | None = None
+    # how many times the round has been approved (the snapshot a report reads)
+    approvals: int = 0
+    actor: str
+    reason: str | None = None
+    version: int
+    changed_at: datetime

@@ -283,6 +283,93 @@ recompute_jobs = Table(
     ),
 )
 
+# Names and codes of teams and units (the teams topics carry them): reports show them.
+subject_names = Table(
+    "subject_names",
+    metadata,
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("code", String(64), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+# Evaluation rounds: one per unit, period and criteria set; every move recorded, and each
+# approval freezes the scores under the unit (its snapshot) for reports that never change.
+evaluation_rounds = Table(
+    "evaluation_rounds",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("level", key_string(16), nullable=False),
+    Column("unit_code", key_string(64), nullable=False),
+    Column("period", key_string(80), nullable=False),
+    Column("criteria_set", key_string(80), nullable=False),
+    Column("due_on", Date, nullable=False),
+    Column("state", key_string(16), nullable=False),
+    Column("approvals", Integer, nullable=False, server_default="0"),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index(
+        "ux_evaluation_rounds_unit_period",
+        "level",
+        "unit_code",
+        "period",
+        "criteria_set",
+        unique=True,
+    ),
+    Index("ix_evaluation_rounds_period", "period", "level"),
+)
+
+round_transitions = Table(
+    "round_transitions",
+    metadata,
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("round_id", PgUUID(as_uuid=True), nullable=False),
+    Column("action", key_string(16), nullable=False),  # open, submit, approve, reopen
+    Column("from_state", key_string(16)),
+    Column("to_state", key_string(16), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text),
+    Column("trace_id", String(32)),  # the request's trace: what else it did
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_round_transitions_round", "round_id", "seq"),
+)
+
+# One row per approval: when, by whom, and the unit's summary as it was (reports reproduce it).
+round_approvals = Table(
+    "round_approvals",
+    metadata,
+    Column("round_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("approval", Integer, primary_key=True),
+    Column("approved_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("subjects", Integer, nullable=False),
+    Column("summary", JSON, nullable=False),
+)
+
+round_snapshots = Table(
+    "round_snapshots",
+    metadata,
+    Column("round_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("approval", Integer, primary_key=True),
+    Column("subject_type", key_string(16), primary_key=True),
+    Column("subject_id", key_string(64), primary_key=True),
+    Column("code", String(64), nullable=False),
+    Column("name", String(300)),
+    Column("parent_type", key_string(16)),
+    Column("parent_id", key_string(64)),
+    Column("parent_code", String(64)),
+    Column("parent_name", String(300)),
+    Column("score", Float),
+    Column("max_score", Float),
+    Column("rank", Integer),
+    Column("rank_of", Integer),
+    Column("components", JSON),
+    Column("indicators", JSON),
+    Column("score_version", Integer),  # the live score's version then: later changes are counted
+)
+
 LEVEL_COLUMNS = ("province", "district", "commune", "village")
 
 

@@ -1,4 +1,4 @@
-"""Scoring HTTP API (`/v1`): criteria sets, targets, campaigns, scores, indicators, rankings."""
+"""Criteria sets, targets, campaigns, scores, indicators, rankings and recomputes."""
 
 from __future__ import annotations
 
@@ -14,34 +14,18 @@ from common.app import OperatorDep, RuntimeDep, UowDep
 from common.problems import ProblemError
 from common.text import FreeText, NameText
 from scoring import adapters, domain, use_cases
+from scoring.api.params import (
+    MAX_PAGE,
+    Code,
+    Name,
+    PeriodField,
+    PeriodParam,
+    SubjectTypeParam,
+    check_period,
+)
 from scoring.domain import SubjectPeriod
 
-router = APIRouter(prefix="/v1", tags=["scoring"])
-
-SubjectTypeParam = Literal["team", "village", "commune", "district", "province", "national"]
-Name = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[a-z][a-z0-9_]*$")]
-Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-PeriodParam = Annotated[
-    str, Query(min_length=4, max_length=80, description="2026-11 | 2026-Q4 | 2026 | campaign:<id>")
-]
-MAX_PAGE = 500
-
-
-def _check_period(period: str) -> str:
-    if not domain.is_valid_period(period):
-        raise ProblemError(
-            422,
-            "Validation failed",
-            "Invalid fields: period",
-            errors=[
-                {
-                    "field": "period",
-                    "message": "expected YYYY-MM, YYYY-Qn, YYYY or campaign:<id>",
-                    "type": "value_error",
-                }
-            ],
-        )
-    return period
+router = APIRouter(tags=["scoring"])
 
 
 # --------------------------------------------------------------------------- criteria sets
@@ -164,14 +148,7 @@ class TargetIn(BaseModel):
 
     subject_type: SubjectTypeParam
     subject_id: Code
-    period: Annotated[
-        str,
-        Field(
-            max_length=80,
-            pattern=domain.PERIOD_RE.pattern,
-            description="YYYY-MM, YYYY-Qn, YYYY or campaign:<id>",
-        ),
-    ]
+    period: PeriodField
     indicator: Name
     value: Annotated[float, Field(gt=0, le=1e12)]
 
@@ -202,7 +179,7 @@ async def list_targets(
     subject_id: Annotated[str, Query(max_length=64)],
     period: PeriodParam,
 ) -> dict[str, Any]:
-    _check_period(period)
+    check_period(period)
     key = SubjectPeriod(subject_type, subject_id, period)
     found = await adapters.targets_for(uow.session, [key])
     items = [
@@ -313,7 +290,7 @@ async def get_score(
     criteria_set: Annotated[str | None, Query(max_length=80)] = None,
 ) -> dict[str, Any]:
     """The published score (as in `scoring.score-updated.v1`), or a live one if none yet."""
-    _check_period(period)
+    check_period(period)
     await _require_subject(uow, subject_type, subject_id)
     session = uow.session
     chosen = (
@@ -371,7 +348,7 @@ async def get_indicators(
     uow: UowDep,
     period: PeriodParam,
 ) -> dict[str, Any]:
-    _check_period(period)
+    check_period(period)
     await _require_subject(uow, subject_type, subject_id)
     key = SubjectPeriod(subject_type, subject_id, period)
     found = await adapters.indicators_for(uow.session, [key])
@@ -396,7 +373,7 @@ async def get_rankings(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
     """Subjects of `level` under `parent`, best score first (competition rank, ties share)."""
-    _check_period(period)
+    check_period(period)
     chosen = criteria_set or (await adapters.active_criteria_set(uow.session)).version
     offset = int(cursor or 0)
     rows = await adapters.ranking_rows(

@@ -432,6 +432,18 @@ def on_voided(state: FactState | None) -> tuple[FactState, int]:
 
 
 @dataclass(frozen=True)
+class SubjectName:
+    """A team's or unit's code and name as the teams topics last told them (reports show them);
+    a unit's subject id is its code, a team's its id."""
+
+    subject_type: str
+    subject_id: str
+    code: str
+    name: str
+    version: int
+
+
+@dataclass(frozen=True)
 class TeamState:
     team_id: UUID
     path: UnitPathCodes | None

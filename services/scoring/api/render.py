@@ -1,0 +1,177 @@
+"""Score reports rendered for people: JSON, CSV (UTF-8 with a BOM, so Excel reads Vietnamese
+right) and XLSX (a summary sheet, then one sheet per level with a frozen header row, column
+widths and numbers as numbers). Rows stream in; none of the three holds the whole report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import orjson
+import xlsxwriter
+from xlsxwriter.worksheet import Worksheet
+
+from scoring.domain.reports import (
+    LEVEL_LABELS,
+    SUMMARY_HEADERS,
+    SUMMARY_SHEET,
+    Column,
+    Language,
+    ReportRow,
+    Summary,
+    report_columns,
+)
+
+CHUNK = 2_000  # rows rendered per step: the event loop gets its turn between chunks
+BOM = "\ufeff"
+
+
+async def _chunks(rows: AsyncIterator[ReportRow]) -> AsyncIterator[list[ReportRow]]:
+    """The rows in chunks, read one chunk ahead: PostgreSQL and the driver prepare the next
+    chunk while this one is rendered (a national sheet spends ~a third of its time reading)."""
+    ahead: asyncio.Queue[list[ReportRow] | BaseException | None] = asyncio.Queue(maxsize=1)
+
+    async def read() -> None:
+        try:
+            chunk: list[ReportRow] = []
+            async for row in rows:
+                chunk.append(row)
+                if len(chunk) >= CHUNK:
+                    await ahead.put(chunk)
+                    chunk = []
+            if chunk:
+                await ahead.put(chunk)
+            await ahead.put(None)
+        except Exception as error:  # handed to the renderer, which raises it
+            await ahead.put(error)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (item := await ahead.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def csv_stream(
+    rows: AsyncIterator[ReportRow], *, criteria: Sequence[str], language: Language
+) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    buffer.write(BOM)
+    writer.writerow([column.label.in_(language) for column in report_columns(criteria)])
+    async for chunk in _chunks(rows):
+        # csv writes None as an empty field
+        writer.writerows(row.cells(criteria, language) for row in chunk)
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+
+
+async def json_stream(
+    rows: AsyncIterator[ReportRow], *, head: dict[str, Any], summary: Summary
+) -> AsyncIterator[bytes]:
+    """`{...head, "summary": {...}, "items": [...]}`, the items written as they come."""
+    opening = orjson.dumps({**head, "summary": summary.as_json()})
+    yield opening[:-1] + b', "items": ['
+    first = True
+    async for chunk in _chunks(rows):
+        parts = [orjson.dumps(row.as_json()) for row in chunk]
+        yield (b"" if first else b",") + b",".join(parts)
+        first = False
+    yield b"]}"
+
+
+async def xlsx_file(
+    rows: AsyncIterator[ReportRow],
+    *,
+    criteria: Sequence[str],
+    language: Language,
+    summary: Summary,
+    title: str,
+) -> str:
+    """The workbook written to a temporary file (its path returned; the caller removes it).
+    XlsxWriter's constant-memory mode flushes each row as it is written."""
+    handle, path = tempfile.mkstemp(prefix="cdt-report-", suffix=".xlsx")
+    os.close(handle)
+    try:
+        book = xlsxwriter.Workbook(path, {"constant_memory": True, "in_memory": False})
+        bold = book.add_format({"bold": True, "text_wrap": True, "valign": "top"})
+        _summary_sheet(book, summary=summary, language=language, title=title, bold=bold)
+        # A sheet per level, so its rows leave the level column out; cells by column type.
+        columns = report_columns(criteria)[1:]
+        sheet: Worksheet | None = None
+        writers: list[Callable[[int, int, Any], Any]] = []
+        level: str | None = None
+        line = 0
+        async for chunk in _chunks(rows):
+            for row in chunk:
+                if row.level != level:
+                    level, line = row.level, 1
+                    sheet = _level_sheet(
+                        book, level=level, columns=columns, language=language, bold=bold
+                    )
+                    writers = [
+                        sheet.write_number if column.numeric else sheet.write_string
+                        for column in columns
+                    ]
+                for index, cell in enumerate(row.cells(criteria, language)[1:]):
+                    if cell is not None:
+                        writers[index](line, index, cell)
+                line += 1
+        await asyncio.to_thread(book.close)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _summary_sheet(
+    book: xlsxwriter.Workbook, *, summary: Summary, language: Language, title: str, bold: Any
+) -> None:
+    sheet = book.add_worksheet(SUMMARY_SHEET.in_(language))
+    sheet.set_column(0, 0, 36)
+    sheet.set_column(1, 2, 14)
+    sheet.write_string(0, 0, title, bold)
+    for index, header in enumerate(SUMMARY_HEADERS[language]):
+        sheet.write_string(2, index, header, bold)
+    for line, cells in enumerate(summary.lines(language), start=3):
+        _write_row(sheet, line, list(cells))
+
+
+def _level_sheet(
+    book: xlsxwriter.Workbook,
+    *,
+    level: str,
+    columns: Sequence[Column],
+    language: Language,
+    bold: Any,
+) -> Worksheet:
+    sheet = book.add_worksheet(LEVEL_LABELS[level].in_(language)[:31])
+    for index, column in enumerate(columns):
+        sheet.set_column(index, index, column.width)
+        sheet.write_string(0, index, column.label.in_(language), bold)
+    sheet.freeze_panes(1, 0)
+    return sheet
+
+
+def _write_row(sheet: Worksheet, line: int, cells: Sequence[object]) -> None:
+    for index, cell in enumerate(cells):
+        if cell is None:
+            continue
+        if isinstance(cell, bool) or not isinstance(cell, int | float):
+            sheet.write_string(line, index, str(cell))
+        else:
+            sheet.write_number(line, index, cell)

@@ -1,0 +1,235 @@
+"""Evaluation rounds (`/v1/evaluation-rounds`): open, submit, approve, reopen; read one with its
+history; its report as the latest (or an earlier) approval froze it."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Path, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.app import OperatorDep, RuntimeDep, UowDep
+from common.problems import ProblemError
+from common.text import FreeText
+from scoring import adapters
+from scoring.api.params import MAX_PAGE, Code, CriteriaVersion, PeriodField, check_period
+from scoring.api.reports import (
+    AcceptLanguage,
+    FormatQuery,
+    RowsQuery,
+    UnitLevelParam,
+    levels_under,
+    report_response,
+)
+from scoring.domain.reports import ReportScope
+from scoring.domain.rounds import MAX_REASON_LENGTH, RoundAction, RoundState, TransitionRefused
+from scoring.use_cases import rounds
+
+router = APIRouter(prefix="/evaluation-rounds", tags=["evaluation rounds"])
+# The operator token is the only writer today; per-person accounts will name the person.
+ACTOR = "operator"
+
+
+class RoundIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: UnitLevelParam
+    unit_code: Code
+    period: PeriodField
+    criteria_set: CriteriaVersion | None = None
+    due_on: date
+
+
+class MoveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[FreeText | None, Field(max_length=MAX_REASON_LENGTH)] = None
+
+
+MoveBody = Annotated[MoveIn | None, Body()]
+RoundIdPath = Annotated[UUID, Path()]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[OperatorDep],
+    responses={
+        409: {"description": "a round already reviews this unit, period and criteria set"},
+        422: {"description": "unknown unit, period or criteria set"},
+    },
+)
+async def post_round(body: RoundIn, uow: UowDep, response: Response) -> dict[str, Any]:
+    """Open a round (state `open`) for a unit and a period under a criteria set (the active one
+    unless named)."""
+    check_period(body.period)
+    try:
+        opened = await rounds.open_round(
+            uow,
+            level=body.level,
+            unit_code=body.unit_code,
+            period=body.period,
+            criteria_set=body.criteria_set,
+            due_on=body.due_on,
+            actor=ACTOR,
+        )
+    except rounds.UnknownUnit as error:
+        raise _invalid("unit_code", f"no {error} is known") from error
+    except rounds.UnknownCriteriaSet as error:
+        raise _invalid("criteria_set", f"no criteria set {error}") from error
+    except rounds.RoundExists as error:
+        raise ProblemError(
+            409,
+            "Conflict",
+            f"Round {error.existing.id} already reviews {body.level} {body.unit_code} for "
+            f"{body.period} under {error.existing.criteria_set}.",
+        ) from error
+    response.headers["Location"] = f"/v1/evaluation-rounds/{opened.id}"
+    return rounds.round_summary(opened)
+
+
+@router.get("")
+async def list_rounds(
+    *,
+    uow: UowDep,
+    level: UnitLevelParam | None = None,
+    unit_code: Annotated[Code | None, Query()] = None,
+    period: Annotated[str | None, Query(max_length=80)] = None,
+    state: RoundState | None = None,
+    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^\d+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    """Rounds, newest first, filtered by any of level, unit, period and state."""
+    if period is not None:
+        check_period(period)
+    offset = int(cursor or 0)
+    found = await adapters.list_rounds(
+        uow.session,
+        filters={
+            "level": level,
+            "unit_code": unit_code,
+            "period": period,
+            "state": state.value if state else None,
+        },
+        limit=limit + 1,
+        offset=offset,
+    )
+    return {
+        "items": [rounds.round_summary(r) for r in found[:limit]],
+        "next_cursor": str(offset + limit) if len(found) > limit else None,
+    }
+
+
+@router.get("/{round_id}", responses={404: {"description": "no such round"}})
+async def get_round(round_id: RoundIdPath, uow: UowDep) -> dict[str, Any]:
+    """The round, every move (who, when, why), its approvals, and once approved: the unit's
+    frozen score, its live score now, and how many subjects changed since (`late_changes`)."""
+    found = await adapters.get_round(uow.session, round_id)
+    if found is None:
+        raise _no_round(round_id)
+    return await rounds.round_view(uow.session, found)
+
+
+async def _move(uow: UowDep, round_id: UUID, action: RoundAction, body: MoveIn | None) -> Any:
+    try:
+        moved = await rounds.move_round(
+            uow, round_id, action, reason=body.reason if body else None, actor=ACTOR
+        )
+    except rounds.RoundNotFound as error:
+        raise _no_round(round_id) from error
+    except TransitionRefused as error:
+        raise ProblemError(409, "Conflict", f"{str(error).capitalize()}.") from error
+    return await rounds.round_view(uow.session, moved)
+
+
+MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such round"},
+    409: {"description": "the round's state does not allow it, or a reason is missing"},
+}
+
+
+@router.post("/{round_id}:submit", dependencies=[OperatorDep], responses=MOVE_RESPONSES)
+async def submit_round(round_id: RoundIdPath, uow: UowDep, body: MoveBody = None) -> Any:
+    """`open` or `reopened` → `under_review`."""
+    return await _move(uow, round_id, RoundAction.SUBMIT, body)
+
+
+@router.post("/{round_id}:approve", dependencies=[OperatorDep], responses=MOVE_RESPONSES)
+async def approve_round(round_id: RoundIdPath, uow: UowDep, body: MoveBody = None) -> Any:
+    """`under_review` → `approved`: every score under the unit is frozen in a snapshot."""
+    return await _move(uow, round_id, RoundAction.APPROVE, body)
+
+
+@router.post("/{round_id}:reopen", dependencies=[OperatorDep], responses=MOVE_RESPONSES)
+async def reopen_round(round_id: RoundIdPath, uow: UowDep, body: MoveBody = None) -> Any:
+    """`under_review` or `approved` → `reopened`, with a reason; earlier approvals stay."""
+    return await _move(uow, round_id, RoundAction.REOPEN, body)
+
+
+@router.get(
+    "/{round_id}/report",
+    responses={404: {"description": "no such round, or no such approval"}},
+)
+async def get_round_report(
+    *,
+    round_id: RoundIdPath,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    approval: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    rows: RowsQuery = None,
+    report_format: FormatQuery = "json",
+    accept_language: AcceptLanguage = None,
+) -> Response:
+    """The round's report as its latest approval froze it (or `approval`: an earlier one);
+    before any approval, the live scores under its unit."""
+    found = await adapters.get_round(uow.session, round_id)
+    if found is None:
+        raise _no_round(round_id)
+    chosen = approval if approval is not None else (found.approvals or None)
+    if chosen is not None and chosen > found.approvals:
+        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {chosen}.")
+    scope = ReportScope(
+        level=found.level,
+        unit_code=found.unit_code,
+        period=found.period,
+        criteria_set=found.criteria_set,
+        round_id=found.id,
+        approval=chosen,
+    )
+    summary = (
+        await adapters.snapshot_summary(uow.session, round_id=found.id, approval=chosen)
+        if chosen is not None
+        else await adapters.unit_summary(uow.session, level=found.level, unit_code=found.unit_code)
+    )
+    return await report_response(
+        runtime,
+        scope=scope,
+        levels=levels_under(found.level, rows),
+        report_format=report_format,
+        accept_language=accept_language,
+        summary=summary,
+        head={
+            "level": found.level,
+            "unit_code": found.unit_code,
+            "period": found.period,
+            "criteria_set": found.criteria_set,
+            "round": {"id": str(found.id), "state": found.state.value, "approval": chosen},
+        },
+        filename=f"cdt-round-{found.level}-{found.unit_code}-{found.period}"
+        + (f"-approval-{chosen}" if chosen else "-live"),
+    )
+
+
+def _no_round(round_id: UUID) -> ProblemError:
+    return ProblemError(404, "Not Found", f"No evaluation round {round_id}.")
+
+
+def _invalid(field: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "Validation failed",
+        f"Invalid fields: {field}",
+        errors=[{"field": field, "message": message, "type": "value_error"}],
+    )

@@ -1,0 +1,245 @@
+"""What a score report shows people: its rows, its columns and their headers in Vietnamese (the
+default) and English. Pure: the adapters read the rows, the API renders JSON, CSV or XLSX."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from uuid import UUID
+
+from scoring.domain import SUBJECT_TYPES
+
+
+class Language(StrEnum):
+    VI = "vi"
+    EN = "en"
+
+
+def language_of(accept_language: str | None) -> Language:
+    """The first of Vietnamese or English the reader accepts (by q-value), Vietnamese if none."""
+    ranked: list[tuple[float, int, str]] = []
+    for index, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranked.append((-quality, index, tag.strip().lower()))
+    for negative_quality, _, tag in sorted(ranked):
+        if negative_quality < 0 and tag.split("-")[0] in ("vi", "en"):
+            return Language(tag.split("-")[0])
+    return Language.VI
+
+
+@dataclass(frozen=True)
+class Label:
+    vi: str
+    en: str
+
+    def in_(self, language: Language) -> str:
+        return self.vi if language is Language.VI else self.en
+
+
+# Levels from the top: the order of a report's rows and of its sheets.
+LEVELS_TOP_DOWN: tuple[str, ...] = tuple(reversed(SUBJECT_TYPES))
+LEVEL_LABELS: dict[str, Label] = {
+    "national": Label("Toàn quốc", "Nation"),
+    "province": Label("Tỉnh, thành phố", "Province"),
+    "district": Label("Quận, huyện", "District"),
+    "commune": Label("Xã, phường, đặc khu", "Commune"),
+    "village": Label("Thôn, tổ dân phố", "Village"),
+    "team": Label("Tổ Công nghệ số cộng đồng", "Team"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: Label
+    numeric: bool = False
+    width: int = 12
+
+
+BASE_COLUMNS: tuple[Column, ...] = (
+    Column("level", Label("Cấp", "Level"), width=18),
+    Column("code", Label("Mã", "Code"), width=14),
+    Column("name", Label("Tên", "Name"), width=36),
+    Column("parent_code", Label("Mã đơn vị cấp trên", "Parent code"), width=14),
+    Column("parent_name", Label("Tên đơn vị cấp trên", "Parent name"), width=30),
+    Column("score", Label("Điểm", "Score"), numeric=True, width=9),
+    Column("max_score", Label("Điểm tối đa", "Maximum score"), numeric=True, width=9),
+    Column("rank", Label("Xếp hạng", "Rank"), numeric=True, width=9),
+    Column("rank_of", Label("Trong số", "Out of"), numeric=True, width=9),
+)
+INDICATOR_COLUMNS: tuple[Column, ...] = (
+    Column("teams", Label("Số tổ", "Teams"), numeric=True),
+    Column("members", Label("Số thành viên", "Members"), numeric=True),
+    Column(
+        "trained_members",
+        Label("Thành viên đã được tập huấn", "Trained members"),
+        numeric=True,
+    ),
+    Column("active_teams", Label("Tổ có hoạt động", "Active teams"), numeric=True),
+    Column("active_members", Label("Thành viên có hoạt động", "Active members"), numeric=True),
+    Column("activities", Label("Số hoạt động", "Activities"), numeric=True),
+    Column(
+        "citizens_reached", Label("Lượt người dân được hỗ trợ", "Citizens reached"), numeric=True
+    ),
+    Column(
+        "households_visited",
+        Label("Số hộ gia đình được đến", "Households visited"),
+        numeric=True,
+    ),
+    Column("skills_taught", Label("Số kỹ năng đã hướng dẫn", "Skills taught"), numeric=True),
+)
+
+INDICATOR_LABELS = {column.key: column.label for column in INDICATOR_COLUMNS}
+INDICATOR_KEYS = tuple(INDICATOR_LABELS)
+
+
+def component_column(criterion: str) -> Column:
+    return Column(
+        f"points:{criterion}", Label(f"Điểm: {criterion}", f"Points: {criterion}"), numeric=True
+    )
+
+
+def report_columns(criteria: Sequence[str]) -> tuple[Column, ...]:
+    """Every column of a report under a criteria set with these criteria (in their order)."""
+    return (*BASE_COLUMNS, *(component_column(c) for c in criteria), *INDICATOR_COLUMNS)
+
+
+Cell = str | float | int | None
+
+
+@dataclass(frozen=True)
+class ReportScope:
+    """What a report covers: a unit's subjects for a period under a criteria set, live or as
+    the round's `approval`-th snapshot froze them."""
+
+    level: str
+    unit_code: str
+    period: str
+    criteria_set: str
+    round_id: UUID | None = None
+    approval: int | None = None
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One subject of a report: a live score, or a round's frozen one."""
+
+    level: str
+    code: str
+    name: str | None
+    parent_code: str | None
+    parent_name: str | None
+    score: float | None
+    max_score: float | None
+    rank: int | None
+    rank_of: int | None
+    points: Mapping[str, float] = field(default_factory=dict)  # criterion -> points
+    indicators: Mapping[str, float] = field(default_factory=dict)
+
+    def cells(self, criteria: Sequence[str], language: Language) -> list[Cell]:
+        """The row's cells under `report_columns(criteria)`, in their order (one list built
+        in one go: a national sheet has 74,422 rows of ~30 cells)."""
+        indicators = self.indicators
+        return [
+            LEVEL_LABELS[self.level].in_(language),
+            self.code,
+            self.name,
+            self.parent_code,
+            self.parent_name,
+            self.score,
+            self.max_score,
+            self.rank,
+            self.rank_of,
+            *[self.points.get(criterion) for criterion in criteria],
+            *[_number(indicators.get(key)) for key in INDICATOR_KEYS],
+        ]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "level": self.level,
+            "code": self.code,
+            "name": self.name,
+            "parent_code": self.parent_code,
+            "parent_name": self.parent_name,
+            "score": self.score,
+            "max_score": self.max_score,
+            "rank": self.rank,
+            "rank_of": self.rank_of,
+            "points": dict(self.points),
+            "indicators": {key: _number(self.indicators.get(key)) for key in INDICATOR_KEYS},
+        }
+
+
+def _number(value: float | None) -> float | int | None:
+    """Counts as integers (Excel shows 12, not 12.0)."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+@dataclass(frozen=True)
+class Coverage:
+    covered: int  # units with at least one team
+    total: int  # units known under the reviewed unit
+
+    def pair(self) -> tuple[int, int]:
+        return self.covered, self.total
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The reviewed unit's totals: the summary sheet of a report."""
+
+    teams: int
+    members: int
+    trained_members: int
+    villages: Coverage
+    communes: Coverage
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "teams": self.teams,
+            "members": self.members,
+            "trained_members": self.trained_members,
+            "villages": {"covered": self.villages.covered, "total": self.villages.total},
+            "communes": {"covered": self.communes.covered, "total": self.communes.total},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Summary:
+        villages, communes = data["villages"], data["communes"]
+        assert isinstance(villages, Mapping) and isinstance(communes, Mapping)
+        return cls(
+            teams=int(str(data["teams"])),
+            members=int(str(data["members"])),
+            trained_members=int(str(data["trained_members"])),
+            villages=Coverage(int(villages["covered"]), int(villages["total"])),
+            communes=Coverage(int(communes["covered"]), int(communes["total"])),
+        )
+
+    def lines(self, language: Language) -> list[tuple[str, Cell, Cell]]:
+        """(label, value, out of) lines of the summary sheet."""
+        figures: list[tuple[Label, Cell, Cell]] = [
+            (INDICATOR_LABELS["teams"], self.teams, None),
+            (INDICATOR_LABELS["members"], self.members, None),
+            (INDICATOR_LABELS["trained_members"], self.trained_members, None),
+            (Label("Thôn, tổ dân phố có tổ", "Villages with a team"), *self.villages.pair()),
+            (Label("Xã, phường có tổ", "Communes with a team"), *self.communes.pair()),
+        ]
+        return [(label.in_(language), value, total) for label, value, total in figures]
+
+
+SUMMARY_HEADERS = {
+    Language.VI: ("Chỉ tiêu", "Giá trị", "Trên tổng số"),
+    Language.EN: ("Figure", "Value", "Out of"),
+}
+SUMMARY_SHEET = Label("Tổng hợp", "Summary")

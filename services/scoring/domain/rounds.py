@@ -1,0 +1,92 @@
+"""Evaluation rounds (sơ kết, tổng kết): the review of a unit's scores for a period, and the rule
+of how a round moves. Pure: the adapters store rounds, the use cases apply these rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from uuid import UUID
+
+
+class RoundState(StrEnum):
+    OPEN = "open"
+    UNDER_REVIEW = "under_review"
+    APPROVED = "approved"
+    REOPENED = "reopened"
+
+
+class RoundAction(StrEnum):
+    SUBMIT = "submit"  # the unit hands its round in for review
+    APPROVE = "approve"  # the review is final: the scores are frozen in a snapshot
+    REOPEN = "reopen"  # back for corrections, with a reason; earlier approvals stay in history
+
+
+# (state, action) -> the state it leads to; anything else is refused.
+TRANSITIONS: dict[tuple[RoundState, RoundAction], RoundState] = {
+    (RoundState.OPEN, RoundAction.SUBMIT): RoundState.UNDER_REVIEW,
+    (RoundState.REOPENED, RoundAction.SUBMIT): RoundState.UNDER_REVIEW,
+    (RoundState.UNDER_REVIEW, RoundAction.APPROVE): RoundState.APPROVED,
+    (RoundState.UNDER_REVIEW, RoundAction.REOPEN): RoundState.REOPENED,
+    (RoundState.APPROVED, RoundAction.REOPEN): RoundState.REOPENED,
+}
+MAX_REASON_LENGTH = 2000
+
+
+class TransitionRefused(ValueError):
+    """The action does not apply to the round in its present state, or lacks its reason."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    action: RoundAction
+    from_state: RoundState
+    to_state: RoundState
+    reason: str | None
+
+    @property
+    def approves(self) -> bool:
+        return self.to_state is RoundState.APPROVED
+
+
+def transition(state: RoundState, action: RoundAction, *, reason: str | None) -> Transition:
+    """The move `action` makes from `state`, or `TransitionRefused` saying why not."""
+    to_state = TRANSITIONS.get((state, action))
+    if to_state is None:
+        allowed = sorted(a.value for (s, a) in TRANSITIONS if s is state)
+        raise TransitionRefused(
+            f"a round that is {state.value} cannot be {_past(action)}"
+            + (f"; it can be: {', '.join(allowed)}" if allowed else "")
+        )
+    if action is RoundAction.REOPEN and not (reason and reason.strip()):
+        raise TransitionRefused("reopening a round needs a reason")
+    return Transition(action=action, from_state=state, to_state=to_state, reason=reason)
+
+
+def _past(action: RoundAction) -> str:
+    return {"submit": "submitted", "approve": "approved", "reopen": "reopened"}[action.value]
+
+
+@dataclass(frozen=True)
+class EvaluationRound:
+    id: UUID
+    level: str
+    unit_code: str
+    period: str
+    criteria_set: str
+    due_on: date
+    state: RoundState
+    approvals: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RoundKey:
+    """What a round reviews: one per unit, period and criteria set."""
+
+    level: str
+    unit_code: str
+    period: str
+    criteria_set: str

@@ -1,0 +1,283 @@
+"""Evaluation rounds on real PostgreSQL and Kafka: a round approved freezes its unit's scores;
+its report (JSON, CSV with a BOM, XLSX) stays byte for byte the same while the live scores move;
+reopening and approving again keeps both approvals; every move is an event on Kafka."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import openpyxl
+
+from common.contracts.teams import AdminUnitChanged
+from common.topics import EVALUATION_ROUND
+from tests.helpers import OPERATOR, eventually, read_topic
+from tests.integration.scoring.conftest import produce, wait_processed
+from tests.unit.scoring import factory
+
+PERIOD = factory.NOW.strftime("%Y-%m")
+BOM = "\ufeff"
+
+
+def unit(code: str, name: str, level: str, path: Any, parent: str | None) -> AdminUnitChanged:
+    return AdminUnitChanged(
+        code=code,
+        name=name,
+        level=level,  # type: ignore[arg-type]
+        parent_code=parent,
+        path=path,
+        version=1,
+        changed_at=datetime.now(UTC),
+    )
+
+
+async def _province_with_two_teams(producer: Any, runtime: Any) -> dict[str, Any]:
+    province = f"E{uuid.uuid4().hex[:6]}"
+    commune = f"{province}-C1"
+    villages = [f"{commune}-V1", f"{commune}-V2"]
+    teams = [uuid.uuid4(), uuid.uuid4()]
+    places = [factory.path(province, commune, village) for village in villages]
+    units = [
+        unit(province, "Tỉnh Đồng Tháp thử", "province", factory.path(province), None),
+        unit(commune, "Xã Hòa Bình", "commune", factory.path(province, commune), province),
+        *(
+            unit(v, f"Ấp Hòa Thạnh {i}", "village", p, commune)
+            for i, (v, p) in enumerate(zip(villages, places, strict=True), 1)
+        ),
+    ]
+    named = [
+        factory.team(team_id=t, unit_path=p).model_copy(update={"name": f"Tổ CNSCĐ Ấp {i}"})
+        for i, (t, p) in enumerate(zip(teams, places, strict=True), 1)
+    ]
+    activities = [
+        factory.activity(team_id=teams[0], unit_path=places[0], household_hash=f"h{i}")
+        for i in range(2)
+    ] + [factory.activity(team_id=teams[1], unit_path=places[1], household_hash="h9")]
+    await wait_processed(runtime, await produce(producer, *units, *named))
+    await wait_processed(runtime, await produce(producer, *activities))
+    return {"province": province, "teams": teams, "places": places, "activities": activities}
+
+
+async def _scored(client: Any, level: str, code: str, *, activities: int) -> dict[str, Any]:
+    async def published() -> dict[str, Any] | None:
+        reply = await client.get(f"/v1/scores/{level}/{code}", params={"period": PERIOD})
+        body: dict[str, Any] = reply.json()
+        done = reply.status_code == 200 and body["version"] > 0
+        return body if done and body["indicators"].get("activities") == activities else None
+
+    return await eventually(published, timeout=30, what=f"{level} {code} scored")
+
+
+async def _report(client: Any, round_id: str, fmt: str, **params: Any) -> bytes:
+    headers = params.pop("headers", {})
+    reply = await client.get(
+        f"/v1/evaluation-rounds/{round_id}/report",
+        params={"format": fmt, **params},
+        headers=headers,
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.content
+
+
+async def test_an_approved_round_freezes_its_report_while_live_scores_move(
+    scoring: Any, producer: Any, infra: Any
+) -> None:
+    client, runtime = scoring
+    world = await _province_with_two_teams(producer, runtime)
+    province = world["province"]
+    await _scored(client, "province", province, activities=3)
+    for team in world["teams"]:
+        await _scored(client, "team", str(team), activities=2 if team == world["teams"][0] else 1)
+
+    opened = await client.post(
+        "/v1/evaluation-rounds",
+        json={"level": "province", "unit_code": province, "period": PERIOD, "due_on": "2026-12-10"},
+        headers=OPERATOR,
+    )
+    assert opened.status_code == 201, opened.text
+    round_id = opened.json()["id"]
+    assert opened.headers["Location"] == f"/v1/evaluation-rounds/{round_id}"
+    assert opened.json()["state"] == "open"
+
+    early = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=OPERATOR)
+    assert early.status_code == 409
+    assert "open cannot be approved" in early.json()["detail"]
+    submitted = await client.post(f"/v1/evaluation-rounds/{round_id}:submit", headers=OPERATOR)
+    assert submitted.json()["state"] == "under_review"
+    approved = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=OPERATOR)
+    assert approved.status_code == 200, approved.text
+    view = approved.json()
+    assert view["state"] == "approved" and view["approvals"] == 1
+    assert view["snapshots"][0]["approval"] == 1 and view["snapshots"][0]["subjects"] >= 6
+    assert view["latest_snapshot"]["late_changes"] == 0
+    twice = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=OPERATOR)
+    assert twice.status_code == 409 and "approved cannot be approved" in twice.json()["detail"]
+
+    frozen_csv = await _report(client, round_id, "csv")
+    frozen_json = await _report(client, round_id, "json")
+    frozen_xlsx = await _report(client, round_id, "xlsx")
+    text = frozen_csv.decode("utf-8")
+    assert text.startswith(BOM)
+    table = list(csv.DictReader(io.StringIO(text.removeprefix(BOM))))
+    by_name = {row["Tên"]: row for row in table}
+    assert {"Tỉnh Đồng Tháp thử", "Xã Hòa Bình", "Tổ CNSCĐ Ấp 1", "Tổ CNSCĐ Ấp 2"} <= set(by_name)
+    assert [row["Cấp"] for row in table][:2] == ["Tỉnh, thành phố", "Xã, phường, đặc khu"]
+    team_row = by_name["Tổ CNSCĐ Ấp 1"]
+    assert team_row["Tên đơn vị cấp trên"] == "Ấp Hòa Thạnh 1"
+    assert team_row["Số hoạt động"] == "2"
+    indicators = (
+        await client.get(f"/v1/indicators/province/{province}", params={"period": PERIOD})
+    ).json()["indicators"]
+    assert int(by_name["Tỉnh Đồng Tháp thử"]["Số tổ"]) == indicators["teams"] == 2
+    assert int(by_name["Tỉnh Đồng Tháp thử"]["Số hoạt động"]) == indicators["activities"] == 3
+
+    # The live scores move: one more activity, one voided.
+    more = factory.activity(team_id=world["teams"][1], unit_path=world["places"][1])
+    await wait_processed(
+        runtime, await produce(producer, more, factory.void(world["activities"][0]))
+    )
+    live = await _scored(client, "province", province, activities=3)  # +1 −1
+    await _scored(client, "team", str(world["teams"][0]), activities=1)
+    assert await _report(client, round_id, "csv") == frozen_csv
+    assert await _report(client, round_id, "json") == frozen_json
+    assert _cells(await _report(client, round_id, "xlsx")) == _cells(frozen_xlsx)
+    view = (await client.get(f"/v1/evaluation-rounds/{round_id}")).json()
+    assert view["latest_snapshot"]["late_changes"] >= 2  # the province and both teams at least
+    assert view["latest_snapshot"]["live_score"] == live["score"]
+
+    # Reopen (a reason is required), submit and approve again: both approvals kept.
+    bare = await client.post(f"/v1/evaluation-rounds/{round_id}:reopen", headers=OPERATOR)
+    assert bare.status_code == 409 and "needs a reason" in bare.json()["detail"]
+    reopened = await client.post(
+        f"/v1/evaluation-rounds/{round_id}:reopen",
+        json={"reason": "Số liệu tổ 1 bị nhập trùng"},
+        headers=OPERATOR,
+    )
+    assert reopened.json()["state"] == "reopened"
+    await client.post(f"/v1/evaluation-rounds/{round_id}:submit", headers=OPERATOR)
+    again = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=OPERATOR)
+    assert again.json()["approvals"] == 2
+    assert [t["action"] for t in again.json()["transitions"]] == [
+        "open",
+        "submit",
+        "approve",
+        "reopen",
+        "submit",
+        "approve",
+    ]
+    assert again.json()["transitions"][3]["reason"] == "Số liệu tổ 1 bị nhập trùng"
+    assert await _report(client, round_id, "csv", approval=1) == frozen_csv
+    second = (await _report(client, round_id, "csv", approval=2)).decode()
+    second_rows = {r["Tên"]: r for r in csv.DictReader(io.StringIO(second.removeprefix(BOM)))}
+    assert second_rows["Tổ CNSCĐ Ấp 1"]["Số hoạt động"] == "1"
+    assert second_rows["Tổ CNSCĐ Ấp 2"]["Số hoạt động"] == "2"
+
+    # Every move is an event other systems can follow.
+    def moves(records: list[Any]) -> list[str]:
+        return [json.loads(r.value)["state"] for r in records if r.key.decode() == str(round_id)]
+
+    records = await read_topic(
+        infra.kafka_bootstrap_servers, EVALUATION_ROUND.name, until=lambda rs: len(moves(rs)) >= 6
+    )
+    assert moves(records) == [
+        "open",
+        "under_review",
+        "approved",
+        "reopened",
+        "under_review",
+        "approved",
+    ]
+
+
+def _cells(workbook: bytes) -> dict[str, list[tuple[object, ...]]]:
+    book = openpyxl.load_workbook(io.BytesIO(workbook), read_only=True)
+    return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in book.worksheets}
+
+
+async def test_the_xlsx_report_has_a_summary_and_a_sheet_per_level_in_the_reader_language(
+    scoring: Any, producer: Any
+) -> None:
+    client, runtime = scoring
+    world = await _province_with_two_teams(producer, runtime)
+    province = world["province"]
+    await _scored(client, "province", province, activities=3)
+    params = {"level": "province", "unit_code": province, "period": PERIOD, "format": "xlsx"}
+    reply = await client.get("/v1/reports/scores", params=params)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("application/vnd.openxmlformats")
+    sheets = _cells(reply.content)
+    assert list(sheets) == [
+        "Tổng hợp",
+        "Tỉnh, thành phố",
+        "Xã, phường, đặc khu",
+        "Thôn, tổ dân phố",
+        "Tổ Công nghệ số cộng đồng",
+    ]
+    summary = {row[0]: row[1:] for row in sheets["Tổng hợp"][3:]}
+    assert summary["Số tổ"] == (2, None)
+    assert summary["Thôn, tổ dân phố có tổ"] == (2, 2)
+    assert summary["Xã, phường có tổ"] == (1, 1)
+    header, *teams = sheets["Tổ Công nghệ số cộng đồng"]
+    assert header[:3] == ("Mã", "Tên", "Mã đơn vị cấp trên")  # the sheet names the level
+    rows = {row[1]: dict(zip(header, row, strict=True)) for row in teams}
+    first = rows["Tổ CNSCĐ Ấp 1"]
+    assert first["Số hoạt động"] == 2 and isinstance(first["Điểm"], float | int)
+    assert first["Tên đơn vị cấp trên"] == "Ấp Hòa Thạnh 1"
+    assert first["Xếp hạng"] == 1 and first["Trong số"] == 1
+
+    english = await client.get(
+        "/v1/reports/scores", params=params, headers={"Accept-Language": "en-GB, vi;q=0.5"}
+    )
+    sheets = _cells(english.content)
+    assert list(sheets)[:2] == ["Summary", "Province"]
+    assert sheets["Team"][0][:3] == ("Code", "Name", "Parent code")
+
+
+async def test_bad_round_requests_get_precise_problems_and_change_nothing(
+    scoring: Any, producer: Any
+) -> None:
+    client, runtime = scoring
+    world = await _province_with_two_teams(producer, runtime)
+    province = world["province"]
+    base = {"level": "province", "unit_code": province, "period": PERIOD, "due_on": "2026-12-10"}
+
+    unknown = await client.post(
+        "/v1/evaluation-rounds", json={**base, "unit_code": "NO-SUCH"}, headers=OPERATOR
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "unit_code"
+    bad_period = await client.post(
+        "/v1/evaluation-rounds", json={**base, "period": "2026-13"}, headers=OPERATOR
+    )
+    assert bad_period.status_code == 422 and "period" in bad_period.text
+    no_token = await client.post("/v1/evaluation-rounds", json=base)
+    assert no_token.status_code == 401
+    listed = await client.get("/v1/evaluation-rounds", params={"unit_code": province})
+    assert listed.json()["items"] == []
+
+    created = await client.post("/v1/evaluation-rounds", json=base, headers=OPERATOR)
+    assert created.status_code == 201
+    duplicate = await client.post("/v1/evaluation-rounds", json=base, headers=OPERATOR)
+    assert duplicate.status_code == 409 and created.json()["id"] in duplicate.json()["detail"]
+    missing = await client.post(f"/v1/evaluation-rounds/{uuid.uuid4()}:submit", headers=OPERATOR)
+    assert missing.status_code == 404
+    report = await client.get(
+        f"/v1/evaluation-rounds/{created.json()['id']}/report", params={"approval": 1}
+    )
+    assert report.status_code == 404
+    outside = await client.get(
+        "/v1/reports/scores",
+        params={
+            "level": "commune",
+            "unit_code": f"{province}-C1",
+            "period": PERIOD,
+            "rows": "province",
+        },
+    )
+    assert outside.status_code == 422
+    listed = await client.get("/v1/evaluation-rounds", params={"unit_code": province})
+    assert [r["state"] for r in listed.json()["items"]] == ["open"]

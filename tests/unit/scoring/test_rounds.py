@@ -1,0 +1,65 @@
+"""The rules of an evaluation round's moves, and the language a report is written in."""
+
+from __future__ import annotations
+
+import pytest
+
+from scoring.domain.reports import INDICATOR_COLUMNS, Language, language_of, report_columns
+from scoring.domain.rounds import RoundAction, RoundState, TransitionRefused, transition
+
+S, A = RoundState, RoundAction
+ALLOWED = {
+    (S.OPEN, A.SUBMIT): S.UNDER_REVIEW,
+    (S.REOPENED, A.SUBMIT): S.UNDER_REVIEW,
+    (S.UNDER_REVIEW, A.APPROVE): S.APPROVED,
+    (S.UNDER_REVIEW, A.REOPEN): S.REOPENED,
+    (S.APPROVED, A.REOPEN): S.REOPENED,
+}
+
+
+@pytest.mark.parametrize("state", list(RoundState))
+@pytest.mark.parametrize("action", list(RoundAction))
+def test_every_state_and_action(state: RoundState, action: RoundAction) -> None:
+    expected = ALLOWED.get((state, action))
+    if expected is None:
+        with pytest.raises(TransitionRefused, match=f"that is {state.value} cannot be"):
+            transition(state, action, reason="a reason")
+        return
+    move = transition(state, action, reason="a reason")
+    assert (move.from_state, move.to_state) == (state, expected)
+    assert move.approves == (expected is S.APPROVED)
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_reopening_needs_a_reason(reason: str | None) -> None:
+    with pytest.raises(TransitionRefused, match="needs a reason"):
+        transition(S.APPROVED, A.REOPEN, reason=reason)
+
+
+@pytest.mark.parametrize(
+    ("header", "language"),
+    [
+        (None, Language.VI),
+        ("", Language.VI),
+        ("en", Language.EN),
+        ("en-GB,vi;q=0.5", Language.EN),
+        ("vi-VN,en;q=0.8", Language.VI),
+        ("fr, en;q=0.7, vi;q=0.9", Language.VI),
+        ("fr, en;q=0.9, vi;q=0.7", Language.EN),
+        ("de", Language.VI),
+        ("en;q=0", Language.VI),
+        ("en;q=bad", Language.VI),
+    ],
+)
+def test_the_report_language_follows_accept_language(
+    header: str | None, language: Language
+) -> None:
+    assert language_of(header) is language
+
+
+def test_every_column_has_distinct_headers_in_both_languages() -> None:
+    columns = report_columns(["activity_rate", "reach"])
+    for language in Language:
+        headers = [column.label.in_(language) for column in columns]
+        assert all(headers) and len(set(headers)) == len(headers)
+    assert [c.key for c in columns[-len(INDICATOR_COLUMNS) :]] == [c.key for c in INDICATOR_COLUMNS]
