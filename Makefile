@@ -39,7 +39,7 @@ loadtest-smoke: install ## the same at smoke scale (two provinces, ~1 min of loa
 		--calibration-records 50000 $(ARGS)
 
 # Each benchmark starts its own PostgreSQL and Kafka in a temp dir (removed afterwards) and prints
-# its figures; ~12 min in all here. One at a time: python -m tests.load.bench_<name> -h.
+# its figures; ~13 min in all here. One at a time: python -m tests.load.bench_<name> -h.
 bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams import, replicas, notifications)
 	$(PY) -m tests.load.bench_activities_ingest --batches 150 --rate 500 --seconds 15 --api-processes 2
 	$(PY) -m tests.load.bench_scoring_throughput 30000 2000
@@ -48,6 +48,7 @@ bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams 
 	$(PY) -m tests.load.bench_teams_import
 	$(PY) -m tests.load.bench_replicas_catchup
 	$(PY) -m tests.load.bench_notifications_pipeline
+	$(PY) -m tests.load.bench_reports
 
 # Ends with the in-process line coverage of libs/ and services/ (settings in pyproject.toml).
 test: install ## the whole suite against real Postgres and Kafka (started by the suite)
