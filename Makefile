@@ -49,6 +49,7 @@ bench: install ## the per-service benchmarks (ingest, scoring, recompute, teams 
 	$(PY) -m tests.load.bench_replicas_catchup
 	$(PY) -m tests.load.bench_notifications_pipeline
 	$(PY) -m tests.load.bench_reports
+	$(PY) -m tests.load.bench_search
 
 # Ends with the in-process line coverage of libs/ and services/ (settings in pyproject.toml).
 test: install ## the whole suite against real Postgres and Kafka (started by the suite)

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    literal,
     select,
     text,
     update,
@@ -189,8 +190,23 @@ MEMBER_COLUMNS = (
 
 def like_prefix(path: str) -> str:
     """LIKE pattern for the strict descendants of `path` (codes may contain `_`)."""
-    escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + PATH_SEPARATOR + "%"
+    return _like_escaped(path) + PATH_SEPARATOR + "%"
+
+
+def name_matches(column: ColumnElement[str], query: str) -> ColumnElement[bool]:
+    """`column` has words starting with the words of `query`, in their order, other words
+    allowed between, case and diacritics aside: "dong thap" and "đồng tháp" find "Đồng Tháp",
+    "dang khue" finds "Đặng Thị Khuê", "hoa" finds "Hòa" but not "Thoa". One
+    `LIKE '% dang% khue%'` on `teams.name_key(column)` (the folded name after a space): its
+    trigram index takes every word's trigrams, word starts included, in one scan. `%` and
+    `_` match themselves."""
+    # "dang khue" -> "%" + name_key("dang% khue%") = "% dang% khue%"
+    words = "% ".join(_like_escaped(word) for word in query.split()) + "%"
+    return func.teams.name_key(column).like(literal("%") + func.teams.name_key(words), escape="\\")
+
+
+def _like_escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def in_provinces(provinces: Sequence[str]) -> ColumnElement[bool]:
@@ -294,8 +310,11 @@ class UnitRepository:
         after: str | None,
         limit: int,
         provinces: Sequence[str] | None = None,
+        name: str | None = None,
     ) -> list[AdminUnit]:
         query = select(admin_units).order_by(admin_units.c.code).limit(limit)
+        if name is not None:
+            query = query.where(name_matches(admin_units.c.name, name))
         if provinces is not None:
             query = query.where(in_provinces(provinces))
         if parent is not None:
@@ -526,6 +545,7 @@ class TeamRepository(_RecordRepository[Team]):
         after: UUID | None,
         limit: int,
         provinces: Sequence[str] | None = None,
+        name: str | None = None,
     ) -> list[Team]:
         query = (
             select(teams_table)
@@ -541,6 +561,8 @@ class TeamRepository(_RecordRepository[Team]):
             query = query.where(in_provinces(provinces))
         if status is not None:
             query = query.where(teams_table.c.status == status)
+        if name is not None:
+            query = query.where(name_matches(teams_table.c.name, name))
         return await self._page(query, after=after)
 
     async def page(
@@ -550,8 +572,11 @@ class TeamRepository(_RecordRepository[Team]):
         after: UUID | None,
         limit: int,
         provinces: Sequence[str] | None = None,
+        name: str | None = None,
     ) -> list[Team]:
         query = select(teams_table).order_by(teams_table.c.id).limit(limit)
+        if name is not None:
+            query = query.where(name_matches(teams_table.c.name, name))
         if provinces is not None:
             query = query.join(admin_units, admin_units.c.code == teams_table.c.unit_code).where(
                 in_provinces(provinces)
@@ -685,6 +710,36 @@ class MemberRepository(_RecordRepository[Member]):
             .order_by(members_table.c.id)
             .limit(limit)
         )
+        return await self._page(query, after=after)
+
+    async def search(
+        self,
+        *,
+        name: str,
+        under: str | None,
+        after: UUID | None,
+        limit: int,
+        provinces: Sequence[str] | None = None,
+    ) -> list[Member]:
+        """Members whose name contains `name` (case and diacritics aside), those of teams under
+        the unit path `under` (None: all), visible to a reader of `provinces` (None: all)."""
+        query = (
+            select(members_table)
+            .where(name_matches(members_table.c.full_name, name))
+            .order_by(members_table.c.id)
+            .limit(limit)
+        )
+        if under is not None or provinces is not None:
+            query = query.join(teams_table, teams_table.c.id == members_table.c.team_id).join(
+                admin_units, admin_units.c.code == teams_table.c.unit_code
+            )
+        if under is not None:
+            query = query.where(
+                (admin_units.c.path == under)
+                | admin_units.c.path.like(like_prefix(under), escape="\\")
+            )
+        if provinces is not None:
+            query = query.where(in_provinces(provinces))
         return await self._page(query, after=after)
 
     async def add_training(

@@ -23,6 +23,7 @@ from teams.api_common import (
     DEFAULT_PAGE,
     MAX_PAGE,
     READ_RESPONSES,
+    NameQuery,
     ReaderDep,
     decode_cursor,
     encode_cursor,
@@ -321,6 +322,7 @@ async def list_teams(
     reader: ReaderDep,
     unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
     status_: Annotated[Literal["active", "dissolved"] | None, Query(alias="status")] = None,
+    q: NameQuery = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> TeamPage:
@@ -331,7 +333,7 @@ async def list_teams(
     repo = TeamRepository(uow.session)
     if unit is None:
         teams = await repo.page(
-            status=status_, after=after, limit=limit + 1, provinces=reader.provinces
+            status=status_, after=after, limit=limit + 1, provinces=reader.provinces, name=q
         )
     else:
         found = await UnitRepository(uow.session).get(unit)
@@ -339,7 +341,7 @@ async def list_teams(
             raise not_found("unit", unit)
         teams = await repo.in_subtree(
             path=found.path, status=status_, after=after, limit=limit + 1,
-            provinces=reader.provinces,
+            provinces=reader.provinces, name=q,
         )  # fmt: skip
     more = len(teams) > limit
     teams = teams[:limit]
@@ -472,6 +474,46 @@ async def list_members(
     after_raw = decode_cursor(cursor)
     after = _as_uuid(after_raw) if after_raw else None
     members = await MemberRepository(uow.session).of_team(team.id, after=after, limit=limit + 1)
+    more = len(members) > limit
+    members = members[:limit]
+    return MemberPage(
+        items=[_member_out(m, operator=reader.is_operator) for m in members],
+        next_cursor=encode_cursor(str(members[-1].id)) if more else None,
+    )
+
+
+@router.get("/members", responses=READ_RESPONSES)
+async def search_members(
+    *,
+    uow: UowDep,
+    reader: ReaderDep,
+    q: NameQuery = None,
+    unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> MemberPage:
+    """Members whose name contains `q` (case and diacritics aside), across the country or
+    under `unit`; a partner key sees its provinces' members only."""
+    if q is None:
+        raise ProblemError(
+            422,
+            "Validation failed",
+            "Invalid fields: q",
+            errors=[{"field": "q", "message": "a name to search for", "type": "missing"}],
+        )
+    after_raw = decode_cursor(cursor)
+    after = _as_uuid(after_raw) if after_raw else None
+    if after_raw and after is None:
+        raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
+    under = None
+    if unit is not None:
+        found = await UnitRepository(uow.session).get(unit)
+        if found is None or not reader.may_see(found.path):
+            raise not_found("unit", unit)
+        under = found.path
+    members = await MemberRepository(uow.session).search(
+        name=q, under=under, after=after, limit=limit + 1, provinces=reader.provinces
+    )
     more = len(members) > limit
     members = members[:limit]
     return MemberPage(

@@ -8,13 +8,14 @@ import time
 from typing import Annotated, Any, NoReturn
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from common.app import RuntimeDep, UowDep
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
 from common.runtime import ServiceRuntime
+from common.text import NameText
 from teams.adapters import partners_by_lookup
 from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
 from teams.rows import BodyFormatError, media_kind, raw_records
@@ -23,6 +24,15 @@ from teams.use_cases import BatchApplier, M, run_bulk
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
+# `?q=`: a name to search for, case and diacritics aside ("hoa binh" finds "Hòa Bình").
+NameQuery = Annotated[
+    NameText | None,
+    Query(
+        min_length=2,
+        max_length=100,
+        description="part of the name, case and diacritics ignored (`hoa binh` finds Hòa Bình)",
+    ),
+]
 BULK_CONTENT: dict[str, Any] = {
     "text/csv": {"schema": {"type": "string"}},
     "application/x-ndjson": {"schema": {"type": "string"}},

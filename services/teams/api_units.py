@@ -18,6 +18,7 @@ from teams.api_common import (
     DEFAULT_PAGE,
     MAX_PAGE,
     READ_RESPONSES,
+    NameQuery,
     ReaderDep,
     decode_cursor,
     encode_cursor,
@@ -208,6 +209,7 @@ async def list_units(
     reader: ReaderDep,
     parent: Annotated[str | None, Query(max_length=64)] = None,
     level: Literal["province", "district", "commune", "village"] | None = None,
+    q: NameQuery = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> UnitPage:
@@ -215,6 +217,7 @@ async def list_units(
     units = await repo.page(
         parent=parent,
         level=level,
+        name=q,
         after=decode_cursor(cursor),
         limit=limit + 1,
         provinces=reader.provinces,

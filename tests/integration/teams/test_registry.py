@@ -8,78 +8,24 @@ from __future__ import annotations
 
 import json
 import unicodedata
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-import pytest_asyncio
 from sqlalchemy import func, select
 
 from common import topics
-from teams import bootstrap
 from teams.adapters import service_tables
-from teams.settings import TeamsSettings
-from tests.helpers import OPERATOR, headers_of, read_topic, running
-
-DONG_THAP = "82"
-MY_THO = "28261"  # Phường Mỹ Tho, Đồng Tháp (vietnam-provinces 2025)
-CSV = {**OPERATOR, "Content-Type": "text/csv"}
-NDJSON = {**OPERATOR, "Content-Type": "application/x-ndjson"}
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8].upper()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def teams(apply_env: None) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    runtime = bootstrap.build_runtime(TeamsSettings())
-    async with running(runtime, bootstrap.build_app(runtime)) as client:
-        reply = await client.post(
-            "/v1/admin-units:import", json={"source": "vietnam-provinces"}, headers=OPERATOR
-        )
-        assert reply.status_code == 200, reply.text
-        yield client, runtime
-
-
-async def village(client: httpx.AsyncClient, *, commune: str = MY_THO) -> str:
-    code = f"{commune}-V{tag()}"
-    reply = await client.post(
-        "/v1/admin-units",
-        json={"code": code, "name": f"Ấp {code}", "level": "village", "parent_code": commune},
-        headers=OPERATOR,
-    )
-    assert reply.status_code == 201, reply.text
-    return code
-
-
-async def team(client: httpx.AsyncClient, unit_code: str, **extra: Any) -> dict[str, Any]:
-    body = {
-        "code": f"DT-{tag()}",
-        "name": "Tổ CNSCĐ ấp 1",
-        "unit_code": unit_code,
-        "established_on": "2022-04-01",
-        "decision_no": "12/QĐ-UBND",
-        **extra,
-    }
-    reply = await client.post("/v1/teams", json=body, headers=OPERATOR)
-    assert reply.status_code == 201, reply.text
-    return dict(reply.json())
-
-
-async def member(client: httpx.AsyncClient, team_id: str, **extra: Any) -> dict[str, Any]:
-    body = {
-        "full_name": "Nguyễn Văn A",
-        "role": "member",
-        "affiliation": "youth_union",
-        "phone": "0912345678",
-        "joined_on": "2022-04-01",
-        **extra,
-    }
-    reply = await client.post(f"/v1/teams/{team_id}/members", json=body, headers=OPERATOR)
-    assert reply.status_code == 201, reply.text
-    return dict(reply.json())
+from tests.helpers import OPERATOR, headers_of, read_topic
+from tests.integration.teams.conftest import (
+    CSV,
+    DONG_THAP,
+    MY_THO,
+    NDJSON,
+    member,
+    tag,
+    team,
+    village,
+)
 
 
 async def outbox_count(runtime: Any, key: str) -> int:
