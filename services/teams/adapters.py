@@ -35,6 +35,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
@@ -209,6 +210,33 @@ def _like_escaped(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+VIETNAMESE = "vietnamese"  # the collation of names shown sorted (migration 0006)
+
+
+@dataclass(frozen=True)
+class Page:
+    """How a list is paged: by its key (id or code), or by name in Vietnamese order with the
+    key breaking ties; and where it resumes (the last record of the previous page)."""
+
+    by_name: bool = False
+    after_key: UUID | str | None = None
+    after_name: str | None = None
+
+    def apply(self, query: Select[Any], *, name: Column[str], key: Column[Any]) -> Select[Any]:
+        if not self.by_name:
+            query = query.order_by(key)
+            if self.after_key is not None:
+                query = query.where(key > literal(self.after_key, key.type))
+            return query
+        sort_name = name.collate(VIETNAMESE)
+        query = query.order_by(sort_name, key)
+        if self.after_key is not None:
+            resume = tuple_(literal(self.after_name, name.type).collate(VIETNAMESE),
+                            literal(self.after_key, key.type))  # fmt: skip
+            query = query.where(tuple_(sort_name, key) > resume)
+        return query
+
+
 def in_provinces(provinces: Sequence[str]) -> ColumnElement[bool]:
     """Units whose materialised path starts at one of `provinces` (a partner's scope)."""
     return func.split_part(admin_units.c.path, PATH_SEPARATOR, 1).in_(list(provinces))
@@ -307,12 +335,14 @@ class UnitRepository:
         *,
         parent: str | None,
         level: str | None,
-        after: str | None,
+        page: Page,
         limit: int,
         provinces: Sequence[str] | None = None,
         name: str | None = None,
     ) -> list[AdminUnit]:
-        query = select(admin_units).order_by(admin_units.c.code).limit(limit)
+        query = page.apply(
+            select(admin_units).limit(limit), name=admin_units.c.name, key=admin_units.c.code
+        )
         if name is not None:
             query = query.where(name_matches(admin_units.c.name, name))
         if provinces is not None:
@@ -321,8 +351,6 @@ class UnitRepository:
             query = query.where(admin_units.c.parent_code == parent)
         if level is not None:
             query = query.where(admin_units.c.level == level)
-        if after is not None:
-            query = query.where(admin_units.c.code > after)
         rows = (await self._session.execute(query)).mappings().all()
         return [to_unit(row) for row in rows]
 
@@ -505,6 +533,9 @@ class _RecordRepository(Generic[R]):
         """The records of `query` (ordered by id) after the keyset cursor `after`."""
         if after is not None:
             query = query.where(self._table.c.id > after)
+        return await self._fetch(query)
+
+    async def _fetch(self, query: Select[Any]) -> list[R]:
         rows = (await self._session.execute(query)).mappings().all()
         return [self._record(row) for row in rows]
 
@@ -542,7 +573,7 @@ class TeamRepository(_RecordRepository[Team]):
         *,
         path: str,
         status: str | None,
-        after: UUID | None,
+        page: Page,
         limit: int,
         provinces: Sequence[str] | None = None,
         name: str | None = None,
@@ -554,7 +585,6 @@ class TeamRepository(_RecordRepository[Team]):
                 (admin_units.c.path == path)
                 | admin_units.c.path.like(like_prefix(path), escape="\\")
             )
-            .order_by(teams_table.c.id)
             .limit(limit)
         )
         if provinces is not None:
@@ -563,18 +593,18 @@ class TeamRepository(_RecordRepository[Team]):
             query = query.where(teams_table.c.status == status)
         if name is not None:
             query = query.where(name_matches(teams_table.c.name, name))
-        return await self._page(query, after=after)
+        return await self._fetch(page.apply(query, name=teams_table.c.name, key=teams_table.c.id))
 
     async def page(
         self,
         *,
         status: str | None,
-        after: UUID | None,
+        page: Page,
         limit: int,
         provinces: Sequence[str] | None = None,
         name: str | None = None,
     ) -> list[Team]:
-        query = select(teams_table).order_by(teams_table.c.id).limit(limit)
+        query = select(teams_table).limit(limit)
         if name is not None:
             query = query.where(name_matches(teams_table.c.name, name))
         if provinces is not None:
@@ -583,7 +613,7 @@ class TeamRepository(_RecordRepository[Team]):
             )
         if status is not None:
             query = query.where(teams_table.c.status == status)
-        return await self._page(query, after=after)
+        return await self._fetch(page.apply(query, name=teams_table.c.name, key=teams_table.c.id))
 
     async def codes_in_unit(self, unit_code: str) -> list[str]:
         rows = await self._session.execute(
@@ -717,17 +747,14 @@ class MemberRepository(_RecordRepository[Member]):
         *,
         name: str,
         under: str | None,
-        after: UUID | None,
+        page: Page,
         limit: int,
         provinces: Sequence[str] | None = None,
     ) -> list[Member]:
         """Members whose name contains `name` (case and diacritics aside), those of teams under
         the unit path `under` (None: all), visible to a reader of `provinces` (None: all)."""
         query = (
-            select(members_table)
-            .where(name_matches(members_table.c.full_name, name))
-            .order_by(members_table.c.id)
-            .limit(limit)
+            select(members_table).where(name_matches(members_table.c.full_name, name)).limit(limit)
         )
         if under is not None or provinces is not None:
             query = query.join(teams_table, teams_table.c.id == members_table.c.team_id).join(
@@ -740,7 +767,8 @@ class MemberRepository(_RecordRepository[Member]):
             )
         if provinces is not None:
             query = query.where(in_provinces(provinces))
-        return await self._page(query, after=after)
+        ordered = page.apply(query, name=members_table.c.full_name, key=members_table.c.id)
+        return await self._fetch(ordered)
 
     async def add_training(
         self,

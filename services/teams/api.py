@@ -25,9 +25,12 @@ from teams.api_common import (
     READ_RESPONSES,
     NameQuery,
     ReaderDep,
+    SortQuery,
+    cursor_after,
     decode_cursor,
     encode_cursor,
     not_found,
+    page_of,
     raise_domain,
     settings_of,
     stream_bulk,
@@ -323,31 +326,30 @@ async def list_teams(
     unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
     status_: Annotated[Literal["active", "dissolved"] | None, Query(alias="status")] = None,
     q: NameQuery = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    sort: SortQuery = "id",
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> TeamPage:
-    after_raw = decode_cursor(cursor)
-    after = _as_uuid(after_raw) if after_raw else None
-    if after_raw and after is None:
-        raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
+    page = page_of(cursor, sort=sort, key=UUID)
     repo = TeamRepository(uow.session)
     if unit is None:
         teams = await repo.page(
-            status=status_, after=after, limit=limit + 1, provinces=reader.provinces, name=q
+            status=status_, page=page, limit=limit + 1, provinces=reader.provinces, name=q
         )
     else:
         found = await UnitRepository(uow.session).get(unit)
         if found is None or not reader.may_see(found.path):
             raise not_found("unit", unit)
         teams = await repo.in_subtree(
-            path=found.path, status=status_, after=after, limit=limit + 1,
+            path=found.path, status=status_, page=page, limit=limit + 1,
             provinces=reader.provinces, name=q,
         )  # fmt: skip
     more = len(teams) > limit
     teams = teams[:limit]
+    last = teams[-1] if more else None
     return TeamPage(
         items=await _team_out(uow, teams, _bounds(runtime)),
-        next_cursor=encode_cursor(str(teams[-1].id)) if more else None,
+        next_cursor=cursor_after(name=last.name, key=last.id, sort=sort) if last else None,
     )
 
 
@@ -489,7 +491,8 @@ async def search_members(
     reader: ReaderDep,
     q: NameQuery = None,
     unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    sort: SortQuery = "id",
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> MemberPage:
     """Members whose name contains `q` (case and diacritics aside), across the country or
@@ -501,10 +504,7 @@ async def search_members(
             "Invalid fields: q",
             errors=[{"field": "q", "message": "a name to search for", "type": "missing"}],
         )
-    after_raw = decode_cursor(cursor)
-    after = _as_uuid(after_raw) if after_raw else None
-    if after_raw and after is None:
-        raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
+    page = page_of(cursor, sort=sort, key=UUID)
     under = None
     if unit is not None:
         found = await UnitRepository(uow.session).get(unit)
@@ -512,13 +512,14 @@ async def search_members(
             raise not_found("unit", unit)
         under = found.path
     members = await MemberRepository(uow.session).search(
-        name=q, under=under, after=after, limit=limit + 1, provinces=reader.provinces
+        name=q, under=under, page=page, limit=limit + 1, provinces=reader.provinces
     )
     more = len(members) > limit
     members = members[:limit]
+    last = members[-1] if more else None
     return MemberPage(
         items=[_member_out(m, operator=reader.is_operator) for m in members],
-        next_cursor=encode_cursor(str(members[-1].id)) if more else None,
+        next_cursor=cursor_after(name=last.full_name, key=last.id, sort=sort) if last else None,
     )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import time
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NoReturn
 from uuid import UUID
 
 from fastapi import Depends, Query, Request
@@ -16,7 +18,7 @@ from common.problems import ProblemError
 from common.ratelimit import RateLimiter
 from common.runtime import ServiceRuntime
 from common.text import NameText
-from teams.adapters import partners_by_lookup
+from teams.adapters import Page, partners_by_lookup
 from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
 from teams.rows import BodyFormatError, media_kind, raw_records
 from teams.settings import TeamsSettings
@@ -103,6 +105,33 @@ def decode_cursor(cursor: str | None) -> str | None:
         return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.") from exc
+
+
+# `?sort=`: records in key order (the default), or by name in Vietnamese order.
+SortQuery = Annotated[
+    Literal["id", "name"],
+    Query(description="`name`: by name in Vietnamese order (a ă â b c d đ e ê …)"),
+]
+
+
+def page_of(cursor: str | None, *, sort: str, key: Callable[[str], UUID | str]) -> Page:
+    """The page a `next_cursor` (or none: the first) points at; a cursor of another sort or
+    a forged one is a 400."""
+    raw = decode_cursor(cursor)
+    if raw is None:
+        return Page(by_name=sort == "name")
+    try:
+        if sort == "name":
+            name, last = json.loads(raw)
+            return Page(by_name=True, after_name=str(name), after_key=key(str(last)))
+        return Page(after_key=key(raw))
+    except (ValueError, TypeError) as exc:
+        raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.") from exc
+
+
+def cursor_after(*, name: str, key: object, sort: str) -> str:
+    """The `next_cursor` that resumes after the record with this name and key."""
+    return encode_cursor(json.dumps([name, str(key)]) if sort == "name" else str(key))
 
 
 def raise_domain(exc: DomainError) -> NoReturn:

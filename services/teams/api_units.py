@@ -20,9 +20,12 @@ from teams.api_common import (
     READ_RESPONSES,
     NameQuery,
     ReaderDep,
+    SortQuery,
+    cursor_after,
     decode_cursor,
     encode_cursor,
     not_found,
+    page_of,
     raise_domain,
     stream_bulk,
 )
@@ -210,7 +213,8 @@ async def list_units(
     parent: Annotated[str | None, Query(max_length=64)] = None,
     level: Literal["province", "district", "commune", "village"] | None = None,
     q: NameQuery = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    sort: SortQuery = "id",
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> UnitPage:
     repo = UnitRepository(uow.session)
@@ -218,15 +222,16 @@ async def list_units(
         parent=parent,
         level=level,
         name=q,
-        after=decode_cursor(cursor),
+        page=page_of(cursor, sort=sort, key=str),
         limit=limit + 1,
         provinces=reader.provinces,
     )
     more = len(units) > limit
     units = units[:limit]
+    last = units[-1] if more else None
     return UnitPage(
         items=await _out(repo, units),
-        next_cursor=encode_cursor(units[-1].code) if more else None,
+        next_cursor=cursor_after(name=last.name, key=last.code, sort=sort) if last else None,
     )
 
 
