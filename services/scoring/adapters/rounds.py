@@ -482,3 +482,36 @@ async def frozen_score(
         )
     )
     return found
+
+
+# Every unit of a level (announced by the teams topics and current, or holding teams) with its
+# round for the period and criteria set, if any, and the approval in force.
+_SCHEDULE = text(
+    """
+    WITH units AS (
+      SELECT code FROM scoring.admin_units
+      WHERE level = :level AND change NOT IN ('merged', 'split', 'retired')
+      UNION
+      SELECT subject_id FROM scoring.subjects WHERE subject_type = :level
+    )
+    SELECT u.code AS unit_code, n.name, r.id AS round_id, r.state, r.due_on, r.approvals,
+           a.approved_at
+    FROM units u
+    LEFT JOIN scoring.subject_names n ON n.subject_type = :level AND n.subject_id = u.code
+    LEFT JOIN scoring.evaluation_rounds r
+      ON r.level = :level AND r.unit_code = u.code AND r.period = :period
+     AND r.criteria_set = :criteria_set
+    LEFT JOIN scoring.round_approvals a ON a.round_id = r.id AND a.approval = r.approvals
+    ORDER BY u.code
+    """
+)
+
+
+async def schedule_rows(
+    session: AsyncSession, *, level: str, period: str, criteria_set: str
+) -> list[RowMapping]:
+    """(unit_code, name, round_id, state, due_on, approvals, approved_at) for every unit."""
+    result = await session.execute(
+        _SCHEDULE, {"level": level, "period": period, "criteria_set": criteria_set}
+    )
+    return list(result.mappings())

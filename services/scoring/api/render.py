@@ -175,3 +175,28 @@ def _write_row(sheet: Worksheet, line: int, cells: Sequence[object]) -> None:
             sheet.write_string(line, index, str(cell))
         else:
             sheet.write_number(line, index, cell)
+
+
+async def table_xlsx(
+    *, sheet_name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[object]],
+    language: Language,
+) -> str:  # fmt: skip
+    """A small table (one line per unit) as a workbook in a temporary file (its path)."""
+    handle, path = tempfile.mkstemp(prefix="cdt-table-", suffix=".xlsx")
+    os.close(handle)
+    try:
+        book = xlsxwriter.Workbook(path, {"constant_memory": True, "in_memory": False})
+        bold = book.add_format({"bold": True, "text_wrap": True, "valign": "top"})
+        sheet = book.add_worksheet(sheet_name[:31])
+        sheet.write_string(0, 0, title, bold)
+        for index, column in enumerate(columns):
+            sheet.set_column(index, index, column.width)
+            sheet.write_string(2, index, column.label.in_(language), bold)
+        sheet.freeze_panes(3, 0)
+        for line, cells in enumerate(rows, start=3):
+            _write_row(sheet, line, cells)
+        await asyncio.to_thread(book.close)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path

@@ -3,19 +3,31 @@ history; its report as the latest (or an earlier) approval froze it."""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, Any
+import os
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.problems import ProblemError
 from common.text import FreeText
 from scoring import adapters
-from scoring.api.params import MAX_PAGE, Code, CriteriaVersion, PeriodField, check_period
+from scoring.api import render
+from scoring.api.params import (
+    MAX_PAGE,
+    Code,
+    CriteriaVersion,
+    PeriodField,
+    PeriodParam,
+    check_period,
+)
 from scoring.api.reports import (
+    MEDIA_TYPES,
     AcceptLanguage,
     FormatQuery,
     RowsQuery,
@@ -23,7 +35,14 @@ from scoring.api.reports import (
     levels_under,
     report_response,
 )
-from scoring.domain.reports import ReportScope
+from scoring.domain import local_time
+from scoring.domain.reports import (
+    SCHEDULE_COLUMNS,
+    SCHEDULE_SHEET,
+    SCHEDULE_STATUS_LABELS,
+    ReportScope,
+    language_of,
+)
 from scoring.domain.rounds import MAX_REASON_LENGTH, RoundAction, RoundState, TransitionRefused
 from scoring.use_cases import rounds
 
@@ -120,6 +139,63 @@ async def list_rounds(
         "items": [rounds.round_summary(r) for r in found[:limit]],
         "next_cursor": str(offset + limit) if len(found) > limit else None,
     }
+
+
+@router.get(":schedule")
+async def get_schedule(
+    *,
+    uow: UowDep,
+    period: PeriodParam,
+    level: UnitLevelParam = "province",
+    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
+    schedule_format: Annotated[Literal["json", "xlsx"], Query(alias="format")] = "json",
+    accept_language: AcceptLanguage = None,
+) -> Any:
+    """Which units of `level` have approved their round for `period` on time, late, or not
+    (yet): `on_time`, `late`, `overdue`, `pending`, `missing`, with the counts and the share
+    approved on time; JSON, or XLSX in the reader's language."""
+    check_period(period)
+    chosen = criteria_set or (await adapters.active_criteria_set(uow.session)).version
+    table = await rounds.schedule(
+        uow.session,
+        level=level,
+        period=period,
+        criteria_set=chosen,
+        today=local_time(datetime.now(UTC)).date(),
+    )
+    if schedule_format == "json":
+        return table
+    language = language_of(accept_language)
+    lines = [
+        [
+            unit["unit_code"],
+            unit["name"],
+            SCHEDULE_STATUS_LABELS[unit["status"]].in_(language),
+            unit["state"],
+            unit["due_on"].isoformat() if unit["due_on"] else None,
+            local_time(unit["approved_at"]).strftime("%Y-%m-%d %H:%M")
+            if unit["approved_at"]
+            else None,
+        ]
+        for unit in table["items"]
+    ]
+    path = await render.table_xlsx(
+        sheet_name=SCHEDULE_SHEET.in_(language),
+        title=f"{SCHEDULE_SHEET.in_(language)}: {level} {period} ({chosen})",
+        columns=SCHEDULE_COLUMNS,
+        rows=lines,
+        language=language,
+    )
+    filename = f"cdt-schedule-{level}-{period}".replace(":", "-")
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES["xlsx"],
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}.xlsx"',
+            "Content-Language": language.value,
+        },
+        background=BackgroundTask(os.unlink, path),
+    )
 
 
 @router.get("/{round_id}", responses={404: {"description": "no such round"}})

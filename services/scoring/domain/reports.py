@@ -243,3 +243,22 @@ SUMMARY_HEADERS = {
     Language.EN: ("Figure", "Value", "Out of"),
 }
 SUMMARY_SHEET = Label("Tổng hợp", "Summary")
+
+
+# The reporting-schedule table: which units approved their round on time.
+SCHEDULE_STATUS_LABELS: dict[str, Label] = {
+    "on_time": Label("Đúng hạn", "On time"),
+    "late": Label("Trễ hạn", "Late"),
+    "overdue": Label("Quá hạn", "Overdue"),
+    "pending": Label("Chưa đến hạn", "Not yet due"),
+    "missing": Label("Chưa mở kỳ đánh giá", "No round opened"),
+}
+SCHEDULE_COLUMNS: tuple[Column, ...] = (
+    Column("unit_code", Label("Mã đơn vị", "Unit code"), width=12),
+    Column("name", Label("Tên đơn vị", "Unit name"), width=32),
+    Column("status", Label("Tình trạng", "Status"), width=20),
+    Column("state", Label("Trạng thái kỳ đánh giá", "Round state"), width=16),
+    Column("due_on", Label("Hạn phê duyệt", "Due on"), width=14),
+    Column("approved_at", Label("Thời điểm phê duyệt", "Approved at"), width=22),
+)
+SCHEDULE_SHEET = Label("Tiến độ báo cáo", "Reporting schedule")

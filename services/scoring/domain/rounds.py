@@ -90,3 +90,24 @@ class RoundKey:
     unit_code: str
     period: str
     criteria_set: str
+
+
+class ScheduleStatus(StrEnum):
+    """Where a unit stands with its review of a period (the DHIS2 "reporting rate" idea)."""
+
+    ON_TIME = "on_time"  # approved, on or before the due date
+    LATE = "late"  # approved after the due date
+    OVERDUE = "overdue"  # not approved (or reopened), and the due date has passed
+    PENDING = "pending"  # not approved yet, still before the due date
+    MISSING = "missing"  # no round opened for it
+
+
+def schedule_status(
+    *, state: RoundState | None, due_on: date | None, approved_on: date | None, today: date
+) -> ScheduleStatus:
+    """`approved_on`: the local (Asia/Ho_Chi_Minh) day of the approval in force, if any."""
+    if state is None or due_on is None:
+        return ScheduleStatus.MISSING
+    if state is RoundState.APPROVED and approved_on is not None:
+        return ScheduleStatus.ON_TIME if approved_on <= due_on else ScheduleStatus.LATE
+    return ScheduleStatus.OVERDUE if today > due_on else ScheduleStatus.PENDING

@@ -17,12 +17,15 @@ from common.contracts.scoring import EvaluationRoundChanged
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from scoring import adapters
+from scoring.domain import local_time
 from scoring.domain.rounds import (
     EvaluationRound,
     RoundAction,
     RoundKey,
     RoundState,
+    ScheduleStatus,
     Transition,
+    schedule_status,
     transition,
 )
 
@@ -224,4 +227,47 @@ def round_summary(evaluation_round: EvaluationRound) -> dict[str, Any]:
         "version": evaluation_round.version,
         "created_at": evaluation_round.created_at,
         "updated_at": evaluation_round.updated_at,
+    }
+
+
+async def schedule(
+    session: AsyncSession, *, level: str, period: str, criteria_set: str, today: date
+) -> dict[str, Any]:
+    """Which units of `level` approved their round for `period` on time, late, or not at all
+    (yet), and the share approved on time (the reporting rate)."""
+    units = []
+    for row in await adapters.schedule_rows(
+        session, level=level, period=period, criteria_set=criteria_set
+    ):
+        state = RoundState(row["state"]) if row["state"] else None
+        approved_at = row["approved_at"] if state is RoundState.APPROVED else None
+        status = schedule_status(
+            state=state,
+            due_on=row["due_on"],
+            approved_on=local_time(approved_at).date() if approved_at else None,
+            today=today,
+        )
+        units.append(
+            {
+                "unit_code": row["unit_code"],
+                "name": row["name"],
+                "status": status.value,
+                "round_id": row["round_id"],
+                "state": state.value if state else None,
+                "due_on": row["due_on"],
+                "approved_at": approved_at,
+            }
+        )
+    counts = {status.value: 0 for status in ScheduleStatus}
+    for unit in units:
+        counts[unit["status"]] += 1
+    return {
+        "level": level,
+        "period": period,
+        "criteria_set": criteria_set,
+        "as_of": today,
+        "units": len(units),
+        "counts": counts,
+        "reporting_rate": round(counts["on_time"] / len(units), 4) if units else None,
+        "items": units,
     }

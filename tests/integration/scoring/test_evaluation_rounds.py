@@ -8,8 +8,9 @@ import csv
 import io
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import openpyxl
 
@@ -281,3 +282,61 @@ async def test_bad_round_requests_get_precise_problems_and_change_nothing(
     assert outside.status_code == 422
     listed = await client.get("/v1/evaluation-rounds", params={"unit_code": province})
     assert [r["state"] for r in listed.json()["items"]] == ["open"]
+
+
+async def test_the_schedule_shows_who_approved_on_time_late_or_not_at_all(
+    scoring: Any, producer: Any
+) -> None:
+    client, runtime = scoring
+    today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    yesterday, tomorrow = today - timedelta(days=1), today + timedelta(days=1)
+    codes = {
+        name: f"R{uuid.uuid4().hex[:6]}"
+        for name in ("late", "on_time", "overdue", "pending", "missing")
+    }
+    units = [
+        unit(code, f"Tỉnh {name}", "province", factory.path(code), None)
+        for name, code in codes.items()
+    ]
+    await wait_processed(runtime, await produce(producer, *units))
+    due = {"late": yesterday, "on_time": tomorrow, "overdue": yesterday, "pending": tomorrow}
+    for name, due_on in due.items():
+        opened = await client.post(
+            "/v1/evaluation-rounds",
+            json={"level": "province", "unit_code": codes[name], "period": "2031-Q1",
+                  "due_on": due_on.isoformat()},
+            headers=OPERATOR,
+        )  # fmt: skip
+        assert opened.status_code == 201, opened.text
+        if name in ("late", "on_time"):
+            for action in ("submit", "approve"):
+                moved = await client.post(
+                    f"/v1/evaluation-rounds/{opened.json()['id']}:{action}", headers=OPERATOR
+                )
+                assert moved.status_code == 200, moved.text
+
+    reply = await client.get(
+        "/v1/evaluation-rounds:schedule", params={"level": "province", "period": "2031-Q1"}
+    )
+    assert reply.status_code == 200, reply.text
+    table = reply.json()
+    mine = {
+        item["unit_code"]: item for item in table["items"] if item["unit_code"] in codes.values()
+    }
+    assert {name: mine[code]["status"] for name, code in codes.items()} == {
+        name: name for name in codes
+    }
+    assert mine[codes["missing"]]["round_id"] is None
+    assert table["counts"]["on_time"] >= 1 and table["units"] >= len(codes)
+    assert table["reporting_rate"] == round(table["counts"]["on_time"] / table["units"], 4)
+
+    workbook = await client.get(
+        "/v1/evaluation-rounds:schedule",
+        params={"level": "province", "period": "2031-Q1", "format": "xlsx"},
+    )
+    [sheet] = _cells(workbook.content).values()
+    assert sheet[2][:3] == ("Mã đơn vị", "Tên đơn vị", "Tình trạng")
+    statuses = {row[0]: row[2] for row in sheet[3:]}
+    assert (
+        statuses[codes["late"]] == "Trễ hạn" and statuses[codes["missing"]] == "Chưa mở kỳ đánh giá"
+    )

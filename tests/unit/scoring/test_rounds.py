@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from scoring.domain.reports import INDICATOR_COLUMNS, Language, language_of, report_columns
-from scoring.domain.rounds import RoundAction, RoundState, TransitionRefused, transition
+from scoring.domain.rounds import (
+    RoundAction,
+    RoundState,
+    ScheduleStatus,
+    TransitionRefused,
+    schedule_status,
+    transition,
+)
 
 S, A = RoundState, RoundAction
 ALLOWED = {
@@ -63,3 +72,30 @@ def test_every_column_has_distinct_headers_in_both_languages() -> None:
         headers = [column.label.in_(language) for column in columns]
         assert all(headers) and len(set(headers)) == len(headers)
     assert [c.key for c in columns[-len(INDICATOR_COLUMNS) :]] == [c.key for c in INDICATOR_COLUMNS]
+
+
+@pytest.mark.parametrize(
+    ("state", "approved_on", "today", "expected"),
+    [
+        (None, None, 10, ScheduleStatus.MISSING),
+        (S.APPROVED, 9, 12, ScheduleStatus.ON_TIME),
+        (S.APPROVED, 10, 12, ScheduleStatus.ON_TIME),  # on the due day
+        (S.APPROVED, 11, 12, ScheduleStatus.LATE),
+        (S.REOPENED, None, 11, ScheduleStatus.OVERDUE),  # a reopened round is not approved
+        (S.UNDER_REVIEW, None, 10, ScheduleStatus.PENDING),
+        (S.OPEN, None, 11, ScheduleStatus.OVERDUE),
+    ],
+)
+def test_where_a_unit_stands_with_its_review(
+    state: RoundState | None, approved_on: int | None, today: int, expected: ScheduleStatus
+) -> None:
+    def day(n: int) -> date:
+        return date(2026, 12, n)
+
+    status = schedule_status(
+        state=state,
+        due_on=day(10) if state else None,
+        approved_on=day(approved_on) if approved_on else None,
+        today=day(today),
+    )
+    assert status is expected
