@@ -57,7 +57,13 @@ CONSUMER_GROUPS: dict[str, tuple[TopicSpec, ...]] = {
     # topics must not hold live activities back (each group is one consumer, one batch at a time).
     "scoring": (ACTIVITY_RECORDED, ACTIVITY_VOIDED),
     "scoring-roster": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT),
-    "notifications": (TEAMS_TEAM, ACTIVITY_RECORDED, ACTIVITY_VOIDED, SCORE_UPDATED),
+    "notifications": (
+        TEAMS_TEAM,
+        ACTIVITY_RECORDED,
+        ACTIVITY_VOIDED,
+        SCORE_UPDATED,
+        EVALUATION_ROUND,
+    ),
     "teams": (ACTIVITIES_PARTNER,),
 }
 

@@ -76,6 +76,20 @@ teams_table = Table(
     Column("last_activity_at", DateTime(timezone=True)),
 )
 
+# Replica of the evaluation rounds (`scoring.evaluation-round.v1`): what the overdue rule reads.
+rounds_table = Table(
+    "review_rounds",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("level", String(16), nullable=False),
+    Column("unit_code", String(64), nullable=False),
+    Column("period", String(80), nullable=False),
+    Column("criteria_set", String(80), nullable=False),
+    Column("due_on", Date, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
 # The path of every unit code any team is placed under, written only by the triggers on `teams`
 # (migration 0007): what a unit's score alert is scoped by.
 unit_paths_table = Table(
@@ -304,6 +318,21 @@ async def teams_for_sweep(
     query = select(teams_table)
     if team_ids is not None:
         query = query.where(teams_table.c.id.in_(list(team_ids)))
+    return list((await session.execute(query)).mappings())
+
+
+async def upsert_rounds(session: AsyncSession, rounds: Sequence[Mapping[str, Any]]) -> None:
+    """The newest version of each round wins (rows of one call have distinct ids)."""
+    if rounds:
+        await session.execute(upsert_newer(rounds_table, rounds, stamp=None))
+
+
+async def rounds_for_sweep(
+    session: AsyncSession, *, round_ids: Sequence[UUID] | None = None
+) -> list[RowMapping]:
+    query = select(rounds_table)
+    if round_ids is not None:
+        query = query.where(rounds_table.c.id.in_(list(round_ids)))
     return list((await session.execute(query)).mappings())
 
 

@@ -125,12 +125,19 @@ class SuspiciousActivityParams(_Params):
     backdate_burst_window_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 60.0
 
 
+class RoundOverdueParams(_Params):
+    """An evaluation round not approved (or reopened) `grace_days` after its due date."""
+
+    grace_days: Annotated[int, Field(ge=0, le=366)] = 0
+
+
 PARAMS_MODELS: dict[str, type[_Params]] = {
     "team_inactive": TeamInactiveParams,
     "score_drop": ScoreDropParams,
     "target_reached": TargetReachedParams,
     "campaign_at_risk": CampaignAtRiskParams,
     "suspicious_activity": SuspiciousActivityParams,
+    "round_overdue": RoundOverdueParams,
 }
 
 
@@ -359,6 +366,76 @@ def _inactivity_candidate(
             "limit_days": params.days,
         },
     )
+
+
+# --------------------------------------------------------------------------- round_overdue
+
+
+@dataclass(frozen=True)
+class ReviewRound:
+    """What the overdue rule knows of an evaluation round (from `scoring.evaluation-round.v1`)."""
+
+    id: UUID
+    level: str
+    unit_code: str
+    period: str
+    criteria_set: str
+    due_on: date
+    state: str
+    unit_path: tuple[str, ...]
+
+
+def round_overdue_key(review: ReviewRound) -> str:
+    return dedupe_key(
+        "round_overdue",
+        subject_type=review.level,
+        subject_id=review.unit_code,
+        period=review.period,
+        qualifier=review.criteria_set,
+    )
+
+
+def evaluate_overdue_rounds(
+    rounds: Sequence[ReviewRound], *, rules: Rules, open_alerts: Sequence[OpenAlert], now: datetime
+) -> AlertChanges:
+    """`round_overdue`: raised for a round still not approved past its due date (plus the
+    rule's grace days, in local days), resolved once it is approved or the rule is off."""
+    open_by_key = {alert.dedupe_key: alert for alert in open_alerts}
+    today = now.astimezone(VIETNAM_TZ).date()
+    raised: list[AlertCandidate] = []
+    resolved: list[UUID] = []
+    for review in rounds:
+        params: RoundOverdueParams | None = rules.params(
+            "round_overdue", review.unit_path[0] if review.unit_path else None
+        )
+        late_by = (today - review.due_on).days
+        overdue = params is not None and review.state != "approved" and late_by > params.grace_days
+        key = round_overdue_key(review)
+        if not overdue:
+            if key in open_by_key:
+                resolved.append(open_by_key[key].id)
+        elif key not in open_by_key:
+            raised.append(
+                AlertCandidate(
+                    alert_type="round_overdue",
+                    subject_type=review.level,
+                    subject_id=review.unit_code,
+                    period=review.period,
+                    qualifier=review.criteria_set,
+                    unit_path=review.unit_path,
+                    summary=f"The {review.period} evaluation round of {review.level} "
+                    f"{review.unit_code} was due on {review.due_on.isoformat()} and is "
+                    f"{review.state.replace('_', ' ')} ({late_by} days late).",
+                    details={
+                        "round_id": str(review.id),
+                        "criteria_set": review.criteria_set,
+                        "due_on": review.due_on.isoformat(),
+                        "state": review.state,
+                        "days_late": late_by,
+                    },
+                )
+            )
+    return AlertChanges(raised=tuple(raised), resolved=tuple(resolved))
 
 
 # --------------------------------------------------------------------------- score_drop

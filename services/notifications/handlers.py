@@ -1,4 +1,4 @@
-"""What notifications does with the events it consumes, and the scheduled inactivity sweep.
+"""What notifications does with the events it consumes, and the scheduled sweep.
 
 The consumer runner hands each batch over once (processed_events dedupes event ids); the
 handlers add their own idempotency on business keys (activity id, score version, alert dedupe
@@ -17,7 +17,7 @@ from sqlalchemy.engine import RowMapping
 
 from common.consumer import Handler
 from common.contracts.activities import ActivityRecorded, ActivityVoided
-from common.contracts.scoring import ScoreUpdated
+from common.contracts.scoring import EvaluationRoundChanged, ScoreUpdated
 from common.contracts.teams import TeamChanged
 from common.contracts.wire import ScoreUpdatedWire, parse_wire
 from common.db import UnitOfWork
@@ -27,6 +27,7 @@ from notifications.domain import (
     AlertCandidate,
     Clock,
     OpenAlert,
+    ReviewRound,
     ScoreKey,
     ScoreRecord,
     SubjectKey,
@@ -35,6 +36,7 @@ from notifications.domain import (
     backdate_alerts,
     backdate_windows,
     comparison_period,
+    evaluate_overdue_rounds,
     evaluate_score,
     evaluate_team_inactivity,
     household_alerts,
@@ -44,6 +46,7 @@ from notifications.domain import (
     member_day_alerts,
     member_days_to_count,
     next_score_state,
+    round_overdue_key,
     score_conditions,
     score_key,
     suspicious_checked,
@@ -58,7 +61,7 @@ log = logging.getLogger(__name__)
 
 
 def notifications_handler(clock: Clock, *, score_states: adapters.ScoreStates) -> Handler:
-    """One batch handler for the three topics: teams first, then activities, then scores.
+    """One batch handler for the topics: teams first, then activities, scores, and rounds.
 
     `score_states`: the scores' judged states in memory; the consumer forgets them on every
     rebalance (`NotificationsRuntime`)."""
@@ -79,6 +82,13 @@ def notifications_handler(clock: Clock, *, score_states: adapters.ScoreStates) -
         scores = [parse_wire(e, ScoreUpdatedWire) for e in events if e.type == ScoreUpdated.CE_TYPE]
         if scores:
             await on_scores_updated(uow, scores, now=now, states=score_states.within(uow))
+        rounds = [
+            e.parse(EvaluationRoundChanged)
+            for e in events
+            if e.type == EvaluationRoundChanged.CE_TYPE
+        ]
+        if rounds:
+            await on_rounds_changed(uow, rounds, now=now)
 
     return handle
 
@@ -232,12 +242,81 @@ async def _active_inactivity_alerts(
 
 
 async def sweep(uow: UnitOfWork, *, now: datetime) -> tuple[int, int] | None:
-    """The scheduled full sweep; None when another replica holds the sweep lock."""
+    """The scheduled full sweep (silent teams, overdue rounds): (raised, resolved); None when
+    another replica holds the sweep lock."""
     if not await adapters.try_sweep_lock(uow.session):
         return None
-    result = await evaluate_inactivity(uow, now=now)
+    teams_raised, teams_resolved = await evaluate_inactivity(uow, now=now)
+    rounds_raised, rounds_resolved = await evaluate_rounds(uow, now=now)
     await uow.commit()
-    return result
+    return teams_raised + rounds_raised, teams_resolved + rounds_resolved
+
+
+# --------------------------------------------------------------------------- evaluation rounds
+
+
+async def on_rounds_changed(
+    uow: UnitOfWork, rounds: Sequence[EvaluationRoundChanged], *, now: datetime
+) -> None:
+    newest = {r.id: r for r in sorted(rounds, key=lambda r: r.version)}  # one row per id
+    await adapters.upsert_rounds(
+        uow.session,
+        [
+            {
+                "id": r.id,
+                "level": r.level,
+                "unit_code": r.unit_code,
+                "period": r.period,
+                "criteria_set": r.criteria_set,
+                "due_on": r.due_on,
+                "state": r.state,
+                "version": r.version,
+            }
+            for r in newest.values()
+        ],
+    )
+    await evaluate_rounds(uow, now=now, round_ids=sorted(newest))
+
+
+async def evaluate_rounds(
+    uow: UnitOfWork, *, now: datetime, round_ids: Sequence[UUID] | None = None
+) -> tuple[int, int]:
+    """Raise `round_overdue` for rounds past due and not approved, resolve it for the others.
+    `round_ids=None`: every round (the sweep). Returns (raised, resolved)."""
+    rows = await adapters.rounds_for_sweep(uow.session, round_ids=round_ids)
+    paths = await adapters.unit_paths_of(
+        uow.session, {SubjectKey(row["level"], row["unit_code"]) for row in rows}
+    )
+    reviews = [
+        ReviewRound(
+            id=row["id"],
+            level=row["level"],
+            unit_code=row["unit_code"],
+            period=row["period"],
+            criteria_set=row["criteria_set"],
+            due_on=row["due_on"],
+            state=row["state"],
+            unit_path=paths[SubjectKey(row["level"], row["unit_code"])],
+        )
+        for row in rows
+    ]
+    book = await RuleBook.load(
+        uow, provinces={r.unit_path[0] if r.unit_path else None for r in reviews}
+    )
+    open_alerts = (
+        await adapters.active_alerts(
+            uow.session, dedupe_keys=[round_overdue_key(r) for r in reviews]
+        )
+        if round_ids is not None
+        else await adapters.active_alerts_of_type(uow.session, "round_overdue")
+    )
+    changes = evaluate_overdue_rounds(
+        reviews, rules=book, open_alerts=[_open_alert(row) for row in open_alerts], now=now
+    )
+    raised = await raise_alerts(uow, changes.raised, now=now)
+    resolved = set(changes.resolved)
+    cleared = [row for row in open_alerts if row["id"] in resolved]
+    return raised, await resolve_alerts(uow, cleared, now=now)
 
 
 # --------------------------------------------------------------------------- scores

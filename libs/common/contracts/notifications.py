@@ -10,7 +10,12 @@ from common import topics
 from common.envelope import EventContract
 
 AlertType = Literal[
-    "team_inactive", "score_drop", "target_reached", "campaign_at_risk", "suspicious_activity"
+    "team_inactive",
+    "score_drop",
+    "target_reached",
+    "campaign_at_risk",
+    "suspicious_activity",
+    "round_overdue",
 ]
 
 

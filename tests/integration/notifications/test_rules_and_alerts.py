@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from common import topics
 from common.contracts.activities import ActivityVoided
-from common.contracts.scoring import ScoreComponent
+from common.contracts.scoring import EvaluationRoundChanged, ScoreComponent
 from notifications import bootstrap
 from notifications.settings import NotificationsSettings
 from tests.helpers import OPERATOR, eventually, read_topic, running
@@ -85,6 +85,7 @@ async def test_rules_national_defaults_and_province_override(service) -> None:  
         "target_reached",
         "campaign_at_risk",
         "suspicious_activity",
+        "round_overdue",
     }
     assert rules["team_inactive"]["params"]["days"] == 14
 
@@ -179,6 +180,78 @@ async def test_inactivity_sweep_with_injected_clock(service, events, clock) -> N
             return [a["status"] for a in found] == ["resolved"]
 
         await eventually(resolved, what="team_inactive resolved by new activity")
+    finally:
+        clock.now = datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- round_overdue
+
+
+def review_round(
+    province: str, *, due_on: date, state: str, version: int, round_id: uuid.UUID
+) -> EvaluationRoundChanged:
+    return EvaluationRoundChanged(
+        id=round_id,
+        level="province",
+        unit_code=province,
+        period="2026-Q4",
+        criteria_set="default@1",
+        due_on=due_on,
+        state=state,  # type: ignore[arg-type]
+        actor="operator",
+        version=version,
+        changed_at=datetime.now(UTC),
+    )
+
+
+async def test_a_round_past_its_due_date_raises_round_overdue_until_approved(  # type: ignore[no-untyped-def]
+    service, events, clock
+) -> None:
+    client, runtime = service
+    late, patient, on_time = new_code(), new_code(), new_code()
+    await put_rule(client, scope=patient, alert_type="round_overdue", params={"grace_days": 5})
+    today = clock.now.astimezone(timezone(timedelta(hours=7))).date()
+    rounds = {code: uuid.uuid4() for code in (late, patient, on_time)}
+    for code, due_on in ((late, today), (patient, today), (on_time, today + timedelta(days=3))):
+        await events.send(
+            review_round(code, due_on=due_on, state="open", version=1, round_id=rounds[code]),
+            source="/cdt/scoring",
+        )
+    await settle(runtime, events)
+    assert await alerts(client, late, type="round_overdue") == []  # due today: not late yet
+
+    try:
+        clock.now += timedelta(days=2)
+        await runtime.sweep_once()
+        [overdue] = await alerts(client, late, type="round_overdue")
+        assert overdue["subject_id"] == late and overdue["period"] == "2026-Q4"
+        assert overdue["details"]["days_late"] == 2 and overdue["unit_path"] == [late]
+        assert await alerts(client, patient, type="round_overdue") == []  # 5 days of grace
+        assert await alerts(client, on_time, type="round_overdue") == []
+        await runtime.sweep_once()
+        assert len(await alerts(client, late, type="round_overdue")) == 1  # once
+
+        # Approved, late: the alert resolves as the event arrives.
+        await events.send(
+            review_round(late, due_on=today, state="approved", version=3, round_id=rounds[late]),
+            source="/cdt/scoring",
+        )
+
+        async def resolved() -> bool:
+            found = await alerts(client, late, type="round_overdue")
+            return [a["status"] for a in found] == ["resolved"]
+
+        await eventually(resolved, what="round_overdue resolved by the approval")
+        # an older version redelivered does not reopen it
+        await events.send(
+            review_round(late, due_on=today, state="open", version=1, round_id=rounds[late]),
+            source="/cdt/scoring",
+        )
+        await settle(runtime, events)
+        await runtime.sweep_once()
+        assert [a["status"] for a in await alerts(client, late, type="round_overdue")] == [
+            "resolved"
+        ]
     finally:
         clock.now = datetime.now(UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,16 +15,19 @@ from notifications.domain import (
     AlertCandidate,
     AlertChanges,
     OpenAlert,
+    ReviewRound,
     RuleOverride,
     ScoreEvaluation,
     ScoreState,
     TeamActivity,
     comparison_period,
+    evaluate_overdue_rounds,
     evaluate_score,
     evaluate_team_inactivity,
     inactive_team_key,
     next_score_state,
     resolve_rule,
+    round_overdue_key,
     score_alert_keys,
     score_conditions,
 )
@@ -469,3 +472,59 @@ def test_without_open_alerts_only_the_reached_targets_are_built_and_the_outcome_
         return [a.dedupe_key for a in evaluation.raised]
 
     assert judged(reached) == judged(None) == judged(everything)
+
+
+# --------------------------------------------------------------------------- round_overdue
+
+
+def review(state: str, *, due_on: date) -> ReviewRound:
+    return ReviewRound(
+        id=uuid4(),
+        level="province",
+        unit_code=PROVINCE,
+        period="2026-Q4",
+        criteria_set="default@1",
+        due_on=due_on,
+        state=state,
+        unit_path=(PROVINCE,),
+    )
+
+
+def test_a_round_is_overdue_after_its_due_day_and_grace_in_local_days() -> None:
+    # 17:30 UTC on the 11th is already the 12th in Vietnam
+    now = datetime(2026, 12, 11, 17, 30, tzinfo=UTC)
+    due_11, due_12 = (
+        review("open", due_on=date(2026, 12, 11)),
+        review("open", due_on=date(2026, 12, 12)),
+    )
+    changes = evaluate_overdue_rounds(
+        [due_11, due_12, review("approved", due_on=date(2026, 12, 1))],
+        rules=only("round_overdue"),
+        open_alerts=[],
+        now=now,
+    )
+    assert [c.details["round_id"] for c in changes.raised] == [str(due_11.id)]
+    graced = evaluate_overdue_rounds(
+        [due_11],
+        rules=only("round_overdue", round_overdue={"grace_days": 1}),
+        open_alerts=[],
+        now=now,
+    )
+    assert graced.raised == ()
+
+
+def test_an_overdue_round_resolves_when_approved_or_the_rule_is_off() -> None:
+    now = datetime(2026, 12, 20, tzinfo=UTC)
+    late = review("under_review", due_on=date(2026, 12, 10))
+    alert = OpenAlert(id=uuid4(), dedupe_key=round_overdue_key(late), details={})
+    still = evaluate_overdue_rounds(
+        [late], rules=only("round_overdue"), open_alerts=[alert], now=now
+    )
+    assert still == AlertChanges()  # raised once, kept
+    approved = replace(late, state="approved")
+    done = evaluate_overdue_rounds(
+        [approved], rules=only("round_overdue"), open_alerts=[alert], now=now
+    )
+    assert done.resolved == (alert.id,)
+    off = evaluate_overdue_rounds([late], rules=only(), open_alerts=[alert], now=now)
+    assert off.resolved == (alert.id,)
