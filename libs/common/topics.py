@@ -57,6 +57,8 @@ CONSUMER_GROUPS: dict[str, tuple[TopicSpec, ...]] = {
     # topics must not hold live activities back (each group is one consumer, one batch at a time).
     "scoring": (ACTIVITY_RECORDED, ACTIVITY_VOIDED),
     "scoring-roster": (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT),
+    # open suspicious-activity alerts keep a team out of commendation candidates
+    "scoring-alerts": (ALERT_RAISED,),
     "notifications": (
         TEAMS_TEAM,
         ACTIVITY_RECORDED,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -12,14 +14,18 @@ from common.envelope import Mirror
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
 from scoring import api
-from scoring.adapters import service_tables
-from scoring.handlers import scoring_handler
+from scoring.adapters import keep_score_history, service_tables
+from scoring.handlers import alert_flags_handler, scoring_handler
+from scoring.settings import ScoringSettings
 from scoring.use_cases import ScorePublisher, rebuild_if_missing
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+HISTORY_UPKEEP_SECONDS = 3600
+log = logging.getLogger(__name__)
 ACTIVITY_GROUP = "scoring"
 ROSTER_GROUP = "scoring-roster"
 GROUPS = (ACTIVITY_GROUP, ROSTER_GROUP)
+ALERTS_GROUP = "scoring-alerts"
 SCORE_LATEST_MIRROR = Mirror.of(ScoreUpdated, ScoreLatest)
 
 
@@ -31,15 +37,21 @@ class ScoringRuntime(ServiceRuntime):
             settings=settings,
             tables=service_tables,
             migrations_dir=MIGRATIONS,
-            # Two consumers, one batch handler: a roster batch (a registry import brings
-            # thousands) runs beside the activity batches instead of ahead of them. They share
-            # teams the way two workers do: every batch locks its teams first, in id order.
-            consumers=[ConsumerSpec.declared(group, handler=scoring_handler()) for group in GROUPS],
+            # Activities and the roster in two consumers, one batch handler: a roster batch (a
+            # registry import brings thousands) runs beside the activity batches instead of
+            # ahead of them. They share teams the way two workers do: every batch locks its
+            # teams first, in id order. A third keeps the teams flagged by suspicious activity.
+            consumers=[
+                *(ConsumerSpec.declared(group, handler=scoring_handler()) for group in GROUPS),
+                ConsumerSpec.declared(ALERTS_GROUP, handler=alert_flags_handler()),
+            ],
             # One outbox row per score: the relay sends it to the history topic and, as a
             # ScoreLatest, to the compacted one.
             mirrors=[SCORE_LATEST_MIRROR],
         )
         self.publisher = ScorePublisher(self, interval=publish_interval)
+        scoring = settings if isinstance(settings, ScoringSettings) else ScoringSettings()
+        self.history_months = scoring.history_months
 
     async def start(self, *, workers: bool) -> None:
         if workers:
@@ -50,11 +62,23 @@ class ScoringRuntime(ServiceRuntime):
         await super().start(workers=workers)
         if workers:
             self._spawn("score-publisher", self.publisher.run)
+            self._spawn("score-history-partitions", self._keep_history)
 
     async def _rebuild_if_missing(self) -> None:
         async with self.unit_of_work() as uow:
             if await rebuild_if_missing(uow.session) is not None:
                 await uow.commit()
+
+    async def _keep_history(self) -> None:
+        """Every hour: next month's partition of `score_history` made, expired ones dropped."""
+        while not self.draining:
+            try:
+                async with self.unit_of_work() as uow:
+                    await keep_score_history(uow.session, months=self.history_months)
+                    await uow.commit()
+            except Exception:
+                log.exception("score history upkeep failed; retrying in an hour")
+            await asyncio.sleep(HISTORY_UPKEEP_SECONDS)
 
     async def stop(self) -> None:
         self.publisher.stop()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.consumer import Handler
 from common.contracts.activities import ActivityRecorded, ActivityVoided
+from common.contracts.notifications import AlertRaised
 from common.contracts.teams import AdminUnitChanged, MemberChanged, TeamChanged, UnitPath
 from common.contracts.wire import (
     ActivityRecordedWire,
@@ -367,6 +368,35 @@ def _state_dirty(deltas: Deltas, *, now: datetime) -> list[tuple[str, str]]:
         for stype, sid in deltas.state_touched
         if any((stype, sid, period) not in deltas.touched for period in periods)
     ]
+
+
+async def apply_alerts(session: AsyncSession, alerts: Sequence[AlertRaised]) -> None:
+    """Keep the teams that unresolved suspicious-activity alerts name (in the batch's order:
+    an alert's events share its partition, so one raised and resolved in a batch ends
+    resolved)."""
+    raised: list[tuple[UUID, str, str | None, datetime]] = []
+    resolved: list[UUID] = []
+    for alert in alerts:
+        if alert.alert_type != "suspicious_activity":
+            continue
+        if alert.status == "resolved":
+            resolved.append(alert.id)
+            continue
+        team = domain.flagged_team(
+            subject_type=alert.subject_type, subject_id=alert.subject_id, details=alert.details
+        )
+        if team is not None:
+            check = alert.details.get("check")
+            raised.append((alert.id, team, str(check) if check else None, alert.raised_at))
+    await adapters.save_flags(session, raised=raised, resolved=resolved)
+
+
+def alert_flags_handler() -> Handler:
+    async def handle(uow: UnitOfWork, events: Sequence[InboundEvent]) -> None:
+        alerts = [e.parse(AlertRaised) for e in events if e.type == AlertRaised.CE_TYPE]
+        await apply_alerts(uow.session, alerts)
+
+    return handle
 
 
 def scoring_handler() -> Handler:

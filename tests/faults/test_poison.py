@@ -36,6 +36,7 @@ CONTRACTS: list[type[EventContract]] = [
     activities.ActivityVoided,
     activities.PartnerChanged,
     scoring.ScoreUpdated,
+    scoring.EvaluationRoundChanged,
     notifications.AlertRaised,
 ]
 # Event types a group reads a topic for but does not handle are skipped, not dead-lettered:

@@ -42,6 +42,7 @@ from scoring.adapters.facts import (
     save_fact_states,
     teams_in_unit,
 )
+from scoring.adapters.flags import save_flags
 from scoring.adapters.marks import (
     BACKGROUND_SHARE,
     DirtyMarks,
@@ -74,6 +75,7 @@ from scoring.adapters.roster import (
 )
 from scoring.adapters.rounds import (
     approvals_of,
+    candidate_rows,
     freeze_snapshot,
     frozen_score,
     get_round,
@@ -94,8 +96,10 @@ from scoring.adapters.rounds import (
 from scoring.adapters.scoreboard import (
     Family,
     Group,
+    keep_score_history,
     ranking_rows,
     score_row,
+    score_versions,
     sibling_ranks,
     subject_exists,
     upsert_scores,
@@ -129,6 +133,7 @@ from scoring.adapters.tables import (
     subject_names,
     subjects,
     targets,
+    team_flags,
     team_state,
 )
 
@@ -155,6 +160,7 @@ __all__ = [
     "approvals_of",
     "campaign_lengths",
     "campaigns",
+    "candidate_rows",
     "columns_of",
     "count_live_facts",
     "create_recompute_job",
@@ -176,6 +182,7 @@ __all__ = [
     "insert_campaign",
     "insert_criteria_set",
     "insert_round",
+    "keep_score_history",
     "key_string",
     "late_changes",
     "list_campaign_rows",
@@ -211,10 +218,12 @@ __all__ = [
     "round_transitions",
     "save_admin_units",
     "save_fact_states",
+    "save_flags",
     "save_names",
     "save_roster",
     "schedule_rows",
     "score_row",
+    "score_versions",
     "scores",
     "service_tables",
     "sibling_ranks",
@@ -227,6 +236,7 @@ __all__ = [
     "take_dirty",
     "targets",
     "targets_for",
+    "team_flags",
     "team_state",
     "team_state_rows",
     "teams_in_unit",

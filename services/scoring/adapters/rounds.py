@@ -24,7 +24,13 @@ from scoring.adapters.tables import (
 )
 from scoring.domain import NATIONAL_ID
 from scoring.domain.reports import LEVELS_TOP_DOWN, Coverage, ReportRow, ReportScope, Summary
-from scoring.domain.rounds import EvaluationRound, RoundKey, RoundState, Transition
+from scoring.domain.rounds import (
+    CommendationRule,
+    EvaluationRound,
+    RoundKey,
+    RoundState,
+    Transition,
+)
 
 
 def _round_of(row: RowMapping) -> EvaluationRound:
@@ -513,5 +519,42 @@ async def schedule_rows(
     """(unit_code, name, round_id, state, due_on, approvals, approved_at) for every unit."""
     result = await session.execute(
         _SCHEDULE, {"level": level, "period": period, "criteria_set": criteria_set}
+    )
+    return list(result.mappings())
+
+
+# The best subjects of a level under a round's unit, from its snapshot (or live before any),
+# by score then code, with the rule's floors; flagged teams left out when the rule says so.
+_CANDIDATES = text(
+    """
+    SELECT r.subject_type, r.subject_id, r.code, r.name, r.parent_code, r.parent_name,
+           r.score, r.rank, r.rank_of,
+           CAST(r.indicators::jsonb ->> 'activities' AS float8) AS activities
+    FROM scoring.round_snapshots r
+    WHERE r.round_id = :round_id AND r.approval = :approval AND r.subject_type = :level
+      AND r.score >= :min_score
+      AND coalesce(CAST(r.indicators::jsonb ->> 'activities' AS float8), 0) >= :min_activities
+      AND NOT (CAST(:exclude_flagged AS boolean) AND r.subject_type = 'team' AND EXISTS (
+            SELECT 1 FROM scoring.team_flags f WHERE f.team_id = r.subject_id))
+    ORDER BY r.score DESC, r.code, r.subject_id
+    LIMIT :top
+    """
+)
+
+
+async def candidate_rows(
+    session: AsyncSession, *, round_id: UUID, approval: int, level: str, rule: CommendationRule
+) -> list[RowMapping]:
+    result = await session.execute(
+        _CANDIDATES,
+        {
+            "round_id": round_id,
+            "approval": approval,
+            "level": level,
+            "min_score": rule.min_score,
+            "min_activities": rule.min_activities,
+            "exclude_flagged": rule.exclude_flagged,
+            "top": rule.top,
+        },
     )
     return list(result.mappings())

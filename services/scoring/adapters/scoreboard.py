@@ -19,7 +19,8 @@ from scoring.domain import SubjectPeriod
 async def upsert_scores(
     session: AsyncSession, rows: Sequence[dict[str, Any]], *, computed_at: datetime
 ) -> dict[tuple[str, str, str, str], tuple[int, datetime | None]]:
-    """Store computed scores with their ranks; each stored change bumps the version by one.
+    """Store computed scores with their ranks; each stored change bumps the version by one,
+    and every version is kept in `score_history`.
 
     One `unnest` statement (a multi-VALUES insert of thousands of rows was bind-bound).
     """
@@ -31,6 +32,7 @@ async def upsert_scores(
     result = await session.execute(
         text(
             """
+            WITH stored AS (
             INSERT INTO scoring.scores AS s
                 (subject_type, subject_id, period, criteria_set, score, max_score, components,
                  indicators, rank, rank_of, version, as_of_event_time, computed_at)
@@ -51,7 +53,18 @@ async def upsert_scores(
                 version = s.version + 1,
                 as_of_event_time = greatest(s.as_of_event_time, excluded.as_of_event_time),
                 computed_at = excluded.computed_at
-            RETURNING subject_type, subject_id, period, criteria_set, version, as_of_event_time
+            RETURNING s.*
+            ), kept AS (
+              -- every published version, in the same transaction (`score_history`, by month)
+              INSERT INTO scoring.score_history (subject_type, subject_id, period, criteria_set,
+                  version, score, max_score, rank, rank_of, components, indicators,
+                  as_of_event_time, computed_at)
+              SELECT subject_type, subject_id, period, criteria_set, version, score, max_score,
+                     rank, rank_of, components, indicators, as_of_event_time, computed_at
+              FROM stored
+            )
+            SELECT subject_type, subject_id, period, criteria_set, version, as_of_event_time
+            FROM stored
             """
         ),
         {
@@ -282,3 +295,43 @@ async def ranking_rows(
             },
         )
     ).all()
+
+
+async def keep_score_history(session: AsyncSession, *, months: int) -> None:
+    """This month's and next month's partitions of `score_history` exist; older than `months`
+    are dropped."""
+    await session.execute(text("SELECT scoring.keep_score_history(:months)"), {"months": months})
+
+
+async def score_versions(
+    session: AsyncSession,
+    *,
+    key: SubjectPeriod,
+    criteria_set: str,
+    before_version: int | None,
+    limit: int,
+) -> list[RowMapping]:
+    """The kept versions of a subject-period's score, newest first."""
+    result = await session.execute(
+        text(
+            """
+            SELECT version, score, max_score, rank, rank_of, components, indicators,
+                   as_of_event_time, computed_at
+            FROM scoring.score_history
+            WHERE subject_type = :st AND subject_id = :sid AND period = :period
+              AND criteria_set = :cs
+              AND (CAST(:before AS integer) IS NULL OR version < CAST(:before AS integer))
+            ORDER BY version DESC
+            LIMIT :limit
+            """
+        ),
+        {
+            "st": key.subject_type,
+            "sid": key.subject_id,
+            "period": key.period,
+            "cs": criteria_set,
+            "before": before_version,
+            "limit": limit,
+        },
+    )
+    return list(result.mappings())

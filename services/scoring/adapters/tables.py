@@ -370,6 +370,18 @@ round_snapshots = Table(
     Column("score_version", Integer),  # the live score's version then: later changes are counted
 )
 
+# Teams named by an unresolved suspicious-activity alert (notifications.alert-raised.v1): one row
+# per alert, deleted when it resolves. They are left out of commendation candidates.
+team_flags = Table(
+    "team_flags",
+    metadata,
+    Column("alert_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("team_id", key_string(64), nullable=False),
+    Column("check_name", String(64)),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Index("ix_team_flags_team", "team_id"),
+)
+
 LEVEL_COLUMNS = ("province", "district", "commune", "village")
 
 

@@ -11,6 +11,7 @@ import io
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from scoring.domain.reports import (
     SUMMARY_HEADERS,
     SUMMARY_SHEET,
     Column,
+    Label,
     Language,
     ReportRow,
     Summary,
@@ -101,9 +103,11 @@ async def xlsx_file(
     language: Language,
     summary: Summary,
     title: str,
+    appendix: Appendix | None = None,
 ) -> str:
     """The workbook written to a temporary file (its path returned; the caller removes it).
-    XlsxWriter's constant-memory mode flushes each row as it is written."""
+    XlsxWriter's constant-memory mode flushes each row as it is written. `appendix`: one
+    more sheet after the levels (a round's commendation candidates)."""
     handle, path = tempfile.mkstemp(prefix="cdt-report-", suffix=".xlsx")
     os.close(handle)
     try:
@@ -131,11 +135,32 @@ async def xlsx_file(
                     if cell is not None:
                         writers[index](line, index, cell)
                 line += 1
+        if appendix is not None:
+            _appendix_sheet(book, appendix, language=language, bold=bold)
         await asyncio.to_thread(book.close)
     except BaseException:
         os.unlink(path)
         raise
     return path
+
+
+@dataclass(frozen=True)
+class Appendix:
+    sheet: Label
+    columns: Sequence[Column]
+    rows: Sequence[Sequence[object]]
+
+
+def _appendix_sheet(
+    book: xlsxwriter.Workbook, appendix: Appendix, *, language: Language, bold: Any
+) -> None:
+    sheet = book.add_worksheet(appendix.sheet.in_(language)[:31])
+    for index, column in enumerate(appendix.columns):
+        sheet.set_column(index, index, column.width)
+        sheet.write_string(0, index, column.label.in_(language), bold)
+    sheet.freeze_panes(1, 0)
+    for line, cells in enumerate(appendix.rows, start=1):
+        _write_row(sheet, line, cells)
 
 
 def _summary_sheet(

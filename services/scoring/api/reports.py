@@ -69,6 +69,7 @@ async def report_response(
     summary: Summary,
     head: dict[str, Any],
     filename: str,
+    appendix: render.Appendix | None = None,
 ) -> Response:
     """The report in the asked format and language, its rows streamed from the database."""
     language = language_of(accept_language)
@@ -94,7 +95,12 @@ async def report_response(
         headers.pop("Content-Disposition")
         return StreamingResponse(body, media_type=MEDIA_TYPES["json"], headers=headers)
     path = await render.xlsx_file(
-        rows(), criteria=criterion_ids, language=language, summary=summary, title=filename
+        rows(),
+        criteria=criterion_ids,
+        language=language,
+        summary=summary,
+        title=filename,
+        appendix=appendix,
     )
     return FileResponse(
         path,

@@ -4,6 +4,7 @@ history; its report as the latest (or an earlier) approval froze it."""
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -30,6 +31,7 @@ from scoring.api.reports import (
     MEDIA_TYPES,
     AcceptLanguage,
     FormatQuery,
+    RowLevelParam,
     RowsQuery,
     UnitLevelParam,
     levels_under,
@@ -37,13 +39,22 @@ from scoring.api.reports import (
 )
 from scoring.domain import local_time
 from scoring.domain.reports import (
+    CANDIDATE_COLUMNS,
+    CANDIDATES_SHEET,
+    LEVEL_LABELS,
     SCHEDULE_COLUMNS,
     SCHEDULE_SHEET,
     SCHEDULE_STATUS_LABELS,
     ReportScope,
     language_of,
 )
-from scoring.domain.rounds import MAX_REASON_LENGTH, RoundAction, RoundState, TransitionRefused
+from scoring.domain.rounds import (
+    MAX_REASON_LENGTH,
+    CommendationRule,
+    RoundAction,
+    RoundState,
+    TransitionRefused,
+)
 from scoring.use_cases import rounds
 
 router = APIRouter(prefix="/evaluation-rounds", tags=["evaluation rounds"])
@@ -279,6 +290,21 @@ async def get_round_report(
         if chosen is not None
         else await adapters.unit_summary(uow.session, level=found.level, unit_code=found.unit_code)
     )
+    appendix = None
+    if chosen is not None and report_format == "xlsx":
+        language = language_of(accept_language)
+        teams = await rounds.candidates(
+            uow.session, found, level="team", rule=DEFAULT_RULE, approval=chosen
+        )
+        appendix = render.Appendix(
+            sheet=CANDIDATES_SHEET,
+            columns=CANDIDATE_COLUMNS,
+            rows=[
+                [LEVEL_LABELS[t["level"]].in_(language)]
+                + [t[column.key] for column in CANDIDATE_COLUMNS[1:]]
+                for t in teams
+            ],
+        )
     return await report_response(
         runtime,
         scope=scope,
@@ -286,6 +312,7 @@ async def get_round_report(
         report_format=report_format,
         accept_language=accept_language,
         summary=summary,
+        appendix=appendix,
         head={
             "level": found.level,
             "unit_code": found.unit_code,
@@ -296,6 +323,55 @@ async def get_round_report(
         filename=f"cdt-round-{found.level}-{found.unit_code}-{found.period}"
         + (f"-approval-{chosen}" if chosen else "-live"),
     )
+
+
+DEFAULT_RULE = CommendationRule()
+
+
+@router.get(
+    "/{round_id}/candidates",
+    responses={404: {"description": "no such round"}, 409: {"description": "not approved"}},
+)
+async def get_candidates(
+    *,
+    round_id: RoundIdPath,
+    uow: UowDep,
+    level: RowLevelParam = "team",
+    top: Annotated[int, Query(ge=1, le=500)] = DEFAULT_RULE.top,
+    min_score: Annotated[float, Query(ge=0, le=100)] = DEFAULT_RULE.min_score,
+    min_activities: Annotated[int, Query(ge=0, le=1_000_000)] = DEFAULT_RULE.min_activities,
+    exclude_flagged: bool = DEFAULT_RULE.exclude_flagged,
+    approval: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> dict[str, Any]:
+    """Commendation candidates from the round's snapshot: the best `top` subjects of `level`
+    under its unit with at least `min_score` points and `min_activities` activities, teams
+    with an unresolved suspicious-activity alert left out (unless `exclude_flagged=false`)."""
+    found = await adapters.get_round(uow.session, round_id)
+    if found is None:
+        raise _no_round(round_id)
+    if approval is not None and approval > found.approvals:
+        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {approval}.")
+    rule = CommendationRule(
+        top=top,
+        min_score=min_score,
+        min_activities=min_activities,
+        exclude_flagged=exclude_flagged,
+    )
+    try:
+        items = await rounds.candidates(
+            uow.session, found, level=level, rule=rule, approval=approval
+        )
+    except rounds.NotApproved as error:
+        raise ProblemError(
+            409, "Conflict", f"Round {round_id} has not been approved: nothing is frozen yet."
+        ) from error
+    return {
+        "round_id": found.id,
+        "approval": approval or found.approvals,
+        "level": level,
+        "rule": asdict(rule),
+        "items": items,
+    }
 
 
 def _no_round(round_id: UUID) -> ProblemError:

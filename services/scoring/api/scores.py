@@ -339,6 +339,42 @@ async def get_score(
 
 
 @router.get(
+    "/scores/{subject_type}/{subject_id}/history",
+    responses={404: {"description": "unknown subject"}},
+)
+async def get_score_history(
+    subject_type: SubjectTypeParam,
+    subject_id: Annotated[str, Path(max_length=64)],
+    *,
+    uow: UowDep,
+    period: PeriodParam,
+    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
+    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^\d+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    """How the score moved: every published version (newest first), each as it was
+    published, kept for `SCORING_HISTORY_MONTHS`."""
+    check_period(period)
+    await _require_subject(uow, subject_type, subject_id)
+    chosen = criteria_set or (await adapters.active_criteria_set(uow.session)).version
+    rows = await adapters.score_versions(
+        uow.session,
+        key=SubjectPeriod(subject_type, subject_id, period),
+        criteria_set=chosen,
+        before_version=int(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    return {
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "period": period,
+        "criteria_set": chosen,
+        "items": [dict(row) for row in rows[:limit]],
+        "next_cursor": str(rows[limit - 1]["version"]) if len(rows) > limit else None,
+    }
+
+
+@router.get(
     "/indicators/{subject_type}/{subject_id}",
     responses={404: {"description": "unknown subject"}},
 )

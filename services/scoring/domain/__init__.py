@@ -431,6 +431,18 @@ def on_voided(state: FactState | None) -> tuple[FactState, int]:
 # --------------------------------------------------------------------------- roster (teams)
 
 
+def flagged_team(
+    *, subject_type: str, subject_id: str, details: Mapping[str, object]
+) -> str | None:
+    """The team a suspicious-activity alert names: its subject, or a member's team. An alert on
+    a household names no team (it counts the teams, it does not list them)."""
+    if subject_type == "team":
+        return subject_id
+    if subject_type == "member" and details.get("team_id"):
+        return str(details["team_id"])
+    return None
+
+
 @dataclass(frozen=True)
 class SubjectName:
     """A team's or unit's code and name as the teams topics last told them (reports show them);

@@ -111,3 +111,15 @@ def schedule_status(
     if state is RoundState.APPROVED and approved_on is not None:
         return ScheduleStatus.ON_TIME if approved_on <= due_on else ScheduleStatus.LATE
     return ScheduleStatus.OVERDUE if today > due_on else ScheduleStatus.PENDING
+
+
+@dataclass(frozen=True)
+class CommendationRule:
+    """Who may be proposed for commendation (khen thưởng) from a round: the best `top` subjects
+    of a level by score, each with at least `min_score` points and `min_activities`
+    activities in the period, and, for teams, no unresolved suspicious-activity alert."""
+
+    top: int = 10
+    min_score: float = 50.0
+    min_activities: int = 1
+    exclude_flagged: bool = True

@@ -19,6 +19,7 @@ from common.envelope import OutboundEvent
 from scoring import adapters
 from scoring.domain import local_time
 from scoring.domain.rounds import (
+    CommendationRule,
     EvaluationRound,
     RoundAction,
     RoundKey,
@@ -271,3 +272,39 @@ async def schedule(
         "reporting_rate": round(counts["on_time"] / len(units), 4) if units else None,
         "items": units,
     }
+
+
+class NotApproved(ValueError):
+    """Candidates come from an approved round's snapshot."""
+
+
+async def candidates(
+    session: AsyncSession,
+    evaluation_round: EvaluationRound,
+    *,
+    level: str,
+    rule: CommendationRule,
+    approval: int | None = None,
+) -> list[dict[str, Any]]:
+    """The commendation candidates of `level` under the round's unit, by `rule`, from its
+    latest (or `approval`-th) snapshot."""
+    chosen = approval or evaluation_round.approvals
+    if chosen < 1:
+        raise NotApproved(f"round {evaluation_round.id} has not been approved")
+    rows = await adapters.candidate_rows(
+        session, round_id=evaluation_round.id, approval=chosen, level=level, rule=rule
+    )
+    return [
+        {
+            "level": row["subject_type"],
+            "code": row["code"],
+            "name": row["name"],
+            "parent_code": row["parent_code"],
+            "parent_name": row["parent_name"],
+            "score": row["score"],
+            "rank": row["rank"],
+            "rank_of": row["rank_of"],
+            "activities": int(row["activities"] or 0),
+        }
+        for row in rows
+    ]

@@ -13,9 +13,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import openpyxl
+from sqlalchemy import text
 
+from common.contracts.notifications import AlertRaised
 from common.contracts.teams import AdminUnitChanged
 from common.topics import EVALUATION_ROUND
+from scoring import adapters
 from tests.helpers import OPERATOR, eventually, read_topic
 from tests.integration.scoring.conftest import produce, wait_processed
 from tests.unit.scoring import factory
@@ -340,3 +343,123 @@ async def test_the_schedule_shows_who_approved_on_time_late_or_not_at_all(
     assert (
         statuses[codes["late"]] == "Trễ hạn" and statuses[codes["missing"]] == "Chưa mở kỳ đánh giá"
     )
+
+
+async def test_commendation_candidates_leave_out_teams_under_a_suspicious_activity_alert(
+    scoring: Any, producer: Any
+) -> None:
+    client, runtime = scoring
+    world = await _province_with_two_teams(producer, runtime)
+    province = world["province"]
+    await _scored(client, "province", province, activities=3)
+    for team in world["teams"]:
+        await _scored(client, "team", str(team), activities=2 if team == world["teams"][0] else 1)
+    opened = await client.post(
+        "/v1/evaluation-rounds",
+        json={"level": "province", "unit_code": province, "period": PERIOD, "due_on": "2026-12-10"},
+        headers=OPERATOR,
+    )
+    round_id = opened.json()["id"]
+    params = {"min_score": 0, "min_activities": 1}
+    early = await client.get(f"/v1/evaluation-rounds/{round_id}/candidates", params=params)
+    assert early.status_code == 409
+    for action in ("submit", "approve"):
+        await client.post(f"/v1/evaluation-rounds/{round_id}:{action}", headers=OPERATOR)
+
+    async def candidates(**extra: Any) -> list[str]:
+        reply = await client.get(
+            f"/v1/evaluation-rounds/{round_id}/candidates", params={**params, **extra}
+        )
+        assert reply.status_code == 200, reply.text
+        return [item["name"] for item in reply.json()["items"]]
+
+    both = ["Tổ CNSCĐ Ấp 1", "Tổ CNSCĐ Ấp 2"]
+    assert sorted(await candidates()) == both
+    assert await candidates(min_activities=2) == ["Tổ CNSCĐ Ấp 1"]
+
+    flagged = world["teams"][1]
+    alert = AlertRaised(
+        id=uuid.uuid4(),
+        alert_type="suspicious_activity",
+        dedupe_key=f"suspicious_activity|member:{uuid.uuid4()}#visits_per_day|2026-11-20",
+        subject_type="member",
+        subject_id=str(uuid.uuid4()),
+        status="open",
+        summary="A member logged 90 household visits on 2026-11-20 (plausible: at most 40).",
+        details={"check": "visits_per_day", "team_id": str(flagged)},
+        raised_at=datetime.now(UTC),
+    )
+    await produce(producer, alert)
+
+    async def left_out() -> bool:
+        return await candidates() == ["Tổ CNSCĐ Ấp 1"]
+
+    await eventually(left_out, timeout=20, what="the flagged team left out")
+    assert sorted(await candidates(exclude_flagged="false")) == both
+    workbook = _cells(await _report(client, round_id, "xlsx"))
+    assert list(workbook)[-1] == "Đề xuất khen thưởng"
+    assert workbook["Đề xuất khen thưởng"][0][:3] == ("Cấp", "Mã", "Tên")
+
+    await produce(producer, alert.model_copy(update={"status": "resolved"}))
+
+    async def back() -> bool:
+        return sorted(await candidates()) == both
+
+    await eventually(back, timeout=20, what="the team back once the alert resolved")
+
+
+async def test_every_published_version_is_kept_and_old_months_expire(
+    scoring: Any, producer: Any
+) -> None:
+    client, runtime = scoring
+    province = f"H{uuid.uuid4().hex[:6]}"
+    team_id = uuid.uuid4()
+    place = factory.path(province, f"{province}-C1", f"{province}-C1-V1")
+    await wait_processed(
+        runtime, await produce(producer, factory.team(team_id=team_id, unit_path=place))
+    )
+    for expected in (1, 2):
+        await wait_processed(
+            runtime, await produce(producer, factory.activity(team_id=team_id, unit_path=place))
+        )
+        await _scored(client, "team", str(team_id), activities=expected)
+    latest = await _scored(client, "team", str(team_id), activities=2)
+
+    reply = await client.get(f"/v1/scores/team/{team_id}/history", params={"period": PERIOD})
+    assert reply.status_code == 200, reply.text
+    versions = reply.json()["items"]
+    assert [v["version"] for v in versions] == sorted(
+        {v["version"] for v in versions}, reverse=True
+    )
+    assert versions[0]["version"] == latest["version"] and versions[0]["score"] == latest["score"]
+    assert [v["indicators"]["activities"] for v in versions][:1] == [2]
+    assert 1 in [v["indicators"].get("activities") for v in versions]
+    first_page = await client.get(
+        f"/v1/scores/team/{team_id}/history", params={"period": PERIOD, "limit": 1}
+    )
+    rest = await client.get(
+        f"/v1/scores/team/{team_id}/history",
+        params={"period": PERIOD, "cursor": first_page.json()["next_cursor"]},
+    )
+    assert [v["version"] for v in first_page.json()["items"] + rest.json()["items"]] == [
+        v["version"] for v in versions
+    ]
+
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "CREATE TABLE scoring.score_history_200001 PARTITION OF scoring.score_history "
+                "FOR VALUES FROM ('2000-01-01') TO ('2000-02-01')"
+            )
+        )
+        await adapters.keep_score_history(session, months=24)
+        parts = set(
+            await session.scalars(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'scoring.score_history'::regclass"
+                )
+            )
+        )
+    month = datetime.now(UTC).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%Y%m")
+    assert f"score_history_{month}" in parts and "score_history_200001" not in parts

@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from scoring.domain import flagged_team
 from scoring.domain.reports import INDICATOR_COLUMNS, Language, language_of, report_columns
 from scoring.domain.rounds import (
     RoundAction,
@@ -99,3 +100,10 @@ def test_where_a_unit_stands_with_its_review(
         today=day(today),
     )
     assert status is expected
+
+
+def test_the_team_a_suspicious_activity_alert_names() -> None:
+    assert flagged_team(subject_type="team", subject_id="t1", details={}) == "t1"
+    assert flagged_team(subject_type="member", subject_id="m1", details={"team_id": "t2"}) == "t2"
+    assert flagged_team(subject_type="member", subject_id="m1", details={}) is None
+    assert flagged_team(subject_type="household", subject_id="h", details={"teams": 4}) is None
