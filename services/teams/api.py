@@ -48,7 +48,9 @@ from teams.domain import (
     team_health,
 )
 from teams.rows import (
+    MEMBER_COLUMNS,
     PHONE_PATTERN,
+    TEAM_COLUMNS,
     MemberRow,
     TeamRow,
     normalise_phone,
@@ -69,8 +71,6 @@ DecisionNo = Annotated[
 Phone = Annotated[
     Annotated[str, Field(pattern=PHONE_PATTERN)] | None, BeforeValidator(normalise_phone)
 ]
-TEAM_COLUMNS = frozenset(TeamRow.model_fields)
-MEMBER_COLUMNS = frozenset(MemberRow.model_fields)
 
 
 class TeamCreate(BaseModel):

@@ -20,7 +20,7 @@ from common.runtime import ServiceRuntime
 from common.text import NameText
 from teams.adapters import Page, partners_by_lookup
 from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
-from teams.rows import BodyFormatError, media_kind, raw_records
+from teams.rows import BodyFormatError, ColumnSet, media_kind, raw_records
 from teams.settings import TeamsSettings
 from teams.use_cases import BatchApplier, M, run_bulk
 
@@ -158,7 +158,7 @@ async def stream_bulk(
     request: Request,
     runtime: ServiceRuntime,
     *,
-    columns: frozenset[str],
+    columns: ColumnSet,
     schema: type[M],
     apply: BatchApplier[M],
 ) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from teams.api_common import (
     stream_bulk,
 )
 from teams.domain import AdminUnit, DomainError
-from teams.rows import UnitRow
+from teams.rows import UNIT_COLUMNS, UnitRow
 from teams.units_source import SOURCE_NAME, current_units, package_version
 from teams.use_cases import apply_units, merge_units, reparent_unit, split_unit
 
@@ -40,7 +40,6 @@ UnitCode = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ]
 MAX_IMPORT_JSON_BYTES = 4_096
-UNIT_COLUMNS = frozenset(UnitRow.model_fields)
 
 
 class UnitOut(BaseModel):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from teams.bootstrap import build_runtime
-from teams.rows import BodyFormatError, BulkReport, UnitRow, raw_records
+from teams.rows import UNIT_COLUMNS, BodyFormatError, BulkReport, UnitRow, raw_records
 from teams.settings import TeamsSettings
 from teams.use_cases import apply_units, run_bulk
 
@@ -68,7 +68,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"importing {path} as {kind} ...", file=sys.stderr, flush=True)
         report = await run_bulk(
             runtime,
-            raw_records(_chunks(path), kind=kind, columns=frozenset(UnitRow.model_fields)),
+            raw_records(_chunks(path), kind=kind, columns=UNIT_COLUMNS),
             schema=UnitRow,
             apply=apply_units,
             batch_size=TeamsSettings().bulk_batch_size,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import AsyncIterator, Iterator
+import unicodedata
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -99,6 +100,68 @@ class MemberRow(RowModel):
     training_completed_on: OptionalDate = None
 
 
+def header_key(name: str) -> str:
+    """A column name as compared: NFC, case-folded, spaces collapsed (so "Họ và tên" and
+    "họ và  TÊN" are one column)."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+@dataclass(frozen=True)
+class ColumnSet:
+    """The columns a bulk file may have: the row schema's field names, and the Vietnamese
+    headers people write in a spreadsheet (`HEADERS_VI`), each naming one field."""
+
+    fields: frozenset[str]
+    aliases: Mapping[str, str] = field(default_factory=dict)  # header_key(alias) -> field
+
+    @classmethod
+    def of(cls, schema: type[BaseModel], aliases: Mapping[str, str] = {}) -> ColumnSet:
+        return cls(
+            fields=frozenset(schema.model_fields),
+            aliases={header_key(alias): name for alias, name in aliases.items()},
+        )
+
+    def field_of(self, header: str) -> str | None:
+        key = header_key(header)
+        return key if key in self.fields else self.aliases.get(key)
+
+
+# Vietnamese column headers of each import (the templates in docs/templates/ use them).
+UNIT_HEADERS_VI = {
+    "Mã đơn vị": "code",
+    "Tên đơn vị": "name",
+    "Cấp": "level",
+    "Mã đơn vị cấp trên": "parent_code",
+    "Hiệu lực từ ngày": "valid_from",
+    "Hiệu lực đến ngày": "valid_to",
+}
+TEAM_HEADERS_VI = {
+    "Mã tổ": "code",
+    "Tên tổ": "name",
+    "Mã đơn vị": "unit_code",
+    "Ngày thành lập": "established_on",
+    "Số quyết định": "decision_no",
+}
+MEMBER_HEADERS_VI = {
+    "Mã thành viên": "code",
+    "Mã tổ": "team_code",
+    "Họ và tên": "full_name",
+    "Vai trò": "role",
+    "Thành phần": "affiliation",
+    "Tên doanh nghiệp": "enterprise_name",
+    "Số điện thoại": "phone",
+    "Ngày tham gia": "joined_on",
+    "Ngày rời tổ": "left_on",
+    "Khóa tập huấn": "training_course",
+    "Ngày hoàn thành tập huấn": "training_completed_on",
+}
+
+
+UNIT_COLUMNS = ColumnSet.of(UnitRow, UNIT_HEADERS_VI)
+TEAM_COLUMNS = ColumnSet.of(TeamRow, TEAM_HEADERS_VI)
+MEMBER_COLUMNS = ColumnSet.of(MemberRow, MEMBER_HEADERS_VI)
+
+
 @dataclass(frozen=True)
 class RowError:
     row: int
@@ -114,14 +177,22 @@ class RawRecord:
     row: int
     data: dict[str, Any] | None
     error: str | None = None
+    # field -> the column as the file calls it, so errors name what the person wrote
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def row_errors(row: int, exc: ValidationError) -> list[RowError]:
+def row_errors(
+    row: int, exc: ValidationError, *, headers: Mapping[str, str] | None = None
+) -> list[RowError]:
     # pydantic messages name the rule, never the rejected value (phones must not be echoed).
-    return [
-        RowError(row=row, field=".".join(str(p) for p in err["loc"]) or None, message=err["msg"])
-        for err in exc.errors(include_input=False, include_url=False)
-    ]
+    named = headers or {}
+    errors = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        if loc:
+            loc[0] = named.get(loc[0], loc[0])
+        errors.append(RowError(row=row, field=".".join(loc) or None, message=err["msg"]))
+    return errors
 
 
 def media_kind(content_type: str | None) -> Literal["csv", "ndjson"]:
@@ -196,10 +267,11 @@ class RecordSplitter:
 class RecordParser:
     """Records (text) to numbered raw rows (dicts), per format."""
 
-    def __init__(self, kind: Literal["csv", "ndjson"], *, columns: frozenset[str]) -> None:
+    def __init__(self, kind: Literal["csv", "ndjson"], *, columns: ColumnSet) -> None:
         self.kind = kind
         self._columns = columns
         self._header: list[str] | None = None
+        self._written: dict[str, str] = {}
         self._row = 0
 
     def parse(self, record: str | None) -> RawRecord | None:
@@ -222,12 +294,14 @@ class RecordParser:
             names = next(csv.reader([record], strict=True))
         except csv.Error as exc:  # e.g. a stray carriage return or quote in the header
             raise BodyFormatError("Malformed CSV header line.") from exc
-        header = [name.strip().lower() for name in names]
-        unknown = sorted(set(header) - self._columns)
+        fields = [self._columns.field_of(name) for name in names]
+        unknown = [name.strip() for name, found in zip(names, fields, strict=True) if not found]
         if unknown:
             raise BodyFormatError(f"Unknown CSV columns: {', '.join(unknown)}.")
+        header = [found for found in fields if found]
         if len(set(header)) != len(header):
             raise BodyFormatError("Repeated CSV column names.")
+        self._written = {found: name.strip() for found, name in zip(header, names, strict=True)}
         return header
 
     def _csv(self, record: str) -> RawRecord:
@@ -242,7 +316,9 @@ class RecordParser:
                 None,
                 f"Expected {len(self._header)} fields, found {len(values)}.",
             )
-        return RawRecord(self._row, dict(zip(self._header, values, strict=True)))
+        return RawRecord(
+            self._row, dict(zip(self._header, values, strict=True)), headers=self._written
+        )
 
     def _json(self, record: str) -> RawRecord:
         try:
@@ -255,7 +331,7 @@ class RecordParser:
 
 
 async def raw_records(
-    chunks: AsyncIterator[bytes], *, kind: Literal["csv", "ndjson"], columns: frozenset[str]
+    chunks: AsyncIterator[bytes], *, kind: Literal["csv", "ndjson"], columns: ColumnSet
 ) -> AsyncIterator[RawRecord]:
     splitter = RecordSplitter(csv_quotes=kind == "csv")
     parser = RecordParser(kind, columns=columns)

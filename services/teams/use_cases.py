@@ -88,7 +88,7 @@ async def run_bulk(
         try:
             batch.append((raw.row, schema.model_validate(raw.data)))
         except ValidationError as exc:
-            report.reject(row_errors(raw.row, exc))
+            report.reject(row_errors(raw.row, exc, headers=raw.headers))
             continue
         except (TypeError, ValueError):  # a shape the schema did not foresee: still per row
             report.reject([RowError(raw.row, None, "Invalid row.")])

@@ -26,6 +26,7 @@ from teams.domain import (
 )
 from teams.rows import (
     BodyFormatError,
+    ColumnSet,
     MemberRow,
     RecordParser,
     RecordSplitter,
@@ -203,7 +204,7 @@ def test_splitter_drops_overlong_records_but_keeps_going() -> None:
 
 
 def test_parser_numbers_rows_and_reports_malformed_ones() -> None:
-    parser = RecordParser("csv", columns=frozenset({"code", "name"}))
+    parser = RecordParser("csv", columns=ColumnSet(frozenset({"code", "name"})))
     parsed = [parser.parse(r) for r in ["code,name", "A,x", "", "B", 'C,"x', None]]
     rows = [p for p in parsed if p is not None]
     assert [(r.row, r.data, r.error is not None) for r in rows] == [
@@ -213,8 +214,8 @@ def test_parser_numbers_rows_and_reports_malformed_ones() -> None:
         (4, None, True),
     ]
     with pytest.raises(BodyFormatError, match="colour"):
-        RecordParser("csv", columns=frozenset({"code"})).parse("code,colour")
-    ndjson = RecordParser("ndjson", columns=frozenset())
+        RecordParser("csv", columns=ColumnSet(frozenset({"code"}))).parse("code,colour")
+    ndjson = RecordParser("ndjson", columns=ColumnSet(frozenset()))
     assert ndjson.parse('{"a": 1}').data == {"a": 1}  # type: ignore[union-attr]
     assert ndjson.parse("[1]").error == "Each line must be a JSON object."  # type: ignore[union-attr]
 
@@ -231,7 +232,7 @@ async def test_raw_records_streams() -> None:
         yield b'{"code": "A"}\n{"co'
         yield b'de": "B"}\n'
 
-    rows = [r async for r in raw_records(chunks(), kind="ndjson", columns=frozenset())]
+    rows = [r async for r in raw_records(chunks(), kind="ndjson", columns=ColumnSet(frozenset()))]
     assert [r.data for r in rows] == [{"code": "A"}, {"code": "B"}]
 
 
