@@ -146,7 +146,9 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
-        openapi_url="/openapi.json" if public_docs else None,
+        # The document stays published in production (agencies build clients from it); only
+        # the interactive page is hidden.
+        openapi_url="/openapi.json",
         # Our spans come from the OpenTelemetry instrumentation below, with our provider;
         # FastAPI's own would only re-check the global providers (and os.environ) per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
