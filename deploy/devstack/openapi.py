@@ -23,12 +23,17 @@ SERVICES = {
 }
 
 
+def settings_for(service: str) -> Any:
+    """The service's settings as a document build needs them (no traces exported)."""
+    settings_class = getattr(importlib.import_module(f"{service}.settings"), SERVICES[service])
+    return settings_class(CDT_TRACES_EXPORTER="none", CDT_HOUSEHOLD_HMAC_KEY="x" * 32)
+
+
 def openapi_of(service: str) -> dict[str, Any]:
     """The service's document, from its app built (not started) as `python -m <service>` does."""
     bootstrap = importlib.import_module(f"{service}.bootstrap")
-    settings_class = getattr(importlib.import_module(f"{service}.settings"), SERVICES[service])
-    settings = settings_class(CDT_TRACES_EXPORTER="none", CDT_HOUSEHOLD_HMAC_KEY="x" * 32)
-    document: dict[str, Any] = bootstrap.build_app(bootstrap.build_runtime(settings)).openapi()
+    app = bootstrap.build_app(bootstrap.build_runtime(settings_for(service)))
+    document: dict[str, Any] = app.openapi()
     return document
 
 

@@ -8,17 +8,19 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import metrics
+from common.asyncapi import CONTRACTS
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.db import UnitOfWork
 from common.problems import ProblemError, install_problem_handlers, problem_response
 from common.runtime import ServiceRuntime
+from common.schemas import schema_of
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ SECURITY_HEADERS = {
 # loads its scripts from a CDN and is left without this policy.
 API_CSP = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
+CONTRACTS_BY_TYPE = {contract.CE_TYPE: contract for contract in CONTRACTS}
 
 
 # Dependencies are `async def` even when they do no I/O: FastAPI runs a plain `def` dependency
@@ -235,6 +238,17 @@ def _operations_router() -> APIRouter:
         checks = await runtime.readiness()
         ready = checks["database"] and checks["kafka"] and not checks["draining"]
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get(
+        "/schemas/{ce_type}.json",
+        summary="The JSON Schema of an event type: what its `ce_dataschema` header points at",
+        responses={404: {"description": "no such event type"}},
+    )
+    async def event_schema(ce_type: Annotated[str, Path(max_length=100)]) -> JSONResponse:
+        contract = CONTRACTS_BY_TYPE.get(ce_type)
+        if contract is None:
+            raise ProblemError(404, "Not Found", "No event type of that name.")
+        return JSONResponse(schema_of(contract), media_type="application/schema+json")
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:

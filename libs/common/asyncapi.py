@@ -71,7 +71,12 @@ def _headers(contract: type[EventContract]) -> dict[str, Any]:
             "ce_type": {"type": "string", "const": contract.CE_TYPE},
             "ce_source": {"type": "string", "description": "the producing service, `/cdt/...`"},
             "ce_time": {"type": "string", "format": "date-time"},
-            "ce_dataschema": {"type": "string", "const": contract.dataschema()},
+            "ce_dataschema": {
+                "type": "string",
+                "format": "uri",
+                "description": "where this schema is served: "
+                f"`<CDT_SCHEMA_BASE_URL>/schemas/{contract.CE_TYPE}.json`",
+            },
             "ce_subject": {"type": "string", "description": "what the event is about"},
             "content-type": {"type": "string", "const": "application/json"},
             "traceparent": {"type": "string", "description": "W3C trace context"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,9 @@ from common.topics import TopicSpec
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 TRACE_HEADERS = ("traceparent", "tracestate")
+# The public address of a service of this platform: `ce_dataschema` points under it. Read once
+# (it is in every event's headers); production sets it to the gateway agencies reach.
+SCHEMA_BASE_URL = os.environ.get("CDT_SCHEMA_BASE_URL", "http://localhost:8001").rstrip("/")
 
 C = TypeVar("C", bound="EventContract")
 
@@ -49,7 +53,8 @@ class EventContract(BaseModel):
 
     @classmethod
     def dataschema(cls) -> str:
-        return f"urn:cdt:schema:{cls.CE_TYPE}"
+        """Where the event type's JSON Schema is served (every service serves them all)."""
+        return f"{SCHEMA_BASE_URL}/schemas/{cls.CE_TYPE}.json"
 
 
 @dataclass(frozen=True)

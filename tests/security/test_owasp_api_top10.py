@@ -624,6 +624,7 @@ PUBLIC_PATHS = {
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/schemas/{ce_type}.json",
     "/docs",
     "/docs/oauth2-redirect",
 }

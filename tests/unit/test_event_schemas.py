@@ -4,13 +4,16 @@ version (BACKWARD_TRANSITIVE): the rule itself is tested on edits of a real sche
 from __future__ import annotations
 
 import copy
+import importlib
 from typing import Any
 
+import httpx
 import pytest
 
 from common import schemas
 from common.asyncapi import CONTRACTS
 from common.contracts.scoring import EvaluationRoundChanged, ScoreUpdated
+from common.envelope import SCHEMA_BASE_URL
 
 
 @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.CE_TYPE)
@@ -72,3 +75,21 @@ def test_dropping_a_value_of_an_enum_breaks() -> None:
 
     changes = schemas.breaking_changes(old, edited(EvaluationRoundChanged, drop))
     assert changes and "reopened" in changes[0]
+
+
+async def test_every_service_serves_each_schema_where_its_header_points() -> None:
+    from devstack import openapi  # builds the apps the way `python -m <service>` does
+
+    bootstrap = importlib.import_module("scoring.bootstrap")
+    settings = openapi.settings_for("scoring")
+    app = bootstrap.build_app(bootstrap.build_runtime(settings))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=SCHEMA_BASE_URL
+    ) as client:
+        for contract in CONTRACTS:
+            reply = await client.get(contract.dataschema())
+            assert reply.status_code == 200, contract.CE_TYPE
+            assert reply.headers["content-type"] == "application/schema+json"
+            assert reply.json() == schemas.schema_of(contract)
+        missing = await client.get(f"{SCHEMA_BASE_URL}/schemas/vn.cdt.nothing.v1.json")
+        assert missing.status_code == 404

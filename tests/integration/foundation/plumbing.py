@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import UnitOfWork
-from common.envelope import EventContract, InboundEvent, Mirror
+from common.envelope import SCHEMA_BASE_URL, EventContract, InboundEvent, Mirror
 from common.outbox_tables import define_service_tables
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
@@ -108,7 +108,7 @@ def build_runtime(
             source=topic_spec(topic).name,
             topic=topic_spec(mirror).name,
             type=MIRRORED_TYPE,
-            dataschema=f"urn:cdt:schema:{MIRRORED_TYPE}",
+            dataschema=f"{SCHEMA_BASE_URL}/schemas/{MIRRORED_TYPE}.json",
         )
         for _ in [mirror]
         if mirror

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text
 
 from common.contracts.teams import AdminUnitChanged
+from common.envelope import SCHEMA_BASE_URL
 from scoring import adapters, domain, use_cases
 from scoring.handlers import apply_batch, fact_from_event
 from tests.helpers import OPERATOR, eventually, recompute_job
@@ -152,7 +153,7 @@ def _as_outbound(event: Any) -> Any:
         source="/cdt/activities",
         aggregate_type="activity",
         data=event.data,
-        dataschema=f"urn:cdt:schema:{event.type}",
+        dataschema=f"{SCHEMA_BASE_URL}/schemas/{event.type}.json",
         id=event.id,
     )
 
