@@ -18,9 +18,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from common.contracts import activities, notifications, scoring, teams
+from common import asyncapi
 from common.deadletters import dead_letter_topics, list_letters
-from common.envelope import EventContract
 from common.topics import ACTIVITY_RECORDED, CONSUMER_GROUPS, TEAMS_ADMIN_UNIT
 from tests.faults.invariant import assert_invariant, scoring_facts
 from tests.faults.stack import Load, Stack
@@ -28,17 +27,7 @@ from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 RECORDED = ACTIVITY_RECORDED.name
-CONTRACTS: list[type[EventContract]] = [
-    teams.TeamChanged,
-    teams.MemberChanged,
-    teams.AdminUnitChanged,
-    activities.ActivityRecorded,
-    activities.ActivityVoided,
-    activities.PartnerChanged,
-    scoring.ScoreUpdated,
-    scoring.EvaluationRoundChanged,
-    notifications.AlertRaised,
-]
+CONTRACTS = asyncapi.CONTRACTS  # every event type on a topic
 # Event types a group reads a topic for but does not handle are skipped, not dead-lettered:
 # the activities replica has no use for admin units (their path travels on the team).
 IGNORED = {("activities", TEAMS_ADMIN_UNIT.name)}

@@ -144,6 +144,6 @@ async def test_relay_publishes_cloudevents_with_traceparent(services, infra) -> 
     assert headers["ce_subject"] == team_id
     assert uuid.UUID(headers["ce_id"]).version == 7
     assert headers["content-type"] == "application/json"
-    assert headers["ce_dataschema"].endswith("vn.cdt.teams.team.v1")
+    assert headers["ce_dataschema"].endswith("/schemas/vn.cdt.teams.team.v1.json")
     version, trace_id, _span_id, _flags = headers["traceparent"].split("-")
     assert version == "00" and len(trace_id) == 32 and int(trace_id, 16) != 0

@@ -9,8 +9,21 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Integer,
+    Select,
+    Text,
+    and_,
+    cast,
+    func,
+    literal,
+    nulls_last,
+    select,
+    text,
+    true,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +33,8 @@ from scoring.adapters.tables import (
     round_approvals,
     round_snapshots,
     round_transitions,
+    scores,
+    subject_names,
     subjects,
 )
 from scoring.domain import NATIONAL_ID
@@ -223,89 +238,88 @@ async def transitions_of(session: AsyncSession, round_id: UUID) -> list[dict[str
 # --------------------------------------------------------------------------- snapshots
 
 
-# The subjects under a unit with their names and live scores. Top level first; siblings together,
-# best first; ties in code order: the same rows always come out in the same order (a frozen
-# report is byte for byte the same).
-_LIVE_REPORT = text(
-    """
-    SELECT s.subject_type, s.subject_id,
-           coalesce(n.code, s.subject_id) AS code, n.name,
-           s.parent_type, s.parent_id, coalesce(pn.code, s.parent_id) AS parent_code,
-           pn.name AS parent_name,
-           sc.score, sc.max_score, sc.rank, sc.rank_of, sc.components, sc.indicators,
-           sc.version AS score_version
-    FROM scoring.subjects s
-    LEFT JOIN scoring.scores sc
-      ON sc.subject_type = s.subject_type AND sc.subject_id = s.subject_id
-     AND sc.period = :period AND sc.criteria_set = :criteria_set
-    LEFT JOIN scoring.subject_names n
-      ON n.subject_type = s.subject_type AND n.subject_id = s.subject_id
-    LEFT JOIN scoring.subject_names pn
-      ON pn.subject_type = s.parent_type AND pn.subject_id = s.parent_id
-    -- the unit and everything under it (the nation: everything)
-    WHERE CASE CAST(:level AS text) WHEN 'national' THEN TRUE
-             WHEN 'province' THEN s.province = :unit WHEN 'district' THEN s.district = :unit
-             WHEN 'commune' THEN s.commune = :unit WHEN 'village' THEN s.village = :unit END
-      AND s.subject_type = ANY(CAST(:levels AS text[]))
-    ORDER BY array_position(CAST(:order AS text[]), CAST(s.subject_type AS text)), s.parent_id,
-             rank NULLS LAST, code, s.subject_id
-    """
-)
-_SNAPSHOT_REPORT = text(
-    """
-    SELECT subject_type, subject_id, code, name, parent_type, parent_id, parent_code,
-           parent_name, score, max_score, rank, rank_of, components, indicators
-    FROM scoring.round_snapshots
-    WHERE round_id = :round_id AND approval = :approval
-      AND subject_type = ANY(CAST(:levels AS text[]))
-    ORDER BY array_position(CAST(:order AS text[]), CAST(subject_type AS text)), parent_id,
-             rank NULLS LAST, code, subject_id
-    """
-)
-_FREEZE = text(
-    """
-    INSERT INTO scoring.round_snapshots (round_id, approval, subject_type, subject_id, code,
-        name, parent_type, parent_id, parent_code, parent_name, score, max_score, rank, rank_of,
-        components, indicators, score_version)
-    SELECT CAST(:round_id AS uuid), CAST(:approval AS int), live.*
-    FROM (
-    SELECT s.subject_type, s.subject_id,
-           coalesce(n.code, s.subject_id) AS code, n.name,
-           s.parent_type, s.parent_id, coalesce(pn.code, s.parent_id) AS parent_code,
-           pn.name AS parent_name,
-           sc.score, sc.max_score, sc.rank, sc.rank_of, sc.components, sc.indicators,
-           sc.version AS score_version
-    FROM scoring.subjects s
-    LEFT JOIN scoring.scores sc
-      ON sc.subject_type = s.subject_type AND sc.subject_id = s.subject_id
-     AND sc.period = :period AND sc.criteria_set = :criteria_set
-    LEFT JOIN scoring.subject_names n
-      ON n.subject_type = s.subject_type AND n.subject_id = s.subject_id
-    LEFT JOIN scoring.subject_names pn
-      ON pn.subject_type = s.parent_type AND pn.subject_id = s.parent_id
-    -- the unit and everything under it (the nation: everything)
-    WHERE CASE CAST(:level AS text) WHEN 'national' THEN TRUE
-             WHEN 'province' THEN s.province = :unit WHEN 'district' THEN s.district = :unit
-             WHEN 'commune' THEN s.commune = :unit WHEN 'village' THEN s.village = :unit END
-    ) AS live
-    """
-)
+def _live_rows(*, level: str, unit: str, period: str, criteria_set: str) -> Select[Any]:
+    """The unit and every subject under it (the nation: every subject) with their codes,
+    names, parents' names and live scores (JSON documents as text, decoded by the caller)."""
+    s, sc = subjects.alias("s"), scores.alias("sc")
+    name, parent = subject_names.alias("n"), subject_names.alias("pn")
+    under = true() if level == "national" else s.c[level] == unit
+    return (
+        select(
+            s.c.subject_type,
+            s.c.subject_id,
+            func.coalesce(name.c.code, s.c.subject_id).label("code"),
+            name.c.name,
+            s.c.parent_type,
+            s.c.parent_id,
+            func.coalesce(parent.c.code, s.c.parent_id).label("parent_code"),
+            parent.c.name.label("parent_name"),
+            sc.c.score,
+            sc.c.max_score,
+            sc.c.rank,
+            sc.c.rank_of,
+            type_coerce(sc.c.components, Text).label("components"),
+            type_coerce(sc.c.indicators, Text).label("indicators"),
+            sc.c.version.label("score_version"),
+        )
+        .select_from(
+            s.outerjoin(
+                sc,
+                and_(
+                    sc.c.subject_type == s.c.subject_type,
+                    sc.c.subject_id == s.c.subject_id,
+                    sc.c.period == period,
+                    sc.c.criteria_set == criteria_set,
+                ),
+            )
+            .outerjoin(
+                name,
+                and_(name.c.subject_type == s.c.subject_type, name.c.subject_id == s.c.subject_id),
+            )
+            .outerjoin(
+                parent,
+                and_(
+                    parent.c.subject_type == s.c.parent_type, parent.c.subject_id == s.c.parent_id
+                ),
+            )
+        )
+        .where(under)
+    )
+
+
+def _report_order(rows: Any) -> tuple[Any, ...]:
+    """Top level first; siblings together, best first; ties in code order: the same rows always
+    come out in the same order (a frozen report is byte for byte the same)."""
+    top_down = literal(list(LEVELS_TOP_DOWN), ARRAY(Text))
+    return (
+        func.array_position(top_down, cast(rows.subject_type, Text)),
+        rows.parent_id,
+        nulls_last(rows.rank),
+        rows.code,
+        rows.subject_id,
+    )
 
 
 async def freeze_snapshot(
     session: AsyncSession, evaluation_round: EvaluationRound, *, approval: int
 ) -> int:
     """Copy every score under the round's unit, with names, into its `approval`-th snapshot."""
+    live = _live_rows(
+        level=evaluation_round.level,
+        unit=evaluation_round.unit_code,
+        period=evaluation_round.period,
+        criteria_set=evaluation_round.criteria_set,
+    ).subquery()
+    columns = [c.name for c in live.c]
     result = await session.execute(
-        _FREEZE,
-        {
-            "round_id": evaluation_round.id,
-            "approval": approval,
-            "level": evaluation_round.level,
-            "unit": evaluation_round.unit_code,
-            "period": evaluation_round.period,
-            "criteria_set": evaluation_round.criteria_set,
-        },
+        insert(round_snapshots).from_select(
+            ["round_id", "approval", *columns],
+            select(
+                literal(evaluation_round.id, round_snapshots.c.round_id.type),
+                literal(approval, Integer),
+                *live.c,
+            ),
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -433,22 +447,47 @@ async def report_rows(
 ) -> AsyncIterator[ReportRow]:
     """The report's rows in their fixed order, read in batches through a server-side cursor:
     the national team sheet streams without holding its 74,422 rows."""
-    frozen = scope.approval is not None
-    result = await session.stream(
-        (_SNAPSHOT_REPORT if frozen else _LIVE_REPORT).execution_options(yield_per=batch),
-        {
-            "round_id": scope.round_id,
-            "approval": scope.approval,
-            "level": scope.level,
-            "unit": scope.unit_code,
-            "period": scope.period,
-            "criteria_set": scope.criteria_set,
-            "levels": [level for level in LEVELS_TOP_DOWN if level in levels],
-            "order": list(LEVELS_TOP_DOWN),
-        },
-    )
+    if scope.approval is not None:
+        frozen = round_snapshots
+        query = (
+            select(*(frozen.c[c] for c in _REPORT_COLUMNS))
+            .where(
+                frozen.c.round_id == scope.round_id,
+                frozen.c.approval == scope.approval,
+                frozen.c.subject_type.in_(levels),
+            )
+            .order_by(*_report_order(frozen.c))
+        )
+    else:
+        live = _live_rows(
+            level=scope.level,
+            unit=scope.unit_code,
+            period=scope.period,
+            criteria_set=scope.criteria_set,
+        ).subquery()
+        query = (
+            select(*(live.c[c] for c in _REPORT_COLUMNS))
+            .where(live.c.subject_type.in_(levels))
+            .order_by(*_report_order(live.c))
+        )
+    result = await session.stream(query.execution_options(yield_per=batch))
     async for row in result.mappings():
         yield _report_row(row)
+
+
+_REPORT_COLUMNS = (
+    "subject_type",
+    "code",
+    "name",
+    "parent_code",
+    "parent_name",
+    "score",
+    "max_score",
+    "rank",
+    "rank_of",
+    "components",
+    "indicators",
+)
 
 
 def _report_row(row: RowMapping) -> ReportRow:

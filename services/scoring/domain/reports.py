@@ -266,14 +266,7 @@ SCHEDULE_SHEET = Label("Tiến độ báo cáo", "Reporting schedule")
 
 # Commendation candidates: a sheet of a round's report and a JSON list.
 CANDIDATE_COLUMNS: tuple[Column, ...] = (
-    Column("level", Label("Cấp", "Level"), width=18),
-    Column("code", Label("Mã", "Code"), width=14),
-    Column("name", Label("Tên", "Name"), width=36),
-    Column("parent_code", Label("Mã đơn vị cấp trên", "Parent code"), width=14),
-    Column("parent_name", Label("Tên đơn vị cấp trên", "Parent name"), width=30),
-    Column("score", Label("Điểm", "Score"), numeric=True, width=9),
-    Column("rank", Label("Xếp hạng", "Rank"), numeric=True, width=9),
-    Column("rank_of", Label("Trong số", "Out of"), numeric=True, width=9),
-    Column("activities", Label("Số hoạt động", "Activities"), numeric=True),
+    *(c for c in BASE_COLUMNS if c.key != "max_score"),
+    *(c for c in INDICATOR_COLUMNS if c.key == "activities"),
 )
 CANDIDATES_SHEET = Label("Đề xuất khen thưởng", "Commendation candidates")
