@@ -8,7 +8,7 @@ import re
 import sys
 from datetime import UTC, datetime
 
-from opentelemetry import trace
+from common.telemetry import current_trace_ids
 
 # Defence in depth: whatever a careless log call passes, phone numbers (9-11 digits, with or
 # without +84) and bearer tokens never reach the output.
@@ -33,10 +33,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            entry["trace_id"] = format(span_context.trace_id, "032x")
-            entry["span_id"] = format(span_context.span_id, "016x")
+        if ids := current_trace_ids():
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)

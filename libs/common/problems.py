@@ -40,6 +40,18 @@ class ProblemError(Exception):
         self.headers = headers
         self.extensions = extensions
 
+    @classmethod
+    def invalid(
+        cls, field: str, message: str, *, type_: str = "value_error", detail: str | None = None
+    ) -> ProblemError:
+        """A 422 naming the one field that is wrong, shaped as request validation's."""
+        return cls(
+            422,
+            "Validation failed",
+            detail or f"Invalid fields: {field}",
+            errors=[{"field": field, "message": message, "type": type_}],
+        )
+
 
 def _slug(title: str) -> str:
     return PROBLEM_TYPE_BASE + "-".join(title.lower().split())

@@ -107,6 +107,14 @@ def context_from_headers(headers: Mapping[str, str]) -> Context:
     return extract(dict(headers))
 
 
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span, as W3C spells them; None outside a trace."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
 def span_link(headers: Mapping[str, str]) -> Link | None:
     span_context = trace.get_current_span(context_from_headers(headers)).get_span_context()
     return Link(span_context) if span_context.is_valid else None

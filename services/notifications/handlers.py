@@ -53,6 +53,7 @@ from notifications.domain import (
 )
 from notifications.use_cases import (
     RuleBook,
+    apply_alert_changes,
     raise_alerts,
     resolve_alerts,
 )
@@ -205,10 +206,7 @@ async def evaluate_inactivity(
         open_alerts=[_open_alert(row) for row in open_alerts],
         now=now,
     )
-    raised = await raise_alerts(uow, changes.raised, now=now)
-    resolved = set(changes.resolved)
-    cleared = [row for row in open_alerts if row["id"] in resolved]
-    return raised, await resolve_alerts(uow, cleared, now=now)
+    return await apply_alert_changes(uow, changes, open_alerts=open_alerts, now=now)
 
 
 def _province(team: RowMapping) -> str | None:
@@ -313,10 +311,7 @@ async def evaluate_rounds(
     changes = evaluate_overdue_rounds(
         reviews, rules=book, open_alerts=[_open_alert(row) for row in open_alerts], now=now
     )
-    raised = await raise_alerts(uow, changes.raised, now=now)
-    resolved = set(changes.resolved)
-    cleared = [row for row in open_alerts if row["id"] in resolved]
-    return raised, await resolve_alerts(uow, cleared, now=now)
+    return await apply_alert_changes(uow, changes, open_alerts=open_alerts, now=now)
 
 
 # --------------------------------------------------------------------------- scores

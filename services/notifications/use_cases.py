@@ -20,7 +20,14 @@ from common.contracts.notifications import AlertRaised
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
 from notifications import adapters, metrics
-from notifications.domain import ALERT_TYPES, NATIONAL, AlertCandidate, EffectiveRule, resolve_rule
+from notifications.domain import (
+    ALERT_TYPES,
+    NATIONAL,
+    AlertCandidate,
+    AlertChanges,
+    EffectiveRule,
+    resolve_rule,
+)
 
 SOURCE = "/cdt/notifications"
 WEBHOOK_EVENT_TYPE = AlertRaised.CE_TYPE
@@ -137,6 +144,19 @@ async def resolve_alerts(uow: UnitOfWork, rows: Iterable[RowMapping], *, now: da
         _publish(uow, row)
         metrics.ALERTS_RESOLVED.labels(row["alert_type"]).inc()
     return len(resolved)
+
+
+async def apply_alert_changes(
+    uow: UnitOfWork, changes: AlertChanges, *, open_alerts: Sequence[RowMapping], now: datetime
+) -> tuple[int, int]:
+    """Raise what a rule found and resolve, among `open_alerts`, what it cleared: (raised,
+    resolved)."""
+    raised = await raise_alerts(uow, changes.raised, now=now)
+    cleared = set(changes.resolved)
+    resolved = await resolve_alerts(
+        uow, [row for row in open_alerts if row["id"] in cleared], now=now
+    )
+    return raised, resolved
 
 
 async def acknowledge(uow: UnitOfWork, alert_id: UUID, *, now: datetime) -> RowMapping | None:

@@ -498,12 +498,7 @@ async def search_members(
     """Members whose name contains `q` (case and diacritics aside), across the country or
     under `unit`; a partner key sees its provinces' members only."""
     if q is None:
-        raise ProblemError(
-            422,
-            "Validation failed",
-            "Invalid fields: q",
-            errors=[{"field": "q", "message": "a name to search for", "type": "missing"}],
-        )
+        raise ProblemError.invalid("q", "a name to search for", type_="missing")
     page = page_of(cursor, sort=sort, key=UUID)
     under = None
     if unit is not None:

@@ -34,16 +34,5 @@ MAX_PAGE = 500
 
 def check_period(period: str) -> str:
     if not domain.is_valid_period(period):
-        raise ProblemError(
-            422,
-            "Validation failed",
-            "Invalid fields: period",
-            errors=[
-                {
-                    "field": "period",
-                    "message": "expected YYYY-MM, YYYY-Qn, YYYY or campaign:<id>",
-                    "type": "value_error",
-                }
-            ],
-        )
+        raise ProblemError.invalid("period", "expected YYYY-MM, YYYY-Qn, YYYY or campaign:<id>")
     return period

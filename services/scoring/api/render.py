@@ -10,12 +10,12 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import xlsxwriter
+from xlsxwriter import Workbook
 from xlsxwriter.worksheet import Worksheet
 
 from scoring.domain.reports import (
@@ -105,18 +105,13 @@ async def xlsx_file(
     title: str,
     appendix: Appendix | None = None,
 ) -> str:
-    """The workbook written to a temporary file (its path returned; the caller removes it).
-    XlsxWriter's constant-memory mode flushes each row as it is written. `appendix`: one
-    more sheet after the levels (a round's commendation candidates)."""
-    handle, path = tempfile.mkstemp(prefix="cdt-report-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        book = xlsxwriter.Workbook(path, {"constant_memory": True, "in_memory": False})
-        bold = book.add_format({"bold": True, "text_wrap": True, "valign": "top"})
+    """The report's workbook in a temporary file (its path; the caller removes it): the
+    summary, a sheet per level, and `appendix` (a round's commendation candidates) last."""
+
+    async def write(book: Workbook, bold: Any) -> None:
         _summary_sheet(book, summary=summary, language=language, title=title, bold=bold)
         # A sheet per level, so its rows leave the level column out; cells by column type.
         columns = report_columns(criteria)[1:]
-        sheet: Worksheet | None = None
         writers: list[Callable[[int, int, Any], Any]] = []
         level: str | None = None
         line = 0
@@ -124,8 +119,8 @@ async def xlsx_file(
             for row in chunk:
                 if row.level != level:
                     level, line = row.level, 1
-                    sheet = _level_sheet(
-                        book, level=level, columns=columns, language=language, bold=bold
+                    sheet = _table_sheet(
+                        book, LEVEL_LABELS[level].in_(language), columns, language, bold=bold
                     )
                     writers = [
                         sheet.write_number if column.numeric else sheet.write_string
@@ -136,12 +131,27 @@ async def xlsx_file(
                         writers[index](line, index, cell)
                 line += 1
         if appendix is not None:
-            _appendix_sheet(book, appendix, language=language, bold=bold)
-        await asyncio.to_thread(book.close)
-    except BaseException:
-        os.unlink(path)
-        raise
-    return path
+            sheet = _table_sheet(
+                book, appendix.sheet.in_(language), appendix.columns, language, bold=bold
+            )
+            for line, cells in enumerate(appendix.rows, start=1):
+                _write_row(sheet, line, cells)
+
+    return await _workbook_file("cdt-report-", write)
+
+
+async def table_xlsx(
+    *, sheet_name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[object]],
+    language: Language,
+) -> str:  # fmt: skip
+    """A small table (one line per unit) under a title, as a workbook in a temporary file."""
+
+    async def write(book: Workbook, bold: Any) -> None:
+        sheet = _table_sheet(book, sheet_name, columns, language, bold=bold, title=title)
+        for line, cells in enumerate(rows, start=3):
+            _write_row(sheet, line, cells)
+
+    return await _workbook_file("cdt-table-", write)
 
 
 @dataclass(frozen=True)
@@ -151,20 +161,47 @@ class Appendix:
     rows: Sequence[Sequence[object]]
 
 
-def _appendix_sheet(
-    book: xlsxwriter.Workbook, appendix: Appendix, *, language: Language, bold: Any
-) -> None:
-    sheet = book.add_worksheet(appendix.sheet.in_(language)[:31])
-    for index, column in enumerate(appendix.columns):
+async def _workbook_file(prefix: str, write: Callable[[Workbook, Any], Awaitable[None]]) -> str:
+    """A workbook `write` fills (given it and the bold header format), in a temporary file
+    whose path is returned; XlsxWriter's constant-memory mode flushes each row as written
+    (rows go in order), and the file is removed if anything fails."""
+    handle, path = tempfile.mkstemp(prefix=prefix, suffix=".xlsx")
+    os.close(handle)
+    try:
+        book = Workbook(path, {"constant_memory": True, "in_memory": False})
+        await write(book, book.add_format({"bold": True, "text_wrap": True, "valign": "top"}))
+        await asyncio.to_thread(book.close)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _table_sheet(
+    book: Workbook,
+    name: str,
+    columns: Sequence[Column],
+    language: Language,
+    *,
+    bold: Any,
+    title: str | None = None,
+) -> Worksheet:
+    """A sheet with its column widths and a frozen header row: the first row, or the third
+    under a title."""
+    sheet = book.add_worksheet(name[:31])
+    header = 0
+    if title is not None:
+        sheet.write_string(0, 0, title, bold)
+        header = 2
+    for index, column in enumerate(columns):
         sheet.set_column(index, index, column.width)
-        sheet.write_string(0, index, column.label.in_(language), bold)
-    sheet.freeze_panes(1, 0)
-    for line, cells in enumerate(appendix.rows, start=1):
-        _write_row(sheet, line, cells)
+        sheet.write_string(header, index, column.label.in_(language), bold)
+    sheet.freeze_panes(header + 1, 0)
+    return sheet
 
 
 def _summary_sheet(
-    book: xlsxwriter.Workbook, *, summary: Summary, language: Language, title: str, bold: Any
+    book: Workbook, *, summary: Summary, language: Language, title: str, bold: Any
 ) -> None:
     sheet = book.add_worksheet(SUMMARY_SHEET.in_(language))
     sheet.set_column(0, 0, 36)
@@ -176,22 +213,6 @@ def _summary_sheet(
         _write_row(sheet, line, list(cells))
 
 
-def _level_sheet(
-    book: xlsxwriter.Workbook,
-    *,
-    level: str,
-    columns: Sequence[Column],
-    language: Language,
-    bold: Any,
-) -> Worksheet:
-    sheet = book.add_worksheet(LEVEL_LABELS[level].in_(language)[:31])
-    for index, column in enumerate(columns):
-        sheet.set_column(index, index, column.width)
-        sheet.write_string(0, index, column.label.in_(language), bold)
-    sheet.freeze_panes(1, 0)
-    return sheet
-
-
 def _write_row(sheet: Worksheet, line: int, cells: Sequence[object]) -> None:
     for index, cell in enumerate(cells):
         if cell is None:
@@ -200,28 +221,3 @@ def _write_row(sheet: Worksheet, line: int, cells: Sequence[object]) -> None:
             sheet.write_string(line, index, str(cell))
         else:
             sheet.write_number(line, index, cell)
-
-
-async def table_xlsx(
-    *, sheet_name: str, title: str, columns: Sequence[Column], rows: Sequence[Sequence[object]],
-    language: Language,
-) -> str:  # fmt: skip
-    """A small table (one line per unit) as a workbook in a temporary file (its path)."""
-    handle, path = tempfile.mkstemp(prefix="cdt-table-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        book = xlsxwriter.Workbook(path, {"constant_memory": True, "in_memory": False})
-        bold = book.add_format({"bold": True, "text_wrap": True, "valign": "top"})
-        sheet = book.add_worksheet(sheet_name[:31])
-        sheet.write_string(0, 0, title, bold)
-        for index, column in enumerate(columns):
-            sheet.set_column(index, index, column.width)
-            sheet.write_string(2, index, column.label.in_(language), bold)
-        sheet.freeze_panes(3, 0)
-        for line, cells in enumerate(rows, start=3):
-            _write_row(sheet, line, cells)
-        await asyncio.to_thread(book.close)
-    except BaseException:
-        os.unlink(path)
-        raise
-    return path

@@ -19,6 +19,7 @@ from scoring.api import render
 from scoring.api.params import Code, PeriodParam, check_period
 from scoring.domain.reports import (
     LEVELS_TOP_DOWN,
+    Language,
     ReportRow,
     ReportScope,
     Summary,
@@ -43,6 +44,26 @@ RowsQuery = Annotated[
 AcceptLanguage = Annotated[str | None, Header(max_length=200)]
 
 
+def download_headers(filename: str, *, extension: str, language: Language) -> dict[str, str]:
+    """The headers of a file to save: its name (a campaign period's `:` cannot be in one)
+    and its language."""
+    return {
+        "Content-Disposition": f'attachment; filename="{filename.replace(":", "-")}.{extension}"',
+        "Content-Language": language.value,
+        "Vary": "Accept-Language",
+    }
+
+
+def xlsx_response(path: str, *, headers: dict[str, str]) -> FileResponse:
+    """A workbook written to a temporary file, removed once sent."""
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES["xlsx"],
+        headers=headers,
+        background=BackgroundTask(os.unlink, path),
+    )
+
+
 def levels_under(level: str, rows: list[RowLevelParam] | None) -> tuple[str, ...]:
     """The levels a report of a `level` unit lists: those asked for, at or below the unit."""
     below = LEVELS_TOP_DOWN[LEVELS_TOP_DOWN.index(level) :]
@@ -50,11 +71,10 @@ def levels_under(level: str, rows: list[RowLevelParam] | None) -> tuple[str, ...
         return below
     outside = sorted(set(rows) - set(below))
     if outside:
-        raise ProblemError(
-            422,
-            "Validation failed",
-            f"A {level} report cannot list {', '.join(outside)}.",
-            errors=[{"field": "rows", "message": f"not under {level}", "type": "value_error"}],
+        raise ProblemError.invalid(
+            "rows",
+            f"not under {level}",
+            detail=f"A {level} report cannot list {', '.join(outside)}.",
         )
     return tuple(level for level in below if level in rows)
 
@@ -82,11 +102,7 @@ async def report_response(
             async for row in adapters.report_rows(session, scope, levels=levels):
                 yield row
 
-    headers = {
-        "Content-Disposition": f'attachment; filename="{filename}.{report_format}"',
-        "Content-Language": language.value,
-        "Vary": "Accept-Language",
-    }
+    headers = download_headers(filename, extension=report_format, language=language)
     if report_format == "csv":
         body = render.csv_stream(rows(), criteria=criterion_ids, language=language)
         return StreamingResponse(body, media_type=MEDIA_TYPES["csv"], headers=headers)
@@ -102,12 +118,7 @@ async def report_response(
         title=filename,
         appendix=appendix,
     )
-    return FileResponse(
-        path,
-        media_type=MEDIA_TYPES["xlsx"],
-        headers=headers,
-        background=BackgroundTask(os.unlink, path),
-    )
+    return xlsx_response(path, headers=headers)
 
 
 @router.get("/reports/scores", responses={404: {"description": "unknown unit"}})
@@ -155,5 +166,5 @@ async def get_score_report(
             "criteria_set": chosen.version,
             "round": None,
         },
-        filename=f"cdt-{level}-{unit_code}-{period}".replace(":", "-"),
+        filename=f"cdt-{level}-{unit_code}-{period}",
     )

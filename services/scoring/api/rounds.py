@@ -3,16 +3,13 @@ history; its report as the latest (or an earlier) approval froze it."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.problems import ProblemError
@@ -28,14 +25,15 @@ from scoring.api.params import (
     check_period,
 )
 from scoring.api.reports import (
-    MEDIA_TYPES,
     AcceptLanguage,
     FormatQuery,
     RowLevelParam,
     RowsQuery,
     UnitLevelParam,
+    download_headers,
     levels_under,
     report_response,
+    xlsx_response,
 )
 from scoring.domain import local_time
 from scoring.domain.reports import (
@@ -106,9 +104,9 @@ async def post_round(body: RoundIn, uow: UowDep, response: Response) -> dict[str
             actor=ACTOR,
         )
     except rounds.UnknownUnit as error:
-        raise _invalid("unit_code", f"no {error} is known") from error
+        raise ProblemError.invalid("unit_code", f"no {error} is known") from error
     except rounds.UnknownCriteriaSet as error:
-        raise _invalid("criteria_set", f"no criteria set {error}") from error
+        raise ProblemError.invalid("criteria_set", f"no criteria set {error}") from error
     except rounds.RoundExists as error:
         raise ProblemError(
             409,
@@ -197,15 +195,11 @@ async def get_schedule(
         rows=lines,
         language=language,
     )
-    filename = f"cdt-schedule-{level}-{period}".replace(":", "-")
-    return FileResponse(
+    return xlsx_response(
         path,
-        media_type=MEDIA_TYPES["xlsx"],
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}.xlsx"',
-            "Content-Language": language.value,
-        },
-        background=BackgroundTask(os.unlink, path),
+        headers=download_headers(
+            f"cdt-schedule-{level}-{period}", extension="xlsx", language=language
+        ),
     )
 
 
@@ -376,12 +370,3 @@ async def get_candidates(
 
 def _no_round(round_id: UUID) -> ProblemError:
     return ProblemError(404, "Not Found", f"No evaluation round {round_id}.")
-
-
-def _invalid(field: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
-        "Validation failed",
-        f"Invalid fields: {field}",
-        errors=[{"field": field, "message": message, "type": "value_error"}],
-    )

@@ -9,13 +9,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
 from common.contracts.scoring import EvaluationRoundChanged
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
+from common.telemetry import current_trace_ids
 from scoring import adapters
 from scoring.domain import local_time
 from scoring.domain.rounds import (
@@ -29,8 +29,7 @@ from scoring.domain.rounds import (
     schedule_status,
     transition,
 )
-
-SOURCE = "/cdt/scoring"
+from scoring.use_cases import SOURCE
 
 
 class RoundNotFound(LookupError):
@@ -162,8 +161,8 @@ def _publish(
 
 
 def _trace_id() -> str | None:
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+    ids = current_trace_ids()
+    return ids[0] if ids else None
 
 
 async def round_view(session: AsyncSession, evaluation_round: EvaluationRound) -> dict[str, Any]:

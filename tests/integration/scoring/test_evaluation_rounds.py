@@ -76,6 +76,23 @@ async def _scored(client: Any, level: str, code: str, *, activities: int) -> dic
     return await eventually(published, timeout=30, what=f"{level} {code} scored")
 
 
+async def _scored_province(client: Any, producer: Any, runtime: Any) -> dict[str, Any]:
+    """The province of two teams, once its score and its teams' scores are published."""
+    world = await _province_with_two_teams(producer, runtime)
+    await _scored(client, "province", world["province"], activities=3)
+    for team in world["teams"]:
+        await _scored(client, "team", str(team), activities=2 if team == world["teams"][0] else 1)
+    return world
+
+
+async def _open_round(client: Any, province: str) -> Any:
+    return await client.post(
+        "/v1/evaluation-rounds",
+        json={"level": "province", "unit_code": province, "period": PERIOD, "due_on": "2026-12-10"},
+        headers=OPERATOR,
+    )
+
+
 async def _report(client: Any, round_id: str, fmt: str, **params: Any) -> bytes:
     headers = params.pop("headers", {})
     reply = await client.get(
@@ -91,17 +108,10 @@ async def test_an_approved_round_freezes_its_report_while_live_scores_move(
     scoring: Any, producer: Any, infra: Any
 ) -> None:
     client, runtime = scoring
-    world = await _province_with_two_teams(producer, runtime)
+    world = await _scored_province(client, producer, runtime)
     province = world["province"]
-    await _scored(client, "province", province, activities=3)
-    for team in world["teams"]:
-        await _scored(client, "team", str(team), activities=2 if team == world["teams"][0] else 1)
 
-    opened = await client.post(
-        "/v1/evaluation-rounds",
-        json={"level": "province", "unit_code": province, "period": PERIOD, "due_on": "2026-12-10"},
-        headers=OPERATOR,
-    )
+    opened = await _open_round(client, province)
     assert opened.status_code == 201, opened.text
     round_id = opened.json()["id"]
     assert opened.headers["Location"] == f"/v1/evaluation-rounds/{round_id}"
@@ -349,16 +359,9 @@ async def test_commendation_candidates_leave_out_teams_under_a_suspicious_activi
     scoring: Any, producer: Any
 ) -> None:
     client, runtime = scoring
-    world = await _province_with_two_teams(producer, runtime)
+    world = await _scored_province(client, producer, runtime)
     province = world["province"]
-    await _scored(client, "province", province, activities=3)
-    for team in world["teams"]:
-        await _scored(client, "team", str(team), activities=2 if team == world["teams"][0] else 1)
-    opened = await client.post(
-        "/v1/evaluation-rounds",
-        json={"level": "province", "unit_code": province, "period": PERIOD, "due_on": "2026-12-10"},
-        headers=OPERATOR,
-    )
+    opened = await _open_round(client, province)
     round_id = opened.json()["id"]
     params = {"min_score": 0, "min_activities": 1}
     early = await client.get(f"/v1/evaluation-rounds/{round_id}/candidates", params=params)
