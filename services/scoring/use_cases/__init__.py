@@ -338,6 +338,20 @@ class BackgroundCadence:
         return True
 
 
+def rest_after_pass(*, interval: float, took: float, full: bool, consumers_behind: bool) -> float:
+    """How long the publisher waits before its next pass.
+
+    While a consumer of this process is behind, about as long as the pass took: the publisher
+    gets at most half the process and the consumer the rest, and a longer rest coalesces more
+    (never long: one pass slowed by the machine must not delay every score behind it). With the
+    consumers caught up, a full pass is followed at once (the marks left are a backlog only the
+    publisher can drain), and a partial one after `interval` (new marks gather meanwhile).
+    """
+    if consumers_behind:
+        return min(max(interval, took), MAX_REST_SECONDS)
+    return 0.0 if full else interval
+
+
 class ScorePublisher:
     """Background task: every `interval` seconds, publish what became dirty (the units at the
     pace of `UnitCadence`)."""
@@ -366,6 +380,7 @@ class ScorePublisher:
             started = time.perf_counter()
             teams_only = self._units.teams_only(started)
             background = self._background.due(started, backlogged=self._consumers_backlogged())
+            taken = 0
             try:
                 taken = await publish_dirty(
                     self._runtime, limit=self._limit, teams_only=teams_only, background=background
@@ -375,10 +390,12 @@ class ScorePublisher:
                 )
             except Exception:
                 log.exception("score publication failed; retrying")
-            # Rest about as long as the pass took: under a backlog the publisher gets at most
-            # half the process and the consumer the rest, and a longer rest coalesces more. But
-            # never long: one pass slowed by the machine must not delay every score behind it.
-            pause = min(max(self._interval, time.perf_counter() - started), MAX_REST_SECONDS)
+            pause = rest_after_pass(
+                interval=self._interval,
+                took=time.perf_counter() - started,
+                full=taken >= self._limit,
+                consumers_behind=self._consumers_backlogged(),
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=pause)
 
