@@ -169,6 +169,17 @@ def derived_event_id(event_id: UUID, *, scope: str) -> UUID:
     return UUID(int=(event_id.int & _TIME_AND_VERSION) | rand_a | _VARIANT | rand_b)
 
 
+def stable_event_id(name: str, *, at: datetime) -> UUID:
+    """A UUIDv7 of `at`'s millisecond whose random bits hash `name` (what the event is, e.g. a
+    key and its version): sent again, the event has the same id, so consumers dedupe it, and
+    its dedupe record ages out like any other."""
+    millis = int(at.timestamp() * 1000)
+    digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=16).digest())
+    rand_a = digest >> 116 << 64  # 12 bits after the version
+    rand_b = digest & ((1 << 62) - 1)
+    return UUID(int=millis << 80 | 0x7 << 76 | rand_a | _VARIANT | rand_b)
+
+
 @dataclass(frozen=True)
 class Mirror:
     """Every outbox row for `source` is also sent, by the relay, to `topic` as an event of

@@ -109,9 +109,7 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._linger_seconds = linger_seconds
         self._renew_producer = renew_producer
-        self._mirrors: dict[str, list[Mirror]] = {}
-        for mirror in mirrors:
-            self._mirrors.setdefault(mirror.source, []).append(mirror)
+        self._mirrors = mirrors_by_topic(mirrors)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._metrics_at = 0.0
@@ -234,17 +232,14 @@ class OutboxRelay:
                 ]
                 if not rows:
                     return 0
-                await self._send_all(rows)
+                await send_rows(self._producer, self._tracer, rows, mirrors=self._mirrors)
                 crash_point("relay.after_send")
                 await connection.execute(self._mark, [r.seq for r in rows])
         except Exception:
             if connection.is_closed() or connection.is_in_transaction():
                 self._drop_connection()  # broken: the next batch reconnects
             raise
-        for topic, count in Counter(row.topic for row in rows).items():
-            metrics.OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
-            for mirror in self._mirrors.get(topic, ()):
-                metrics.OUTBOX_PUBLISHED.labels(self._service, mirror.topic).inc(count)
+        count_published(self._service, rows, mirrors=self._mirrors)
         return len(rows)
 
     async def _connection(self) -> asyncpg.Connection:
@@ -258,28 +253,6 @@ class OutboxRelay:
         if self._db is not None:
             self._db.terminate()
             self._db = None
-
-    async def _send_all(self, rows: Sequence[Any]) -> None:
-        batches = KeyedBatches(self._producer)
-        for topic, parent, group in _with_mirrors(_trace_groups(rows), self._mirrors):
-            # One producer span per run of rows continuing the same trace (a batch request's
-            # thousand events share one): a span per record cost a quarter of the relay's CPU.
-            with self._tracer.start_as_current_span(
-                f"send {topic}",
-                context=context_from_headers(parent),
-                kind=SpanKind.PRODUCER,
-                attributes=_send_attributes(topic, group),
-            ):
-                carrier: dict[str, str] = {}
-                inject(carrier)  # the consumers continue from this producer span
-                for row in group:
-                    await batches.add(
-                        topic,
-                        key=row.aggregateid.encode(),
-                        value=row.payload.encode(),
-                        headers=kafka_headers({**row.headers, **carrier}),
-                    )
-        await batches.send()
 
     async def _refresh_backlog_metrics(self) -> None:
         # At most once a second: under load the relay wakes on every committed request.
@@ -302,6 +275,52 @@ class OutboxRelay:
         metrics.OUTBOX_BACKLOG.labels(self._service).set(row[0])
         age = (datetime.now(UTC) - row[1]).total_seconds() if row[1] else 0.0
         metrics.OUTBOX_OLDEST_AGE.labels(self._service).set(age)
+
+
+def mirrors_by_topic(mirrors: Sequence[Mirror]) -> dict[str, list[Mirror]]:
+    by_topic: dict[str, list[Mirror]] = {}
+    for mirror in mirrors:
+        by_topic.setdefault(mirror.source, []).append(mirror)
+    return by_topic
+
+
+async def send_rows(
+    producer: AIOKafkaProducer,
+    tracer: Tracer,
+    rows: Sequence[OutboxRow],
+    *,
+    mirrors: Mapping[str, list[Mirror]],
+) -> None:
+    """Send the rows (and their mirrors) and wait until Kafka has them all, in order per key."""
+    batches = KeyedBatches(producer)
+    for topic, parent, group in _with_mirrors(_trace_groups(rows), mirrors):
+        # One producer span per run of rows continuing the same trace (a batch request's
+        # thousand events share one): a span per record cost a quarter of the relay's CPU.
+        with tracer.start_as_current_span(
+            f"send {topic}",
+            context=context_from_headers(parent),
+            kind=SpanKind.PRODUCER,
+            attributes=_send_attributes(topic, group),
+        ):
+            carrier: dict[str, str] = {}
+            inject(carrier)  # the consumers continue from this producer span
+            for row in group:
+                await batches.add(
+                    topic,
+                    key=row.aggregateid.encode(),
+                    value=row.payload.encode(),
+                    headers=kafka_headers({**row.headers, **carrier}),
+                )
+    await batches.send()
+
+
+def count_published(
+    service: str, rows: Sequence[OutboxRow], *, mirrors: Mapping[str, list[Mirror]]
+) -> None:
+    for topic, count in Counter(row.topic for row in rows).items():
+        metrics.OUTBOX_PUBLISHED.labels(service, topic).inc(count)
+        for mirror in mirrors.get(topic, ()):
+            metrics.OUTBOX_PUBLISHED.labels(service, mirror.topic).inc(count)
 
 
 def _trace_groups(rows: Sequence[Any]) -> Iterator[tuple[str, dict[str, str], list[Any]]]:

@@ -18,6 +18,7 @@ from scoring.adapters import keep_score_history, service_tables
 from scoring.handlers import alert_flags_handler, scoring_handler
 from scoring.settings import ScoringSettings
 from scoring.use_cases import ScorePublisher, rebuild_if_missing
+from scoring.use_cases.changelog import ScoreChangelogRelay
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HISTORY_UPKEEP_SECONDS = 3600
@@ -45,11 +46,14 @@ class ScoringRuntime(ServiceRuntime):
                 *(ConsumerSpec.declared(group, handler=scoring_handler()) for group in GROUPS),
                 ConsumerSpec.declared(ALERTS_GROUP, handler=alert_flags_handler()),
             ],
-            # One outbox row per score: the relay sends it to the history topic and, as a
-            # ScoreLatest, to the compacted one.
+            # Scores go out from their history (`changelog`), not the outbox; score rows still
+            # in the outbox from before it are mirrored as they always were.
             mirrors=[SCORE_LATEST_MIRROR],
         )
-        self.publisher = ScorePublisher(self, interval=publish_interval)
+        self.changelog = ScoreChangelogRelay(
+            self, mirrors=[SCORE_LATEST_MIRROR], renew_producer=self._renew_producer
+        )
+        self.publisher = ScorePublisher(self, interval=publish_interval, changelog=self.changelog)
         scoring = settings if isinstance(settings, ScoringSettings) else ScoringSettings()
         self.history_months = scoring.history_months
 
@@ -62,6 +66,7 @@ class ScoringRuntime(ServiceRuntime):
         await super().start(workers=workers)
         if workers:
             self._spawn("score-publisher", self.publisher.run)
+            self._spawn("score-changelog", self.changelog.run)
             self._spawn("score-history-partitions", self._keep_history)
 
     async def _rebuild_if_missing(self) -> None:
@@ -82,6 +87,7 @@ class ScoringRuntime(ServiceRuntime):
 
     async def stop(self) -> None:
         self.publisher.stop()
+        self.changelog.stop()
         await super().stop()
 
 

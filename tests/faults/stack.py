@@ -293,6 +293,15 @@ class Stack:
             await self.scalar(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL")
         )
 
+    async def score_changelog_backlog(self) -> int:
+        """Score versions written and not sent yet (scoring publishes them from its history)."""
+        return int(
+            await self.scalar(
+                "SELECT count(*) FROM scoring.score_history"
+                " WHERE seq > (SELECT published_seq FROM scoring.score_changelog)"
+            )
+        )
+
     async def lag(self, group: str, topics: Iterable[str] | None = None) -> dict[str, int]:
         """End offset − committed offset per topic, summed over partitions (from the broker)."""
         names = list(topics or (t.name for t in CONSUMER_GROUPS[group]))
@@ -355,6 +364,8 @@ class Stack:
             for schema in ("teams", "activities", "scoring", "notifications"):
                 if backlog := await self.outbox_backlog(schema):
                     pending[f"{schema} outbox"] = backlog
+            if backlog := await self.score_changelog_backlog():
+                pending["scoring changelog"] = backlog
             for group in CONSUMER_GROUPS:
                 if lag := {t: n for t, n in (await self.lag(group)).items() if n}:
                     pending[f"{group} lag"] = lag

@@ -6,16 +6,18 @@ Issue #9 fault scenarios 1, 2, 3 and 6, on the real services.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
-from common.topics import ACTIVITY_RECORDED
+from common.topics import ACTIVITY_RECORDED, SCORE_UPDATED
 from tests.faults.invariant import assert_applied_in_log_order, assert_invariant
 from tests.faults.stack import Load, Stack
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 pytestmark = pytest.mark.slow
 RECORDED = ACTIVITY_RECORDED.name
+UPDATED = SCORE_UPDATED.name
 
 
 async def test_activities_api_killed_mid_batch_posts_and_clients_retry_same_ids(
@@ -65,6 +67,44 @@ async def test_activities_relay_killed_after_send_before_marking_published(
     summary = await assert_invariant(stack, load=load)
     assert await stack.end_offsets(RECORDED) == before + 200, "every row was sent twice"
     print(f"\n[faults] relay kill: 100 events published twice; {summary}")
+
+
+async def test_score_changelog_relay_killed_after_send_before_moving_its_position(
+    stack: Stack,
+) -> None:
+    """2b. Scoring's changelog relay dies after Kafka acknowledged a batch of score versions
+    and before its position moved: the restarted relay sends them again under the same event
+    ids (readers dedupe them), and every key's versions still arrive in order."""
+    worker = stack["scoring-worker"]
+    assert await asyncio.to_thread(worker.terminate) == 0
+    load = Load(stack, seed=21)
+    await load.run(batches=3, size=20, concurrency=1)
+    before = await stack.end_offsets(UPDATED)
+
+    worker.start(CDT_FAULT_POINTS="relay.after_send")
+    assert await worker.wait_exit(60) == 137, worker.tail()
+    assert "crashing at relay.after_send" in worker.tail()
+    sent = await stack.end_offsets(UPDATED) - before
+    assert sent > 0, "the batch reached Kafka"
+    assert await stack.score_changelog_backlog() >= sent, "...but the position did not move"
+
+    worker.start()
+    summary = await assert_invariant(stack, load=load)
+    total = await stack.end_offsets(UPDATED)
+    records = await read_topic(stack.bootstrap, UPDATED, until=lambda rs: len(rs) >= total)
+    ids = [dict(r.headers)["ce_id"] for r in records]
+    assert len(ids) - len(set(ids)) >= sent, "the batch was sent again, under the same ids"
+    versions = await stack.rows(
+        "SELECT count(*) AS n FROM scoring.score_history WHERE seq IS NOT NULL"
+    )
+    assert len(set(ids)) == versions[0]["n"], "every version on the topic, none missing"
+    latest: dict[tuple[bytes, str], int] = {}
+    for record in records:  # a version sent again repeats it, never goes back before it
+        payload = json.loads(record.value)
+        key = (record.key, payload["criteria_set"])
+        assert payload["version"] >= latest.get(key, 0), key
+        latest[key] = payload["version"]
+    print(f"\n[faults] changelog relay kill: {sent} score records sent twice; {summary}")
 
 
 async def test_scoring_consumer_killed_after_db_commit_before_offset_commit(

@@ -20,7 +20,7 @@ from tests.load.bench_meter import CpuMeter, reset_statements, top_statements
 from tests.load.bench_scoring_support import activity_fields, hierarchy, infrastructure
 
 from aiokafka import AIOKafkaProducer  # after the import roots are set
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from common.contracts.activities import ActivityRecorded
 from common.envelope import OutboundEvent, kafka_headers
@@ -28,6 +28,31 @@ from common.main import settle_heap
 from scoring import adapters
 from scoring.bootstrap import build_runtime
 from scoring.settings import ScoringSettings
+
+
+async def unsent(runtime) -> int:  # type: ignore[no-untyped-def]
+    """Score updates written and not on Kafka yet: outbox rows not published, and versions in
+    the score changelog beyond the relay's position (where the changelog exists: the bench
+    also runs on revisions before it, for comparisons)."""
+    async with runtime.sessions() as session:
+        outbox = await session.scalar(
+            text("SELECT count(*) FROM scoring.outbox WHERE published_at IS NULL")
+        )
+        versions = 0
+        if await has_changelog(session):
+            versions = await session.scalar(
+                text(
+                    "SELECT count(*) FROM scoring.score_history"
+                    " WHERE seq > (SELECT published_seq FROM scoring.score_changelog)"
+                )
+            )
+    return int(outbox or 0) + int(versions or 0)
+
+
+async def has_changelog(session) -> bool:  # type: ignore[no-untyped-def]
+    return bool(
+        await session.scalar(text("SELECT to_regclass('scoring.score_changelog') IS NOT NULL"))
+    )
 
 
 async def produce(bootstrap: str, events: int, teams: int) -> float:
@@ -91,14 +116,20 @@ async def bench(events: int, teams: int, *, postgres_pid: int | None) -> None:
         consuming = meter.stop()
         print(f"  consumption: {consuming.per_item(events)}", flush=True)
         meter.start()
-        while await count(runtime, adapters.dirty_subjects) or await count(
-            runtime, adapters.state_marks
+        while (
+            await count(runtime, adapters.dirty_subjects)
+            or await count(runtime, adapters.state_marks)
+            or await unsent(runtime)
         ):
             await asyncio.sleep(0.25)
         published = time.perf_counter() - end
         draining = meter.stop()
         async with runtime.sessions() as session:
             updates = await session.scalar(select(func.count()).select_from(runtime.tables.outbox))
+            if await has_changelog(session):
+                updates += await session.scalar(
+                    text("SELECT count(*) FROM scoring.score_history WHERE seq IS NOT NULL")
+                )
             subject_periods = await session.scalar(
                 select(func.count()).select_from(adapters.scores)
             )

@@ -12,37 +12,49 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import dump_json, json_rows
 from scoring import domain
+from scoring.adapters.changelog import lock_for_scores
 from scoring.adapters.tables import columns_of, scores, subjects
 from scoring.domain import SubjectPeriod
 
 
 async def upsert_scores(
     session: AsyncSession, rows: Sequence[dict[str, Any]], *, computed_at: datetime
-) -> dict[tuple[str, str, str, str], tuple[int, datetime | None]]:
+) -> int:
     """Store computed scores with their ranks; each stored change bumps the version by one,
-    and every version is kept in `score_history`.
+    and every version is appended to `score_history`, the changelog the relay publishes from
+    (each row with its `traceparent`: the trace the publication continues). Returns how many.
 
-    One `unnest` statement (a multi-VALUES insert of thousands of rows was bind-bound).
+    One `unnest` statement (a multi-VALUES insert of thousands of rows was bind-bound), after
+    the changelog's lock (`adapters.changelog`).
     """
     if not rows:
-        return {}
+        return 0
     ordered = sorted(
         rows, key=lambda r: (r["subject_type"], r["subject_id"], r["period"], r["criteria_set"])
     )
+    await lock_for_scores(session)
     result = await session.execute(
         text(
             """
-            WITH stored AS (
+            WITH fresh AS (
+              SELECT r->>0 AS subject_type, r->>1 AS subject_id, r->>2 AS period,
+                     r->>3 AS criteria_set, CAST(r->>4 AS float8) AS score,
+                     CAST(r->>5 AS float8) AS max_score, CAST(co AS json) AS components,
+                     CAST(ind AS json) AS indicators, CAST(r->>6 AS int) AS rank,
+                     CAST(r->>7 AS int) AS rank_of,
+                     CAST(r->>8 AS timestamptz) AS as_of_event_time, r->>9 AS traceparent
+              -- zipped in order (the rows are sorted: publishers lock scores in one order)
+              FROM ROWS FROM (jsonb_array_elements(CAST(:rows AS jsonb)),
+                              unnest(CAST(:co AS text[])), unnest(CAST(:ind AS text[])))
+                   AS k(r, co, ind)
+            ), stored AS (
             INSERT INTO scoring.scores AS s
                 (subject_type, subject_id, period, criteria_set, score, max_score, components,
                  indicators, rank, rank_of, version, as_of_event_time, computed_at)
-            SELECT r->>0, r->>1, r->>2, r->>3, CAST(r->>4 AS float8), CAST(r->>5 AS float8),
-                   CAST(co AS json), CAST(ind AS json), CAST(r->>6 AS int),
-                   CAST(r->>7 AS int), 1, CAST(r->>8 AS timestamptz), CAST(:now AS timestamptz)
-            -- zipped in order (the rows are sorted: publishers lock scores in one order)
-            FROM ROWS FROM (jsonb_array_elements(CAST(:rows AS jsonb)),
-                            unnest(CAST(:co AS text[])), unnest(CAST(:ind AS text[])))
-                 AS k(r, co, ind)
+            SELECT subject_type, subject_id, period, criteria_set, score, max_score,
+                   components, indicators, rank, rank_of, 1, as_of_event_time,
+                   CAST(:now AS timestamptz)
+            FROM fresh
             ON CONFLICT (subject_type, subject_id, period, criteria_set) DO UPDATE SET
                 score = excluded.score,
                 max_score = excluded.max_score,
@@ -55,16 +67,20 @@ async def upsert_scores(
                 computed_at = excluded.computed_at
             RETURNING s.*
             ), kept AS (
-              -- every published version, in the same transaction (`score_history`, by month)
+              -- every published version, in the same transaction (`score_history`, by month),
+              -- numbered in key order: the relay sends them in `seq` order
               INSERT INTO scoring.score_history (subject_type, subject_id, period, criteria_set,
                   version, score, max_score, rank, rank_of, components, indicators,
-                  as_of_event_time, computed_at)
-              SELECT subject_type, subject_id, period, criteria_set, version, score, max_score,
-                     rank, rank_of, components, indicators, as_of_event_time, computed_at
-              FROM stored
+                  as_of_event_time, computed_at, traceparent)
+              SELECT s.subject_type, s.subject_id, s.period, s.criteria_set, s.version, s.score,
+                     s.max_score, s.rank, s.rank_of, s.components, s.indicators,
+                     s.as_of_event_time, s.computed_at, f.traceparent
+              FROM stored s
+              JOIN fresh f USING (subject_type, subject_id, period, criteria_set)
+              ORDER BY s.subject_type, s.subject_id, s.period, s.criteria_set
+              RETURNING 1
             )
-            SELECT subject_type, subject_id, period, criteria_set, version, as_of_event_time
-            FROM stored
+            SELECT count(*) FROM kept
             """
         ),
         {
@@ -82,6 +98,7 @@ async def upsert_scores(
                         r.get("rank"),
                         r.get("rank_of"),
                         r["as_of_event_time"],
+                        r.get("traceparent"),
                     )
                     for r in ordered
                 ]
@@ -91,7 +108,7 @@ async def upsert_scores(
             "now": computed_at,
         },
     )
-    return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in result}
+    return int(result.scalar_one())
 
 
 async def sibling_ranks(

@@ -328,7 +328,8 @@ async def get_score(
     return use_cases.score_payload(
         key=key,
         criteria_set=chosen.version,
-        result=evaluation.result,
+        score=evaluation.result.score,
+        max_score=evaluation.result.max_score,
         components=use_cases.components_json(evaluation.result),
         indicators=evaluation.indicators,
         rank=None,

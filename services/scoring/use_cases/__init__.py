@@ -9,18 +9,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
+from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from common.contracts.scoring import ScoreUpdated
-from common.db import UnitOfWork, json_once
-from common.envelope import OutboundEvent
+from common.db import json_once
 from common.runtime import ServiceRuntime
 from common.telemetry import context_from_headers, span_link
 from scoring import adapters, domain
@@ -88,7 +87,8 @@ def score_payload(
     *,
     key: SubjectPeriod,
     criteria_set: str,
-    result: ScoreResult,
+    score: float,
+    max_score: float,
     components: Json,
     indicators: Json,
     rank: tuple[int, int] | None,
@@ -103,8 +103,8 @@ def score_payload(
         "subject_id": key.subject_id,
         "period": key.period,
         "criteria_set": criteria_set,
-        "score": result.score,
-        "max_score": result.max_score,
+        "score": score,
+        "max_score": max_score,
         "rank": rank[0] if rank else None,
         "rank_of": rank[1] if rank else None,
         "components": components,
@@ -154,10 +154,12 @@ async def publish_dirty(
             fresh={e.key: e.result.score for e in evaluations},
         )
         laps.lap("rank")
-        # Serialized once each: the stored score and its event carry the same JSON text.
+        # Serialized once each: the stored score and its history row carry the same JSON text.
         components = {e.key: json_once(components_json(e.result)) for e in evaluations}
         indicators = {e.key: json_once(e.indicators) for e in evaluations}
-        stored = await adapters.upsert_scores(
+        traceparents = _publication_traces(runtime, keys, marks)
+        laps.lap("trace")
+        await adapters.upsert_scores(
             session,
             [
                 {
@@ -172,37 +174,13 @@ async def publish_dirty(
                     "rank": ranks[e.key][0] if e.key in ranks else None,
                     "rank_of": ranks[e.key][1] if e.key in ranks else None,
                     "as_of_event_time": event_times[e.key],
+                    "traceparent": traceparents.get(e.key),
                 }
                 for e in evaluations
             ],
             computed_at=now,
         )
-        payloads = {
-            e.key: score_payload(
-                key=e.key,
-                criteria_set=criteria.version,
-                result=e.result,
-                components=components[e.key],
-                indicators=indicators[e.key],
-                rank=ranks.get(e.key),
-                version=stored[(*e.key, criteria.version)][0],
-                as_of=stored[(*e.key, criteria.version)][1],
-                computed_at=now,
-            )
-            for e in evaluations
-        }
         laps.lap("store")
-        for parent, group in _by_trace(keys, marks.traces).items():
-            await _publish_group(
-                runtime,
-                uow,
-                parent=parent,
-                keys=group,
-                marks=marks,
-                payloads=payloads,
-                computed_at=now,
-            )
-        laps.lap("outbox")
         await uow.commit()
         laps.lap("commit")
     if laps.total() > SLOW_PASS_SECONDS:
@@ -250,48 +228,34 @@ def _by_trace(
     return groups
 
 
-async def _publish_group(
-    runtime: ServiceRuntime,
-    uow: UnitOfWork,
-    *,
-    parent: str | None,
-    keys: Sequence[SubjectPeriod],
-    marks: adapters.DirtyMarks,
-    payloads: dict[SubjectPeriod, dict[str, Any]],
-    computed_at: datetime,
-) -> None:
-    """Write the group's outbox rows inside a span continuing the latest marking trace.
-
-    The span is a child of the latest consumer span that marked these subjects and links the
-    earlier ones; the outbox rows capture its traceparent, so the trace runs on to Kafka.
-    """
-    others = dict.fromkeys(tp for k in keys for tp in marks.traces.get(k, ()) if tp != parent)
-    links = [
-        link
-        for tp in list(others)[:MAX_LINKS]
-        if (link := span_link({"traceparent": tp})) is not None
-    ]
-    context = context_from_headers({"traceparent": parent}) if parent else None
-    with runtime.tracer.start_as_current_span(
-        "publish scores",
-        context=context,
-        links=links,
-        kind=SpanKind.PRODUCER,
-        attributes={"cdt.scoring.subject_periods": len(keys)},
-    ):
-        for key in keys:
-            # the relay mirrors each ScoreUpdated to score-latest (`bootstrap.SCORE_LATEST_MIRROR`)
-            uow.publish(
-                OutboundEvent.of_payload(
-                    ScoreUpdated,
-                    payloads[key],
-                    key=f"{key.subject_type}:{key.subject_id}:{key.period}",
-                    source=SOURCE,
-                    subject=f"{key.subject_type}:{key.subject_id}",
-                    time=computed_at,
-                )
-            )
-        await uow.flush_events()
+def _publication_traces(
+    runtime: ServiceRuntime, keys: Sequence[SubjectPeriod], marks: adapters.DirtyMarks
+) -> dict[SubjectPeriod, str]:
+    """The trace each score's publication continues, by key: one "publish scores" span per
+    group of keys last marked by the same trace, a child of that consumer span linking the
+    earlier ones. Its traceparent goes with the score's history row, and the changelog relay
+    sends the record from there, so the trace runs on to Kafka."""
+    out: dict[SubjectPeriod, str] = {}
+    for parent, group in _by_trace(keys, marks.traces).items():
+        others = dict.fromkeys(tp for k in group for tp in marks.traces.get(k, ()) if tp != parent)
+        links = [
+            link
+            for tp in list(others)[:MAX_LINKS]
+            if (link := span_link({"traceparent": tp})) is not None
+        ]
+        context = context_from_headers({"traceparent": parent}) if parent else None
+        with runtime.tracer.start_as_current_span(
+            "publish scores",
+            context=context,
+            links=links,
+            kind=SpanKind.PRODUCER,
+            attributes={"cdt.scoring.subject_periods": len(group)},
+        ):
+            carrier: dict[str, str] = {}
+            inject(carrier)
+        if traceparent := carrier.get("traceparent"):
+            out.update(dict.fromkeys(group, traceparent))
+    return out
 
 
 @dataclass
@@ -352,9 +316,25 @@ def rest_after_pass(*, interval: float, took: float, full: bool, consumers_behin
     return 0.0 if full else interval
 
 
+class Changelog(Protocol):
+    """What the publisher sees of the changelog relay of its process."""
+
+    def wake(self) -> None:
+        """New score versions were committed."""
+
+    async def caught_up(self) -> None:
+        """Returns once its last batch was not full (nothing more waited to be sent)."""
+
+
+# How long the publisher holds back while the changelog relay is behind, at most: the marks
+# gather meanwhile (a key marked again is published once), instead of versions queueing in the
+# changelog ahead of the next live score.
+MAX_CHANGELOG_WAIT_SECONDS = 5.0
+
+
 class ScorePublisher:
     """Background task: every `interval` seconds, publish what became dirty (the units at the
-    pace of `UnitCadence`)."""
+    pace of `UnitCadence`), never far ahead of the changelog relay."""
 
     def __init__(
         self,
@@ -364,8 +344,10 @@ class ScorePublisher:
         unit_interval: float = 2.0,
         background_interval: float = 5.0,
         limit: int = 2000,
+        changelog: Changelog | None = None,
     ):
         self._runtime = runtime
+        self._changelog = changelog
         self._interval = interval
         self._units = UnitCadence(interval=unit_interval)
         self._background = BackgroundCadence(interval=background_interval)
@@ -388,6 +370,8 @@ class ScorePublisher:
                 self._units.passed(
                     started=started, teams_only=teams_only, taken=taken, limit=self._limit
                 )
+                if taken and self._changelog is not None:
+                    self._changelog.wake()
             except Exception:
                 log.exception("score publication failed; retrying")
             pause = rest_after_pass(
@@ -398,6 +382,13 @@ class ScorePublisher:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=pause)
+            await self._wait_for_changelog()
+
+    async def _wait_for_changelog(self) -> None:
+        if self._changelog is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changelog.caught_up(), timeout=MAX_CHANGELOG_WAIT_SECONDS)
 
     def _consumers_backlogged(self) -> bool:
         """More than a full batch waits for one of this process's consumers."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from common import topics
 from scoring import adapters
+from scoring.adapters import ChangelogRow
+from scoring.use_cases.changelog import outbox_rows_of
 from tests.helpers import OPERATOR, eventually, read_topic
 from tests.integration.scoring.conftest import produce, wait_processed
 from tests.unit.scoring import factory
@@ -19,8 +21,8 @@ def unique_province() -> str:
 
 
 async def wait_published(runtime, key: str) -> list[dict]:  # type: ignore[no-untyped-def]
-    """The ScoreUpdated payloads written for `key`, once nothing for it is left dirty."""
-    outbox = runtime.tables.outbox
+    """The ScoreUpdated payloads sent for `key` (from the score changelog, in order), once
+    nothing for it is left dirty or unsent."""
     stype, sid, period = key.split(":", 2)
 
     async def settled() -> list[dict] | None:
@@ -38,16 +40,22 @@ async def wait_published(runtime, key: str) -> list[dict]:  # type: ignore[no-un
                 )
             )
             rows = (
-                await session.scalars(
-                    select(outbox.c.payload)
-                    .where(
-                        outbox.c.aggregateid == key,
-                        outbox.c.topic == topics.SCORE_UPDATED.name,
-                    )
-                    .order_by(outbox.c.seq)
+                await session.execute(
+                    text(
+                        "SELECT h.seq, h.subject_type, h.subject_id, h.period, h.criteria_set,"
+                        " h.version, h.score, h.max_score, h.rank, h.rank_of,"
+                        " h.components::text, h.indicators::text, h.as_of_event_time,"
+                        " h.computed_at, h.traceparent"
+                        " FROM scoring.score_history h"
+                        " WHERE h.subject_type = :st AND h.subject_id = :sid AND h.period = :p"
+                        " AND h.seq <= (SELECT published_seq FROM scoring.score_changelog)"
+                        " ORDER BY h.seq"
+                    ),
+                    {"st": stype, "sid": sid, "p": period},
                 )
             ).all()
-        return list(rows) if rows and pending is None else None
+        payloads = [json.loads(r.payload) for r in outbox_rows_of([ChangelogRow(*r) for r in rows])]
+        return payloads if payloads and pending is None else None
 
     return await eventually(settled, what=f"score of {key} published")
 

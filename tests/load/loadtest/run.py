@@ -265,7 +265,7 @@ async def calibration(run: Run) -> dict[str, Any]:
 
 
 CORE_GROUPS = ("activities/", "scoring/", "teams/")
-CORE_OUTBOXES = ("teams", "activities", "scoring")
+CORE_OUTBOXES = ("teams", "activities", "scoring", "scoring-changelog")
 
 
 async def idle(

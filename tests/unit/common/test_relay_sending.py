@@ -17,7 +17,7 @@ from uuid_utils.compat import uuid7
 
 from common.envelope import Mirror, derived_event_id
 from common.kafka import KeyedBatches, keyed_partitioner
-from tests.unit.common.relays import unit_relay
+from common.relay import mirrors_by_topic, send_rows
 
 PARENT_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 PARENT_B = "00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
@@ -119,13 +119,12 @@ async def test_one_producer_span_per_run_of_rows_continuing_one_trace() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     producer = _Producer()
-    relay = unit_relay(producer=producer, tracer=provider.get_tracer("unit"))
     rows = [
         *(_row(i, "t1", PARENT_A) for i in range(3)),  # one batch request: one span
         _row(3, "t1", PARENT_B),  # another request: its own span, with the message id
         _row(4, "t2", PARENT_B),  # another topic: another span
     ]
-    await relay._send_all(rows)
+    await send_rows(producer, provider.get_tracer("unit"), rows, mirrors={})  # type: ignore[arg-type]
 
     spans = exporter.get_finished_spans()
     assert [(s.name, s.attributes.get("messaging.batch.message_count")) for s in spans] == [
@@ -155,13 +154,17 @@ async def test_a_mirrored_topic_gets_each_run_of_rows_again_retyped_in_order() -
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     producer = _Producer(partitions=1)
     mirror = Mirror(source="t1", topic="m1", type="latest", dataschema="urn:latest")
-    relay = unit_relay(producer=producer, tracer=provider.get_tracer("unit"), mirrors=[mirror])
     ids = [uuid7() for _ in range(4)]
     rows = [
         *(_row(i, "t1", PARENT_A, event_id=ids[i]) for i in range(3)),
         _row(3, "t2", PARENT_B, event_id=ids[3]),  # not mirrored
     ]
-    await relay._send_all(rows)
+    await send_rows(
+        producer,  # type: ignore[arg-type]
+        provider.get_tracer("unit"),
+        rows,
+        mirrors=mirrors_by_topic([mirror]),
+    )
 
     assert [s.name for s in exporter.get_finished_spans()] == ["send t1", "send m1", "send t2"]
     sent = [(topic, key, h["ce_id"], h.get("ce_type")) for topic, key, h in producer.sent]

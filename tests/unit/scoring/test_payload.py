@@ -23,7 +23,8 @@ def test_score_payload_validates_against_the_public_contract(serialized_once: bo
     payload = use_cases.score_payload(
         key=SubjectPeriod("commune", "82-00001", "2026-10"),
         criteria_set="default@1",
-        result=result,
+        score=result.score,
+        max_score=result.max_score,
         # the publisher serializes them once, for the stored score and for the event
         components=json_once(components) if serialized_once else components,
         indicators=json_once(visible) if serialized_once else visible,
