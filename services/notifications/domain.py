@@ -499,8 +499,10 @@ def previous_period(period: str) -> str | None:
 # --------------------------------------------------------------------------- target_reached
 
 
-@dataclass(frozen=True)
-class TargetStatus:
+class TargetStatus(NamedTuple):
+    """A tuple, as the other per-score records: a dozen per score, thousands of scores a
+    second (a frozen dataclass's `__init__` costs three times a tuple's)."""
+
     name: str  # "criterion:<name>" or "indicator:<name>"
     value: float
     target: float
@@ -596,8 +598,7 @@ class Rules(Protocol):
 # --------------------------------------------------------------------------- evaluating a score
 
 
-@dataclass(frozen=True)
-class ScoreState:
+class ScoreState(NamedTuple):
     """What notifications keeps of one (subject, period): the latest version judged."""
 
     version: int
@@ -613,8 +614,7 @@ class OpenAlert:
     details: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class ScoreEvaluation:
+class ScoreEvaluation(NamedTuple):
     """What one incoming score changes: the state to store (None: a replayed or older version,
     nothing to do), the alerts to raise (each once per dedupe key) and the unresolved alerts,
     among those handed in, whose condition has cleared."""

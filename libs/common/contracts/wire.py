@@ -10,7 +10,7 @@ its contract: the same values for valid payloads, a refusal for invalid ones.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -115,10 +115,22 @@ class ScoreUpdatedWire(msgspec.Struct, frozen=True):
     as_of_event_time: datetime | None = None
 
 
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(struct: type[S]) -> msgspec.json.Decoder[S]:
+    """One decoder per struct, built once (a decode call with `type=` looks the type up each
+    time: ~7 % of a score record's decoding)."""
+    decoder = _DECODERS.get(struct)
+    if decoder is None:
+        decoder = _DECODERS[struct] = msgspec.json.Decoder(struct)
+    return decoder
+
+
 def parse_wire(event: InboundEvent, struct: type[S]) -> S:
     """The event's data as `struct`; invalid data is a poison record, as `event.parse` says."""
     try:
-        return msgspec.json.decode(event.value, type=struct)
+        return _decoder(struct).decode(event.value)
     except msgspec.ValidationError as exc:
         raise PoisonRecordError(f"{event.type} {event.id}: invalid data: {exc}") from exc
     except msgspec.DecodeError as exc:
