@@ -6,13 +6,13 @@ import asyncio
 import functools
 import logging
 import random
+import struct
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from common.topics import TopicSpec, all_topics
@@ -20,9 +20,40 @@ from common.topics import TopicSpec, all_topics
 log = logging.getLogger(__name__)
 
 
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), the same values as
+    aiokafka's `partitioner.murmur2` (a test holds them equal), twice as fast: the words read
+    at once, no mask that cannot change anything. At national spread every score key is new,
+    so the partitioner hashes each one (the cache below does not help)."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    for word in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (word * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        base = length & ~3
+        if tail >= 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h ^= data[base]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h
+
+
 @functools.lru_cache(maxsize=200_000)
 def _key_hash(key: bytes) -> int:
-    return int(murmur2(key)) & 0x7FFFFFFF
+    return murmur2(key) & 0x7FFFFFFF
 
 
 def keyed_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:

@@ -68,7 +68,9 @@ async def upsert_scores(
             RETURNING s.*
             ), kept AS (
               -- every published version, in the same transaction (`score_history`, by month),
-              -- numbered in key order: the relay sends them in `seq` order
+              -- numbered by trace, then key: the relay sends them in `seq` order, one producer
+              -- span per run of rows continuing one trace (a key is once in a pass: its
+              -- versions still follow each other across passes)
               INSERT INTO scoring.score_history (subject_type, subject_id, period, criteria_set,
                   version, score, max_score, rank, rank_of, components, indicators,
                   as_of_event_time, computed_at, traceparent)
@@ -77,7 +79,7 @@ async def upsert_scores(
                      s.as_of_event_time, s.computed_at, f.traceparent
               FROM stored s
               JOIN fresh f USING (subject_type, subject_id, period, criteria_set)
-              ORDER BY s.subject_type, s.subject_id, s.period, s.criteria_set
+              ORDER BY f.traceparent, s.subject_type, s.subject_id, s.period, s.criteria_set
               RETURNING 1
             )
             SELECT count(*) FROM kept

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from uuid_utils.compat import uuid7
 
 from common.envelope import Mirror, derived_event_id
-from common.kafka import KeyedBatches, keyed_partitioner
+from common.kafka import KeyedBatches, keyed_partitioner, murmur2
 from common.relay import mirrors_by_topic, send_rows
 
 PARENT_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -31,6 +32,13 @@ def test_cached_partitioner_places_keys_as_kafkas_default_does() -> None:
         expected = DefaultPartitioner()(key, partitions, partitions)
         assert keyed_partitioner(key, partitions, partitions) == expected
         assert keyed_partitioner(key, partitions, partitions) == expected  # from the cache
+
+
+def test_murmur2_gives_aiokafkas_values_for_every_length() -> None:
+    rng = random.Random(11)
+    for length in [*range(0, 9), *(rng.randint(9, 120) for _ in range(3_000))]:
+        key = rng.randbytes(length)
+        assert murmur2(key) == aiokafka_murmur2(key), key
 
 
 class _Batch:
