@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from common.contracts.activities import SKILLS
 from scoring.domain import Component, CriteriaSet, ScoreResult, period_months
@@ -71,10 +72,46 @@ def _plan(criteria_set: CriteriaSet) -> _Plan:
     )
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """A pass's numbers, one row per request, rounded as `domain.score` rounds them."""
+
+    points: Floats
+    achieved: Floats
+    targets: Floats
+    totals: Floats
+
+
 def score_all(criteria_set: CriteriaSet, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
     """`domain.score` of every request, computed column-wise; the same floats, bit for bit."""
     if not requests:
         return []
+    return _results(criteria_set, _compute(criteria_set, requests))
+
+
+@dataclass(frozen=True)
+class ScoredPass:
+    """What the publisher stores and sends of a pass: each score, and its components as the
+    JSON text `components_json` of its `ScoreResult` would give (the same values), without a
+    tuple per component or a dictionary per component in between (a third of a pass's Python)."""
+
+    scores: list[float]
+    max_score: float
+    components: list[str]
+
+
+def score_pass(criteria_set: CriteriaSet, requests: Sequence[ScoreRequest]) -> ScoredPass:
+    if not requests:
+        return ScoredPass(scores=[], max_score=criteria_set.max_score, components=[])
+    columns = _compute(criteria_set, requests)
+    return ScoredPass(
+        scores=columns.totals.tolist(),
+        max_score=criteria_set.max_score,
+        components=_component_documents(criteria_set, columns),
+    )
+
+
+def _compute(criteria_set: CriteriaSet, requests: Sequence[ScoreRequest]) -> _Columns:
     plan = _plan(criteria_set)
     values = np.array(
         [[r.indicators.get(name, 0.0) for name in plan.columns] for r in requests],
@@ -109,8 +146,7 @@ def score_all(criteria_set: CriteriaSet, requests: Sequence[ScoreRequest]) -> li
     totals = np.zeros(len(requests))
     for index in range(len(criteria)):  # in order, as Python's `sum` adds them
         totals += points[:, index]
-    return _results(
-        criteria_set,
+    return _Columns(
         points=points,
         achieved=round_half_even(achieved, 6),
         targets=round_half_even(targets, 6),
@@ -180,14 +216,7 @@ def round_half_even(values: Floats, digits: int) -> Floats:
     return out
 
 
-def _results(
-    criteria_set: CriteriaSet,
-    *,
-    points: Floats,
-    achieved: Floats,
-    targets: Floats,
-    totals: Floats,
-) -> list[ScoreResult]:
+def _results(criteria_set: CriteriaSet, columns: _Columns) -> list[ScoreResult]:
     names = [(c.id, c.group, c.max_points) for c in criteria_set.criteria]
     max_score = criteria_set.max_score
     return [
@@ -202,6 +231,57 @@ def _results(
             ),
         )
         for total, row_points, row_values, row_targets in zip(
-            totals.tolist(), points.tolist(), achieved.tolist(), targets.tolist(), strict=True
+            columns.totals.tolist(),
+            columns.points.tolist(),
+            columns.achieved.tolist(),
+            columns.targets.tolist(),
+            strict=True,
         )
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def _components_template(criteria_set: CriteriaSet) -> str:
+    """The components' JSON with a `%r` for each number that varies (points, value, target),
+    in the key order of `use_cases.components_json`."""
+    parts = [
+        "{"
+        f'"criterion":{orjson.dumps(c.id).decode()},"group":{orjson.dumps(c.group).decode()},'
+        f'"points":%r,"max_points":{orjson.dumps(c.max_points).decode()},"value":%r,"target":%r'
+        "}"
+        for c in criteria_set.criteria
+    ]
+    return "[" + ",".join(parts) + "]"
+
+
+def _component_documents(criteria_set: CriteriaSet, columns: _Columns) -> list[str]:
+    """Each row's components as JSON text. A float's `repr` is its shortest round-trip form,
+    as orjson writes it (only the exponent of a very large or small number is spelt
+    differently, e.g. `1e-06` for `1e-6`: the same number); a row holding a number JSON cannot
+    spell (inf, nan) goes through orjson, which writes null for it, as before."""
+    template = _components_template(criteria_set)
+    # per row: points, value and target of each criterion, interleaved as the template wants
+    numbers = np.stack([columns.points, columns.achieved, columns.targets], axis=2)
+    rows = numbers.reshape(numbers.shape[0], -1)
+    finite = np.logical_and.reduce(np.isfinite(rows), axis=1)
+    out = []
+    for row, ok in zip(rows.tolist(), finite.tolist(), strict=True):
+        if ok:
+            out.append(template % tuple(row))
+        else:
+            out.append(orjson.dumps(_component_dicts(criteria_set, row)).decode())
+    return out
+
+
+def _component_dicts(criteria_set: CriteriaSet, row: list[float]) -> list[dict[str, object]]:
+    return [
+        {
+            "criterion": c.id,
+            "group": c.group,
+            "points": row[3 * index],
+            "max_points": c.max_points,
+            "value": row[3 * index + 1],
+            "target": row[3 * index + 2],
+        }
+        for index, c in enumerate(criteria_set.criteria)
     ]

@@ -24,7 +24,7 @@ from common.runtime import ServiceRuntime
 from common.telemetry import context_from_headers, span_link
 from scoring import adapters, domain
 from scoring.domain import CriteriaSet, Deltas, ScoreResult, SubjectPeriod
-from scoring.scorecard import ScoreRequest, score_all
+from scoring.scorecard import ScoreRequest, score_all, score_pass
 
 log = logging.getLogger(__name__)
 SOURCE = "/cdt/scoring"
@@ -44,29 +44,35 @@ async def evaluate(
 ) -> list[Evaluation]:
     """Score subject-periods from their aggregated indicators (rollups are never averages),
     all of them at once (`scorecard.score_all`)."""
+    indicators, requests = await _score_requests(session, keys)
+    return [
+        Evaluation(key=key, result=result, indicators=_shown(indicators[key]))
+        for key, result in zip(keys, score_all(criteria_set, requests), strict=True)
+    ]
+
+
+async def _score_requests(
+    session: AsyncSession, keys: Sequence[SubjectPeriod]
+) -> tuple[dict[SubjectPeriod, dict[str, float]], list[ScoreRequest]]:
+    """Each key's indicators, and what scoring it needs (targets, the campaign's length)."""
     indicators = await adapters.indicators_for(session, keys)
     targets = await adapters.targets_for(session, keys)
     lengths = await adapters.campaign_lengths(session, (k.period for k in keys))
-    results = score_all(
-        criteria_set,
-        [
-            ScoreRequest(
-                indicators=indicators[key],
-                period=key.period,
-                targets=targets[key],
-                campaign_days=lengths.get(key.period),
-            )
-            for key in keys
-        ],
-    )
-    return [
-        Evaluation(
-            key=key,
-            result=result,
-            indicators={**indicators[key], **domain.derived_indicators(indicators[key])},
+    requests = [
+        ScoreRequest(
+            indicators=indicators[key],
+            period=key.period,
+            targets=targets[key],
+            campaign_days=lengths.get(key.period),
         )
-        for key, result in zip(keys, results, strict=True)
+        for key in keys
     ]
+    return indicators, requests
+
+
+def _shown(indicators: dict[str, float]) -> dict[str, float]:
+    """A score's indicators as published: the stored ones and those derived from them."""
+    return {**indicators, **domain.derived_indicators(indicators)}
 
 
 def components_json(result: ScoreResult) -> list[dict[str, Any]]:
@@ -144,39 +150,37 @@ async def publish_dirty(
         event_times = marks.event_times
         criteria = await adapters.active_criteria_set(session)
         keys = sorted(event_times)
-        evaluations = await evaluate(session, keys, criteria)
+        indicators, requests = await _score_requests(session, keys)
+        scored = score_pass(criteria, requests)
         laps.lap("evaluate")
         now = datetime.now(UTC)
-        ranks = await adapters.sibling_ranks(
-            session,
-            keys,
-            criteria=criteria.version,
-            fresh={e.key: e.result.score for e in evaluations},
-        )
+        fresh = dict(zip(keys, scored.scores, strict=True))
+        ranks = await adapters.sibling_ranks(session, keys, criteria=criteria.version, fresh=fresh)
         laps.lap("rank")
-        # Serialized once each: the stored score and its history row carry the same JSON text.
-        components = {e.key: json_once(components_json(e.result)) for e in evaluations}
-        indicators = {e.key: json_once(e.indicators) for e in evaluations}
+        # The components as JSON text from the scorecard, the indicators serialized once: the
+        # stored score and its history row carry the same text.
+        components = dict(zip(keys, map(orjson.Fragment, scored.components), strict=True))
+        shown = {key: json_once(_shown(indicators[key])) for key in keys}
         traceparents = _publication_traces(runtime, keys, marks)
         laps.lap("trace")
         await adapters.upsert_scores(
             session,
             [
                 {
-                    "subject_type": e.key.subject_type,
-                    "subject_id": e.key.subject_id,
-                    "period": e.key.period,
+                    "subject_type": key.subject_type,
+                    "subject_id": key.subject_id,
+                    "period": key.period,
                     "criteria_set": criteria.version,
-                    "score": e.result.score,
-                    "max_score": e.result.max_score,
-                    "components": components[e.key],
-                    "indicators": indicators[e.key],
-                    "rank": ranks[e.key][0] if e.key in ranks else None,
-                    "rank_of": ranks[e.key][1] if e.key in ranks else None,
-                    "as_of_event_time": event_times[e.key],
-                    "traceparent": traceparents.get(e.key),
+                    "score": fresh[key],
+                    "max_score": scored.max_score,
+                    "components": components[key],
+                    "indicators": shown[key],
+                    "rank": ranks[key][0] if key in ranks else None,
+                    "rank_of": ranks[key][1] if key in ranks else None,
+                    "as_of_event_time": event_times[key],
+                    "traceparent": traceparents.get(key),
                 }
-                for e in evaluations
+                for key in keys
             ],
             computed_at=now,
         )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scoring import domain
 from scoring.domain import CriteriaSet, Criterion
-from scoring.scorecard import ScoreRequest, round_half_even, score_all
+from scoring.scorecard import ScoreRequest, round_half_even, score_all, score_pass
+from scoring.use_cases import components_json
 
 _INDICATORS = sorted(
     {n for c in domain.DEFAULT_CRITERIA_SET.criteria for n in (*c.numerator, *c.denominator)}
@@ -66,6 +69,33 @@ def test_score_all_equals_score_of_each(data: st.DataObject, criteria: CriteriaS
         for r in batch
     ]
     assert score_all(criteria, batch) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), criteria=st.sampled_from([domain.DEFAULT_CRITERIA_SET, _MIXED]))
+def test_a_pass_scores_and_spells_components_as_the_results_do(
+    data: st.DataObject, criteria: CriteriaSet
+) -> None:
+    batch = data.draw(st.lists(requests(criteria), min_size=1, max_size=20))
+    results = score_all(criteria, batch)
+    scored = score_pass(criteria, batch)
+    assert scored.scores == [r.score for r in results]
+    assert scored.max_score == criteria.max_score
+    for text, result in zip(scored.components, results, strict=True):
+        assert orjson.loads(text) == orjson.loads(orjson.dumps(components_json(result)))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_a_number_json_cannot_spell_is_written_as_null_as_before() -> None:
+    huge = ScoreRequest(
+        indicators={"citizens_reached": 1e308, "households_visited": 1e308},
+        period="2026-10",
+        targets={},
+    )
+    [result] = score_all(_MIXED, [huge])
+    [text] = score_pass(_MIXED, [huge]).components
+    assert orjson.loads(text) == orjson.loads(orjson.dumps(components_json(result)))
+    assert orjson.loads(text)[0]["value"] is None
 
 
 def test_score_all_of_nothing_is_nothing() -> None:
