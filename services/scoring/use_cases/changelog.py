@@ -144,10 +144,9 @@ class ScoreChangelogRelay:
                 if isinstance(exc, FATAL_PRODUCER_ERRORS):
                     await self._renew()
             if published >= self._batch_size:
-                self._caught_up.clear()
+                self._caught_up.clear()  # more waits: straight on, the publisher holding back
             else:
                 self._caught_up.set()
-            if published < self._batch_size:
                 await self._sleep(self._poll_seconds)
 
     async def publish_batch(self) -> int:
