@@ -413,9 +413,9 @@ async def score_states_of(
 _SAVE_SCORE_STATES = text(
     """
     WITH given AS (
-        SELECT * FROM unnest(CAST(:st AS text[]), CAST(:sid AS text[]), CAST(:p AS text[]),
-                             CAST(:v AS bigint[]), CAST(:score AS float8[]))
-            AS k(subject_type, subject_id, period, version, score)
+        SELECT r->>0 AS subject_type, r->>1 AS subject_id, r->>2 AS period,
+               CAST(r->>3 AS bigint) AS version, CAST(r->>4 AS float8) AS score
+        FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
     ), stored AS (
         INSERT INTO notifications.score_state AS s
             (subject_type, subject_id, period, version, score)
@@ -440,19 +440,14 @@ async def save_score_states(
 ) -> set[ScoreKey]:
     """Store the newest `(version, score)` of each key; returns the keys stored (a key whose
     stored version is already as new is left alone: stale or replayed). One statement over
-    column arrays, in key order (concurrent writers lock rows in one order)."""
+    JSON rows, in key order (concurrent writers lock rows in one order)."""
     if not states:
         return set()
     keys = sorted(states)
     refused = await session.execute(
+        # rows as JSON (`common.db.json_rows`): asyncpg encodes arrays element by element
         _SAVE_SCORE_STATES,
-        {
-            "st": [k.subject_type for k in keys],
-            "sid": [k.subject_id for k in keys],
-            "p": [k.period for k in keys],
-            "v": [states[k][0] for k in keys],
-            "score": [float(states[k][1]) for k in keys],
-        },
+        {"rows": json_rows([(*key, *states[key]) for key in keys])},
     )
     return set(states).difference(ScoreKey(*row) for row in refused)
 
