@@ -38,15 +38,8 @@ async def unsent(runtime) -> int:  # type: ignore[no-untyped-def]
         outbox = await session.scalar(
             text("SELECT count(*) FROM scoring.outbox WHERE published_at IS NULL")
         )
-        versions = 0
-        if await has_changelog(session):
-            versions = await session.scalar(
-                text(
-                    "SELECT count(*) FROM scoring.score_history"
-                    " WHERE seq > (SELECT published_seq FROM scoring.score_changelog)"
-                )
-            )
-    return int(outbox or 0) + int(versions or 0)
+        versions = await adapters.unpublished_count(session) if await has_changelog(session) else 0
+    return int(outbox or 0) + versions
 
 
 async def has_changelog(session) -> bool:  # type: ignore[no-untyped-def]

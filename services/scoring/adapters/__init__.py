@@ -17,6 +17,7 @@ from scoring.adapters.changelog import (
     lock_for_scores,
     mark_published,
     scores_left_in_outbox,
+    sent_versions,
     take_unpublished,
     unpublished_count,
 )
@@ -237,6 +238,7 @@ __all__ = [
     "score_versions",
     "scores",
     "scores_left_in_outbox",
+    "sent_versions",
     "service_tables",
     "sibling_ranks",
     "snapshot_summary",

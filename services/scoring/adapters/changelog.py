@@ -16,6 +16,8 @@ from typing import NamedTuple
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scoring.domain import SubjectPeriod
+
 CHANGELOG_LOCK_KEY = 582_731_005  # writers of scores, one transaction at a time
 RELAY_LOCK_KEY = 582_731_006  # one changelog relay at a time
 
@@ -45,16 +47,22 @@ async def lock_for_scores(session: AsyncSession) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHANGELOG_LOCK_KEY})
 
 
+# `ChangelogRow`'s columns, the JSON documents as the text stored
+_ROW = (
+    "h.seq, h.subject_type, h.subject_id, h.period, h.criteria_set, h.version, h.score,"
+    " h.max_score, h.rank, h.rank_of, h.components::text, h.indicators::text,"
+    " h.as_of_event_time, h.computed_at, h.traceparent"
+)
 _UNPUBLISHED = text(
-    """
-    SELECT h.seq, h.subject_type, h.subject_id, h.period, h.criteria_set, h.version, h.score,
-           h.max_score, h.rank, h.rank_of, h.components::text, h.indicators::text,
-           h.as_of_event_time, h.computed_at, h.traceparent
-    FROM scoring.score_history h
-    WHERE h.seq > (SELECT published_seq FROM scoring.score_changelog)
-    ORDER BY h.seq
-    LIMIT :limit
-    """
+    f"SELECT {_ROW} FROM scoring.score_history h"  # noqa: S608 - constant fragments
+    " WHERE h.seq > (SELECT published_seq FROM scoring.score_changelog)"
+    " ORDER BY h.seq LIMIT :limit"
+)
+_SENT_OF_KEY = text(
+    f"SELECT {_ROW} FROM scoring.score_history h"  # noqa: S608 - constant fragments
+    " WHERE h.subject_type = :st AND h.subject_id = :sid AND h.period = :p"
+    " AND h.seq <= (SELECT published_seq FROM scoring.score_changelog)"
+    " ORDER BY h.seq"
 )
 
 
@@ -65,6 +73,14 @@ async def take_unpublished(session: AsyncSession, *, limit: int) -> list[Changel
     if not held:
         return None
     return [ChangelogRow(*row) for row in await session.execute(_UNPUBLISHED, {"limit": limit})]
+
+
+async def sent_versions(session: AsyncSession, key: SubjectPeriod) -> list[ChangelogRow]:
+    """The versions of a subject-period the relay has sent, in the order it sent them."""
+    rows = await session.execute(
+        _SENT_OF_KEY, {"st": key.subject_type, "sid": key.subject_id, "p": key.period}
+    )
+    return [ChangelogRow(*row) for row in rows]
 
 
 async def mark_published(session: AsyncSession, *, up_to: int) -> None:

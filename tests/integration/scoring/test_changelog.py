@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from common import topics
 from scoring import adapters
+from scoring.domain import SubjectPeriod
 from scoring.use_cases.changelog import score_event_id
 from tests.helpers import eventually, read_topic
 
@@ -59,31 +60,19 @@ async def test_each_version_reaches_both_score_topics_in_order_with_a_stable_id(
         infra.kafka_bootstrap_servers, topics.SCORE_UPDATED.name, until=has_three
     )
     ids = [dict(r.headers)["ce_id"].decode() for r in updated if r.key == key.encode()]
-    async with runtime.sessions() as session:
-        rows = [
-            adapters.ChangelogRow(*row)
-            for row in await session.execute(
-                text(
-                    "SELECT seq, subject_type, subject_id, period, criteria_set, version, score,"
-                    " max_score, rank, rank_of, components::text, indicators::text,"
-                    " as_of_event_time, computed_at, traceparent FROM scoring.score_history"
-                    " WHERE subject_id = :sid ORDER BY seq"
-                ),
-                {"sid": subject},
+
+    async def all_three_sent() -> list[adapters.ChangelogRow] | None:
+        # sent: the relay's position moved past them
+        async with runtime.sessions() as session:
+            sent = await adapters.sent_versions(
+                session, SubjectPeriod("commune", subject, "2026-11")
             )
-        ]
+        return sent if len(sent) == 3 else None
+
+    rows = await eventually(all_three_sent, what="the relay's position moved past the versions")
     # the id is a function of the version: a version sent again is deduplicated downstream
     assert ids == [str(score_event_id(row)) for row in rows]
     assert [row.seq for row in rows] == sorted(row.seq for row in rows)
-
-    async def position_past_them() -> bool:
-        async with runtime.sessions() as session:
-            position = await session.scalar(
-                text("SELECT published_seq FROM scoring.score_changelog")
-            )
-        return bool(position >= rows[-1].seq)
-
-    await eventually(position_past_them, what="the relay's position moved past the versions")
 
 
 async def test_writers_of_scores_take_turns(scoring: Any) -> None:

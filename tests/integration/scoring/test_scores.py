@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from common import topics
 from scoring import adapters
-from scoring.adapters import ChangelogRow
+from scoring.domain import SubjectPeriod
 from scoring.use_cases.changelog import outbox_rows_of
 from tests.helpers import OPERATOR, eventually, read_topic
 from tests.integration.scoring.conftest import produce, wait_processed
@@ -39,22 +39,8 @@ async def wait_published(runtime, key: str) -> list[dict]:  # type: ignore[no-un
                     adapters.state_marks.c.subject_id == sid,
                 )
             )
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT h.seq, h.subject_type, h.subject_id, h.period, h.criteria_set,"
-                        " h.version, h.score, h.max_score, h.rank, h.rank_of,"
-                        " h.components::text, h.indicators::text, h.as_of_event_time,"
-                        " h.computed_at, h.traceparent"
-                        " FROM scoring.score_history h"
-                        " WHERE h.subject_type = :st AND h.subject_id = :sid AND h.period = :p"
-                        " AND h.seq <= (SELECT published_seq FROM scoring.score_changelog)"
-                        " ORDER BY h.seq"
-                    ),
-                    {"st": stype, "sid": sid, "p": period},
-                )
-            ).all()
-        payloads = [json.loads(r.payload) for r in outbox_rows_of([ChangelogRow(*r) for r in rows])]
+            sent = await adapters.sent_versions(session, SubjectPeriod(stype, sid, period))
+        payloads = [json.loads(r.payload) for r in outbox_rows_of(sent)]
         return payloads if payloads and pending is None else None
 
     return await eventually(settled, what=f"score of {key} published")
