@@ -284,6 +284,51 @@ def mirrors_by_topic(mirrors: Sequence[Mirror]) -> dict[str, list[Mirror]]:
     return by_topic
 
 
+class Record(NamedTuple):
+    """A Kafka record ready to send: key, value and its own headers encoded, and the trace
+    context it continues (`parent`: the W3C fields of the span that wrote it). A run of records
+    of one topic sharing a parent goes out under one producer span, whose context joins the
+    headers."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    parent: tuple[tuple[str, str], ...]
+    event_id: str
+
+
+TRACE_FIELDS = ("traceparent", "tracestate")
+
+
+async def send_records(
+    producer: AIOKafkaProducer, tracer: Tracer, records: Sequence[Record]
+) -> None:
+    """Send the records and wait until Kafka has them all, in order per key."""
+    batches = KeyedBatches(producer)
+    for (topic, parent), run in itertools.groupby(records, key=_topic_and_parent):
+        group = list(run)
+        # One producer span per run of records continuing the same trace (a batch request's
+        # thousand events share one): a span per record cost a quarter of the relay's CPU.
+        with tracer.start_as_current_span(
+            f"send {topic}",
+            context=context_from_headers(dict(parent)),
+            kind=SpanKind.PRODUCER,
+            attributes=_send_attributes(topic, group),
+        ):
+            carrier: dict[str, str] = {}
+            inject(carrier)  # the consumers continue from this producer span
+            trace_headers = kafka_headers(carrier or dict(parent))
+            for record in group:
+                await batches.add(
+                    topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=record.headers + trace_headers,
+                )
+    await batches.send()
+
+
 async def send_rows(
     producer: AIOKafkaProducer,
     tracer: Tracer,
@@ -292,26 +337,7 @@ async def send_rows(
     mirrors: Mapping[str, list[Mirror]],
 ) -> None:
     """Send the rows (and their mirrors) and wait until Kafka has them all, in order per key."""
-    batches = KeyedBatches(producer)
-    for topic, parent, group in _with_mirrors(_trace_groups(rows), mirrors):
-        # One producer span per run of rows continuing the same trace (a batch request's
-        # thousand events share one): a span per record cost a quarter of the relay's CPU.
-        with tracer.start_as_current_span(
-            f"send {topic}",
-            context=context_from_headers(parent),
-            kind=SpanKind.PRODUCER,
-            attributes=_send_attributes(topic, group),
-        ):
-            carrier: dict[str, str] = {}
-            inject(carrier)  # the consumers continue from this producer span
-            for row in group:
-                await batches.add(
-                    topic,
-                    key=row.aggregateid.encode(),
-                    value=row.payload.encode(),
-                    headers=kafka_headers({**row.headers, **carrier}),
-                )
-    await batches.send()
+    await send_records(producer, tracer, list(_with_mirrors(_trace_groups(rows), mirrors)))
 
 
 def count_published(
@@ -323,26 +349,47 @@ def count_published(
             metrics.OUTBOX_PUBLISHED.labels(service, mirror.topic).inc(count)
 
 
-def _trace_groups(rows: Sequence[Any]) -> Iterator[tuple[str, dict[str, str], list[Any]]]:
+def count_sent(service: str, records: Sequence[Record]) -> None:
+    for topic, count in Counter(record.topic for record in records).items():
+        metrics.OUTBOX_PUBLISHED.labels(service, topic).inc(count)
+
+
+def _topic_and_parent(record: Record) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return record.topic, record.parent
+
+
+def _trace_groups(rows: Sequence[OutboxRow]) -> Iterator[list[OutboxRow]]:
     """Consecutive rows of one topic that continue one trace context, in outbox order."""
 
-    def parent_of(row: Any) -> tuple[str, str | None, str | None]:
+    def parent_of(row: OutboxRow) -> tuple[str, str | None, str | None]:
         return row.topic, row.headers.get("traceparent"), row.headers.get("tracestate")
 
-    for (topic, _, _), group in itertools.groupby(rows, key=parent_of):
-        members = list(group)
-        yield topic, dict(members[0].headers), members
+    for _, group in itertools.groupby(rows, key=parent_of):
+        yield list(group)
 
 
 def _with_mirrors(
-    groups: Iterator[tuple[str, dict[str, str], list[Any]]], mirrors: Mapping[str, list[Mirror]]
-) -> Iterator[tuple[str, dict[str, str], list[Any]]]:
-    """Each group, then its copy for every mirror of its topic (in outbox order per topic, so
-    each key's order holds on the mirror too)."""
-    for topic, parent, group in groups:
-        yield topic, parent, group
-        for mirror in mirrors.get(topic, ()):
-            yield mirror.topic, parent, [_mirrored(row, mirror) for row in group]
+    groups: Iterator[list[OutboxRow]], mirrors: Mapping[str, list[Mirror]]
+) -> Iterator[Record]:
+    """Each group's records, then their copies for every mirror of its topic (in outbox order
+    per topic, so each key's order holds on the mirror too)."""
+    for group in groups:
+        yield from (_record_of(row) for row in group)
+        for mirror in mirrors.get(group[0].topic, ()):
+            yield from (_record_of(_mirrored(row, mirror)) for row in group)
+
+
+def _record_of(row: OutboxRow) -> Record:
+    own = {name: value for name, value in row.headers.items() if name not in TRACE_FIELDS}
+    parent = tuple((name, row.headers[name]) for name in TRACE_FIELDS if name in row.headers)
+    return Record(
+        topic=row.topic,
+        key=row.aggregateid.encode(),
+        value=row.payload.encode(),
+        headers=kafka_headers(own),
+        parent=parent,
+        event_id=str(row.id),
+    )
 
 
 def _mirrored(row: OutboxRow, mirror: Mirror) -> OutboxRow:
@@ -350,10 +397,12 @@ def _mirrored(row: OutboxRow, mirror: Mirror) -> OutboxRow:
     return OutboxRow(row.seq, mirrored_id, mirror.topic, row.aggregateid, row.payload, headers)
 
 
-def _send_attributes(topic: str, group: Sequence[Any]) -> dict[str, Any]:
+def _send_attributes(topic: str, group: Sequence[Record]) -> dict[str, Any]:
     if len(group) == 1:
-        row = group[0]
-        return producer_span_attributes(topic=topic, message_id=str(row.id), key=row.aggregateid)
+        record = group[0]
+        return producer_span_attributes(
+            topic=topic, message_id=record.event_id, key=record.key.decode()
+        )
     return producer_span_attributes(topic=topic, count=len(group))
 
 

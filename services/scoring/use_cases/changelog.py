@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,15 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import metrics
 from common.contracts.scoring import ScoreUpdated
 from common.db import dump_json
-from common.envelope import CloudEventHeaders, Mirror, stable_event_id
-from common.faults import crash_point
-from common.relay import (
-    FATAL_PRODUCER_ERRORS,
-    OutboxRow,
-    count_published,
-    mirrors_by_topic,
-    send_rows,
+from common.envelope import (
+    CloudEventHeaders,
+    Mirror,
+    derived_event_id,
+    kafka_headers,
+    stable_event_id,
 )
+from common.faults import crash_point
+from common.relay import FATAL_PRODUCER_ERRORS, Record, count_sent, send_records
 from common.runtime import ServiceRuntime
 from scoring import adapters
 from scoring.adapters import ChangelogRow
@@ -50,50 +51,86 @@ def score_event_id(row: ChangelogRow) -> UUID:
     return stable_event_id(name, at=row.computed_at)
 
 
-def outbox_row_of(row: ChangelogRow, *, headers: CloudEventHeaders) -> OutboxRow:
-    """The `ScoreUpdated` record of one version, shaped as the outbox relay sends its rows."""
-    key = SubjectPeriod(row.subject_type, row.subject_id, row.period)
+def score_payload_of(row: ChangelogRow) -> bytes:
+    """The `ScoreUpdated` payload of one version (its JSON documents embedded as stored)."""
     payload = score_payload(
-        key=key,
+        key=SubjectPeriod(row.subject_type, row.subject_id, row.period),
         criteria_set=row.criteria_set,
         score=row.score,
         max_score=row.max_score,
-        components=orjson.Fragment(row.components),  # the stored JSON text, as it is
+        components=orjson.Fragment(row.components),
         indicators=orjson.Fragment(row.indicators),
         rank=(row.rank, row.rank_of) if row.rank is not None and row.rank_of is not None else None,
         version=row.version,
         as_of=row.as_of_event_time,
         computed_at=row.computed_at,
     )
-    event_id = score_event_id(row)
-    ce_headers = headers.for_event(str(event_id), subject=f"{row.subject_type}:{row.subject_id}")
-    if row.traceparent:
-        ce_headers["traceparent"] = row.traceparent
-    return OutboxRow(
-        seq=row.seq,
-        id=event_id,
-        topic=ScoreUpdated.TOPIC.name,
-        aggregateid=f"{key.subject_type}:{key.subject_id}:{key.period}",
-        payload=dump_json(payload),
-        headers=ce_headers,
-    )
+    return dump_json(payload).encode()
 
 
-def outbox_rows_of(rows: Sequence[ChangelogRow]) -> list[OutboxRow]:
-    """Records for a batch of versions (a pass's versions share their `ce_*` headers)."""
-    shared: dict[datetime, CloudEventHeaders] = {}
-    out = []
-    for row in rows:
-        headers = shared.get(row.computed_at)
-        if headers is None:
-            headers = shared[row.computed_at] = CloudEventHeaders(
-                type=ScoreUpdated.CE_TYPE,
-                source=SOURCE,
-                time=row.computed_at,
-                dataschema=ScoreUpdated.dataschema(),
+class _PassHeaders:
+    """The encoded `ce_*` headers a pass's versions share, on the score topic and on each
+    mirror (a pass's versions share their `computed_at`)."""
+
+    def __init__(self, computed_at: datetime, mirrors: Sequence[Mirror]) -> None:
+        def shared(type_: str, dataschema: str) -> list[tuple[str, bytes]]:
+            headers = CloudEventHeaders(
+                type=type_, source=SOURCE, time=computed_at, dataschema=dataschema
+            ).for_event("")
+            del headers["ce_id"]
+            return kafka_headers(headers)
+
+        self.score = shared(ScoreUpdated.CE_TYPE, ScoreUpdated.dataschema())
+        self.mirrors = [(mirror, shared(mirror.type, mirror.dataschema)) for mirror in mirrors]
+
+
+def version_records(rows: Sequence[ChangelogRow], *, mirrors: Sequence[Mirror]) -> list[Record]:
+    """The records of a batch of versions: each run of versions continuing one trace goes to
+    the score topic, then to each mirror (a key's order holds on every topic). A version's
+    payload and key are encoded once for all its records."""
+    passes: dict[datetime, _PassHeaders] = {}
+    records: list[Record] = []
+    for traceparent, run in itertools.groupby(rows, key=_traceparent):
+        parent = (("traceparent", traceparent),) if traceparent else ()
+        copies: list[list[Record]] = [[] for _ in mirrors]
+        for row in run:
+            headers = passes.get(row.computed_at)
+            if headers is None:
+                headers = passes[row.computed_at] = _PassHeaders(row.computed_at, mirrors)
+            event_id = score_event_id(row)
+            own_id = str(event_id)
+            subject = ("ce_subject", f"{row.subject_type}:{row.subject_id}".encode())
+            key = f"{row.subject_type}:{row.subject_id}:{row.period}".encode()
+            value = score_payload_of(row)
+            records.append(
+                Record(
+                    topic=ScoreUpdated.TOPIC.name,
+                    key=key,
+                    value=value,
+                    headers=[("ce_id", own_id.encode()), *headers.score, subject],
+                    parent=parent,
+                    event_id=own_id,
+                )
             )
-        out.append(outbox_row_of(row, headers=headers))
-    return out
+            for copy, (mirror, shared) in zip(copies, headers.mirrors, strict=True):
+                mirror_id = str(derived_event_id(event_id, scope=mirror.topic))
+                copy.append(
+                    Record(
+                        topic=mirror.topic,
+                        key=key,
+                        value=value,
+                        headers=[("ce_id", mirror_id.encode()), *shared, subject],
+                        parent=parent,
+                        event_id=mirror_id,
+                    )
+                )
+        for copy in copies:
+            records.extend(copy)
+    return records
+
+
+def _traceparent(row: ChangelogRow) -> str | None:
+    return row.traceparent
 
 
 class ScoreChangelogRelay:
@@ -110,7 +147,7 @@ class ScoreChangelogRelay:
         poll_seconds: float = 0.25,
     ) -> None:
         self._runtime = runtime
-        self._mirrors = mirrors_by_topic(mirrors)
+        self._mirrors = list(mirrors)
         self._renew_producer = renew_producer
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
@@ -163,12 +200,12 @@ class ScoreChangelogRelay:
             await self._refresh_backlog_metric(uow.session, empty=not rows)
             if not rows:
                 return 0
-            records = outbox_rows_of(rows)
-            await send_rows(producer, self._runtime.tracer, records, mirrors=self._mirrors)
+            records = version_records(rows, mirrors=self._mirrors)
+            await send_records(producer, self._runtime.tracer, records)
             crash_point("relay.after_send")
             await adapters.mark_published(uow.session, up_to=rows[-1].seq)
             await uow.commit()
-        count_published(self._runtime.settings.service_name, records, mirrors=self._mirrors)
+        count_sent(self._runtime.settings.service_name, records)
         return len(rows)
 
     async def _outbox_drained(self, session: AsyncSession) -> bool:

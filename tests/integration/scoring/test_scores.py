@@ -10,7 +10,7 @@ from sqlalchemy import select
 from common import topics
 from scoring import adapters
 from scoring.domain import SubjectPeriod
-from scoring.use_cases.changelog import outbox_rows_of
+from scoring.use_cases.changelog import score_payload_of
 from tests.helpers import OPERATOR, eventually, read_topic
 from tests.integration.scoring.conftest import produce, wait_processed
 from tests.unit.scoring import factory
@@ -40,7 +40,7 @@ async def wait_published(runtime, key: str) -> list[dict]:  # type: ignore[no-un
                 )
             )
             sent = await adapters.sent_versions(session, SubjectPeriod(stype, sid, period))
-        payloads = [json.loads(r.payload) for r in outbox_rows_of(sent)]
+        payloads = [json.loads(score_payload_of(row)) for row in sent]
         return payloads if payloads and pending is None else None
 
     return await eventually(settled, what=f"score of {key} published")
