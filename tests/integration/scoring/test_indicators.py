@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from scoring import adapters, domain
 from tests.integration.scoring.conftest import indicators, produce, send, wait_processed
@@ -183,3 +184,24 @@ async def test_values_with_quotes_backslashes_and_accents_count_exactly(scoring,
             )
         )
     assert stored == {odd, odd + " "}
+
+
+async def test_stored_counters_merge_with_a_delta_by_key_and_drop_zeros(scoring) -> None:
+    """`scoring.jsonb_add`, which every indicator upsert merges with: sums by key, keys only
+    in one side kept, a sum of zero removed, an empty delta a no-op."""
+    _, runtime = scoring
+    cases = [
+        ({"a": 1, "b": 2}, {"a": 3, "c": 4}, {"a": 4, "b": 2, "c": 4}),
+        ({"a": 1, "b": 2}, {"a": -1}, {"b": 2}),
+        ({"a": 1}, {"a": -1}, {}),
+        ({"a": 5}, {}, {"a": 5}),
+        ({}, {"w:2026-W49": 1}, {"w:2026-W49": 1}),
+        ({"a": 2**40}, {"a": 2**40, "b": -3}, {"a": 2**41, "b": -3}),
+    ]
+    async with runtime.sessions() as session:
+        for stored, delta, merged in cases:
+            result = await session.scalar(
+                text("SELECT scoring.jsonb_add(CAST(:a AS jsonb), CAST(:b AS jsonb))"),
+                {"a": json.dumps(stored), "b": json.dumps(delta)},
+            )
+            assert result == merged, (stored, delta)
