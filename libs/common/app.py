@@ -14,8 +14,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common import metrics
+from common import audit, metrics
 from common.asyncapi import CONTRACTS
+from common.audit import AuditMiddleware, route_template
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.db import UnitOfWork
 from common.problems import ProblemError, install_problem_handlers, problem_response
@@ -64,6 +65,7 @@ async def require_operator(request: Request, runtime: RuntimeDep) -> None:
         )
     if not is_operator_token(token, expected=runtime.settings.admin_token):
         raise ProblemError(403, "Forbidden", "This operation needs the operator token.")
+    audit.identify(audit.OPERATOR)
 
 
 OperatorDep = Depends(require_operator)
@@ -164,6 +166,7 @@ def create_app(
     app.include_router(_operations_router())
     for router in routers:
         app.include_router(router)
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(HttpMetricsMiddleware, service=settings.service_name)
     if settings.otel_traces_exporter != "none":  # spans nobody exports still cost CPU
         FastAPIInstrumentor.instrument_app(
@@ -214,7 +217,7 @@ class HttpMetricsMiddleware:
                 status=500, title="Internal Server Error", instance=scope["path"]
             )(scope, receive, send_with_headers)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope)
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
             metrics.HTTP_LATENCY.labels(self.service, method, route).observe(

@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import Table, Text, bindparam, cast, func, literal_column, select
+from sqlalchemy import Table, Text, bindparam, cast, func, insert, literal_column, select
 from sqlalchemy.dialects.postgresql import JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import (
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from common import audit
 from common.envelope import CloudEventHeaders, OutboundEvent
 from common.outbox_tables import ServiceTables
 from common.settings import ServiceSettings
@@ -318,7 +319,12 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         await self.flush_events()
+        entry = audit.pending()
+        if entry is not None:  # a request's change: who made it, in the same transaction
+            await self.session.execute(insert(self._tables.audit_log).values(**entry.row()))
         await self.session.commit()
+        if entry is not None:
+            entry.recorded = True
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()

@@ -71,6 +71,35 @@ def create_outbox_objects(op: Any, schema: str) -> None:
     install_outbox_notify(op, schema)
 
 
+def create_audit_log(op: Any, schema: str) -> None:
+    """The audit trail's table (`common.audit`), refusing UPDATE, DELETE and TRUNCATE: no
+    API and no bug of ours can rewrite who did what."""
+    tables = define_service_tables(MetaData(schema=schema))
+    tables.audit_log.create(op.get_bind())
+    op.execute(
+        f"""
+        CREATE FUNCTION "{schema}".audit_log_is_append_only() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'the audit log is append-only' USING ERRCODE = 'insufficient_privilege';
+        END $$
+        """
+    )
+    op.execute(
+        f'CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON "{schema}".audit_log'
+        f' FOR EACH ROW EXECUTE FUNCTION "{schema}".audit_log_is_append_only()'
+    )
+    op.execute(
+        f'CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON "{schema}".audit_log'
+        f' FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".audit_log_is_append_only()'
+    )
+
+
+def drop_audit_log(op: Any, schema: str) -> None:
+    op.execute(f'DROP TABLE "{schema}".audit_log')
+    op.execute(f'DROP FUNCTION "{schema}".audit_log_is_append_only()')
+
+
 RECENT_ROWS = 64
 
 

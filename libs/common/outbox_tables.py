@@ -1,4 +1,4 @@
-"""The outbox and processed-events tables every service has in its own schema.
+"""The outbox, processed-events and audit tables every service has in its own schema.
 
 Columns follow Debezium's outbox convention so a CDC connector could replace our relay.
 """
@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSON, UUID
 class ServiceTables:
     outbox: Table
     processed_events: Table
+    audit_log: Table
 
     @property
     def notify_channel(self) -> str:
@@ -60,4 +61,20 @@ def define_service_tables(metadata: MetaData) -> ServiceTables:
         Column("topic", Text, nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
-    return ServiceTables(outbox=outbox, processed_events=processed)
+    audit_log = Table(
+        "audit_log",
+        metadata,
+        # Append-only (a trigger refuses UPDATE and DELETE): `common.audit`.
+        Column("seq", BigInteger, Identity(always=True), primary_key=True),
+        Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("actor_subject", String(200), nullable=False),
+        Column("actor_role", String(40), nullable=False),
+        Column("actor_unit", String(40)),
+        Column("action", String(300), nullable=False),
+        Column("resource", String(1000), nullable=False),
+        Column("outcome", String(40), nullable=False),
+        Column("request_id", String(64), nullable=False),
+        Column("trace_id", String(32)),
+        Index("ix_audit_log_actor", "actor_subject", "seq"),
+    )
+    return ServiceTables(outbox=outbox, processed_events=processed, audit_log=audit_log)

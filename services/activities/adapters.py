@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -455,6 +455,17 @@ async def existing_hashes(
     return {r["id"]: r["payload_hash"] for r in rows}
 
 
+AUDIT_COLUMNS = (
+    "actor_subject",
+    "actor_role",
+    "actor_unit",
+    "action",
+    "resource",
+    "outcome",
+    "request_id",
+    "trace_id",
+)
+
 # One set-based statement: claim the ids, store the new activities and their outbox rows.
 # Rows whose id another transaction claimed meanwhile are skipped (ON CONFLICT DO NOTHING) and
 # the caller classifies them as duplicate or conflict.
@@ -488,6 +499,13 @@ stored AS (
 ),
 published AS (
   {published}
+),
+audited AS (
+  -- who made the request, in the same statement as its change (nothing claimed: no change)
+  INSERT INTO activities.audit_log (actor_subject, actor_role, actor_unit, action, resource,
+    outcome, request_id, trace_id)
+  SELECT $24::text, $25::text, $26::text, $27::text, $28::text, $29::text, $30::text, $31::text
+  WHERE $24::text IS NOT NULL AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT id FROM claimed
 """.format(  # noqa: S608 - constant fragments, every value bound
@@ -508,14 +526,17 @@ async def insert_activities(
     *,
     partner_id: UUID,
     recorded_at: datetime,
+    audit_row: Mapping[str, Any] | None = None,
 ) -> set[UUID]:
     """Store the batch in one statement (atomic on its own); returns the ids it claimed.
-    The column arrays are in the order of the statement's parameters $1-$21."""
+    The column arrays are in the order of the statement's parameters $1-$21; `audit_row`
+    (`common.audit`) is appended to the audit log when anything was claimed."""
     if not batch:
         return set()
     columns = [_column(i, values) for i, values in enumerate(zip(*batch, strict=True))]
+    audit_values = [audit_row.get(name) if audit_row else None for name in AUDIT_COLUMNS]
     rows = await db.fetch(
-        connection, _INSERT_BATCH, *columns, partner_id, recorded_at,
+        connection, _INSERT_BATCH, *columns, partner_id, recorded_at, *audit_values,
         operation="INSERT activities",
     )  # fmt: skip
     return {row[0] for row in rows}

@@ -35,6 +35,7 @@ from activities.domain import (
 )
 from activities.metrics import VOIDS
 from activities.use_cases import SOURCE, Ingestor, ItemResult, count_rejection
+from common import audit
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.contracts.activities import (
@@ -106,6 +107,7 @@ async def _principal(
     if token is None:
         raise _unauthorized("A bearer token is required.")
     if is_operator_token(token, expected=runtime.settings.admin_token):
+        audit.identify(audit.OPERATOR)
         return Principal(None)
     lookup = key_lookup(token)
     if lookup is None:
@@ -124,6 +126,7 @@ async def _principal(
             f"Rate limit of {partner.rate_limit_per_second} requests/s exceeded.",
             headers={"Retry-After": str(wait)},
         )
+    audit.identify(audit.Actor(subject=f"partner:{partner.id}", role="partner"))
     return Principal(partner)
 
 

@@ -13,6 +13,7 @@ from activities.handlers import teams_replica_handler
 from activities.settings import ActivitiesSettings, household_key
 from activities.use_cases import Ingestor
 from common.app import create_app
+from common.audit_api import audit_router
 from common.ratelimit import RateLimiter
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
@@ -36,7 +37,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
         settings = ActivitiesSettings()
     app = create_app(
         runtime=runtime,
-        routers=[router],
+        routers=[router, audit_router()],
         title="CDT activities",
         description=(
             "Partner apps post household visits, group sessions and support desks.\n\n"

@@ -27,6 +27,7 @@ from activities.domain import (
     recorded_payload,
 )
 from activities.metrics import EVENTS
+from common import audit
 from common.contracts.activities import ActivityRecorded
 from common.db import DirectConnections
 from common.envelope import CloudEventHeaders, new_event_id
@@ -112,9 +113,17 @@ class Ingestor:
         accepted = await self._validate(
             db, connection, candidates, partner=partner, now=now, results=results, replica=replica
         )
+        entry = audit.pending()  # the request's audit entry, written with its change
         claimed = await adapters.insert_activities(
-            db, connection, accepted, partner_id=partner.id, recorded_at=now
+            db,
+            connection,
+            accepted,
+            partner_id=partner.id,
+            recorded_at=now,
+            audit_row=entry.row() if entry is not None else None,
         )
+        if entry is not None and claimed:
+            entry.recorded = True
         for c in candidates:
             if c.event.id in claimed:
                 results[c.index] = ItemResult(c.index, c.event.id, "accepted")

@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from common.app import create_app
+from common.audit_api import audit_router
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
 from notifications.adapters import ScoreStates, service_tables
@@ -94,7 +95,7 @@ def build_runtime(settings: ServiceSettings, *, clock: Clock = system_clock) -> 
 def build_app(runtime: ServiceRuntime) -> FastAPI:
     return create_app(
         runtime=runtime,
-        routers=[router],
+        routers=[router, audit_router()],
         title="CDT notifications",
         description="Alert rules, alerts (inbox), webhook subscriptions and their delivery log.",
     )

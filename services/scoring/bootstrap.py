@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from common.app import create_app
+from common.audit_api import audit_router
 from common.contracts.scoring import ScoreLatest, ScoreUpdated
 from common.envelope import Mirror
 from common.runtime import ConsumerSpec, ServiceRuntime
@@ -98,7 +99,7 @@ def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
 def build_app(runtime: ServiceRuntime) -> FastAPI:
     return create_app(
         runtime=runtime,
-        routers=[api.router],
+        routers=[api.router, audit_router()],
         title="CDT scoring",
         description="Indicators and evaluation scores for every team and level.",
     )

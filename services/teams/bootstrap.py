@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from common.app import create_app
+from common.audit_api import audit_router
 from common.ratelimit import RateLimiter
 from common.runtime import ConsumerSpec, ServiceRuntime
 from common.settings import ServiceSettings
@@ -44,7 +45,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
     app = create_app(
         runtime=runtime,
         body_limits=dict.fromkeys(BULK_PATHS, bulk_limit),
-        routers=[api_units.router, api.router],
+        routers=[api_units.router, api.router, audit_router()],
         title="CDT teams",
         description="Administrative units, teams, members and training.",
     )

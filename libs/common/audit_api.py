@@ -1,0 +1,117 @@
+"""`GET /v1/audit` and `GET /v1/audit:export` on every service: its audit trail, read-only.
+
+No route updates or deletes an entry (the table refuses both). Readers: the platform operator
+today; the auditor and ministry administrator roles once people have accounts (issue #24).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from common.app import OperatorDep, RuntimeDep
+from common.audit import AUDIT_CSV_COLUMNS, AuditFilter, audit_page, audit_rows, csv_value
+from common.problems import ProblemError
+
+MAX_PAGE = 500
+
+
+class AuditEntry(BaseModel):
+    seq: int
+    at: datetime
+    actor_subject: str
+    actor_role: str
+    actor_unit: str | None
+    action: str
+    resource: str
+    outcome: str
+    request_id: str
+    trace_id: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+async def _filter(
+    actor: Annotated[str | None, Query(max_length=200, description="the actor's subject")] = None,
+    role: Annotated[str | None, Query(max_length=40)] = None,
+    resource: Annotated[
+        str | None, Query(max_length=1000, description="a path prefix, e.g. `/v1/teams/`")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="from this time, inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="before this time")] = None,
+) -> AuditFilter:
+    if since is not None and until is not None and since >= until:
+        raise ProblemError(400, "Invalid time range", "`since` must be before `until`.")
+    return AuditFilter(actor=actor, role=role, resource=resource, since=since, until=until)
+
+
+FilterDep = Annotated[AuditFilter, Depends(_filter)]
+
+
+def audit_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[OperatorDep])
+
+    @router.get(
+        "/audit",
+        summary="The audit trail, newest first: who changed what, when",
+        response_model=AuditPage,
+    )
+    async def list_audit(
+        runtime: RuntimeDep,
+        where: FilterDep,
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> AuditPage:
+        async with runtime.sessions() as session:
+            items, after = await audit_page(
+                session,
+                runtime.tables.audit_log,
+                where,
+                before=int(cursor) if cursor else None,
+                limit=limit,
+            )
+        return AuditPage(
+            items=[AuditEntry.model_validate(item) for item in items],
+            next_cursor=str(after) if after is not None else None,
+        )
+
+    @router.get(
+        "/audit:export",
+        summary="The audit trail as CSV (UTF-8 with BOM), newest first, streamed",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    )
+    async def export_audit(runtime: RuntimeDep, where: FilterDep) -> StreamingResponse:
+
+        async def lines() -> AsyncIterator[str]:
+            yield "\ufeff" + _csv_line(AUDIT_CSV_COLUMNS)
+            async with runtime.sessions() as session:
+                async for chunk in audit_rows(session, runtime.tables.audit_log, where):
+                    yield "".join(
+                        _csv_line([csv_value(row[name]) for name in AUDIT_CSV_COLUMNS])
+                        for row in chunk
+                    )
+
+        return StreamingResponse(
+            lines(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+        )
+
+    return router
+
+
+def _csv_line(values: tuple[str, ...] | list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue()

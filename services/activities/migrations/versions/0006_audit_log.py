@@ -1,0 +1,21 @@
+"""activities: the audit trail, one row per state-changing request, append-only (`common.audit`)
+
+Revision ID: 0006
+"""
+
+from alembic import op
+
+from common.migrations import create_audit_log, drop_audit_log
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_audit_log(op, "activities")
+
+
+def downgrade() -> None:
+    drop_audit_log(op, "activities")

@@ -1,0 +1,21 @@
+"""scoring: the audit trail, one row per state-changing request, append-only (`common.audit`)
+
+Revision ID: 0018
+"""
+
+from alembic import op
+
+from common.migrations import create_audit_log, drop_audit_log
+
+revision = "0018"
+down_revision = "0017"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_audit_log(op, "scoring")
+
+
+def downgrade() -> None:
+    drop_audit_log(op, "scoring")
