@@ -28,6 +28,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring.adapters.tables import (
+    LEVEL_COLUMNS,
     admin_units,
     evaluation_rounds,
     round_approvals,
@@ -324,6 +325,42 @@ async def freeze_snapshot(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+# The members with live activity under the unit in the period, counted from the facts (an
+# activity counts where its team is now, as everywhere in scoring).
+_FREEZE_MEMBERS = """
+    INSERT INTO scoring.round_member_snapshots (round_id, approval, member_id, team_id,
+        activities, households, citizens_reached)
+    SELECT CAST(:round_id AS uuid), :approval, CAST(f.distinct_values ->> 'member' AS uuid),
+           f.team_id, count(*), count(DISTINCT f.distinct_values ->> 'household'),
+           coalesce(sum(CAST(f.counters ->> 'citizens_reached' AS bigint)), 0)
+    FROM scoring.activity_facts f
+    WHERE f.recorded AND NOT f.voided AND f.distinct_values ? 'member'
+      AND CAST(:period AS text) = ANY(f.periods) AND {under}
+    GROUP BY f.distinct_values ->> 'member', f.team_id
+"""
+
+
+async def freeze_member_snapshot(
+    session: AsyncSession, evaluation_round: EvaluationRound, *, approval: int
+) -> int:
+    """Copy the activity of every member under the round's unit in its period into its
+    `approval`-th member snapshot."""
+    level = evaluation_round.level
+    if level != "national" and level not in LEVEL_COLUMNS:
+        raise ValueError(f"no fact column for the level {level!r}")
+    under = "true" if level == "national" else f"f.{level} = :unit"
+    result = await session.execute(
+        text(_FREEZE_MEMBERS.format(under=under)),
+        {
+            "round_id": evaluation_round.id,
+            "approval": approval,
+            "period": evaluation_round.period,
+            "unit": evaluation_round.unit_code,
+        },
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def record_approval(
     session: AsyncSession,
     *,
@@ -579,6 +616,49 @@ _CANDIDATES = text(
     LIMIT :top
     """
 )
+
+
+# The most active members under a round's unit, from its member snapshot, with their team's
+# code and name from the same approval's snapshot; members of flagged teams left out when the
+# rule says so. Ranked by activities, then households reached, citizens reached, member id.
+_MEMBER_CANDIDATES = text(
+    """
+    SELECT * FROM (
+        SELECT CAST(m.member_id AS text) AS member_id, CAST(m.team_id AS text) AS team_id,
+               t.code AS team_code, t.name AS team_name, m.activities, m.households,
+               m.citizens_reached,
+               rank() OVER (ORDER BY m.activities DESC, m.households DESC,
+                            m.citizens_reached DESC) AS rank,
+               count(*) OVER () AS rank_of
+        FROM scoring.round_member_snapshots m
+        LEFT JOIN scoring.round_snapshots t
+          ON t.round_id = m.round_id AND t.approval = m.approval AND t.subject_type = 'team'
+         AND t.subject_id = CAST(m.team_id AS text)
+        WHERE m.round_id = :round_id AND m.approval = :approval
+    ) ranked
+    WHERE ranked.activities >= :min_activities
+      AND NOT (CAST(:exclude_flagged AS boolean) AND EXISTS (
+            SELECT 1 FROM scoring.team_flags f WHERE f.team_id = ranked.team_id))
+    ORDER BY ranked.rank, ranked.member_id
+    LIMIT :top
+    """
+)
+
+
+async def member_candidate_rows(
+    session: AsyncSession, *, round_id: UUID, approval: int, rule: CommendationRule
+) -> list[RowMapping]:
+    result = await session.execute(
+        _MEMBER_CANDIDATES,
+        {
+            "round_id": round_id,
+            "approval": approval,
+            "min_activities": rule.min_activities,
+            "exclude_flagged": rule.exclude_flagged,
+            "top": rule.top,
+        },
+    )
+    return list(result.mappings())
 
 
 async def candidate_rows(

@@ -370,6 +370,20 @@ round_snapshots = Table(
     Column("score_version", Integer),  # the live score's version then: later changes are counted
 )
 
+# Each approval's members with activity under the round's unit in its period, for member
+# commendation candidates: counted from the facts when the round is approved, frozen then.
+round_member_snapshots = Table(
+    "round_member_snapshots",
+    metadata,
+    Column("round_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("approval", Integer, primary_key=True),
+    Column("member_id", PgUUID(as_uuid=True), primary_key=True),
+    Column("team_id", PgUUID(as_uuid=True), nullable=False),
+    Column("activities", Integer, nullable=False),
+    Column("households", Integer, nullable=False),
+    Column("citizens_reached", BigInteger, nullable=False),
+)
+
 # Teams named by an unresolved suspicious-activity alert (notifications.alert-raised.v1): one row
 # per alert, deleted when it resolves. They are left out of commendation candidates.
 team_flags = Table(

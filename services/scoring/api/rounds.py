@@ -40,11 +40,13 @@ from scoring.domain.reports import (
     CANDIDATE_COLUMNS,
     CANDIDATES_SHEET,
     LEVEL_LABELS,
+    MEMBER_LABEL,
     SCHEDULE_COLUMNS,
     SCHEDULE_SHEET,
     SCHEDULE_STATUS_LABELS,
     ReportScope,
     language_of,
+    member_candidate_row,
 )
 from scoring.domain.rounds import (
     MAX_REASON_LENGTH,
@@ -290,13 +292,19 @@ async def get_round_report(
         teams = await rounds.candidates(
             uow.session, found, level="team", rule=DEFAULT_RULE, approval=chosen
         )
+        members = await rounds.member_candidates(
+            uow.session, found, rule=DEFAULT_RULE, approval=chosen
+        )
         appendix = render.Appendix(
             sheet=CANDIDATES_SHEET,
             columns=CANDIDATE_COLUMNS,
             rows=[
-                [LEVEL_LABELS[t["level"]].in_(language)]
-                + [t[column.key] for column in CANDIDATE_COLUMNS[1:]]
-                for t in teams
+                *(
+                    [LEVEL_LABELS[t["level"]].in_(language)]
+                    + [t[column.key] for column in CANDIDATE_COLUMNS[1:]]
+                    for t in teams
+                ),
+                *([MEMBER_LABEL.in_(language), *member_candidate_row(m)] for m in members),
             ],
         )
     return await report_response(
@@ -364,6 +372,46 @@ async def get_candidates(
         "approval": approval or found.approvals,
         "level": level,
         "rule": asdict(rule),
+        "items": items,
+    }
+
+
+@router.get(
+    "/{round_id}/member-candidates",
+    responses={404: {"description": "no such round"}, 409: {"description": "not approved"}},
+)
+async def get_member_candidates(
+    *,
+    round_id: RoundIdPath,
+    uow: UowDep,
+    top: Annotated[int, Query(ge=1, le=500)] = DEFAULT_RULE.top,
+    min_activities: Annotated[int, Query(ge=0, le=1_000_000)] = DEFAULT_RULE.min_activities,
+    exclude_flagged: bool = DEFAULT_RULE.exclude_flagged,
+    approval: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> dict[str, Any]:
+    """Member commendation candidates, frozen when the round was approved: the `top` members
+    under its unit by activities in its period (then households reached, then citizens
+    reached), each with at least `min_activities`, members of a team with an unresolved
+    suspicious-activity alert left out (unless `exclude_flagged=false`). Members are named by
+    id and team; their names and phone numbers stay in the teams service."""
+    found = await adapters.get_round(uow.session, round_id)
+    if found is None:
+        raise _no_round(round_id)
+    if approval is not None and approval > found.approvals:
+        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {approval}.")
+    rule = CommendationRule(
+        top=top, min_score=0.0, min_activities=min_activities, exclude_flagged=exclude_flagged
+    )
+    try:
+        items = await rounds.member_candidates(uow.session, found, rule=rule, approval=approval)
+    except rounds.NotApproved as error:
+        raise ProblemError(
+            409, "Conflict", f"Round {round_id} has not been approved: nothing is frozen yet."
+        ) from error
+    return {
+        "round_id": found.id,
+        "approval": approval or found.approvals,
+        "rule": {"top": top, "min_activities": min_activities, "exclude_flagged": exclude_flagged},
         "items": items,
     }
 

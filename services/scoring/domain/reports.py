@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from scoring.domain import SUBJECT_TYPES
@@ -270,3 +271,19 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
     *(c for c in INDICATOR_COLUMNS if c.key == "activities"),
 )
 CANDIDATES_SHEET = Label("Đề xuất khen thưởng", "Commendation candidates")
+MEMBER_LABEL = Label("Thành viên", "Member")
+
+
+def member_candidate_row(member: Mapping[str, Any]) -> list[Any]:
+    """A member candidate in `CANDIDATE_COLUMNS` after the level: the member's id as code, no
+    name (it stays in the teams service), the team as parent, no score, the rank by activities."""
+    return [
+        member["member_id"],
+        None,
+        member["team_code"],
+        member["team_name"],
+        None,
+        member["rank"],
+        member["rank_of"],
+        member["activities"],
+    ]

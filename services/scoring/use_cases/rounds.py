@@ -114,6 +114,7 @@ async def _freeze(
     session: AsyncSession, approved: EvaluationRound, *, actor: str, at: datetime
 ) -> None:
     frozen = await adapters.freeze_snapshot(session, approved, approval=approved.approvals)
+    await adapters.freeze_member_snapshot(session, approved, approval=approved.approvals)
     summary = await adapters.unit_summary(
         session, level=approved.level, unit_code=approved.unit_code
     )
@@ -273,6 +274,46 @@ async def schedule(
     }
 
 
+def _approval(evaluation_round: EvaluationRound, approval: int | None) -> int:
+    chosen = approval or evaluation_round.approvals
+    if chosen < 1:
+        raise NotApproved(f"round {evaluation_round.id} has not been approved")
+    return chosen
+
+
+async def member_candidates(
+    session: AsyncSession,
+    evaluation_round: EvaluationRound,
+    *,
+    rule: CommendationRule,
+    approval: int | None = None,
+) -> list[dict[str, Any]]:
+    """The most active members under the round's unit in its period, frozen at its latest (or
+    `approval`-th) approval: members have no score, so they rank by activities, then households
+    reached, then citizens reached; `rule.min_score` does not apply to them. Named by id and
+    team (their names and phones stay in the teams service)."""
+    rows = await adapters.member_candidate_rows(
+        session,
+        round_id=evaluation_round.id,
+        approval=_approval(evaluation_round, approval),
+        rule=rule,
+    )
+    return [
+        {
+            "member_id": row["member_id"],
+            "team_id": row["team_id"],
+            "team_code": row["team_code"],
+            "team_name": row["team_name"],
+            "activities": int(row["activities"]),
+            "households": int(row["households"]),
+            "citizens_reached": int(row["citizens_reached"]),
+            "rank": int(row["rank"]),
+            "rank_of": int(row["rank_of"]),
+        }
+        for row in rows
+    ]
+
+
 class NotApproved(ValueError):
     """Candidates come from an approved round's snapshot."""
 
@@ -287,11 +328,12 @@ async def candidates(
 ) -> list[dict[str, Any]]:
     """The commendation candidates of `level` under the round's unit, by `rule`, from its
     latest (or `approval`-th) snapshot."""
-    chosen = approval or evaluation_round.approvals
-    if chosen < 1:
-        raise NotApproved(f"round {evaluation_round.id} has not been approved")
     rows = await adapters.candidate_rows(
-        session, round_id=evaluation_round.id, approval=chosen, level=level, rule=rule
+        session,
+        round_id=evaluation_round.id,
+        approval=_approval(evaluation_round, approval),
+        level=level,
+        rule=rule,
     )
     return [
         {

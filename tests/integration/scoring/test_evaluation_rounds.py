@@ -466,3 +466,67 @@ async def test_every_published_version_is_kept_and_old_months_expire(
         )
     month = datetime.now(UTC).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%Y%m")
     assert f"score_history_{month}" in parts and "score_history_200001" not in parts
+
+
+async def test_member_candidates_are_the_most_active_members_frozen_at_approval(
+    scoring: Any, producer: Any
+) -> None:
+    client, runtime = scoring
+    world = await _scored_province(client, producer, runtime)
+    province, teams, places = world["province"], world["teams"], world["places"]
+    busy, quiet, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    done = [
+        *(
+            factory.activity(
+                team_id=teams[0], unit_path=places[0], member_id=busy, household_hash=f"b{i}"
+            )
+            for i in range(3)
+        ),
+        factory.activity(team_id=teams[0], unit_path=places[0], member_id=quiet),
+        *(
+            factory.activity(
+                team_id=teams[1], unit_path=places[1], member_id=other, household_hash="o"
+            )
+            for _ in range(2)
+        ),
+    ]
+    await wait_processed(runtime, await produce(producer, *done))
+    round_id = (await _open_round(client, province)).json()["id"]
+    url = f"/v1/evaluation-rounds/{round_id}/member-candidates"
+    assert (await client.get(url)).status_code == 409  # nothing frozen before approval
+    for action in ("submit", "approve"):
+        moved = await client.post(f"/v1/evaluation-rounds/{round_id}:{action}", headers=OPERATOR)
+        assert moved.status_code == 200, moved.text
+
+    async def members(**params: Any) -> list[tuple[str, int, int, str]]:
+        reply = await client.get(url, params=params)
+        assert reply.status_code == 200, reply.text
+        return [
+            (m["member_id"], m["activities"], m["households"], m["team_name"])
+            for m in reply.json()["items"]
+        ]
+
+    ranked = [
+        (str(busy), 3, 3, "Tổ CNSCĐ Ấp 1"),
+        (str(other), 2, 1, "Tổ CNSCĐ Ấp 2"),
+        (str(quiet), 1, 0, "Tổ CNSCĐ Ấp 1"),
+    ]
+    assert await members() == ranked
+    assert await members(min_activities=2) == ranked[:2]
+    assert await members(top=1) == ranked[:1]
+
+    # Later activity does not move the frozen candidates.
+    late = [
+        factory.activity(team_id=teams[0], unit_path=places[0], member_id=quiet) for _ in range(5)
+    ]
+    await wait_processed(runtime, await produce(producer, *late))
+    assert await members() == ranked
+
+    workbook = _cells(await _report(client, round_id, "xlsx"))
+    sheet = workbook["Đề xuất khen thưởng"]
+    member_rows = [row for row in sheet if row[0] == "Thành viên"]
+    assert [(row[1], row[4], row[8]) for row in member_rows] == [
+        (member, team, activities) for member, activities, _, team in ranked
+    ]
+    missing = await client.get(f"/v1/evaluation-rounds/{uuid.uuid4()}/member-candidates")
+    assert missing.status_code == 404
