@@ -22,7 +22,9 @@ async def upsert_scores(
 ) -> int:
     """Store computed scores with their ranks; each stored change bumps the version by one,
     and every version is appended to `score_history`, the changelog the relay publishes from
-    (each row with its `traceparent`: the trace the publication continues). Returns how many.
+    (each row with its `traceparent`: the trace the publication continues). A score equal to
+    the stored one (points, components, indicators, rank, no newer event time) is no change:
+    no version, nothing published. Returns how many versions were written.
 
     One `unnest` statement (a multi-VALUES insert of thousands of rows was bind-bound), after
     the changelog's lock (`adapters.changelog`).
@@ -65,6 +67,15 @@ async def upsert_scores(
                 version = s.version + 1,
                 as_of_event_time = greatest(s.as_of_event_time, excluded.as_of_event_time),
                 computed_at = excluded.computed_at
+            -- only a change is a new version: a recompute, a re-scoring or a roster change that
+            -- moves nothing publishes nothing (a newer event time is a change: the watermark)
+            WHERE (s.score, s.max_score, s.rank, s.rank_of, CAST(s.components AS text),
+                   CAST(s.indicators AS text))
+                  IS DISTINCT FROM (excluded.score, excluded.max_score, excluded.rank,
+                   excluded.rank_of, CAST(excluded.components AS text),
+                   CAST(excluded.indicators AS text))
+               OR excluded.as_of_event_time > s.as_of_event_time
+               OR (s.as_of_event_time IS NULL AND excluded.as_of_event_time IS NOT NULL)
             RETURNING s.*
             ), kept AS (
               -- every published version, in the same transaction (`score_history`, by month),

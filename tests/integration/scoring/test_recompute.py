@@ -251,3 +251,49 @@ async def test_one_recompute_job_at_a_time_and_a_dead_one_is_failed(scoring) -> 
     assert fresh["state"] == "succeeded" and fresh["id"] != str(dead)
     stale = (await client.get(f"/v1/recompute/{dead}", headers=OPERATOR)).json()
     assert stale["state"] == "failed" and stale["error"].startswith("interrupted"), stale
+
+
+async def _drained(runtime: Any) -> bool:
+    async with runtime.sessions() as session:
+        marks = await session.scalar(
+            text(
+                "SELECT (SELECT count(*) FROM scoring.dirty_subjects)"
+                " + (SELECT count(*) FROM scoring.state_marks)"
+            )
+        )
+    return marks == 0
+
+
+async def _versions(runtime: Any) -> tuple[int, dict[tuple[str, ...], int]]:
+    async with runtime.sessions() as session:
+        history = await session.scalar(text("SELECT count(*) FROM scoring.score_history"))
+        versions = {
+            (st, sid, period, cs): version
+            for st, sid, period, cs, version in await session.execute(
+                text(
+                    "SELECT subject_type, subject_id, period, criteria_set, version"
+                    " FROM scoring.scores"
+                )
+            )
+        }
+    return int(history or 0), versions
+
+
+async def test_a_recompute_that_changes_nothing_publishes_nothing(scoring, producer) -> None:
+    """Every subject-period is scored again after a recompute; an unchanged score is no new
+    version, so nothing reaches the changelog (issue #20: only changed scores are published)."""
+    _, runtime = scoring
+    tag = uuid.uuid4().hex[:6]
+    place = factory.path(f"N{tag}", f"N{tag}-C1", f"N{tag}-C1-V1")
+    await wait_processed(
+        runtime, await produce(producer, factory.activity(team_id=uuid.uuid4(), unit_path=place))
+    )
+    await eventually(lambda: _drained(runtime), timeout=60, what="marks drained")
+    history, versions = await _versions(runtime)
+    assert versions and history >= len(versions)
+    async with runtime.unit_of_work() as uow:
+        result = await use_cases.recompute(uow.session)
+        await uow.commit()
+    assert result.dirty >= len(versions) // 2  # every subject-period re-scored
+    await eventually(lambda: _drained(runtime), timeout=60, what="re-scoring drained")
+    assert await _versions(runtime) == (history, versions)
