@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -197,6 +198,8 @@ async def test_an_administrator_token_writes_at_another_service(stack: Stack) ->
     ).status_code == 200
     odd = await stack.scoring.put("/v1/targets", json=TARGET, headers=bearer("not-a-jwt"))
     assert odd.status_code == 403
+    # registry reads too
+    assert (await stack.teams.get("/v1/teams", headers=bearer(token))).status_code == 200
 
 
 async def test_a_province_officer_may_not_do_operator_writes(stack: Stack) -> None:
@@ -209,6 +212,7 @@ async def test_a_province_officer_may_not_do_operator_writes(stack: Stack) -> No
         headers=bearer(token),
     )
     assert reply.status_code == 403
+    assert (await stack.teams.get("/v1/teams", headers=bearer(token))).status_code == 403
     scoped = await stack.teams.post(
         "/v1/accounts",
         json={"username": "noscope", "display_name": "B", "roles": [{"role": "team_leader"}]},
@@ -373,3 +377,28 @@ async def test_discovery_and_jwks_are_published(stack: Stack) -> None:
     for key in jwks["keys"]:
         assert key["kty"] == "EC" and key["alg"] == "ES256" and key["use"] == "sig"
         assert "d" not in key  # never the private part
+
+
+async def test_make_runs_first_administrator_command(
+    stack: Stack, subprocess_env: dict[str, str]
+) -> None:
+    username = f"admin{uuid.uuid4().hex[:6]}"
+    env = {
+        **subprocess_env,
+        **{k: os.environ[k] for k in ("CDT_OIDC_ISSUER", "TEAMS_ISSUER_URL")},
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "teams", "create-admin", "--username", username, "--name", "Quản trị",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    printed = out.decode()
+    assert "/v1/invitations:redeem" in printed and "/v1/auth/token" in printed
+    code = next(w for w in printed.split() if w.startswith("cdti_"))
+    redeemed = await stack.teams.post(
+        "/v1/invitations:redeem", json={"code": code, "password": PASSWORD}
+    )
+    assert redeemed.status_code == 200, redeemed.text
+    token = await stack.login(username)
+    assert (await stack.scoring.put("/v1/targets", json=TARGET, headers=bearer(token))).is_success
