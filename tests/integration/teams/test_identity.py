@@ -30,6 +30,8 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
+from activities import bootstrap as activities_bootstrap
+from activities.settings import ActivitiesSettings
 from common.runtime import ServiceRuntime
 from scoring import bootstrap as scoring_bootstrap
 from scoring.settings import ScoringSettings
@@ -84,6 +86,7 @@ def identity_env(apply_env: None) -> Iterator[str]:
 class Stack:
     teams: httpx.AsyncClient
     scoring: httpx.AsyncClient
+    activities: httpx.AsyncClient
     teams_runtime: ServiceRuntime
     app: Any
 
@@ -131,6 +134,8 @@ async def stack(identity_env: str) -> AsyncIterator[Stack]:
     teams_app = teams_bootstrap.build_app(teams_runtime)
     scoring_runtime = scoring_bootstrap.build_runtime(ScoringSettings())
     scoring_app = scoring_bootstrap.build_app(scoring_runtime)
+    activities_runtime = activities_bootstrap.build_runtime(ActivitiesSettings())
+    activities_app = activities_bootstrap.build_app(activities_runtime)
     port = int(identity_env.rsplit(":", 1)[1])
     async with running(teams_runtime, teams_app, workers=False) as teams:
         server = uvicorn.Server(
@@ -142,9 +147,16 @@ async def stack(identity_env: str) -> AsyncIterator[Stack]:
         while not server.started:
             await asyncio.sleep(0.05)
         try:
-            async with running(scoring_runtime, scoring_app, workers=False) as scoring:
+            async with (
+                running(scoring_runtime, scoring_app, workers=False) as scoring,
+                running(activities_runtime, activities_app, workers=False) as activities,
+            ):
                 yield Stack(
-                    teams=teams, scoring=scoring, teams_runtime=teams_runtime, app=teams_app
+                    teams=teams,
+                    scoring=scoring,
+                    activities=activities,
+                    teams_runtime=teams_runtime,
+                    app=teams_app,
                 )
         finally:
             server.should_exit = True
@@ -200,6 +212,13 @@ async def test_an_administrator_token_writes_at_another_service(stack: Stack) ->
     assert odd.status_code == 403
     # registry reads too
     assert (await stack.teams.get("/v1/teams", headers=bearer(token))).status_code == 200
+    # activities: its operator's writes and reads
+    partner = await stack.activities.post(
+        "/v1/partners", json={"name": "e-Đồng Tháp", "provinces": ["82"]}, headers=bearer(token)
+    )
+    assert partner.status_code == 201, partner.text
+    listed = await stack.activities.get("/v1/activities?limit=1", headers=bearer(token))
+    assert listed.status_code == 200, listed.text
 
 
 async def test_a_province_officer_may_not_do_operator_writes(stack: Stack) -> None:
@@ -213,6 +232,9 @@ async def test_a_province_officer_may_not_do_operator_writes(stack: Stack) -> No
     )
     assert reply.status_code == 403
     assert (await stack.teams.get("/v1/teams", headers=bearer(token))).status_code == 403
+    assert (
+        await stack.activities.get("/v1/activities?limit=1", headers=bearer(token))
+    ).status_code == 403
     scoped = await stack.teams.post(
         "/v1/accounts",
         json={"username": "noscope", "display_name": "B", "roles": [{"role": "team_leader"}]},
@@ -265,6 +287,8 @@ async def test_forged_expired_foreign_and_unsigned_tokens_are_401(stack: Stack) 
             assert reply.headers["www-authenticate"] == 'Bearer error="invalid_token"'
             assert reply.headers["content-type"] == "application/problem+json"
             assert forged not in reply.text
+        listed = await stack.activities.get("/v1/activities?limit=1", headers=bearer(forged))
+        assert listed.status_code == 401, (what, listed.text)
 
 
 async def test_rotation_keeps_earlier_tokens_valid_until_they_expire(stack: Stack) -> None:
