@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import socket
 import sys
@@ -370,7 +371,10 @@ async def test_failed_logins_are_limited_per_account_and_per_address(stack: Stac
     assert codes == [401] * 6 + [429]
 
 
-async def test_a_disabled_accounts_tokens_stop_working_everywhere(stack: Stack) -> None:
+async def test_a_disabled_accounts_tokens_stop_working_everywhere(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     account_id, username, token = await stack.account("ministry_admin")
     assert (await stack.scoring.put("/v1/targets", json=TARGET, headers=bearer(token))).is_success
     disabled = await stack.teams.post(f"/v1/accounts/{account_id}:disable", headers=OPERATOR)
@@ -389,6 +393,10 @@ async def test_a_disabled_accounts_tokens_stop_working_everywhere(stack: Stack) 
         "/v1/auth/token", json={"username": username, "password": PASSWORD}
     )
     assert login.status_code == 401
+    # nothing secret was logged on the way (invitation, password, tokens, refusals)
+    assert caplog.records
+    assert PASSWORD not in caplog.text and token not in caplog.text
+    assert "cdti_" not in caplog.text and "eyJ" not in caplog.text
 
 
 async def test_discovery_and_jwks_are_published(stack: Stack) -> None:
