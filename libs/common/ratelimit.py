@@ -83,5 +83,11 @@ class FailureLimiter:
             }
         self._failures.setdefault(key, []).append(now)
 
+    def cancel(self, key: str, *, at: float) -> None:
+        """Withdraw one failure counted at `at` (an attempt counted in advance that succeeded)."""
+        times = self._failures.get(key)
+        if times and at in times:
+            times.remove(at)
+
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)

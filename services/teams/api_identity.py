@@ -231,10 +231,12 @@ async def post_token(body: Login, request: Request, uow: UowDep, runtime: Runtim
             "Too many failed logins for this account or address; try again later.",
             headers={"Retry-After": str(wait)},
         )
+    # Counted as failed before the (slow) check, so parallel guesses cannot all slip past the
+    # limit while the first ones are still being verified; withdrawn if it succeeds.
+    for key, _ in keys:
+        limiter.failed(key, now=now)
     account = await authenticate(uow, username=body.username.lower(), password=body.password)
     if account is None:
-        for key, _ in keys:
-            limiter.failed(key, now=now)
         raise ProblemError(
             401,
             "Unauthorized",
@@ -242,6 +244,7 @@ async def post_token(body: Login, request: Request, uow: UowDep, runtime: Runtim
             type_="https://cdt.gov.vn/problems/invalid-credentials",
         )
     limiter.forget(keys[0][0])
+    limiter.cancel(keys[1][0], at=now)
     config = issuer_config(runtime)
     token = await issue_token(uow, account, config=config)
     return TokenOut(access_token=token, expires_in=config.token_ttl_seconds)

@@ -356,6 +356,19 @@ async def test_failed_logins_are_limited_per_account_and_per_address(stack: Stac
     assert int(limited.headers["retry-after"]) > 0
     assert limited.json()["title"] == "Too Many Requests"
 
+    # parallel guesses cannot slip past the limit while the first are being checked
+    _, other, _ = await stack.account("auditor")
+    transport = httpx.ASGITransport(app=stack.app, client=("198.51.100.7", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as guesser:
+        replies = await asyncio.gather(
+            *(
+                guesser.post("/v1/auth/token", json={"username": other, "password": f"guess {i}!"})
+                for i in range(8)
+            )
+        )
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses == [401] * 3 + [429] * 5, statuses
+
     # per address: another client address trying many names
     transport = httpx.ASGITransport(app=stack.app, client=("203.0.113.9", 4000))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as sprayer:

@@ -175,5 +175,8 @@ def test_failed_logins_block_until_the_window_passes() -> None:
     assert limiter.retry_after("account:a", limit=3, now=10) == 50
     assert limiter.retry_after("account:b", limit=3, now=10) == 0
     assert limiter.retry_after("account:a", limit=3, now=61) == 0  # the first failure aged out
+    limiter.failed("address:x", now=70)
+    limiter.cancel("address:x", at=70)  # counted in advance, then the login succeeded
+    assert limiter.retry_after("address:x", limit=1, now=70) == 0
     limiter.forget("account:a")
     assert limiter.retry_after("account:a", limit=1, now=61) == 0
