@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from activities import bootstrap as activities_bootstrap
 from activities.settings import ActivitiesSettings
@@ -312,6 +313,17 @@ async def test_rotation_keeps_earlier_tokens_valid_until_they_expire(stack: Stac
         assert reply.status_code == 200, reply.text
         reply = await stack.teams.get(f"/v1/accounts/{uuid.uuid4()}", headers=bearer(token))
         assert reply.status_code == 404, reply.text
+
+    # once the tokens it signed have all expired (lifetime + leeway), the old key is unpublished
+    async with stack.teams_runtime.sessions() as session:
+        await session.execute(
+            update(signing_keys)
+            .where(signing_keys.c.kid == old_kid)
+            .values(retired_at=datetime.now(UTC) - timedelta(seconds=931))
+        )
+        await session.commit()
+    kids = {k["kid"] for k in (await stack.teams.get("/.well-known/jwks.json")).json()["keys"]}
+    assert old_kid not in kids and new_kid in kids
 
 
 async def test_an_invitation_is_redeemed_once_with_an_acceptable_password(stack: Stack) -> None:
