@@ -42,6 +42,7 @@ COLORS = {
     "run": 1,
 }
 _print_lock = threading.Lock()
+LOCAL_ISSUER = f"http://127.0.0.1:{SERVICES['teams']}"  # teams' default TEAMS_ISSUER_URL
 
 
 def say(line: str) -> None:
@@ -89,10 +90,28 @@ def service_env(infra: Infra, *, data_dir: Path, token: str) -> dict[str, str]:
         "DATABASE_URL": infra.database_url,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
         "CDT_ADMIN_TOKEN": token,
+        # Every service verifies access tokens issued by the teams service (its JWKS and its
+        # list of disabled accounts); an environment naming another provider wins.
+        "CDT_OIDC_ISSUER": os.environ.get("CDT_OIDC_ISSUER", LOCAL_ISSUER),
+        "CDT_OIDC_DISABLED_URL": os.environ.get(
+            "CDT_OIDC_DISABLED_URL", f"{LOCAL_ISSUER}/v1/auth/disabled-subjects"
+        ),
         "CDT_TRACE_FILE": str(data_dir / "traces.jsonl"),
         "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("libs", "services", "deploy")),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def first_admin_hint(infra: Infra, *, issuer: str) -> list[str]:
+    """How to get a first administrator's access token from the local identity provider."""
+    if issuer != LOCAL_ISSUER:
+        return []  # another provider manages the accounts
+    return [
+        "first administrator (prints a one-time invitation code, then the requests that set",
+        "a password and get an access token for every service):",
+        f"  DATABASE_URL='{infra.database_url}' PYTHONPATH=libs:services \\",
+        "    .venv/bin/python -m teams create-admin --username admin",
+    ]
 
 
 def ready(url: str) -> bool:
@@ -178,6 +197,8 @@ def main() -> int:
             for name, port in SERVICES.items():
                 say(f"{prefix('run')}   {name:<13} http://127.0.0.1:{port}/docs")
             say(f"{prefix('run')} operator token: {token}  (also in {data_dir / 'admin-token'})")
+            for line in first_admin_hint(infra, issuer=env["CDT_OIDC_ISSUER"]):
+                say(f"{prefix('run')} {line}")
             say(f"{prefix('run')} Ctrl-C to stop")
         while not stopping.is_set():
             for name, proc in procs.items():

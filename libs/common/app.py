@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -19,7 +20,9 @@ from common.asyncapi import CONTRACTS
 from common.audit import AuditMiddleware, route_template
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
 from common.db import UnitOfWork
+from common.identity import TokenVerifier, config_of, looks_like_jwt, remote_verifier
 from common.problems import ProblemError, install_problem_handlers, problem_response
+from common.roles import OPERATE, OPERATOR_ACTOR, Actor, permits
 from common.runtime import ServiceRuntime
 from common.schemas import schema_of
 
@@ -57,15 +60,37 @@ async def get_unit_of_work(runtime: RuntimeDep) -> AsyncIterator[UnitOfWork]:
 UowDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
-async def require_operator(request: Request, runtime: RuntimeDep) -> None:
+async def authenticate_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """The operator token (break-glass, every permission) or a verified access token.
+
+    The actor is left on `request.state.actor` for whatever records who acted. A missing token
+    is 401; a JWT that fails verification is 401 with `error="invalid_token"`; any other
+    credential (a partner key, a wrong operator token) is 403, as it always was.
+    """
     token = bearer_token(request)
     if token is None:
         raise ProblemError(
             401, "Unauthorized", "A bearer token is required.", headers=UNAUTHORIZED_HEADERS
         )
-    if not is_operator_token(token, expected=runtime.settings.admin_token):
-        raise ProblemError(403, "Forbidden", "This operation needs the operator token.")
-    audit.identify(audit.OPERATOR)
+    if is_operator_token(token, expected=runtime.settings.admin_token):
+        actor = OPERATOR_ACTOR
+    else:
+        verifier: TokenVerifier | None = getattr(request.app.state, "identity", None)
+        if verifier is None or not looks_like_jwt(token):
+            raise ProblemError(403, "Forbidden", "This operation needs the operator token.")
+        actor = await verifier.verify(token)
+    request.state.actor = actor
+    audit.identify(audit.actor_of(actor))
+    return actor
+
+
+ActorDep = Annotated[Actor, Depends(authenticate_actor)]
+
+
+async def require_operator(actor: ActorDep) -> Actor:
+    if not permits(actor, OPERATE):
+        raise ProblemError(403, "Forbidden", "This operation needs the operator's permissions.")
+    return actor
 
 
 OperatorDep = Depends(require_operator)
@@ -137,11 +162,17 @@ def create_app(
     settings = runtime.settings
     workers = settings.run_workers if run_workers is None else run_workers
 
+    identity_config = config_of(settings)
+    # Only the keys and the disabled list travel on it: short timeouts, no redirects.
+    identity_client = httpx.AsyncClient(timeout=5.0) if identity_config else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start(workers=workers)
         yield
         await runtime.stop()
+        if identity_client is not None:
+            await identity_client.aclose()
 
     public_docs = settings.cdt_env != "prod"
     app = FastAPI(
@@ -159,6 +190,12 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
+    # The verifier of access tokens (services may replace it: teams verifies its own tokens).
+    app.state.identity = (
+        remote_verifier(identity_config, identity_client)
+        if identity_config and identity_client
+        else None
+    )
     install_problem_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uuid_utils.compat import uuid7
 
+from common import roles
 from common.telemetry import current_trace_ids
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -43,6 +44,16 @@ class Actor:
 
 OPERATOR = Actor(subject="operator", role="operator")
 ANONYMOUS = Actor(subject="anonymous", role="anonymous")
+
+
+def actor_of(actor: roles.Actor) -> Actor:
+    """How the trail names an authenticated actor: the operator, or a person's subject with
+    their roles (comma-separated) and the unit of their first scoped role."""
+    if actor.operator:
+        return OPERATOR
+    names = ",".join(dict.fromkeys(grant.role for grant in actor.roles)) or "none"
+    unit = next((grant.unit for grant in actor.roles if grant.unit), None)
+    return Actor(subject=actor.subject, role=names[:40], unit=unit)
 
 
 @dataclass

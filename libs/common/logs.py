@@ -11,13 +11,16 @@ from datetime import UTC, datetime
 from common.telemetry import current_trace_ids
 
 # Defence in depth: whatever a careless log call passes, phone numbers (9-11 digits, with or
-# without +84) and bearer tokens never reach the output.
+# without +84), bearer tokens, bare JWTs and invitation codes never reach the output.
 _PHONE = re.compile(r"(?<![\w-])(?:\+?84|0)\d{8,10}(?![\w-])")
 _BEARER = re.compile(r"(?i)bearer\s+[\w.~+/=-]+")
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")  # a JWS: its header always starts {"
+_INVITATION = re.compile(r"cdti_[\w-]+")
 
 
 def redact(text: str) -> str:
-    return _BEARER.sub("Bearer [redacted]", _PHONE.sub("[phone]", text))
+    text = _BEARER.sub("Bearer [redacted]", _PHONE.sub("[phone]", text))
+    return _INVITATION.sub("[invitation]", _JWT.sub("[token]", text))
 
 
 class JsonFormatter(logging.Formatter):

@@ -38,6 +38,24 @@ class ServiceSettings(BaseSettings):
     )
 
     cdt_admin_token: SecretStr | None = None
+    # OpenID Connect: the issuer whose access tokens every service accepts (verified locally,
+    # `common.identity`). Unset: only the operator token authenticates operator writes, and the
+    # teams service is the issuer of its own accounts' tokens.
+    cdt_oidc_issuer: str | None = None
+    cdt_oidc_audience: str = "cdt"
+    # Where the keys are; unset: the `jwks_uri` of the issuer's discovery document.
+    cdt_oidc_jwks_url: str | None = None
+    # The issuer's list of disabled subjects (the teams service's `/v1/auth/disabled-subjects`).
+    cdt_oidc_disabled_url: str | None = None
+    oidc_leeway_seconds: float = Field(default=30, alias="CDT_OIDC_LEEWAY_SECONDS", ge=0, le=300)
+    oidc_jwks_ttl_seconds: float = Field(default=300, alias="CDT_OIDC_JWKS_TTL_SECONDS", gt=0)
+    oidc_jwks_min_refresh_seconds: float = Field(
+        default=10, alias="CDT_OIDC_JWKS_MIN_REFRESH_SECONDS", ge=0
+    )
+    # A disabled account's tokens stop working at every service within this (≤ 30 s).
+    oidc_disabled_refresh_seconds: float = Field(
+        default=30, alias="CDT_OIDC_DISABLED_REFRESH_SECONDS", gt=0, le=30
+    )
 
     relay_batch_size: int = Field(default=500, alias="CDT_RELAY_BATCH_SIZE", ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=0.25, alias="CDT_RELAY_POLL_SECONDS", gt=0)

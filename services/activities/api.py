@@ -47,8 +47,10 @@ from common.contracts.activities import (
 )
 from common.db import DirectConnections, UnitOfWork
 from common.envelope import OutboundEvent
+from common.identity import TokenVerifier, looks_like_jwt
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
+from common.roles import OPERATE, permits
 from common.runtime import ServiceRuntime
 from common.text import FreeText, NameText
 
@@ -109,6 +111,14 @@ async def _principal(
     if is_operator_token(token, expected=runtime.settings.admin_token):
         audit.identify(audit.OPERATOR)
         return Principal(None)
+    verifier: TokenVerifier | None = getattr(request.app.state, "identity", None)
+    if verifier is not None and looks_like_jwt(token):
+        actor = await verifier.verify(token)  # 401 when invalid
+        request.state.actor = actor
+        if not permits(actor, OPERATE):  # scoped reads come with the role matrix
+            raise ProblemError(403, "Forbidden", "This role may not use activities yet.")
+        audit.identify(audit.actor_of(actor))
+        return Principal(None)  # an administrator acts as the operator
     lookup = key_lookup(token)
     if lookup is None:
         raise _unauthorized("The API key is malformed.")

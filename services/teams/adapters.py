@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -39,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 from sqlalchemy.sql.selectable import Select
@@ -47,7 +48,8 @@ from common.contracts.activities import PartnerChanged
 from common.contracts.teams import UnitPath
 from common.db import upsert_newer
 from common.outbox_tables import define_service_tables
-from teams.domain import PATH_SEPARATOR, AdminUnit, Member, Team, unit_path_of
+from common.roles import RoleGrant
+from teams.domain import PATH_SEPARATOR, Account, AdminUnit, Member, Team, unit_path_of
 
 SCHEMA = "teams"
 Row = RowMapping | Mapping[str, Any]
@@ -900,3 +902,255 @@ async def partners_by_lookup(session: AsyncSession, lookup: str) -> list[Replica
                           revoked=r.revoked)
         for r in rows
     ]  # fmt: skip
+
+
+# --- accounts, invitations, signing keys (the local issuer) ---------------------------------
+
+accounts_table = Table(
+    "accounts",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", Text),  # argon2id; null until the invitation is redeemed
+    Column("disabled", Boolean, nullable=False, server_default=text("false")),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+account_roles = Table(
+    "account_roles",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "account_id",
+        PgUUID(as_uuid=True),
+        ForeignKey("teams.accounts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("role", String(32), nullable=False),
+    Column("unit_code", String(64)),
+)
+
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("code_sha256", String(64), primary_key=True),
+    Column(
+        "account_id",
+        PgUUID(as_uuid=True),
+        ForeignKey("teams.accounts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("redeemed_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_key_pem", Text, nullable=False),
+    Column("public_jwk", Text, nullable=False),  # JSON text of the public JWK
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("retired_at", DateTime(timezone=True)),
+)
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    account: Account
+    password_hash: str | None
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    algorithm: str
+    private_key_pem: str
+    public_jwk: str
+    retired_at: datetime | None
+
+
+async def insert_account(
+    session: AsyncSession,
+    *,
+    account_id: UUID,
+    username: str,
+    display_name: str,
+    roles: Sequence[RoleGrant],
+) -> bool:
+    """False when the username is taken."""
+    inserted = await session.execute(
+        pg_insert(accounts_table)
+        .values(id=account_id, username=username, display_name=display_name)
+        .on_conflict_do_nothing(index_elements=["username"])
+        .returning(accounts_table.c.id)
+    )
+    if inserted.first() is None:
+        return False
+    await session.execute(
+        account_roles.insert(),
+        [{"account_id": account_id, "role": g.role, "unit_code": g.unit} for g in roles],
+    )
+    return True
+
+
+async def _account_rows(session: AsyncSession, where: ColumnElement[bool]) -> list[AccountRow]:
+    a, r = accounts_table.c, account_roles.c
+    grants = (
+        select(
+            func.coalesce(
+                func.array_agg(func.json_build_array(r.role, r.unit_code)).filter(
+                    r.role.is_not(None)
+                ),
+                text("'{}'"),
+            )
+        )
+        .where(r.account_id == a.id)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        select(
+            a.id, a.username, a.display_name, a.password_hash, a.disabled, grants.label("g")
+        ).where(where)
+    )
+    return [
+        AccountRow(
+            account=Account(
+                id=row.id,
+                username=row.username,
+                display_name=row.display_name,
+                roles=tuple(RoleGrant(role, unit) for role, unit in row.g),
+                disabled=row.disabled,
+                has_password=row.password_hash is not None,
+            ),
+            password_hash=row.password_hash,
+        )
+        for row in rows
+    ]
+
+
+async def account_by_username(session: AsyncSession, username: str) -> AccountRow | None:
+    rows = await _account_rows(session, accounts_table.c.username == username)
+    return rows[0] if rows else None
+
+
+async def account_by_id(session: AsyncSession, account_id: UUID) -> AccountRow | None:
+    rows = await _account_rows(session, accounts_table.c.id == account_id)
+    return rows[0] if rows else None
+
+
+async def set_password_hash(session: AsyncSession, account_id: UUID, password_hash: str) -> None:
+    await session.execute(
+        update(accounts_table)
+        .where(accounts_table.c.id == account_id)
+        .values(password_hash=password_hash, updated_at=func.now())
+    )
+
+
+async def disable_account(session: AsyncSession, account_id: UUID) -> bool:
+    """False when there is no such account; disabling twice keeps the first time."""
+    a = accounts_table.c
+    done = await session.execute(
+        update(accounts_table)
+        .where(a.id == account_id)
+        .values(
+            disabled=True,
+            disabled_at=func.coalesce(a.disabled_at, func.now()),
+            updated_at=func.now(),
+        )
+        .returning(a.id)
+    )
+    return done.first() is not None
+
+
+async def disabled_subjects(session: AsyncSession, *, since: datetime) -> list[UUID]:
+    a = accounts_table.c
+    rows = await session.execute(select(a.id).where(a.disabled, a.disabled_at >= since))
+    return [row.id for row in rows]
+
+
+async def insert_invitation(
+    session: AsyncSession, *, code_sha256: str, account_id: UUID, expires_at: datetime
+) -> None:
+    await session.execute(
+        invitations.insert().values(
+            code_sha256=code_sha256, account_id=account_id, expires_at=expires_at
+        )
+    )
+
+
+async def redeem_invitation(session: AsyncSession, code_sha256: str) -> UUID | None:
+    """The invitation's account, marked redeemed; None when unknown, expired or used (one
+    statement: two concurrent redemptions cannot both succeed)."""
+    i = invitations.c
+    done = await session.execute(
+        update(invitations)
+        .where(i.code_sha256 == code_sha256, i.redeemed_at.is_(None), i.expires_at > func.now())
+        .values(redeemed_at=func.now())
+        .returning(i.account_id)
+    )
+    row = done.first()
+    return None if row is None else UUID(str(row.account_id))
+
+
+def _signing_key(row: Row) -> SigningKey:
+    return SigningKey(
+        kid=row["kid"],
+        algorithm=row["algorithm"],
+        private_key_pem=row["private_key_pem"],
+        public_jwk=row["public_jwk"],
+        retired_at=row["retired_at"],
+    )
+
+
+async def active_signing_key(session: AsyncSession) -> SigningKey | None:
+    row = (
+        (await session.execute(select(signing_keys).where(signing_keys.c.retired_at.is_(None))))
+        .mappings()
+        .first()
+    )
+    return None if row is None else _signing_key(row)
+
+
+async def insert_signing_key(session: AsyncSession, key: SigningKey) -> bool:
+    """False when another process installed an active key first (one active key at most)."""
+    done = await session.execute(
+        pg_insert(signing_keys)
+        .values(
+            kid=key.kid,
+            algorithm=key.algorithm,
+            private_key_pem=key.private_key_pem,
+            public_jwk=key.public_jwk,
+        )
+        .on_conflict_do_nothing()
+        .returning(signing_keys.c.kid)
+    )
+    return done.first() is not None
+
+
+async def retire_signing_keys(session: AsyncSession) -> None:
+    # Serializes rotations: the second waits, then retires the key the first installed.
+    await session.execute(text("LOCK TABLE teams.signing_keys IN SHARE ROW EXCLUSIVE MODE"))
+    await session.execute(
+        update(signing_keys)
+        .where(signing_keys.c.retired_at.is_(None))
+        .values(retired_at=func.now())
+    )
+
+
+async def published_signing_keys(session: AsyncSession, *, since: datetime) -> list[SigningKey]:
+    """The active key and those retired after `since`."""
+    c = signing_keys.c
+    rows = await session.execute(
+        select(signing_keys)
+        .where((c.retired_at.is_(None)) | (c.retired_at >= since))
+        .order_by(c.created_at.desc())
+    )
+    return [_signing_key(row) for row in rows.mappings()]

@@ -14,8 +14,10 @@ from fastapi import Depends, Query, Request
 
 from common.app import RuntimeDep, UowDep
 from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.identity import TokenVerifier, looks_like_jwt
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
+from common.roles import OPERATE, permits
 from common.runtime import ServiceRuntime
 from common.text import NameText
 from teams.adapters import Page, partners_by_lookup
@@ -48,7 +50,8 @@ def settings_of(runtime: ServiceRuntime) -> TeamsSettings:
 
 
 async def get_reader(request: Request, runtime: RuntimeDep, uow: UowDep) -> Reader:
-    """The operator token, or an active partner key replicated from activities.
+    """The operator token, an administrator's access token, or an active partner key
+    replicated from activities.
 
     Missing, malformed, unknown, wrong and revoked keys all get the same 401: probing teaches
     nothing. The key itself is never logged nor echoed.
@@ -57,6 +60,13 @@ async def get_reader(request: Request, runtime: RuntimeDep, uow: UowDep) -> Read
     if token is None:
         raise _unauthorized("A bearer token is required.")
     if is_operator_token(token, expected=runtime.settings.admin_token):
+        return Reader(provinces=None)
+    verifier: TokenVerifier | None = getattr(request.app.state, "identity", None)
+    if verifier is not None and looks_like_jwt(token):
+        actor = await verifier.verify(token)  # 401 when invalid
+        request.state.actor = actor
+        if not permits(actor, OPERATE):  # scoped reads come with the role matrix
+            raise ProblemError(403, "Forbidden", "This role may not read the registry yet.")
         return Reader(provinces=None)
     lookup = partner_key_lookup(token)
     if lookup is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -20,6 +21,7 @@ from common.contracts.teams import (
     UnitLevel,
     UnitPath,
 )
+from common.roles import COMMUNE_OFFICER, PROVINCE_OFFICER, ROLES, TEAM_LEADER, RoleGrant
 
 Role = Literal["leader", "deputy", "member"]
 Affiliation = Literal[
@@ -421,3 +423,87 @@ def partner_key_matches(token: str, *, key_sha256: str) -> bool:
     """Constant-time comparison of the key's SHA-256 with the replicated hex digest."""
     digest = hashlib.sha256(token.encode()).hexdigest()
     return hmac.compare_digest(digest.encode(), key_sha256.lower().encode())
+
+
+# --- accounts and access tokens (the local issuer) ----------------------------------------
+
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{2,63}$"
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_MAX_LENGTH = 256
+INVITATION_PREFIX = "cdti_"
+# Roles held for a unit name it (a province, a commune, a team leader's commune or village);
+# the ministry's administrators and auditors are nationwide.
+SCOPED_ROLES = frozenset({PROVINCE_OFFICER, COMMUNE_OFFICER, TEAM_LEADER})
+
+
+@dataclass(frozen=True)
+class Account:
+    id: UUID
+    username: str
+    display_name: str
+    roles: tuple[RoleGrant, ...]
+    disabled: bool
+    has_password: bool
+
+
+def check_roles(grants: Iterable[RoleGrant]) -> tuple[RoleGrant, ...]:
+    """Known roles, a unit exactly where the role is scoped, no duplicates."""
+    result: list[RoleGrant] = []
+    for grant in grants:
+        if grant.role not in ROLES:
+            raise DomainError(f"Unknown role {grant.role!r}.", field="roles")
+        if (grant.role in SCOPED_ROLES) != (grant.unit is not None):
+            need = "needs" if grant.role in SCOPED_ROLES else "takes no"
+            raise DomainError(f"The role {grant.role} {need} a unit.", field="roles")
+        if grant in result:
+            raise DomainError(f"The role {grant.role} is given twice.", field="roles")
+        result.append(grant)
+    if not result:
+        raise DomainError("An account needs at least one role.", field="roles")
+    return tuple(result)
+
+
+def check_password(password: str, *, username: str) -> None:
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise DomainError(
+            f"A password has {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters.",
+            field="password",
+        )
+    if username.lower() in password.lower():
+        raise DomainError("A password may not contain the username.", field="password")
+
+
+def new_invitation_code() -> str:
+    """256 random bits, shown once; only its SHA-256 is kept."""
+    return INVITATION_PREFIX + secrets.token_urlsafe(32)
+
+
+def invitation_digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def access_claims(
+    account: Account, *, issuer: str, audience: str, now: datetime, ttl_seconds: int
+) -> dict[str, object]:
+    issued = int(now.timestamp())
+    return {
+        "iss": issuer,
+        "aud": audience,
+        "sub": str(account.id),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ttl_seconds,
+        "jti": str(uuid7()),
+        "preferred_username": account.username,
+        "name": account.display_name,
+        "roles": [{"role": g.role, "unit": g.unit} for g in account.roles],
+    }
+
+
+def key_published(
+    *, retired_at: datetime | None, now: datetime, token_ttl_seconds: int, leeway_seconds: float
+) -> bool:
+    """A retired key stays in the JWKS until every token it signed has expired."""
+    if retired_at is None:
+        return True
+    return now - retired_at < timedelta(seconds=token_ttl_seconds + leeway_seconds)

@@ -19,3 +19,21 @@ class TeamsSettings(ServiceSettings):
     )
     # Requests per second per partner key on the read endpoints (per API process), then 429.
     partner_rate_limit: int = Field(default=200, alias="CDT_PARTNER_RATE_LIMIT", ge=1, le=100_000)
+
+    # The local identity provider (when `CDT_OIDC_ISSUER` is unset or is this URL): the `iss`
+    # of the tokens it signs, and where its JWKS and discovery document are served.
+    issuer_url: str = Field(default="http://127.0.0.1:8001", alias="TEAMS_ISSUER_URL")
+    # Access tokens are short-lived; a disabled account's are refused within
+    # CDT_OIDC_DISABLED_REFRESH_SECONDS anyway.
+    token_ttl_seconds: int = Field(default=900, alias="TEAMS_TOKEN_TTL_SECONDS", ge=60, le=3600)
+    invitation_ttl_hours: float = Field(default=72, alias="TEAMS_INVITATION_TTL_HOURS", gt=0)
+    # Failed logins per account and per client address within the window, then 429.
+    login_window_seconds: float = Field(default=300, alias="TEAMS_LOGIN_WINDOW_SECONDS", gt=0)
+    login_max_failures: int = Field(default=5, alias="TEAMS_LOGIN_MAX_FAILURES", ge=1)
+    login_max_failures_per_address: int = Field(
+        default=20, alias="TEAMS_LOGIN_MAX_FAILURES_PER_ADDRESS", ge=1
+    )
+
+    @property
+    def local_issuer(self) -> bool:
+        return self.cdt_oidc_issuer is None or self.cdt_oidc_issuer == self.issuer_url

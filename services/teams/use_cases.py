@@ -7,29 +7,48 @@ off mid-stream keeps the batches already committed and can safely re-send (upser
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
+from common.roles import RoleGrant
 from common.runtime import ServiceRuntime
+from teams import adapters
 from teams.adapters import MemberRepository, TeamRepository, UnitRepository
 from teams.domain import (
+    Account,
     AdminUnit,
     DomainError,
     Team,
     UnitChange,
+    access_claims,
     check_membership_dates,
     check_no_cycle,
     check_parent,
+    check_password,
+    check_roles,
     check_team_unit,
     child_path,
     duplicates,
+    invitation_digest,
+    key_published,
+    new_invitation_code,
     retirement_date,
     unit_path_of,
 )
@@ -480,3 +499,189 @@ async def _finish(uow: UnitOfWork, plan: Reorganisation) -> None:
         change=lambda u: plan.changes[u.code],
     )
     await publish_teams(uow, plan.teams.values())
+
+
+# --- the local identity provider: accounts, invitations, tokens, keys -----------------------
+
+_hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
+_DUMMY_HASH: list[str] = []  # verified against when there is no account: same time either way
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def password_matches(password_hash: str | None, password: str) -> bool:
+    """argon2 runs in a thread: ~50 ms of CPU that must not stall the event loop."""
+    if password_hash is None:
+        if not _DUMMY_HASH:
+            _DUMMY_HASH.append(await hash_password(secrets.token_urlsafe(16)))
+        password_hash = _DUMMY_HASH[0]
+        password = ""  # never matches
+    try:
+        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    issuer: str
+    audience: str
+    token_ttl_seconds: int
+    leeway_seconds: float
+    invitation_ttl: timedelta
+
+
+@dataclass(frozen=True)
+class Invitation:
+    account: Account
+    code: str  # shown once
+    expires_at: datetime
+
+
+async def create_account(
+    uow: UnitOfWork,
+    *,
+    username: str,
+    display_name: str,
+    roles: Sequence[RoleGrant],
+    invitation_ttl: timedelta,
+) -> Invitation:
+    grants = check_roles(roles)
+    account = Account(
+        id=uuid7(),
+        username=username,
+        display_name=display_name,
+        roles=grants,
+        disabled=False,
+        has_password=False,
+    )
+    if not await adapters.insert_account(
+        uow.session, account_id=account.id, username=username, display_name=display_name,
+        roles=grants,
+    ):  # fmt: skip
+        raise DomainError(f"The username {username!r} is taken.", field="username", conflict=True)
+    code = new_invitation_code()
+    expires_at = datetime.now(UTC) + invitation_ttl
+    await adapters.insert_invitation(
+        uow.session,
+        code_sha256=invitation_digest(code),
+        account_id=account.id,
+        expires_at=expires_at,
+    )
+    await uow.commit()
+    return Invitation(account=account, code=code, expires_at=expires_at)
+
+
+async def redeem_invitation(uow: UnitOfWork, *, code: str, password: str) -> Account | None:
+    """Sets the password; None when the code is unknown, expired or already used. A password
+    the rules refuse (DomainError) leaves the invitation unused."""
+    account_id = await adapters.redeem_invitation(uow.session, invitation_digest(code))
+    if account_id is None:
+        return None
+    row = await adapters.account_by_id(uow.session, account_id)
+    if row is None or row.account.disabled:
+        return None
+    check_password(password, username=row.account.username)
+    await adapters.set_password_hash(uow.session, account_id, await hash_password(password))
+    await uow.commit()
+    return row.account
+
+
+async def authenticate(uow: UnitOfWork, *, username: str, password: str) -> Account | None:
+    """The account whose password this is, if it is enabled; None otherwise (same work done
+    for unknown names, so timing tells nothing)."""
+    row = await adapters.account_by_username(uow.session, username)
+    known = row is not None and not row.account.disabled
+    matches = await password_matches(row.password_hash if row and known else None, password)
+    if row is None or not known or not matches:
+        return None
+    assert row.password_hash is not None  # a match implies a hash
+    if _hasher.check_needs_rehash(row.password_hash):
+        await adapters.set_password_hash(uow.session, row.account.id, await hash_password(password))
+        await uow.commit()
+    return row.account
+
+
+def new_signing_key() -> adapters.SigningKey:
+    private = ec.generate_private_key(ec.SECP256R1())
+    kid = str(uuid7())
+    jwk: dict[str, Any] = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    jwk.update(kid=kid, alg=SIGNING_ALGORITHM, use="sig")
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return adapters.SigningKey(
+        kid=kid,
+        algorithm=SIGNING_ALGORITHM,
+        private_key_pem=pem,
+        public_jwk=json.dumps(jwk),
+        retired_at=None,
+    )
+
+
+SIGNING_ALGORITHM = "ES256"
+
+
+async def signing_key(uow: UnitOfWork) -> adapters.SigningKey:
+    """The active key, created on first use (a concurrent creator's key wins)."""
+    key = await adapters.active_signing_key(uow.session)
+    if key is not None:
+        return key
+    candidate = new_signing_key()
+    if await adapters.insert_signing_key(uow.session, candidate):
+        await uow.commit()
+        return candidate
+    key = await adapters.active_signing_key(uow.session)
+    assert key is not None, "another process installed the active key"
+    return key
+
+
+async def rotate_signing_key(uow: UnitOfWork) -> str:
+    """A new key signs from now on; the old one stays published until its tokens expire."""
+    await adapters.retire_signing_keys(uow.session)
+    key = new_signing_key()
+    await adapters.insert_signing_key(uow.session, key)
+    await uow.commit()
+    return key.kid
+
+
+async def issue_token(uow: UnitOfWork, account: Account, *, config: IssuerConfig) -> str:
+    key = await signing_key(uow)
+    claims = access_claims(
+        account,
+        issuer=config.issuer,
+        audience=config.audience,
+        now=datetime.now(UTC),
+        ttl_seconds=config.token_ttl_seconds,
+    )
+    return jwt.encode(
+        claims, key.private_key_pem, algorithm=key.algorithm, headers={"kid": key.kid}
+    )
+
+
+async def published_keys(session: AsyncSession, *, config: IssuerConfig) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    since = now - timedelta(seconds=config.token_ttl_seconds + config.leeway_seconds)
+    keys = await adapters.published_signing_keys(session, since=since)
+    return {
+        "keys": [
+            json.loads(k.public_jwk)
+            for k in keys
+            if key_published(
+                retired_at=k.retired_at,
+                now=now,
+                token_ttl_seconds=config.token_ttl_seconds,
+                leeway_seconds=config.leeway_seconds,
+            )
+        ]
+    }
+
+
+async def recently_disabled(session: AsyncSession, *, config: IssuerConfig) -> list[str]:
+    """Accounts disabled while some of their tokens may still be unexpired (and a margin)."""
+    since = datetime.now(UTC) - timedelta(seconds=2 * config.token_ttl_seconds + 3600)
+    return [str(s) for s in await adapters.disabled_subjects(session, since=since)]

@@ -618,6 +618,12 @@ PARTNER_WRITES = {
     ("activities", "POST", "/v1/activities:batch"),
     ("activities", "POST", "/v1/activities/{activity_id}:void"),
 }
+# The local identity provider's own doors: a one-time invitation code or a password is the
+# credential (failed logins rate-limited).
+CREDENTIAL_WRITES = {
+    ("teams", "POST", "/v1/invitations:redeem"),
+    ("teams", "POST", "/v1/auth/token"),
+}
 # Open to anyone: operations endpoints and published scores (aggregates, no personal data).
 PUBLIC_PATHS = {
     "/healthz",
@@ -627,6 +633,12 @@ PUBLIC_PATHS = {
     "/schemas/{ce_type}.json",
     "/docs",
     "/docs/oauth2-redirect",
+    # what every verifier of access tokens fetches: public keys and disabled subjects' ids
+    "/.well-known/jwks.json",
+    "/.well-known/openid-configuration",
+    "/v1/auth/disabled-subjects",
+    "/v1/invitations:redeem",
+    "/v1/auth/token",
 }
 PUBLIC_SERVICES = {"scoring"}
 
@@ -673,9 +685,9 @@ def test_api5_every_route_is_classified(apps: dict[str, FastAPI]) -> None:
             kind = classify(dependant)
             counts[kind] = counts.get(kind, 0) + 1
             if method != "GET":
-                assert kind == "operator" or (service, method, path) in PARTNER_WRITES, (
-                    f"{service} {method} {path} is a write open to non-operators"
-                )
+                assert kind == "operator" or (service, method, path) in (
+                    PARTNER_WRITES | CREDENTIAL_WRITES
+                ), f"{service} {method} {path} is a write open to non-operators"
             if kind == "public":
                 assert path in PUBLIC_PATHS or service in PUBLIC_SERVICES, (service, path)
     assert counts["operator"] > 30, counts

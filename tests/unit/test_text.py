@@ -42,6 +42,7 @@ def test_free_text_keeps_its_lines_and_refuses_nul() -> None:
 REQUEST_MODULES = (
     "teams.api",
     "teams.api_units",
+    "teams.api_identity",
     "teams.rows",
     "activities.api",
     "activities.domain",
