@@ -36,7 +36,13 @@ from activities.domain import (
 from activities.metrics import VOIDS
 from activities.use_cases import SOURCE, Ingestor, ItemResult, count_rejection
 from common.app import OperatorDep, RuntimeDep, UowDep
-from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.auth import (
+    OPERATOR_SCHEME,
+    PARTNER_SCHEME,
+    UNAUTHORIZED_HEADERS,
+    bearer_token,
+    is_operator_token,
+)
 from common.contracts.activities import (
     OUTCOMES,
     ActivityKind,
@@ -86,7 +92,13 @@ def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
 
 
-async def authenticate(request: Request, runtime: RuntimeDep, context: ContextDep) -> Principal:
+async def authenticate(
+    request: Request,
+    runtime: RuntimeDep,
+    context: ContextDep,
+    _operator: Annotated[None, Depends(OPERATOR_SCHEME)],
+    _partner: Annotated[None, Depends(PARTNER_SCHEME)],
+) -> Principal:
     """The operator token, or an active partner key (then rate-limited)."""
     async with runtime.direct.acquire() as connection:
 
@@ -304,13 +316,16 @@ async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
 # The ingest routes parse their bodies themselves (an invalid item is a per-item rejection, not
 # a 422 for the whole batch), so their request bodies are declared here for the OpenAPI document.
 _ACTIVITY_SCHEMA = ActivityIn.model_json_schema()
+_PARTNER_ONLY: dict[str, Any] = {"security": [{PARTNER_SCHEME.scheme_name: []}]}
 _ACTIVITY_BODY: dict[str, Any] = {
+    **_PARTNER_ONLY,
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": _ACTIVITY_SCHEMA}},
-    }
+    },
 }
 _BATCH_BODY: dict[str, Any] = {
+    **_PARTNER_ONLY,
     "requestBody": {
         "required": True,
         "description": f'{{"items": [...]}} (or a bare array) of up to {MAX_BATCH_ITEMS} events',
@@ -330,7 +345,7 @@ _BATCH_BODY: dict[str, Any] = {
                 }
             }
         },
-    }
+    },
 }
 
 
@@ -413,6 +428,7 @@ async def post_activity(scope: IngestDep) -> JSONResponse:
     "/activities:batch",
     responses={
         400: {"description": "malformed JSON"},
+        403: {"description": "the operator token: activities are posted with a partner key"},
         413: {"description": f"body too large or more than {MAX_BATCH_ITEMS} items"},
     },
     openapi_extra=_BATCH_BODY,

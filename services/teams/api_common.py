@@ -13,7 +13,13 @@ from uuid import UUID
 from fastapi import Depends, Query, Request
 
 from common.app import RuntimeDep, UowDep
-from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.auth import (
+    OPERATOR_SCHEME,
+    PARTNER_SCHEME,
+    UNAUTHORIZED_HEADERS,
+    bearer_token,
+    is_operator_token,
+)
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
 from common.runtime import ServiceRuntime
@@ -47,7 +53,13 @@ def settings_of(runtime: ServiceRuntime) -> TeamsSettings:
     return settings if isinstance(settings, TeamsSettings) else TeamsSettings()
 
 
-async def get_reader(request: Request, runtime: RuntimeDep, uow: UowDep) -> Reader:
+async def get_reader(
+    request: Request,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    _operator: Annotated[None, Depends(OPERATOR_SCHEME)],
+    _partner: Annotated[None, Depends(PARTNER_SCHEME)],
+) -> Reader:
     """The operator token, or an active partner key replicated from activities.
 
     Missing, malformed, unknown, wrong and revoked keys all get the same 401: probing teaches
