@@ -41,6 +41,15 @@ NameQuery = Annotated[
         description="part of the name, case and diacritics ignored (`hoa binh` finds Hòa Bình)",
     ),
 ]
+# The same, where a search needs one.
+NameSearch = Annotated[
+    NameText,
+    Query(
+        min_length=2,
+        max_length=100,
+        description="part of the name, case and diacritics ignored (`hoa binh` finds Hòa Bình)",
+    ),
+]
 BULK_CONTENT: dict[str, Any] = {
     "text/csv": {"schema": {"type": "string"}},
     "application/x-ndjson": {"schema": {"type": "string"}},
@@ -102,6 +111,9 @@ ReaderDep = Annotated[Reader, Depends(get_reader)]
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid operator token / partner key"},
     404: {"description": "unknown, or outside the partner key's provinces"},
+}
+CURSOR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a cursor this API did not issue (pass back a `next_cursor` unchanged)"}
 }
 
 
