@@ -48,7 +48,10 @@ class WebhookUrlError(ValueError):
 async def check_webhook_url(url: str, *, allow_private: bool, require_https: bool) -> None:
     """Refuse URLs that could reach internal services (SSRF): every address the host resolves
     to must be public, unless private targets are explicitly allowed (tests, local dev)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. a bracketed host that is no IPv6 address
+        raise WebhookUrlError("not a URL") from exc
     if parts.scheme not in ("https", "http") or (require_https and parts.scheme != "https"):
         raise WebhookUrlError(
             "the URL must use https" if require_https else "the URL must be http(s)"
