@@ -365,7 +365,33 @@ def _parse_item(item: Any) -> ActivityIn | Rejection:
     try:
         return ActivityIn.model_validate(item)
     except ValidationError as exc:
+        integral = _integral_counts(item)
+        if integral is None:
+            return rejection_from_validation(exc)
+    try:  # counts written `132.0`: JSON (and the schema's "integer") make that 132
+        return ActivityIn.model_validate(integral)
+    except ValidationError as exc:
         return rejection_from_validation(exc)
+
+
+def _is_whole_float(value: Any) -> bool:
+    return type(value) is float and value.is_integer()
+
+
+def _integral_counts(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The item with its counts that are whole floats made ints, or None if it has none.
+    (Counts are strict ints, so that "5" and true are refused; only an invalid item pays for
+    this second look.)"""
+    fixed = dict(item)
+    changed = False
+    if _is_whole_float(item.get("citizens_reached")):
+        fixed["citizens_reached"] = int(item["citizens_reached"])
+        changed = True
+    outcomes = item.get("outcomes")
+    if isinstance(outcomes, dict) and any(_is_whole_float(v) for v in outcomes.values()):
+        fixed["outcomes"] = {k: int(v) if _is_whole_float(v) else v for k, v in outcomes.items()}
+        changed = True
+    return fixed if changed else None
 
 
 def _rejection_problem(rejection: Rejection, activity_id: UUID | None) -> ProblemError:
