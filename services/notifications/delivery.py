@@ -71,6 +71,8 @@ async def check_webhook_url(url: str, *, allow_private: bool, require_https: boo
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise WebhookUrlError("the host does not resolve") from exc
+    except UnicodeError as exc:  # the IDNA codec: an empty or over-long label (`.example`)
+        raise WebhookUrlError("the host is not a valid name") from exc
     addresses = {str(info[4][0]) for info in infos}
     if not addresses or not all(is_public_address(a) for a in addresses):
         raise WebhookUrlError("the host resolves to a private, loopback or link-local address")
