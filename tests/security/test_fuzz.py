@@ -75,6 +75,7 @@ SEMANTIC_REJECTIONS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/admin-units"): {"parent_code", "valid_to"},
     ("POST", "/v1/teams"): {"unit_code"},
     ("PATCH", "/v1/teams/{team_ref}"): {"unit_code", "dissolved_on"},
+    ("POST", "/v1/teams/{team_ref}:dissolve"): {"dissolved_on"},  # not before established_on
     ("POST", "/v1/evaluation-rounds"): {"unit_code", "criteria_set"},
     # re-organisations: units that exist, not merged or split into themselves, no cycle
     ("POST", "/v1/admin-units:merge"): {"into", "sources"},
