@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
@@ -18,10 +18,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common import audit, metrics
 from common.asyncapi import CONTRACTS
 from common.audit import AuditMiddleware, route_template
-from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.auth import (
+    OPERATOR_SCHEME,
+    PARTNER_SCHEME,
+    UNAUTHORIZED_HEADERS,
+    bearer_token,
+    is_operator_token,
+)
 from common.db import UnitOfWork
 from common.identity import TokenVerifier, config_of, looks_like_jwt, remote_verifier
-from common.problems import ProblemError, install_problem_handlers, problem_response
+from common.problems import (
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_SCHEMA,
+    ProblemError,
+    install_problem_handlers,
+    problem_response,
+)
 from common.roles import OPERATE, OPERATOR_ACTOR, Actor, permits
 from common.runtime import ServiceRuntime
 from common.schemas import schema_of
@@ -42,6 +54,10 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 CONTRACTS_BY_TYPE = {contract.CE_TYPE: contract for contract in CONTRACTS}
 
 
+class SchemaResponse(JSONResponse):
+    media_type = "application/schema+json"
+
+
 # Dependencies are `async def` even when they do no I/O: FastAPI runs a plain `def` dependency
 # in its thread pool, a thread hand-off per request that costs more than the work itself.
 async def get_runtime(request: Request) -> ServiceRuntime:
@@ -60,7 +76,9 @@ async def get_unit_of_work(runtime: RuntimeDep) -> AsyncIterator[UnitOfWork]:
 UowDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
-async def authenticate_actor(request: Request, runtime: RuntimeDep) -> Actor:
+async def authenticate_actor(
+    request: Request, runtime: RuntimeDep, _: Annotated[None, Depends(OPERATOR_SCHEME)]
+) -> Actor:
     """The operator token (break-glass, every permission) or a verified access token.
 
     The actor is left on `request.state.actor` for whatever records who acted. A missing token
@@ -94,6 +112,71 @@ async def require_operator(actor: ActorDep) -> Actor:
 
 
 OperatorDep = Depends(require_operator)
+# What every operation of a kind can answer besides its own statuses (documented per route).
+BODY_PROBLEMS = {
+    "400": "the body is not well-formed (JSON, CSV or NDJSON as declared)",
+    "413": "the body is over the size limit",
+}
+AUTH_PROBLEMS = {"401": "missing or invalid bearer token"}
+OPERATOR_PROBLEMS = {"403": "a valid bearer token other than the operator's"}
+PARTNER_PROBLEMS = {"429": "the partner key's rate limit; see Retry-After"}
+VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def _exact_maps(node: Any) -> None:
+    """A dict whose keys have a pattern is a map every key of which must match it; pydantic
+    writes it as `patternProperties`, which lets any other key through with any value."""
+    if isinstance(node, list):
+        for item in node:
+            _exact_maps(item)
+        return
+    if not isinstance(node, dict):
+        return
+    by_pattern = node.get("patternProperties")
+    if isinstance(by_pattern, dict) and len(by_pattern) == 1 and "properties" not in node:
+        ((pattern, values),) = by_pattern.items()
+        del node["patternProperties"]
+        node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": pattern}
+        node["additionalProperties"] = values
+    for value in node.values():
+        _exact_maps(value)
+
+
+def document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Make the document say what the code answers: every error is an RFC 9457 problem
+    (`application/problem+json`, with `errors` for validation), a body can be malformed or too
+    large, a bearer token can be missing or wrong, a partner key rate-limited."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            extra: dict[str, str] = {}
+            if "requestBody" in operation:
+                extra |= BODY_PROBLEMS
+                if "422" not in responses:
+                    extra["422"] = "Validation Error"
+            schemes = {
+                name for requirement in operation.get("security", []) for name in requirement
+            }
+            if schemes:
+                extra |= AUTH_PROBLEMS
+            if schemes == {OPERATOR_SCHEME.scheme_name}:
+                extra |= OPERATOR_PROBLEMS
+            if PARTNER_SCHEME.scheme_name in schemes:
+                extra |= PARTNER_PROBLEMS
+            for status, description in extra.items():
+                responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = {
+                        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }
+            operation["responses"] = dict(sorted(responses.items()))
+    _exact_maps(document)
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    return document
 
 
 class BodyLimitMiddleware:
@@ -205,6 +288,14 @@ def create_app(
         app.include_router(router)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(HttpMetricsMiddleware, service=settings.service_name)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if settings.otel_traces_exporter != "none":  # spans nobody exports still cost CPU
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz,metrics"
@@ -282,13 +373,17 @@ def _operations_router() -> APIRouter:
     @router.get(
         "/schemas/{ce_type}.json",
         summary="The JSON Schema of an event type: what its `ce_dataschema` header points at",
-        responses={404: {"description": "no such event type"}},
+        response_class=SchemaResponse,
+        responses={
+            200: {"content": {SchemaResponse.media_type: {"schema": {"type": "object"}}}},
+            404: {"description": "no such event type"},
+        },
     )
-    async def event_schema(ce_type: Annotated[str, Path(max_length=100)]) -> JSONResponse:
+    async def event_schema(ce_type: Annotated[str, Path(max_length=100)]) -> SchemaResponse:
         contract = CONTRACTS_BY_TYPE.get(ce_type)
         if contract is None:
             raise ProblemError(404, "Not Found", "No event type of that name.")
-        return JSONResponse(schema_of(contract), media_type="application/schema+json")
+        return SchemaResponse(schema_of(contract))
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 # C0 and C1 controls, DEL and lone surrogates. Free text keeps tab and line breaks.
 _UNSEEN_IN_NAMES = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -46,8 +49,29 @@ def clean_name(value: str) -> str:
     return name
 
 
-FreeText = Annotated[str, AfterValidator(clean_text)]
-NameText = Annotated[str, AfterValidator(clean_name)]
+@dataclass(frozen=True)
+class Documented:
+    """A `pattern` for the JSON Schema only: the validator beside it enforces the rule (with
+    an error that says which character is wrong), the document states it for clients."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema: dict[str, Any] = handler(core_schema)
+        schema["pattern"] = self.pattern
+        return schema
+
+
+# What the validators accept, as JSON Schema patterns (lone surrogates cannot be written in a
+# JSON document, so they are left out; they are refused all the same).
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+_NAME_CHAR = r"[^\x00-\x1f\x7f-\x9f]"
+NAME_PATTERN = rf"^{_NAME_CHAR}*[^\s\x00-\x1f\x7f-\x9f]{_NAME_CHAR}*$"
+
+FreeText = Annotated[str, AfterValidator(clean_text), Documented(TEXT_PATTERN)]
+NameText = Annotated[str, AfterValidator(clean_name), Documented(NAME_PATTERN)]
 
 
 def blank_to_none(value: object) -> object:

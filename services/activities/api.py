@@ -37,7 +37,13 @@ from activities.metrics import VOIDS
 from activities.use_cases import SOURCE, Ingestor, ItemResult, count_rejection
 from common import audit
 from common.app import OperatorDep, RuntimeDep, UowDep
-from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.auth import (
+    OPERATOR_SCHEME,
+    PARTNER_SCHEME,
+    UNAUTHORIZED_HEADERS,
+    bearer_token,
+    is_operator_token,
+)
 from common.contracts.activities import (
     OUTCOMES,
     ActivityKind,
@@ -89,7 +95,13 @@ def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
 
 
-async def authenticate(request: Request, runtime: RuntimeDep, context: ContextDep) -> Principal:
+async def authenticate(
+    request: Request,
+    runtime: RuntimeDep,
+    context: ContextDep,
+    _operator: Annotated[None, Depends(OPERATOR_SCHEME)],
+    _partner: Annotated[None, Depends(PARTNER_SCHEME)],
+) -> Principal:
     """The operator token, or an active partner key (then rate-limited)."""
     async with runtime.direct.acquire() as connection:
 
@@ -317,13 +329,16 @@ async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
 # The ingest routes parse their bodies themselves (an invalid item is a per-item rejection, not
 # a 422 for the whole batch), so their request bodies are declared here for the OpenAPI document.
 _ACTIVITY_SCHEMA = ActivityIn.model_json_schema()
+_PARTNER_ONLY: dict[str, Any] = {"security": [{PARTNER_SCHEME.scheme_name: []}]}
 _ACTIVITY_BODY: dict[str, Any] = {
+    **_PARTNER_ONLY,
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": _ACTIVITY_SCHEMA}},
-    }
+    },
 }
 _BATCH_BODY: dict[str, Any] = {
+    **_PARTNER_ONLY,
     "requestBody": {
         "required": True,
         "description": f'{{"items": [...]}} (or a bare array) of up to {MAX_BATCH_ITEMS} events',
@@ -343,7 +358,7 @@ _BATCH_BODY: dict[str, Any] = {
                 }
             }
         },
-    }
+    },
 }
 
 
@@ -363,7 +378,33 @@ def _parse_item(item: Any) -> ActivityIn | Rejection:
     try:
         return ActivityIn.model_validate(item)
     except ValidationError as exc:
+        integral = _integral_counts(item)
+        if integral is None:
+            return rejection_from_validation(exc)
+    try:  # counts written `132.0`: JSON (and the schema's "integer") make that 132
+        return ActivityIn.model_validate(integral)
+    except ValidationError as exc:
         return rejection_from_validation(exc)
+
+
+def _is_whole_float(value: Any) -> bool:
+    return type(value) is float and value.is_integer()
+
+
+def _integral_counts(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The item with its counts that are whole floats made ints, or None if it has none.
+    (Counts are strict ints, so that "5" and true are refused; only an invalid item pays for
+    this second look.)"""
+    fixed = dict(item)
+    changed = False
+    if _is_whole_float(item.get("citizens_reached")):
+        fixed["citizens_reached"] = int(item["citizens_reached"])
+        changed = True
+    outcomes = item.get("outcomes")
+    if isinstance(outcomes, dict) and any(_is_whole_float(v) for v in outcomes.values()):
+        fixed["outcomes"] = {k: int(v) if _is_whole_float(v) else v for k, v in outcomes.items()}
+        changed = True
+    return fixed if changed else None
 
 
 def _rejection_problem(rejection: Rejection, activity_id: UUID | None) -> ProblemError:
@@ -426,6 +467,7 @@ async def post_activity(scope: IngestDep) -> JSONResponse:
     "/activities:batch",
     responses={
         400: {"description": "malformed JSON"},
+        403: {"description": "the operator token: activities are posted with a partner key"},
         413: {"description": f"body too large or more than {MAX_BATCH_ITEMS} items"},
     },
     openapi_extra=_BATCH_BODY,

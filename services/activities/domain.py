@@ -59,10 +59,19 @@ RETRYABLE_REASONS: frozenset[str] = frozenset(
 )
 
 
+# What `_check_event` refuses of a household visit, as the request schema states it.
+_HOUSEHOLD_VISIT_REACH: dict[str, Any] = {
+    "if": {"properties": {"kind": {"const": "household_visit"}}, "required": ["kind"]},
+    "then": {"properties": {"citizens_reached": {"maximum": MAX_CITIZENS_PER_HOUSEHOLD_VISIT}}},
+}
+
+
 class ActivityIn(BaseModel):
     """One activity as a partner posts it (DESIGN section 3)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"allOf": [_HOUSEHOLD_VISIT_REACH]}
+    )
 
     id: UUID
     team_id: UUID

@@ -19,12 +19,12 @@ from uuid_utils.compat import uuid7
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType
 from common.problems import ProblemError
-from common.text import NameText
 from notifications import adapters
 from notifications.delivery import WebhookUrlError, check_webhook_url
 from notifications.domain import (
     ALERT_TYPES,
     NATIONAL,
+    PARAMS_MODELS,
     InvalidRuleError,
     RuleOverride,
     resolve_rule,
@@ -80,8 +80,34 @@ class RuleOut(BaseModel):
     sources: list[str] = Field(description="scopes whose settings shaped this rule, in order")
 
 
+def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """A JSON Schema with its `#/$defs/` references replaced by what they name."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(item, defs) for item in schema]
+    return schema
+
+
+def _params_by_alert_type(schema: dict[str, Any]) -> None:
+    """`params` as each alert type's rule reads them (any subset of its fields)."""
+    rules = []
+    for alert_type, model in PARAMS_MODELS.items():
+        params = model.model_json_schema()
+        rules.append(
+            {
+                "if": {"properties": {"alert_type": {"const": alert_type}}},
+                "then": {"properties": {"params": _inlined(params, params.get("$defs", {}))}},
+            }
+        )
+    schema["allOf"] = rules
+
+
 class RulePut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_params_by_alert_type)
 
     scope: Code = Field(description='"national" or a province code, e.g. "82"')
     alert_type: AlertType
@@ -152,10 +178,26 @@ async def put_rule(body: RulePut, uow: UowDep) -> RuleOut:
 # --------------------------------------------------------------------------- subscriptions
 
 
+# What `check_webhook_url` asks of every URL before resolving its host: http(s), a host, no
+# credentials, a valid port; no spaces nor control characters anywhere. (IPv6 literals are not
+# taken: a webhook is called by name.)
+_PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+_HOST = r"[A-Za-z0-9._~%!$&'()*+,;=-]+"  # a name (IDNs in punycode) or an IPv4 address
+WEBHOOK_URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_HOST}{_PORT}(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+
+
 class SubscriptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[NameText, Field(min_length=8, max_length=2048)]
+    url: Annotated[
+        str,
+        Field(
+            min_length=8,
+            max_length=2048,
+            pattern=WEBHOOK_URL_PATTERN,
+            description="http(s), no credentials; in production https, to a public address",
+        ),
+    ]
     scope: Code = Field(description='a unit code (its subtree), or "national"')
     alert_types: Annotated[list[AlertType], Field(min_length=1, max_length=len(ALERT_TYPES))]
 

@@ -48,7 +48,10 @@ class WebhookUrlError(ValueError):
 async def check_webhook_url(url: str, *, allow_private: bool, require_https: bool) -> None:
     """Refuse URLs that could reach internal services (SSRF): every address the host resolves
     to must be public, unless private targets are explicitly allowed (tests, local dev)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. a bracketed host that is no IPv6 address
+        raise WebhookUrlError("not a URL") from exc
     if parts.scheme not in ("https", "http") or (require_https and parts.scheme != "https"):
         raise WebhookUrlError(
             "the URL must use https" if require_https else "the URL must be http(s)"
@@ -68,6 +71,8 @@ async def check_webhook_url(url: str, *, allow_private: bool, require_https: boo
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise WebhookUrlError("the host does not resolve") from exc
+    except UnicodeError as exc:  # the IDNA codec: an empty or over-long label (`.example`)
+        raise WebhookUrlError("the host is not a valid name") from exc
     addresses = {str(info[4][0]) for info in infos}
     if not addresses or not all(is_public_address(a) for a in addresses):
         raise WebhookUrlError("the host resolves to a private, loopback or link-local address")

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 from uuid_utils.compat import uuid7
 
@@ -20,10 +21,12 @@ from common.text import NameText, blank_to_none
 from teams.adapters import MemberRepository, TeamRepository, UnitRepository
 from teams.api_common import (
     BULK_REQUEST_BODY,
+    CURSOR_RESPONSES,
     DEFAULT_PAGE,
     MAX_PAGE,
     READ_RESPONSES,
     NameQuery,
+    NameSearch,
     ReaderDep,
     SortQuery,
     cursor_after,
@@ -144,14 +147,15 @@ class MemberCreate(BaseModel):
 class MemberPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    full_name: PersonName | None = None
-    role: Role | None = None
-    affiliation: Affiliation | None = None
+    # Absent: unchanged; these cannot be cleared, so null is refused (and not documented).
+    full_name: PersonName | SkipJsonSchema[None] = None
+    role: Role | SkipJsonSchema[None] = None
+    affiliation: Affiliation | SkipJsonSchema[None] = None
     enterprise_name: OptionalName = None
     phone: Phone = None
-    joined_on: date | None = None
+    joined_on: date | SkipJsonSchema[None] = None
     left_on: date | None = None
-    removed: bool | None = None
+    removed: bool | SkipJsonSchema[None] = None
 
 
 class MemberOut(BaseModel):
@@ -317,13 +321,13 @@ async def get_team(team_ref: str, uow: UowDep, runtime: RuntimeDep, reader: Read
     return (await _team_out(uow, [team], _bounds(runtime)))[0]
 
 
-@router.get("/teams", responses=READ_RESPONSES)
+@router.get("/teams", responses={**READ_RESPONSES, **CURSOR_RESPONSES})
 async def list_teams(
     *,
     uow: UowDep,
     runtime: RuntimeDep,
     reader: ReaderDep,
-    unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
+    unit: Annotated[Code | None, Query(description="any unit: its subtree")] = None,
     status_: Annotated[Literal["active", "dissolved"] | None, Query(alias="status")] = None,
     q: NameQuery = None,
     sort: SortQuery = "id",
@@ -463,7 +467,7 @@ async def add_member(team_ref: str, body: MemberCreate, uow: UowDep) -> MemberOu
     return _member_out(member, operator=True)
 
 
-@router.get("/teams/{team_ref}/members", responses=READ_RESPONSES)
+@router.get("/teams/{team_ref}/members", responses={**READ_RESPONSES, **CURSOR_RESPONSES})
 async def list_members(
     team_ref: str,
     *,
@@ -484,21 +488,19 @@ async def list_members(
     )
 
 
-@router.get("/members", responses=READ_RESPONSES)
+@router.get("/members", responses={**READ_RESPONSES, **CURSOR_RESPONSES})
 async def search_members(
     *,
     uow: UowDep,
     reader: ReaderDep,
-    q: NameQuery = None,
-    unit: Annotated[str | None, Query(max_length=64, description="any unit: its subtree")] = None,
+    q: NameSearch,
+    unit: Annotated[Code | None, Query(description="any unit: its subtree")] = None,
     sort: SortQuery = "id",
     cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> MemberPage:
     """Members whose name contains `q` (case and diacritics aside), across the country or
     under `unit`; a partner key sees its provinces' members only."""
-    if q is None:
-        raise ProblemError.invalid("q", "a name to search for", type_="missing")
     page = page_of(cursor, sort=sort, key=UUID)
     under = None
     if unit is not None:

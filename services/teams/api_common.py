@@ -13,7 +13,13 @@ from uuid import UUID
 from fastapi import Depends, Query, Request
 
 from common.app import RuntimeDep, UowDep
-from common.auth import UNAUTHORIZED_HEADERS, bearer_token, is_operator_token
+from common.auth import (
+    OPERATOR_SCHEME,
+    PARTNER_SCHEME,
+    UNAUTHORIZED_HEADERS,
+    bearer_token,
+    is_operator_token,
+)
 from common.identity import TokenVerifier, looks_like_jwt
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
@@ -37,6 +43,15 @@ NameQuery = Annotated[
         description="part of the name, case and diacritics ignored (`hoa binh` finds Hòa Bình)",
     ),
 ]
+# The same, where a search needs one.
+NameSearch = Annotated[
+    NameText,
+    Query(
+        min_length=2,
+        max_length=100,
+        description="part of the name, case and diacritics ignored (`hoa binh` finds Hòa Bình)",
+    ),
+]
 BULK_CONTENT: dict[str, Any] = {
     "text/csv": {"schema": {"type": "string"}},
     "application/x-ndjson": {"schema": {"type": "string"}},
@@ -49,7 +64,13 @@ def settings_of(runtime: ServiceRuntime) -> TeamsSettings:
     return settings if isinstance(settings, TeamsSettings) else TeamsSettings()
 
 
-async def get_reader(request: Request, runtime: RuntimeDep, uow: UowDep) -> Reader:
+async def get_reader(
+    request: Request,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    _operator: Annotated[None, Depends(OPERATOR_SCHEME)],
+    _partner: Annotated[None, Depends(PARTNER_SCHEME)],
+) -> Reader:
     """The operator token, an administrator's access token, or an active partner key
     replicated from activities.
 
@@ -100,6 +121,9 @@ ReaderDep = Annotated[Reader, Depends(get_reader)]
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid operator token / partner key"},
     404: {"description": "unknown, or outside the partner key's provinces"},
+}
+CURSOR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a cursor this API did not issue (pass back a `next_cursor` unchanged)"}
 }
 
 

@@ -15,6 +15,7 @@ from common.problems import ProblemError
 from teams.adapters import UnitRepository
 from teams.api_common import (
     BULK_CONTENT,
+    CURSOR_RESPONSES,
     DEFAULT_PAGE,
     MAX_PAGE,
     READ_RESPONSES,
@@ -204,12 +205,12 @@ async def get_unit(code: str, uow: UowDep, reader: ReaderDep) -> UnitOut:
     return (await _out(repo, [unit]))[0]
 
 
-@router.get("/admin-units", responses={401: READ_RESPONSES[401]})
+@router.get("/admin-units", responses={401: READ_RESPONSES[401], **CURSOR_RESPONSES})
 async def list_units(
     *,
     uow: UowDep,
     reader: ReaderDep,
-    parent: Annotated[str | None, Query(max_length=64)] = None,
+    parent: Annotated[UnitCode | None, Query()] = None,
     level: Literal["province", "district", "commune", "village"] | None = None,
     q: NameQuery = None,
     sort: SortQuery = "id",
@@ -270,11 +271,11 @@ async def coverage(code: str, uow: UowDep, reader: ReaderDep) -> dict[str, Any]:
     }
 
 
-@router.get("/admin-units:crosswalk", responses={401: READ_RESPONSES[401]})
+@router.get("/admin-units:crosswalk", responses={401: READ_RESPONSES[401], **CURSOR_RESPONSES})
 async def crosswalk(
     uow: UowDep,
     reader: ReaderDep,
-    code: Annotated[str | None, Query(max_length=64)] = None,
+    code: Annotated[UnitCode | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> dict[str, Any]:

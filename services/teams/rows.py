@@ -64,7 +64,17 @@ class RowModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
 
+# A province has no parent; every other level needs one (which must exist, one level up).
+_PARENT_BY_LEVEL: dict[str, Any] = {
+    "if": {"properties": {"level": {"const": "province"}}},
+    "then": {"properties": {"parent_code": {"type": "null"}}},
+    "else": {"required": ["parent_code"], "properties": {"parent_code": {"type": "string"}}},
+}
+
+
 class UnitRow(RowModel):
+    model_config = ConfigDict(json_schema_extra={"allOf": [_PARENT_BY_LEVEL]})
+
     code: Code
     name: Text
     level: Literal["province", "district", "commune", "village"]

@@ -14,7 +14,13 @@ SubjectTypeParam = Literal["team", "village", "commune", "district", "province",
 Name = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[a-z][a-z0-9_]*$")]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 PeriodParam = Annotated[
-    str, Query(min_length=4, max_length=80, description="2026-11 | 2026-Q4 | 2026 | campaign:<id>")
+    str,
+    Query(
+        min_length=4,
+        max_length=80,
+        pattern=domain.PERIOD_RE.pattern,
+        description="2026-11 | 2026-Q4 | 2026 | campaign:<id>",
+    ),
 ]
 # A period in a request body (the query parameter's twin).
 PeriodField = Annotated[

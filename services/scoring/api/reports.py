@@ -16,7 +16,7 @@ from common.problems import ProblemError
 from common.runtime import ServiceRuntime
 from scoring import adapters
 from scoring.api import render
-from scoring.api.params import Code, PeriodParam, check_period
+from scoring.api.params import Code, CriteriaVersion, PeriodParam, check_period
 from scoring.domain.reports import (
     LEVELS_TOP_DOWN,
     Language,
@@ -37,6 +37,17 @@ MEDIA_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 FormatQuery = Annotated[ReportFormat, Query(alias="format")]
+
+
+def file_responses(*formats: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a route that also answers as a file (`?format=`), beside its JSON."""
+    content = {
+        MEDIA_TYPES[name].partition(";")[0]: {"schema": {"type": "string", "format": "binary"}}
+        for name in formats
+    }
+    return {200: {"description": "JSON, or the file `format` asks for", "content": content}}
+
+
 RowsQuery = Annotated[
     list[RowLevelParam] | None,
     Query(description="levels to list (default: the unit's own and every level below it)"),
@@ -121,7 +132,10 @@ async def report_response(
     return xlsx_response(path, headers=headers)
 
 
-@router.get("/reports/scores", responses={404: {"description": "unknown unit"}})
+@router.get(
+    "/reports/scores",
+    responses={**file_responses("csv", "xlsx"), 404: {"description": "unknown unit"}},
+)
 async def get_score_report(
     *,
     runtime: RuntimeDep,
@@ -129,7 +143,7 @@ async def get_score_report(
     level: UnitLevelParam,
     unit_code: Annotated[Code, Query()],
     period: PeriodParam,
-    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
+    criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
     rows: RowsQuery = None,
     report_format: FormatQuery = "json",
     accept_language: AcceptLanguage = None,

@@ -31,6 +31,7 @@ from scoring.api.reports import (
     RowsQuery,
     UnitLevelParam,
     download_headers,
+    file_responses,
     levels_under,
     report_response,
     xlsx_response,
@@ -126,9 +127,9 @@ async def list_rounds(
     uow: UowDep,
     level: UnitLevelParam | None = None,
     unit_code: Annotated[Code | None, Query()] = None,
-    period: Annotated[str | None, Query(max_length=80)] = None,
+    period: Annotated[PeriodField | None, Query()] = None,
     state: RoundState | None = None,
-    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^\d+$")] = None,
+    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^[0-9]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
     """Rounds, newest first, filtered by any of level, unit, period and state."""
@@ -152,13 +153,13 @@ async def list_rounds(
     }
 
 
-@router.get(":schedule")
+@router.get(":schedule", responses=file_responses("xlsx"))
 async def get_schedule(
     *,
     uow: UowDep,
     period: PeriodParam,
     level: UnitLevelParam = "province",
-    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
+    criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
     schedule_format: Annotated[Literal["json", "xlsx"], Query(alias="format")] = "json",
     accept_language: AcceptLanguage = None,
 ) -> Any:
@@ -253,7 +254,10 @@ async def reopen_round(round_id: RoundIdPath, uow: UowDep, body: MoveBody = None
 
 @router.get(
     "/{round_id}/report",
-    responses={404: {"description": "no such round, or no such approval"}},
+    responses={
+        **file_responses("csv", "xlsx"),
+        404: {"description": "no such round, or no such approval"},
+    },
 )
 async def get_round_report(
     *,

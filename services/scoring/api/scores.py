@@ -17,6 +17,7 @@ from scoring import adapters, domain, use_cases
 from scoring.api.params import (
     MAX_PAGE,
     Code,
+    CriteriaVersion,
     Name,
     PeriodField,
     PeriodParam,
@@ -176,7 +177,7 @@ async def put_target(body: TargetIn, uow: UowDep) -> TargetIn:
 async def list_targets(
     uow: UowDep,
     subject_type: SubjectTypeParam,
-    subject_id: Annotated[str, Query(max_length=64)],
+    subject_id: Annotated[Code, Query()],
     period: PeriodParam,
 ) -> dict[str, Any]:
     check_period(period)
@@ -287,7 +288,7 @@ async def get_score(
     subject_id: Annotated[str, Path(max_length=64)],
     uow: UowDep,
     period: PeriodParam,
-    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
+    criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
 ) -> dict[str, Any]:
     """The published score (as in `scoring.score-updated.v1`), or a live one if none yet."""
     check_period(period)
@@ -349,8 +350,8 @@ async def get_score_history(
     *,
     uow: UowDep,
     period: PeriodParam,
-    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
-    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^\d+$")] = None,
+    criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^[0-9]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
     """How the score moved: every published version (newest first), each as it was
@@ -404,9 +405,9 @@ async def get_rankings(
     uow: UowDep,
     level: SubjectTypeParam,
     period: PeriodParam,
-    parent: Annotated[str | None, Query(max_length=64, description="unit code; none = all")] = None,
-    criteria_set: Annotated[str | None, Query(max_length=80)] = None,
-    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^\d+$")] = None,
+    parent: Annotated[Code | None, Query(description="unit code; none = all")] = None,
+    criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^[0-9]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
     """Subjects of `level` under `parent`, best score first (competition rank, ties share)."""

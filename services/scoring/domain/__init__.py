@@ -37,7 +37,7 @@ DISTINCT_INDICATORS: dict[str, str] = {
 WEEK_PREFIX = "w:"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
 PERIOD_RE = re.compile(
-    r"^(?:\d{4}(?:-(?:0[1-9]|1[0-2])|-Q[1-4])?|campaign:[A-Za-z0-9][A-Za-z0-9._-]{0,63})$"
+    r"^(?:[0-9]{4}(?:-(?:0[1-9]|1[0-2])|-Q[1-4])?|campaign:[A-Za-z0-9][A-Za-z0-9._-]{0,63})$"
 )
 
 SubjectType = Literal["team", "village", "commune", "district", "province", "national"]
@@ -88,7 +88,7 @@ def periods_of(moment: datetime, campaign_id: str | None) -> tuple[str, ...]:
 
 
 def is_valid_period(period: str) -> bool:
-    return bool(PERIOD_RE.match(period))
+    return bool(PERIOD_RE.fullmatch(period))
 
 
 def period_months(period: str, *, campaign_days: int | None = None) -> float:

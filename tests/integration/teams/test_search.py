@@ -80,7 +80,7 @@ async def test_searches_are_bounded_and_wildcards_are_literal(teams: Any) -> Non
         assert reply.status_code == 422, bad
         assert [e["field"] for e in reply.json()["errors"]] == ["query.q"], reply.json()
     missing = await client.get("/v1/members", headers=OPERATOR)
-    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "q"
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "query.q"
     anonymous = await client.get("/v1/members", params={"q": "nguyen"})
     assert anonymous.status_code == 401
     unknown = await client.get(

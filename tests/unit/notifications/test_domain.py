@@ -247,6 +247,8 @@ async def test_webhook_url_checks() -> None:
         "ftp://a.example/x",
         "https://u:p@example.org/",
         "https:///nohost",
+        "http://[2Fd]:1/x",  # brackets around no IPv6 address: urlsplit raises
+        "http://.example.org/x",  # an empty label: the IDNA codec raises
     ):
         with pytest.raises(WebhookUrlError):
             await check_webhook_url(url, allow_private=False, require_https=False)
