@@ -187,7 +187,7 @@ async def post_disable(account_id: UUID, uow: UowDep) -> AccountOut:
 @router.post(
     "/v1/invitations:redeem",
     summary="Redeem an invitation code once, setting the account's password",
-    responses={400: {"description": "unknown, expired or already used code"}},
+    responses={404: {"description": "no such usable code: unknown, expired or already used"}},
 )
 async def post_redeem(body: Redemption, uow: UowDep) -> AccountOut:
     try:
@@ -196,7 +196,7 @@ async def post_redeem(body: Redemption, uow: UowDep) -> AccountOut:
         raise_domain(exc)
     if account is None:
         raise ProblemError(
-            400, "Invalid invitation", "The invitation code is unknown, expired or already used."
+            404, "Invalid invitation", "The invitation code is unknown, expired or already used."
         )
     return AccountOut(**{**_account_out(account), "has_password": True})
 

@@ -453,8 +453,8 @@ def check_roles(grants: Iterable[RoleGrant]) -> tuple[RoleGrant, ...]:
         if grant.role not in ROLES:
             raise DomainError(f"Unknown role {grant.role!r}.", field="roles")
         if (grant.role in SCOPED_ROLES) != (grant.unit is not None):
-            need = "needs" if grant.role in SCOPED_ROLES else "takes no"
-            raise DomainError(f"The role {grant.role} {need} a unit.", field="roles")
+            need = "needs a unit" if grant.role in SCOPED_ROLES else "is nationwide: no unit"
+            raise DomainError(f"The role {grant.role} {need}.", field="roles")
         if grant in result:
             raise DomainError(f"The role {grant.role} is given twice.", field="roles")
         result.append(grant)

@@ -200,7 +200,7 @@ async def test_the_trail_reads_in_pages_filters_and_exports_without_secrets(
             params={"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
             headers=OPERATOR,
         )
-        assert bad_range.status_code == 400
+        assert bad_range.status_code == 200 and bad_range.json()["items"] == []
         assert (await http.get("/v1/audit", headers=world.key_dt)).status_code == 403
         assert (await http.get("/v1/audit")).status_code == 401
     secrets = world.secrets()

@@ -103,6 +103,8 @@ SEMANTIC_REJECTIONS: dict[tuple[str, str], set[str]] = {
         "member_not_in_team",
         "member_not_in_team_at_occurred_at",
     },
+    # a scoped role needs its unit, a nationwide one has none; an account needs a role once
+    ("POST", "/v1/accounts"): {"roles"},
     # CSV and NDJSON bodies are strings to JSON Schema: their columns are checked on reading
     ("POST", "/v1/teams:bulk"): {"Malformed body"},
     ("POST", "/v1/members:bulk"): {"Malformed body"},
