@@ -6,6 +6,7 @@ import asyncio
 import random
 import sys
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, or_, select, text
@@ -264,16 +265,21 @@ async def _drained(runtime: Any) -> bool:
     return marks == 0
 
 
-async def _versions(runtime: Any) -> tuple[int, dict[tuple[str, ...], int]]:
+async def _versions(runtime: Any, ids: Sequence[str]) -> tuple[int, dict[tuple[str, ...], int]]:
+    """The history rows and the stored versions of these subjects' scores."""
     async with runtime.sessions() as session:
-        history = await session.scalar(text("SELECT count(*) FROM scoring.score_history"))
+        history = await session.scalar(
+            text("SELECT count(*) FROM scoring.score_history WHERE subject_id = ANY(:ids)"),
+            {"ids": list(ids)},
+        )
         versions = {
             (st, sid, period, cs): version
             for st, sid, period, cs, version in await session.execute(
                 text(
                     "SELECT subject_type, subject_id, period, criteria_set, version"
-                    " FROM scoring.scores"
-                )
+                    " FROM scoring.scores WHERE subject_id = ANY(:ids)"
+                ),
+                {"ids": list(ids)},
             )
         }
     return int(history or 0), versions
@@ -281,19 +287,28 @@ async def _versions(runtime: Any) -> tuple[int, dict[tuple[str, ...], int]]:
 
 async def test_a_recompute_that_changes_nothing_publishes_nothing(scoring, producer) -> None:
     """Every subject-period is scored again after a recompute; an unchanged score is no new
-    version, so nothing reaches the changelog (issue #20: only changed scores are published)."""
+    version, so nothing reaches the changelog (issue #20: only changed scores are published).
+    Watched: a new team, its village and its commune (their siblings are theirs alone, so no
+    other test's scores can move their ranks)."""
     _, runtime = scoring
     tag = uuid.uuid4().hex[:6]
-    place = factory.path(f"N{tag}", f"N{tag}-C1", f"N{tag}-C1-V1")
+    team_id = uuid.uuid4()
+    commune, village = f"N{tag}-C1", f"N{tag}-C1-V1"
+    place = factory.path(f"N{tag}", commune, village)
     await wait_processed(
-        runtime, await produce(producer, factory.activity(team_id=uuid.uuid4(), unit_path=place))
+        runtime, await produce(producer, factory.activity(team_id=team_id, unit_path=place))
     )
-    await eventually(lambda: _drained(runtime), timeout=60, what="marks drained")
-    history, versions = await _versions(runtime)
-    assert versions and history >= len(versions)
+    watched = [str(team_id), village, commune]
+
+    async def scored() -> bool:
+        _, versions = await _versions(runtime, watched)
+        return len({key[1] for key in versions}) == len(watched) and await _drained(runtime)
+
+    await eventually(scored, timeout=60, what="the new team and its units scored")
+    history, versions = await _versions(runtime, watched)
     async with runtime.unit_of_work() as uow:
         result = await use_cases.recompute(uow.session)
         await uow.commit()
-    assert result.dirty >= len(versions) // 2  # every subject-period re-scored
+    assert result.dirty >= len(versions)  # every subject-period re-scored
     await eventually(lambda: _drained(runtime), timeout=60, what="re-scoring drained")
-    assert await _versions(runtime) == (history, versions)
+    assert await _versions(runtime, watched) == (history, versions)
