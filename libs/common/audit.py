@@ -165,9 +165,8 @@ def _request_id(scope: Scope) -> str:
     return str(uuid7())
 
 
-AUDIT_CSV_COLUMNS = (
-    "seq",
-    "at",
+# What a request's entry holds (`AuditedRequest.row`); the table adds `seq` and `at`.
+ENTRY_COLUMNS = (
     "actor_subject",
     "actor_role",
     "actor_unit",
@@ -177,6 +176,7 @@ AUDIT_CSV_COLUMNS = (
     "request_id",
     "trace_id",
 )
+AUDIT_CSV_COLUMNS = ("seq", "at", *ENTRY_COLUMNS)
 
 
 def csv_value(value: object) -> str:

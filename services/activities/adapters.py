@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from activities.domain import MemberView, TeamView
+from common.audit import ENTRY_COLUMNS
 from common.contracts.wire import MemberChangedWire, TeamChangedWire
 from common.db import DirectConnections, dump_json, outbox_insert_sql, upsert_newer
 from common.outbox_tables import define_service_tables
@@ -455,17 +456,6 @@ async def existing_hashes(
     return {r["id"]: r["payload_hash"] for r in rows}
 
 
-AUDIT_COLUMNS = (
-    "actor_subject",
-    "actor_role",
-    "actor_unit",
-    "action",
-    "resource",
-    "outcome",
-    "request_id",
-    "trace_id",
-)
-
 # One set-based statement: claim the ids, store the new activities and their outbox rows.
 # Rows whose id another transaction claimed meanwhile are skipped (ON CONFLICT DO NOTHING) and
 # the caller classifies them as duplicate or conflict.
@@ -534,7 +524,7 @@ async def insert_activities(
     if not batch:
         return set()
     columns = [_column(i, values) for i, values in enumerate(zip(*batch, strict=True))]
-    audit_values = [audit_row.get(name) if audit_row else None for name in AUDIT_COLUMNS]
+    audit_values = [audit_row.get(name) if audit_row else None for name in ENTRY_COLUMNS]
     rows = await db.fetch(
         connection, _INSERT_BATCH, *columns, partner_id, recorded_at, *audit_values,
         operation="INSERT activities",

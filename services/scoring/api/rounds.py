@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.app import OperatorDep, RuntimeDep, UowDep
+from common.db import UnitOfWork
 from common.problems import ProblemError
 from common.text import FreeText
 from scoring import adapters
@@ -52,6 +53,7 @@ from scoring.domain.reports import (
 from scoring.domain.rounds import (
     MAX_REASON_LENGTH,
     CommendationRule,
+    EvaluationRound,
     RoundAction,
     RoundState,
     TransitionRefused,
@@ -352,11 +354,7 @@ async def get_candidates(
     """Commendation candidates from the round's snapshot: the best `top` subjects of `level`
     under its unit with at least `min_score` points and `min_activities` activities, teams
     with an unresolved suspicious-activity alert left out (unless `exclude_flagged=false`)."""
-    found = await adapters.get_round(uow.session, round_id)
-    if found is None:
-        raise _no_round(round_id)
-    if approval is not None and approval > found.approvals:
-        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {approval}.")
+    found = await _round_with_approval(uow, round_id, approval)
     rule = CommendationRule(
         top=top,
         min_score=min_score,
@@ -368,9 +366,7 @@ async def get_candidates(
             uow.session, found, level=level, rule=rule, approval=approval
         )
     except rounds.NotApproved as error:
-        raise ProblemError(
-            409, "Conflict", f"Round {round_id} has not been approved: nothing is frozen yet."
-        ) from error
+        raise _nothing_frozen(round_id) from error
     return {
         "round_id": found.id,
         "approval": approval or found.approvals,
@@ -398,26 +394,38 @@ async def get_member_candidates(
     reached), each with at least `min_activities`, members of a team with an unresolved
     suspicious-activity alert left out (unless `exclude_flagged=false`). Members are named by
     id and team; their names and phone numbers stay in the teams service."""
-    found = await adapters.get_round(uow.session, round_id)
-    if found is None:
-        raise _no_round(round_id)
-    if approval is not None and approval > found.approvals:
-        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {approval}.")
+    found = await _round_with_approval(uow, round_id, approval)
     rule = CommendationRule(
         top=top, min_score=0.0, min_activities=min_activities, exclude_flagged=exclude_flagged
     )
     try:
         items = await rounds.member_candidates(uow.session, found, rule=rule, approval=approval)
     except rounds.NotApproved as error:
-        raise ProblemError(
-            409, "Conflict", f"Round {round_id} has not been approved: nothing is frozen yet."
-        ) from error
+        raise _nothing_frozen(round_id) from error
     return {
         "round_id": found.id,
         "approval": approval or found.approvals,
         "rule": {"top": top, "min_activities": min_activities, "exclude_flagged": exclude_flagged},
         "items": items,
     }
+
+
+async def _round_with_approval(
+    uow: UnitOfWork, round_id: UUID, approval: int | None
+) -> EvaluationRound:
+    """The round, 404 when there is none or it has no such approval."""
+    found = await adapters.get_round(uow.session, round_id)
+    if found is None:
+        raise _no_round(round_id)
+    if approval is not None and approval > found.approvals:
+        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {approval}.")
+    return found
+
+
+def _nothing_frozen(round_id: UUID) -> ProblemError:
+    return ProblemError(
+        409, "Conflict", f"Round {round_id} has not been approved: nothing is frozen yet."
+    )
 
 
 def _no_round(round_id: UUID) -> ProblemError:
