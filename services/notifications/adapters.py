@@ -769,6 +769,17 @@ async def try_sweep_lock(session: AsyncSession) -> bool:
     return bool(locked)
 
 
+async def lock_swept_judgements(session: AsyncSession, *, full_sweep: bool) -> None:
+    """Serialise judging what the sweep also judges (silent teams, overdue rounds) for this
+    transaction: the full sweep exclusively, consumers' judgements of their own teams and
+    rounds shared. Under READ COMMITTED the sweep reads subjects and open alerts in separate
+    statements; a consumer commit between them (a void that raises an alert) would otherwise
+    let the sweep resolve that alert from a stale subject."""
+    key = func.hashtext("notifications:swept-judgements")
+    lock = func.pg_advisory_xact_lock if full_sweep else func.pg_advisory_xact_lock_shared
+    await session.execute(select(lock(key)))
+
+
 async def active_alerts_like(
     session: AsyncSession,
     *,

@@ -197,6 +197,7 @@ async def evaluate_inactivity(
 
     `team_ids=None` is the full sweep. Returns (raised, resolved).
     """
+    await adapters.lock_swept_judgements(uow.session, full_sweep=team_ids is None)
     teams = await adapters.teams_for_sweep(uow.session, team_ids=team_ids)
     book = await RuleBook.load(uow, provinces={_province(t) for t in teams})
     open_alerts = await _active_inactivity_alerts(uow, team_ids=team_ids)
@@ -281,6 +282,7 @@ async def evaluate_rounds(
 ) -> tuple[int, int]:
     """Raise `round_overdue` for rounds past due and not approved, resolve it for the others.
     `round_ids=None`: every round (the sweep). Returns (raised, resolved)."""
+    await adapters.lock_swept_judgements(uow.session, full_sweep=round_ids is None)
     rows = await adapters.rounds_for_sweep(uow.session, round_ids=round_ids)
     paths = await adapters.unit_paths_of(
         uow.session, {SubjectKey(row["level"], row["unit_code"]) for row in rows}

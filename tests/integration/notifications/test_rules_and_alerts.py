@@ -4,6 +4,7 @@ services are produced to their topics by the test."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from common import topics
 from common.contracts.activities import ActivityVoided
 from common.contracts.scoring import EvaluationRoundChanged, ScoreComponent
 from notifications import bootstrap
+from notifications.handlers import evaluate_inactivity
 from notifications.settings import NotificationsSettings
 from tests.helpers import OPERATOR, eventually, read_topic, running
 from tests.integration.notifications.support import (
@@ -287,6 +289,19 @@ async def test_voided_activity_no_longer_counts_as_activity(service, events, clo
     found = await alerts(client, province, type="team_inactive")
     assert [(a["subject_id"], a["status"]) for a in found] == [(str(quiet.id), "open")]
     assert found[0]["details"]["days"] == 5
+
+
+async def test_the_full_sweep_waits_for_a_consumer_judging_teams(service, clock) -> None:  # type: ignore[no-untyped-def]
+    """The sweep must not read a team before a consumer's commit and its alerts after it."""
+    _client, runtime = service
+    async with runtime.unit_of_work() as consumer_side:
+        await evaluate_inactivity(consumer_side, now=clock.now, team_ids=[uuid.uuid4()])
+        async with runtime.unit_of_work() as sweep_side:
+            sweep = asyncio.create_task(evaluate_inactivity(sweep_side, now=clock.now))
+            await asyncio.sleep(0.5)
+            assert not sweep.done()  # held back by the consumer's open transaction
+            await consumer_side.commit()
+            await asyncio.wait_for(sweep, timeout=10)
 
 
 # --------------------------------------------------------------------------- score_drop
