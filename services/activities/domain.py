@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.contracts.activities import ActivityKind, OutcomeName, Skill
 
 # The per-key limiter moved to common (teams limits partner reads too); re-exported here.
+from common.moments import IsoAwareDatetime
 from common.ratelimit import RateLimiter, TokenBucket  # noqa: F401
 from common.text import NameText
 
@@ -76,7 +77,7 @@ class ActivityIn(BaseModel):
     id: UUID
     team_id: UUID
     member_id: UUID | None = None
-    occurred_at: AwareDatetime
+    occurred_at: IsoAwareDatetime
     kind: ActivityKind
     skills: Annotated[list[Skill], Field(max_length=5)] = []
     citizens_reached: Count = 0

@@ -25,6 +25,7 @@ from common.contracts.activities import ActivityRecorded
 from common.contracts.notifications import AlertType
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
 from common.contracts.wire import ScoreComponentWire, ScoreUpdatedWire
+from common.moments import IsoDate
 from common.text import NameText
 
 ALERT_TYPES: tuple[str, ...] = get_args(AlertType)
@@ -92,8 +93,8 @@ class CampaignGoal(_Params):
     )
     indicator: Label
     target: Annotated[float, Field(gt=0)]
-    starts_on: date
-    ends_on: date
+    starts_on: IsoDate
+    ends_on: IsoDate
 
     @model_validator(mode="after")
     def _ordered(self) -> CampaignGoal:

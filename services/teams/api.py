@@ -16,6 +16,7 @@ from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.teams import UnitPath
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
+from common.moments import IsoDate
 from common.problems import ProblemError
 from common.text import NameText, blank_to_none
 from teams.adapters import MemberRepository, TeamRepository, UnitRepository
@@ -82,7 +83,7 @@ class TeamCreate(BaseModel):
     code: Code
     name: Name
     unit_code: Code
-    established_on: date | None = None
+    established_on: IsoDate | None = None
     decision_no: DecisionNo = None
 
 
@@ -91,16 +92,16 @@ class TeamPatch(BaseModel):
 
     name: Name | None = None
     unit_code: Code | None = None
-    established_on: date | None = None
+    established_on: IsoDate | None = None
     decision_no: DecisionNo = None
     status: Literal["dissolved"] | None = None
-    dissolved_on: date | None = None
+    dissolved_on: IsoDate | None = None
 
 
 class Dissolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dissolved_on: date
+    dissolved_on: IsoDate
 
 
 class Health(BaseModel):
@@ -140,8 +141,8 @@ class MemberCreate(BaseModel):
     affiliation: Affiliation = "other"
     enterprise_name: OptionalName = None
     phone: Phone = None
-    joined_on: date
-    left_on: date | None = None
+    joined_on: IsoDate
+    left_on: IsoDate | None = None
 
 
 class MemberPatch(BaseModel):
@@ -153,8 +154,8 @@ class MemberPatch(BaseModel):
     affiliation: Affiliation | SkipJsonSchema[None] = None
     enterprise_name: OptionalName = None
     phone: Phone = None
-    joined_on: date | SkipJsonSchema[None] = None
-    left_on: date | None = None
+    joined_on: IsoDate | SkipJsonSchema[None] = None
+    left_on: IsoDate | None = None
     removed: bool | SkipJsonSchema[None] = None
 
 
@@ -184,7 +185,7 @@ class TrainingCreate(BaseModel):
 
     course: PersonName
     topic: OptionalName = None
-    completed_on: date
+    completed_on: IsoDate
 
 
 class TrainingOut(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.teams import UnitPath
+from common.moments import IsoDate
 from common.problems import ProblemError
 from teams.adapters import UnitRepository
 from teams.api_common import (
@@ -71,14 +72,14 @@ class MergeBody(BaseModel):
 
     sources: Annotated[list[UnitCode], Field(min_length=1, max_length=50)]
     into: UnitCode
-    effective_on: date
+    effective_on: IsoDate
 
 
 class SplitBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     into: Annotated[list[UnitCode], Field(min_length=1, max_length=50)]
-    effective_on: date
+    effective_on: IsoDate
     # Child unit code or team code -> one of `into`; the rest go to the first of `into`.
     assign: Annotated[dict[UnitCode, UnitCode], Field(max_length=10_000)] = {}
 
@@ -87,7 +88,7 @@ class ReparentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     parent_code: UnitCode
-    effective_on: date
+    effective_on: IsoDate
 
 
 async def _out(repo: UnitRepository, units: list[AdminUnit]) -> list[UnitOut]:

@@ -13,11 +13,11 @@ import json
 import unicodedata
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from common.moments import IsoDate
 from common.text import NameText
 from teams.domain import Affiliation, Role
 
@@ -54,7 +54,7 @@ Text = Annotated[NameText, Field(min_length=1, max_length=300)]
 OptionalText = Annotated[
     Annotated[NameText, Field(max_length=200)] | None, BeforeValidator(_blank_to_none)
 ]
-OptionalDate = Annotated[date | None, BeforeValidator(_blank_to_none)]
+OptionalDate = Annotated[IsoDate | None, BeforeValidator(_blank_to_none)]
 Phone = Annotated[
     Annotated[str, Field(pattern=PHONE_PATTERN)] | None, BeforeValidator(normalise_phone)
 ]
@@ -103,7 +103,7 @@ class MemberRow(RowModel):
     affiliation: Affiliation = "other"
     enterprise_name: OptionalText = None
     phone: Phone = None
-    joined_on: date
+    joined_on: IsoDate
     left_on: OptionalDate = None
     # Optional: one completed training per row, recorded once (member, course, date).
     training_course: OptionalText = None

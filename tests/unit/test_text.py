@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +10,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from common.text import clean_name, clean_text
+from tests.unit.request_models import request_models
 
 NFD_HOA = unicodedata.normalize("NFD", "Hòa Bình")
 
@@ -38,32 +37,8 @@ def test_free_text_keeps_its_lines_and_refuses_nul() -> None:
         clean_text("lý do\x00")
 
 
-# Every model that refuses unknown fields is a request body (or a row of a bulk import).
-REQUEST_MODULES = (
-    "teams.api",
-    "teams.api_units",
-    "teams.api_identity",
-    "teams.rows",
-    "activities.api",
-    "activities.domain",
-    "scoring.api.scores",
-    "scoring.api.rounds",
-    "notifications.api",
-    "notifications.domain",
-)
 # validated against its alert type's parameters model (notifications.domain, walked here too)
 CHECKED_BY_ANOTHER_MODEL = {"RulePut.params"}
-
-
-def _request_models() -> Iterator[type[BaseModel]]:
-    for name in REQUEST_MODULES:
-        for _, model in inspect.getmembers(importlib.import_module(name), inspect.isclass):
-            if (
-                issubclass(model, BaseModel)
-                and model.__module__ == name
-                and model.model_config.get("extra") == "forbid"
-            ):
-                yield model
 
 
 def _unguarded_strings(schema: Any, *, guarded: bool = False) -> Iterator[dict[str, Any]]:
@@ -94,7 +69,7 @@ def _fields(model: type[BaseModel]) -> Iterator[tuple[str, Any]]:
 
 
 def test_every_text_field_of_every_request_is_cleaned_or_patterned() -> None:
-    models = list(_request_models())
+    models = list(request_models())
     assert {"PartnerCreate", "CampaignIn", "TeamCreate", "MemberRow", "ActivityIn"} <= {
         m.__name__ for m in models
     }

@@ -4,7 +4,7 @@ history; its report as the latest (or an earlier) approval froze it."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.db import UnitOfWork
+from common.moments import IsoDate
 from common.problems import ProblemError
 from common.text import FreeText
 from scoring import adapters
@@ -72,7 +73,7 @@ class RoundIn(BaseModel):
     unit_code: Code
     period: PeriodField
     criteria_set: CriteriaVersion | None = None
-    due_on: date
+    due_on: IsoDate
 
 
 class MoveIn(BaseModel):

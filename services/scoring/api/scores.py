@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 
 from common.app import OperatorDep, RuntimeDep, UowDep
+from common.moments import IsoDate
 from common.problems import ProblemError
 from common.text import FreeText, NameText
 from scoring import adapters, domain, use_cases
@@ -204,8 +205,8 @@ class CampaignIn(BaseModel):
 
     id: Code
     name: Annotated[NameText, Field(min_length=1, max_length=300)]
-    start_date: date
-    end_date: date
+    start_date: IsoDate
+    end_date: IsoDate
     unit_codes: Annotated[list[Code], Field(max_length=5000)] = []
 
     @model_validator(mode="after")
