@@ -28,7 +28,15 @@ from common.runtime import ServiceRuntime
 from common.text import NameText
 from teams.adapters import Page, partners_by_lookup
 from teams.domain import DomainError, Reader, partner_key_lookup, partner_key_matches
-from teams.rows import BodyFormatError, ColumnSet, media_kind, raw_records
+from teams.rows import (
+    XLSX_TYPE,
+    BodyFormatError,
+    BodyKind,
+    ColumnSet,
+    media_kind,
+    raw_records,
+    spreadsheet_records,
+)
 from teams.settings import TeamsSettings
 from teams.use_cases import BatchApplier, M, run_bulk
 
@@ -55,6 +63,7 @@ NameSearch = Annotated[
 BULK_CONTENT: dict[str, Any] = {
     "text/csv": {"schema": {"type": "string"}},
     "application/x-ndjson": {"schema": {"type": "string"}},
+    XLSX_TYPE: {"schema": {"type": "string", "format": "binary"}},
 }
 BULK_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": BULK_CONTENT}}
 
@@ -181,7 +190,7 @@ def not_found(what: str, ref: object) -> ProblemError:
     return ProblemError(404, "Not Found", f"No {what} {ref}.")
 
 
-def bulk_kind(request: Request) -> str:
+def bulk_kind(request: Request) -> BodyKind:
     try:
         return media_kind(request.headers.get("content-type"))
     except BodyFormatError as exc:
@@ -196,12 +205,18 @@ async def stream_bulk(
     schema: type[M],
     apply: BatchApplier[M],
 ) -> dict[str, Any]:
-    """One streamed CSV / NDJSON bulk upsert: parse as the body arrives, apply in batches."""
+    """One streamed CSV / NDJSON / XLSX bulk upsert: parse as the body arrives (an XLSX body
+    once it has arrived), apply in batches."""
     kind = bulk_kind(request)
+    records = (
+        spreadsheet_records(request.stream(), columns=columns)
+        if kind == "xlsx"
+        else raw_records(request.stream(), kind=kind, columns=columns)
+    )
     try:
         report = await run_bulk(
             runtime,
-            raw_records(request.stream(), kind=kind, columns=columns),  # type: ignore[arg-type]
+            records,
             schema=schema,
             apply=apply,
             batch_size=settings_of(runtime).bulk_batch_size,

@@ -1,7 +1,7 @@
 """`python -m teams import-units`: load administrative units from the command line.
 
     python -m teams import-units --source vietnam-provinces
-    python -m teams import-units --file villages.csv        (or .ndjson / .jsonl)
+    python -m teams import-units --file villages.csv        (or .xlsx / .ndjson / .jsonl)
 
 Writes through the same units of work as the API (state and outbox rows together); the
 service's relay publishes the events. Progress goes to stderr, the final report to stdout.
@@ -15,10 +15,18 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from teams.bootstrap import build_runtime
-from teams.rows import UNIT_COLUMNS, BodyFormatError, BulkReport, UnitRow, raw_records
+from teams.rows import (
+    UNIT_COLUMNS,
+    BodyFormatError,
+    BodyKind,
+    BulkReport,
+    UnitRow,
+    raw_records,
+    spreadsheet_records,
+)
 from teams.settings import TeamsSettings
 from teams.use_cases import apply_units, run_bulk
 
@@ -31,9 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--source", choices=["vietnam-provinces"], help="a packaged dataset")
     group.add_argument("--file", type=Path, help="CSV or NDJSON file of units")
     parser.add_argument(
-        "--format", choices=["csv", "ndjson"], help="default: from the file extension"
+        "--format", choices=["csv", "ndjson", "xlsx"], help="default: from the file extension"
     )
     return parser
+
+
+def _kind_of(path: Path) -> BodyKind:
+    suffix = path.suffix.lower()
+    return "csv" if suffix == ".csv" else "xlsx" if suffix == ".xlsx" else "ndjson"
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -62,13 +75,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"importing {args.source} ...", file=sys.stderr, flush=True)
             return await import_package(runtime)
         path: Path = args.file
-        kind: Literal["csv", "ndjson"] = args.format or (
-            "csv" if path.suffix.lower() == ".csv" else "ndjson"
-        )
+        kind: BodyKind = args.format or _kind_of(path)
         print(f"importing {path} as {kind} ...", file=sys.stderr, flush=True)
+        records = (
+            spreadsheet_records(_chunks(path), columns=UNIT_COLUMNS)
+            if kind == "xlsx"
+            else raw_records(_chunks(path), kind=kind, columns=UNIT_COLUMNS)
+        )
         report = await run_bulk(
             runtime,
-            raw_records(_chunks(path), kind=kind, columns=UNIT_COLUMNS),
+            records,
             schema=UnitRow,
             apply=apply_units,
             batch_size=TeamsSettings().bulk_batch_size,

@@ -1,20 +1,28 @@
-"""Bulk input: streamed CSV / NDJSON records and the row schemas (pure, no I/O).
+"""Bulk input: streamed CSV / NDJSON records, XLSX sheets, and the row schemas (no database
+or network I/O).
 
-A body is consumed chunk by chunk; only the current batch of rows is ever held in memory.
-Rows are numbered from 1 in the order they appear (the CSV header is not a row; blank lines
-are skipped and not counted), and that number is what the per-row error report names.
+A CSV or NDJSON body is consumed chunk by chunk; only the current batch of rows is ever held in
+memory. An XLSX workbook is a zip whose index sits at its end: it is read from a spooled copy,
+its first sheet row by row. Rows are numbered from 1 in the order they appear (the header is
+not a row; blank lines are skipped and not counted), and that number is what the per-row error
+report names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
+import itertools
 import json
+import tempfile
 import unicodedata
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from datetime import date, datetime, time
+from typing import IO, Annotated, Any, Literal
 
+import openpyxl
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from common.moments import IsoDate
@@ -23,7 +31,13 @@ from teams.domain import Affiliation, Role
 
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+BodyKind = Literal["csv", "ndjson", "xlsx"]
 MAX_RECORD_CHARS = 16_384
+# An XLSX body is spooled (its zip index sits at its end): in memory up to this size, on disk
+# past it; the bulk body limit bounds it either way.
+XLSX_SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+XLSX_ROWS_PER_READ = 500
 MAX_ERRORS_REPORTED = 1_000
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 PHONE_PATTERN = r"^\+?[0-9]{8,15}$"
@@ -205,14 +219,17 @@ def row_errors(
     return errors
 
 
-def media_kind(content_type: str | None) -> Literal["csv", "ndjson"]:
+def media_kind(content_type: str | None) -> BodyKind:
     media = (content_type or "").split(";")[0].strip().lower()
     if media in CSV_TYPES:
         return "csv"
     if media in NDJSON_TYPES:
         return "ndjson"
+    if media == XLSX_TYPE:
+        return "xlsx"
     raise BodyFormatError(
-        f"Unsupported media type {media or 'none'!r}: send text/csv or application/x-ndjson."
+        f"Unsupported media type {media or 'none'!r}: send text/csv, application/x-ndjson "
+        f"or {XLSX_TYPE}."
     )
 
 
@@ -277,12 +294,16 @@ class RecordSplitter:
 class RecordParser:
     """Records (text) to numbered raw rows (dicts), per format."""
 
-    def __init__(self, kind: Literal["csv", "ndjson"], *, columns: ColumnSet) -> None:
+    def __init__(self, kind: BodyKind, *, columns: ColumnSet) -> None:
         self.kind = kind
         self._columns = columns
         self._header: list[str] | None = None
         self._written: dict[str, str] = {}
         self._row = 0
+
+    @property
+    def header_missing(self) -> bool:
+        return self._header is None
 
     def parse(self, record: str | None) -> RawRecord | None:
         if record is not None and not record.strip():
@@ -304,15 +325,38 @@ class RecordParser:
             names = next(csv.reader([record], strict=True))
         except csv.Error as exc:  # e.g. a stray carriage return or quote in the header
             raise BodyFormatError("Malformed CSV header line.") from exc
+        return self._header_of(names)
+
+    def _header_of(self, names: Sequence[str]) -> list[str]:
         fields = [self._columns.field_of(name) for name in names]
         unknown = [name.strip() for name, found in zip(names, fields, strict=True) if not found]
         if unknown:
-            raise BodyFormatError(f"Unknown CSV columns: {', '.join(unknown)}.")
+            raise BodyFormatError(f"Unknown columns: {', '.join(unknown)}.")
         header = [found for found in fields if found]
         if len(set(header)) != len(header):
-            raise BodyFormatError("Repeated CSV column names.")
+            raise BodyFormatError("Repeated column names.")
         self._written = {found: name.strip() for found, name in zip(header, names, strict=True)}
         return header
+
+    def parse_cells(self, cells: Sequence[object]) -> RawRecord | None:
+        """One spreadsheet row: the first non-blank one is the header."""
+        values = [cell_text(cell) for cell in cells]
+        while values and not values[-1].strip():  # a sheet's rows run to its widest column
+            values.pop()
+        if not values:
+            return None
+        if self._header is None:
+            self._header = self._header_of(values)
+            return None
+        self._row += 1
+        if len(values) > len(self._header):
+            return RawRecord(
+                self._row, None, f"Expected {len(self._header)} columns, found {len(values)}."
+            )
+        values += [""] * (len(self._header) - len(values))
+        return RawRecord(
+            self._row, dict(zip(self._header, values, strict=True)), headers=self._written
+        )
 
     def _csv(self, record: str) -> RawRecord:
         assert self._header is not None
@@ -340,6 +384,51 @@ class RecordParser:
         return RawRecord(self._row, data)
 
 
+def cell_text(value: object) -> str:
+    """A cell as the CSV of the same sheet would spell it: dates in ISO 8601, whole numbers
+    without a decimal point (codes and phones belong in text cells: a number has lost its
+    leading zeros, which the templates prevent by formatting those columns as text)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time() else value.isoformat()
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def sheet_records(workbook: IO[bytes], *, columns: ColumnSet) -> Iterator[RawRecord]:
+    """The rows of a workbook's first sheet, read lazily (openpyxl's read-only mode)."""
+    try:
+        book = openpyxl.load_workbook(workbook, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises zipfile, KeyError and XML errors alike
+        raise BodyFormatError("The body is not a readable XLSX workbook.") from exc
+    parser = RecordParser("xlsx", columns=columns)
+    try:
+        for cells in _sheet_rows(book):
+            if (raw := parser.parse_cells(cells)) is not None:
+                yield raw
+    finally:
+        book.close()
+    if parser.header_missing:
+        raise BodyFormatError("The first sheet has no header row.")
+
+
+def _sheet_rows(book: Any) -> Iterator[tuple[object, ...]]:
+    """A read-only workbook parses its sheet as it is iterated: damage shows up there."""
+    rows = book.worksheets[0].iter_rows(values_only=True)
+    while True:
+        try:
+            cells = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise BodyFormatError("The first sheet of the workbook cannot be read.") from exc
+        yield cells
+
+
 async def raw_records(
     chunks: AsyncIterator[bytes], *, kind: Literal["csv", "ndjson"], columns: ColumnSet
 ) -> AsyncIterator[RawRecord]:
@@ -352,6 +441,22 @@ async def raw_records(
     for record in splitter.finish():
         if (raw := parser.parse(record)) is not None:
             yield raw
+
+
+async def spreadsheet_records(
+    chunks: AsyncIterator[bytes], *, columns: ColumnSet
+) -> AsyncIterator[RawRecord]:
+    """The rows of an XLSX body, parsed off the event loop a few hundred at a time."""
+    with tempfile.SpooledTemporaryFile(max_size=XLSX_SPOOL_IN_MEMORY_BYTES) as spool:
+        async for chunk in chunks:
+            spool.write(chunk)
+        spool.seek(0)
+        rows = sheet_records(spool, columns=columns)
+        while batch := await asyncio.to_thread(
+            lambda: list(itertools.islice(rows, XLSX_ROWS_PER_READ))
+        ):
+            for raw in batch:
+                yield raw
 
 
 @dataclass

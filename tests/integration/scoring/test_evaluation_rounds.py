@@ -66,11 +66,16 @@ async def _province_with_two_teams(producer: Any, runtime: Any) -> dict[str, Any
     return {"province": province, "teams": teams, "places": places, "activities": activities}
 
 
-async def _scored(client: Any, level: str, code: str, *, activities: int) -> dict[str, Any]:
+async def _scored(
+    client: Any, level: str, code: str, *, activities: int, newer_than: int = 0
+) -> dict[str, Any]:
+    """The score once published with `activities`, in a version after `newer_than` (a change
+    that leaves the count where it was needs the version to tell before from after)."""
+
     async def published() -> dict[str, Any] | None:
         reply = await client.get(f"/v1/scores/{level}/{code}", params={"period": PERIOD})
         body: dict[str, Any] = reply.json()
-        done = reply.status_code == 200 and body["version"] > 0
+        done = reply.status_code == 200 and body["version"] > newer_than
         return body if done and body["indicators"].get("activities") == activities else None
 
     return await eventually(published, timeout=30, what=f"{level} {code} scored")
@@ -150,11 +155,14 @@ async def test_an_approved_round_freezes_its_report_while_live_scores_move(
     assert int(by_name["Tỉnh Đồng Tháp thử"]["Số hoạt động"]) == indicators["activities"] == 3
 
     # The live scores move: one more activity, one voided.
+    before = await _scored(client, "province", province, activities=3)
     more = factory.activity(team_id=world["teams"][1], unit_path=world["places"][1])
     await wait_processed(
         runtime, await produce(producer, more, factory.void(world["activities"][0]))
     )
-    live = await _scored(client, "province", province, activities=3)  # +1 −1
+    live = await _scored(  # +1 −1: the same count, a newer version
+        client, "province", province, activities=3, newer_than=before["version"]
+    )
     await _scored(client, "team", str(world["teams"][0]), activities=1)
     assert await _report(client, round_id, "csv") == frozen_csv
     assert await _report(client, round_id, "json") == frozen_json
