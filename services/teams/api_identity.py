@@ -24,6 +24,7 @@ from common.text import NameText
 from teams.adapters import account_by_id, disable_account
 from teams.api_common import not_found, raise_domain, settings_of
 from teams.domain import USERNAME_PATTERN, Account, DomainError
+from teams.settings import signing_key_passphrase
 from teams.use_cases import (
     IssuerConfig,
     authenticate,
@@ -118,6 +119,7 @@ def issuer_config(runtime: ServiceRuntime) -> IssuerConfig:
         token_ttl_seconds=settings.token_ttl_seconds,
         leeway_seconds=settings.oidc_leeway_seconds,
         invitation_ttl=timedelta(hours=settings.invitation_ttl_hours),
+        key_passphrase=signing_key_passphrase(settings),
     )
 
 
@@ -256,8 +258,8 @@ async def post_token(body: Login, request: Request, uow: UowDep, runtime: Runtim
     summary="A new signing key signs from now on; the old one stays published until its "
     "tokens expire",
 )
-async def post_rotate(uow: UowDep) -> KeyRotated:
-    return KeyRotated(kid=await rotate_signing_key(uow))
+async def post_rotate(uow: UowDep, runtime: RuntimeDep) -> KeyRotated:
+    return KeyRotated(kid=await rotate_signing_key(uow, config=issuer_config(runtime)))
 
 
 @router.get(

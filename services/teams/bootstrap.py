@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from teams import api, api_identity, api_units
 from teams.adapters import service_tables
 from teams.api_common import settings_of
 from teams.handlers import partner_replica_handler
-from teams.settings import TeamsSettings
+from teams.settings import TeamsSettings, signing_key_passphrase
 from teams.use_cases import published_keys, recently_disabled
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 GROUP = "teams"
 
@@ -62,6 +64,11 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
     )
     app.state.partner_limiter = RateLimiter()
     if local_issuer:
+        if signing_key_passphrase(settings_of(runtime)) is None:  # refused in prod
+            log.warning(
+                "TEAMS_SIGNING_KEY_PASSPHRASE is not set: the local issuer's signing keys are "
+                "stored unencrypted. Set it outside development."
+            )
         # Its own tokens are verified from its own tables: no HTTP call to itself.
         app.state.identity = local_verifier(runtime)
         app.state.login_limiter = FailureLimiter(window=settings_of(runtime).login_window_seconds)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from common.settings import ServiceSettings
 
@@ -34,6 +34,34 @@ class TeamsSettings(ServiceSettings):
         default=20, alias="TEAMS_LOGIN_MAX_FAILURES_PER_ADDRESS", ge=1
     )
 
+    # Encrypts the local issuer's private signing keys where they are stored (PKCS#8); a key
+    # stored before it was set stays readable.
+    signing_key_passphrase: SecretStr | None = Field(
+        default=None, alias="TEAMS_SIGNING_KEY_PASSPHRASE"
+    )
+
     @property
     def local_issuer(self) -> bool:
         return self.cdt_oidc_issuer is None or self.cdt_oidc_issuer == self.issuer_url
+
+
+MIN_PASSPHRASE_CHARS = 16
+
+
+def signing_key_passphrase(settings: TeamsSettings) -> bytes | None:
+    """The passphrase of the stored signing keys: required in prod, where a database dump
+    must not hand out the power to sign any account's token; optional elsewhere (the service
+    warns at start without it)."""
+    if settings.signing_key_passphrase is not None:
+        value = settings.signing_key_passphrase.get_secret_value()
+        if len(value) < MIN_PASSPHRASE_CHARS:
+            raise ValueError(
+                f"TEAMS_SIGNING_KEY_PASSPHRASE must be at least {MIN_PASSPHRASE_CHARS} characters"
+            )
+        return value.encode()
+    if settings.cdt_env == "prod":
+        raise ValueError(
+            "TEAMS_SIGNING_KEY_PASSPHRASE is required in prod while teams issues the access "
+            "tokens (or point CDT_OIDC_ISSUER at the ministry's identity provider)"
+        )
+    return None

@@ -8,6 +8,7 @@ off mid-stream keeps the batches already committed and can safely re-send (upser
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from jwt.algorithms import ECAlgorithm
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -531,6 +533,7 @@ class IssuerConfig:
     token_ttl_seconds: int
     leeway_seconds: float
     invitation_ttl: timedelta
+    key_passphrase: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -604,15 +607,18 @@ async def authenticate(uow: UnitOfWork, *, username: str, password: str) -> Acco
     return row.account
 
 
-def new_signing_key() -> adapters.SigningKey:
+def new_signing_key(*, passphrase: bytes | None) -> adapters.SigningKey:
     private = ec.generate_private_key(ec.SECP256R1())
     kid = str(uuid7())
     jwk: dict[str, Any] = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
     jwk.update(kid=kid, alg=SIGNING_ALGORITHM, use="sig")
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     ).decode()
     return adapters.SigningKey(
         kid=kid,
@@ -626,12 +632,27 @@ def new_signing_key() -> adapters.SigningKey:
 SIGNING_ALGORITHM = "ES256"
 
 
-async def signing_key(uow: UnitOfWork) -> adapters.SigningKey:
+@functools.lru_cache(maxsize=8)
+def private_key(pem: str, passphrase: bytes | None) -> PrivateKeyTypes:
+    """A stored key, decrypted once per process (the key derivation is slow by design)."""
+    try:
+        encrypted = pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        return serialization.load_pem_private_key(
+            pem.encode(), password=passphrase if encrypted else None
+        )
+    except (TypeError, ValueError) as exc:
+        raise RuntimeError(
+            "The active signing key cannot be decrypted: TEAMS_SIGNING_KEY_PASSPHRASE is "
+            "missing or is not the one it was stored with."
+        ) from exc
+
+
+async def signing_key(uow: UnitOfWork, *, config: IssuerConfig) -> adapters.SigningKey:
     """The active key, created on first use (a concurrent creator's key wins)."""
     key = await adapters.active_signing_key(uow.session)
     if key is not None:
         return key
-    candidate = new_signing_key()
+    candidate = new_signing_key(passphrase=config.key_passphrase)
     if await adapters.insert_signing_key(uow.session, candidate):
         await uow.commit()
         return candidate
@@ -640,17 +661,17 @@ async def signing_key(uow: UnitOfWork) -> adapters.SigningKey:
     return key
 
 
-async def rotate_signing_key(uow: UnitOfWork) -> str:
+async def rotate_signing_key(uow: UnitOfWork, *, config: IssuerConfig) -> str:
     """A new key signs from now on; the old one stays published until its tokens expire."""
     await adapters.retire_signing_keys(uow.session)
-    key = new_signing_key()
+    key = new_signing_key(passphrase=config.key_passphrase)
     await adapters.insert_signing_key(uow.session, key)
     await uow.commit()
     return key.kid
 
 
 async def issue_token(uow: UnitOfWork, account: Account, *, config: IssuerConfig) -> str:
-    key = await signing_key(uow)
+    key = await signing_key(uow, config=config)
     claims = access_claims(
         account,
         issuer=config.issuer,
@@ -659,7 +680,10 @@ async def issue_token(uow: UnitOfWork, account: Account, *, config: IssuerConfig
         ttl_seconds=config.token_ttl_seconds,
     )
     return jwt.encode(
-        claims, key.private_key_pem, algorithm=key.algorithm, headers={"kid": key.kid}
+        claims,
+        private_key(key.private_key_pem, config.key_passphrase),  # type: ignore[arg-type]
+        algorithm=key.algorithm,
+        headers={"kid": key.kid},
     )
 
 
