@@ -20,6 +20,7 @@ from common.app import ActorDep, RuntimeDep
 from common.audit import AUDIT_CSV_COLUMNS, AuditFilter, audit_page, audit_rows, csv_value
 from common.problems import ProblemError
 from common.roles import READ_AUDIT, Actor, permits
+from common.text import FreeText
 
 MAX_PAGE = 500
 
@@ -42,11 +43,15 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
+# Free text, so a character PostgreSQL cannot store is a 422 naming the parameter, before the
+# export starts streaming (a failure mid-stream would cut the file short).
 async def _filter(
-    actor: Annotated[str | None, Query(max_length=200, description="the actor's subject")] = None,
-    role: Annotated[str | None, Query(max_length=40)] = None,
+    actor: Annotated[
+        FreeText | None, Query(max_length=200, description="the actor's subject")
+    ] = None,
+    role: Annotated[FreeText | None, Query(max_length=40)] = None,
     resource: Annotated[
-        str | None, Query(max_length=1000, description="a path prefix, e.g. `/v1/teams/`")
+        FreeText | None, Query(max_length=1000, description="a path prefix, e.g. `/v1/teams/`")
     ] = None,
     since: Annotated[datetime | None, Query(description="from this time, inclusive")] = None,
     until: Annotated[

@@ -203,6 +203,10 @@ async def test_the_trail_reads_in_pages_filters_and_exports_without_secrets(
         assert bad_range.status_code == 200 and bad_range.json()["items"] == []
         assert (await http.get("/v1/audit", headers=world.key_dt)).status_code == 403
         assert (await http.get("/v1/audit")).status_code == 401
+        for path in ("/v1/audit", "/v1/audit:export"):  # refused whole, not cut mid-stream
+            nul = await http.get(path, params={"resource": "/v1/\x00"}, headers=OPERATOR)
+            assert nul.status_code == 422, (path, nul.text)
+            assert "resource" in str(nul.json()["errors"]), nul.text
     secrets = world.secrets()
     for service in SERVICES:
         async with stack.http(service) as http:
