@@ -53,6 +53,7 @@ from common.contracts.activities import (
 )
 from common.db import DirectConnections, UnitOfWork
 from common.envelope import OutboundEvent
+from common.i18n import Text, _
 from common.identity import TokenVerifier, looks_like_jwt
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
@@ -91,7 +92,7 @@ class Principal:
         return None if self.partner is None else self.partner.provinces
 
 
-def _unauthorized(detail: str) -> ProblemError:
+def _unauthorized(detail: Text) -> ProblemError:
     return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
 
 
@@ -119,7 +120,7 @@ async def _principal(
 ) -> Principal:
     token = bearer_token(request)
     if token is None:
-        raise _unauthorized("A bearer token is required.")
+        raise _unauthorized(_("A bearer token is required."))
     if is_operator_token(token, expected=runtime.settings.admin_token):
         audit.identify(audit.OPERATOR)
         return Principal(None)
@@ -133,11 +134,11 @@ async def _principal(
         return Principal(None)  # an administrator acts as the operator
     lookup = key_lookup(token)
     if lookup is None:
-        raise _unauthorized("The API key is malformed.")
+        raise _unauthorized(_("The API key is malformed."))
     partner = await find(lookup)
     # Same answer for unknown, wrong and revoked keys: nothing to learn by probing.
     if partner is None or partner.status != "active" or not key_matches(token, partner.key_hash):
-        raise _unauthorized("The API key is not valid.")
+        raise _unauthorized(_("The API key is not valid."))
     wait = context.limiter.check(
         partner.id, rate=partner.rate_limit_per_second, now=time.monotonic()
     )
@@ -145,7 +146,7 @@ async def _principal(
         raise ProblemError(
             429,
             "Too Many Requests",
-            f"Rate limit of {partner.rate_limit_per_second} requests/s exceeded.",
+            _("Rate limit of {rate} requests/s exceeded.", rate=partner.rate_limit_per_second),
             headers={"Retry-After": str(wait)},
         )
     audit.identify(audit.Actor(subject=f"partner:{partner.id}", role="partner"))
@@ -304,7 +305,7 @@ async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
     if not await adapters.replace_key(
         uow.session, partner_id, lookup=key.lookup, digest=key.digest
     ):
-        raise ProblemError(404, "Not Found", f"No active partner {partner_id}.")
+        raise ProblemError(404, "Not Found", _("No active partner {ref}.", ref=partner_id))
     await _publish_partner(uow, partner_id)
     await uow.commit()
     return KeyRotated(id=partner_id, api_key=key.api_key)
@@ -318,7 +319,7 @@ async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
 )
 async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
     if not await adapters.revoke_partner(uow.session, partner_id):
-        raise ProblemError(404, "Not Found", f"No partner {partner_id}.")
+        raise ProblemError(404, "Not Found", _("No partner {ref}.", ref=partner_id))
     await _publish_partner(uow, partner_id)
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -482,7 +483,9 @@ async def post_batch(scope: IngestDep) -> Response:
         raise ProblemError(422, "Validation failed", "items must be a JSON array.")
     if len(raw_items) > MAX_BATCH_ITEMS:
         raise ProblemError(
-            413, "Content Too Large", f"A batch holds at most {MAX_BATCH_ITEMS} items."
+            413,
+            "Content Too Large",
+            _("A batch holds at most {limit} items.", limit=MAX_BATCH_ITEMS),
         )
     results = await scope.ingest(_parse_items(raw_items))
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate")}
@@ -521,7 +524,7 @@ async def void_activity(
     key = await adapters.lock_activity(uow.session, activity_id)
     partner = principal.partner
     if key is None or (partner is not None and key.partner_id != partner.id):
-        raise ProblemError(404, "Not Found", f"No activity {activity_id} for this key.")
+        raise ProblemError(404, "Not Found", _("No activity {ref} for this key.", ref=activity_id))
     if key.voided_at is not None:
         assert key.void_reason is not None
         return Voided(id=key.id, voided_at=key.voided_at, reason=key.void_reason)

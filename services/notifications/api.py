@@ -18,6 +18,7 @@ from uuid_utils.compat import uuid7
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType
+from common.i18n import _
 from common.problems import ProblemError
 from notifications import adapters
 from notifications.delivery import WebhookUrlError, check_webhook_url
@@ -161,7 +162,10 @@ async def put_rule(body: RulePut, uow: UowDep) -> RuleOut:
         raise ProblemError(
             422,
             "Validation failed",
-            "Invalid fields: " + ", ".join(sorted({e["field"] for e in exc.errors})),
+            _(
+                "Invalid fields: {fields}",
+                fields=", ".join(sorted({e["field"] for e in exc.errors})),
+            ),
             errors=exc.errors,
         ) from exc
     await adapters.put_rule_override(
@@ -275,7 +279,7 @@ async def list_subscriptions(
 )
 async def delete_subscription(subscription_id: UUID, uow: UowDep) -> Response:
     if not await adapters.delete_subscription(uow.session, subscription_id=subscription_id):
-        raise ProblemError(404, "Not Found", f"No subscription {subscription_id}.")
+        raise ProblemError(404, "Not Found", _("No subscription {ref}.", ref=subscription_id))
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -328,7 +332,7 @@ async def list_alerts(
 async def get_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
     row = await adapters.get_alert(uow.session, alert_id)
     if row is None:
-        raise ProblemError(404, "Not Found", f"No alert {alert_id}.")
+        raise ProblemError(404, "Not Found", _("No alert {ref}.", ref=alert_id))
     return _alert(row)
 
 
@@ -344,7 +348,7 @@ async def ack_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
         return _alert(moved)
     row = await adapters.get_alert(uow.session, alert_id)
     if row is None:
-        raise ProblemError(404, "Not Found", f"No alert {alert_id}.")
+        raise ProblemError(404, "Not Found", _("No alert {ref}.", ref=alert_id))
     if row["status"] == "resolved":
         raise ProblemError(
             409, "Conflict", "The alert is already resolved.", alert_status=row["status"]
@@ -430,11 +434,11 @@ async def redeliver(delivery_id: UUID, uow: UowDep) -> DeliveryOut:
     if row is None:
         current = await adapters.get_delivery(uow.session, delivery_id)
         if current is None:
-            raise ProblemError(404, "Not Found", f"No delivery {delivery_id}.")
+            raise ProblemError(404, "Not Found", _("No delivery {ref}.", ref=delivery_id))
         raise ProblemError(
             409,
             "Conflict",
-            f"A {current['status']} delivery cannot be redelivered.",
+            _("A {status} delivery cannot be redelivered.", status=current["status"]),
             delivery_status=current["status"],
         )
     await uow.commit()

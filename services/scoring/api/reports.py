@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from common.app import RuntimeDep, UowDep
+from common.i18n import _
 from common.problems import ProblemError
 from common.runtime import ServiceRuntime
 from scoring import adapters
@@ -85,7 +86,9 @@ def levels_under(level: str, rows: list[RowLevelParam] | None) -> tuple[str, ...
         raise ProblemError.invalid(
             "rows",
             f"not under {level}",
-            detail=f"A {level} report cannot list {', '.join(outside)}.",
+            detail=_(
+                "A {level} report cannot list {levels}.", level=level, levels=", ".join(outside)
+            ),
         )
     return tuple(level for level in below if level in rows)
 
@@ -154,14 +157,16 @@ async def get_score_report(
     check_period(period)
     session = uow.session
     if not await adapters.unit_known(session, level=level, unit_code=unit_code):
-        raise ProblemError(404, "Not Found", f"No {level} {unit_code!r} is known.")
+        raise ProblemError(
+            404, "Not Found", _("No {level} {ref!r} is known.", level=level, ref=unit_code)
+        )
     chosen = (
         await adapters.criteria_set(session, criteria_set)
         if criteria_set
         else await adapters.active_criteria_set(session)
     )
     if chosen is None:
-        raise ProblemError(404, "Not Found", f"No criteria set {criteria_set!r}.")
+        raise ProblemError(404, "Not Found", _("No criteria set {ref!r}.", ref=criteria_set))
     scope = ReportScope(
         level=level, unit_code=unit_code, period=period, criteria_set=chosen.version
     )

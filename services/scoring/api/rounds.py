@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.db import UnitOfWork
+from common.i18n import _
 from common.problems import ProblemError
 from common.text import FreeText
 from scoring import adapters
@@ -116,8 +117,15 @@ async def post_round(body: RoundIn, uow: UowDep, response: Response) -> dict[str
         raise ProblemError(
             409,
             "Conflict",
-            f"Round {error.existing.id} already reviews {body.level} {body.unit_code} for "
-            f"{body.period} under {error.existing.criteria_set}.",
+            _(
+                "Round {ref} already reviews {level} {unit_code} for {period} under"
+                " {criteria_set}.",
+                ref=error.existing.id,
+                level=body.level,
+                unit_code=body.unit_code,
+                period=body.period,
+                criteria_set=error.existing.criteria_set,
+            ),
         ) from error
     response.headers["Location"] = f"/v1/evaluation-rounds/{opened.id}"
     return rounds.round_summary(opened)
@@ -278,7 +286,11 @@ async def get_round_report(
         raise _no_round(round_id)
     chosen = approval if approval is not None else (found.approvals or None)
     if chosen is not None and chosen > found.approvals:
-        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {chosen}.")
+        raise ProblemError(
+            404,
+            "Not Found",
+            _("Round {ref} has no approval {approval}.", ref=round_id, approval=chosen),
+        )
     scope = ReportScope(
         level=found.level,
         unit_code=found.unit_code,
@@ -418,15 +430,21 @@ async def _round_with_approval(
     if found is None:
         raise _no_round(round_id)
     if approval is not None and approval > found.approvals:
-        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {approval}.")
+        raise ProblemError(
+            404,
+            "Not Found",
+            _("Round {ref} has no approval {approval}.", ref=round_id, approval=approval),
+        )
     return found
 
 
 def _nothing_frozen(round_id: UUID) -> ProblemError:
     return ProblemError(
-        409, "Conflict", f"Round {round_id} has not been approved: nothing is frozen yet."
+        409,
+        "Conflict",
+        _("Round {ref} has not been approved: nothing is frozen yet.", ref=round_id),
     )
 
 
 def _no_round(round_id: UUID) -> ProblemError:
-    return ProblemError(404, "Not Found", f"No evaluation round {round_id}.")
+    return ProblemError(404, "Not Found", _("No evaluation round {ref}.", ref=round_id))
