@@ -18,6 +18,7 @@ import argparse
 import ast
 import sys
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
@@ -28,6 +29,10 @@ from common.i18n import DOMAIN, Language, catalogue_path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = (ROOT / "libs" / "common", ROOT / "services")
 MARKERS = frozenset({"_", "N_"})
+HEADER_COMMENT = """\
+# The {language} texts of cdt-platform (common.i18n). Ids are the English texts of the code.
+# Update with `python -m devstack.messages`, then translate every empty msgstr."""
+FIXED_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 # The calls taking a problem's title and detail, and their positions (0-based) when positional.
 PROBLEM_CALLS = {"ProblemError": (1, 2), "problem_response": ()}
 
@@ -73,8 +78,12 @@ def updated_catalogue(language: Language, ids: Mapping[str, set[str]]) -> Catalo
     new = Catalog(
         locale=language.value,
         domain=DOMAIN,
+        header_comment=HEADER_COMMENT.format(language=language.value),
         project="cdt-platform",
         version="1",
+        # Kept from the catalogue being updated: a rerun without changes rewrites nothing.
+        creation_date=old.creation_date if old.locale else FIXED_DATE,
+        revision_date=old.revision_date if old.locale else FIXED_DATE,
         fuzzy=False,
         charset="utf-8",
     )

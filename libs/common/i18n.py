@@ -92,30 +92,58 @@ class Message:
     """A text to show someone, translated only when rendered, for the reader at hand: raised
     in one request, stored with an alert, or posted to a webhook in its subscriber's language.
     `args` fill the `{name}` fields of the translated text (format specs such as `{x:g}` too);
-    they must be JSON values when the message is stored."""
+    an argument that is itself a `Message` (a level's name, say) is rendered in the same
+    language. Stored messages keep JSON values only."""
 
     msgid: str
     args: Mapping[str, Any] = field(default_factory=dict)
 
     def render(self, language: Language) -> str:
         text = translate(self.msgid, language)
-        return text.format(**self.args) if self.args else text
+        if not self.args:
+            return text
+        return text.format(**{name: _rendered(v, language) for name, v in self.args.items()})
 
     def __str__(self) -> str:  # logs and exception messages read the source text
         return self.render(Language.EN)
 
     def as_json(self) -> dict[str, Any]:
-        return {"msgid": self.msgid, "args": dict(self.args)}
+        args = {k: v.as_json() if isinstance(v, Message) else v for k, v in self.args.items()}
+        return {"msgid": self.msgid, "args": args}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Message:
-        return cls(str(data["msgid"]), dict(data.get("args") or {}))
+        args = {
+            k: cls.from_json(v) if isinstance(v, Mapping) and "msgid" in v else v
+            for k, v in (data.get("args") or {}).items()
+        }
+        return cls(str(data["msgid"]), args)
+
+
+def _rendered(value: Any, language: Language) -> Any:
+    return value.render(language) if isinstance(value, Message) else value
 
 
 def _(msgid: str, /, **args: Any) -> Message:
     """Mark a text for the catalogues (the extractor looks for `_("...")`) and translate it
     later, when the reader's language is known."""
     return Message(msgid, args)
+
+
+# The levels of the registry and of scores, as a sentence names them ("no commune '01'").
+LEVEL_NAMES: dict[str, Message] = {
+    "team": _("team"),
+    "village": _("village"),
+    "commune": _("commune"),
+    "district": _("district"),
+    "province": _("province"),
+    "national": _("nation"),
+}
+
+
+def level_name(level: str) -> Message | str:
+    """A level's name in the reader's language; an unknown level reads as its code."""
+    return LEVEL_NAMES.get(level, level)
 
 
 def N_(msgid: str, /) -> str:

@@ -8,9 +8,9 @@ written in the language the request's `Accept-Language` chose (Vietnamese by def
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
@@ -123,6 +123,19 @@ def problem_response(
 def language_of(connection: HTTPConnection) -> Language:
     """The language a request's answers are written in, from its `Accept-Language`."""
     return negotiate(connection.headers.get("accept-language"))
+
+
+async def request_language(
+    accept_language: Annotated[
+        str | None,
+        Header(max_length=200, description="vi (the default) or en: the language of texts"),
+    ] = None,
+) -> Language:
+    return negotiate(accept_language)
+
+
+# A route's parameter for the language of the texts it answers with (documented as a header).
+RequestLanguage = Annotated[Language, Depends(request_language)]
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -18,8 +18,8 @@ from uuid_utils.compat import uuid7
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType
-from common.i18n import _
-from common.problems import ProblemError
+from common.i18n import DEFAULT_LANGUAGE, Language, _
+from common.problems import ProblemError, RequestLanguage
 from notifications import adapters
 from notifications.delivery import WebhookUrlError, check_webhook_url
 from notifications.domain import (
@@ -31,7 +31,7 @@ from notifications.domain import (
     resolve_rule,
 )
 from notifications.settings import NotificationsSettings
-from notifications.use_cases import acknowledge
+from notifications.use_cases import acknowledge, alert_summary, alert_title
 
 router = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[OperatorDep])
 
@@ -204,6 +204,9 @@ class SubscriptionIn(BaseModel):
     ]
     scope: Code = Field(description='a unit code (its subtree), or "national"')
     alert_types: Annotated[list[AlertType], Field(min_length=1, max_length=len(ALERT_TYPES))]
+    language: Language = Field(
+        DEFAULT_LANGUAGE, description="the language of the alert texts posted: vi or en"
+    )
 
 
 class SubscriptionOut(BaseModel):
@@ -211,6 +214,7 @@ class SubscriptionOut(BaseModel):
     url: str
     scope: str
     alert_types: list[str]
+    language: Language
     created_at: datetime
 
 
@@ -224,6 +228,7 @@ def _subscription(row: RowMapping) -> SubscriptionOut:
         url=row["url"],
         scope=row["scope"],
         alert_types=list(row["alert_types"]),
+        language=Language(row["language"]),
         created_at=row["created_at"],
     )
 
@@ -257,6 +262,7 @@ async def create_subscription(
         "scope": body.scope,
         "alert_types": sorted(set(body.alert_types)),
         "secret": "whsec_" + secrets.token_urlsafe(32),
+        "language": body.language.value,
         "created_at": datetime.now(UTC),
     }
     await adapters.add_subscription(uow.session, row)
@@ -296,15 +302,23 @@ class AlertOut(BaseModel):
     period: str | None
     unit_path: list[str]
     status: str
-    summary: str
+    title: str = Field(description="the alert type's name, in the request's language")
+    summary: str = Field(description="what happened, in the request's language")
     details: dict[str, Any]
     raised_at: datetime
     acknowledged_at: datetime | None
     resolved_at: datetime | None
 
 
-def _alert(row: RowMapping) -> AlertOut:
-    return AlertOut(**{k: row[k] for k in AlertOut.model_fields})
+STORED_ALERT_FIELDS = tuple(k for k in AlertOut.model_fields if k not in ("title", "summary"))
+
+
+def _alert(row: RowMapping, language: Language) -> AlertOut:
+    return AlertOut(
+        **{k: row[k] for k in STORED_ALERT_FIELDS},
+        title=alert_title(row["alert_type"], language),
+        summary=alert_summary(row, language),
+    )
 
 
 @router.get("/alerts", summary="The inbox: alerts of a unit's subtree, newest first")
@@ -314,6 +328,7 @@ async def list_alerts(
     unit: Annotated[Code | None, Query(description="a unit code: alerts in its subtree")] = None,
     status_: Annotated[list[AlertStatus] | None, Query(alias="status")] = None,
     type_: Annotated[AlertType | None, Query(alias="type")] = None,
+    language: RequestLanguage,
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> Page[AlertOut]:
@@ -325,15 +340,15 @@ async def list_alerts(
         after=_cursor(cursor),
         limit=limit,
     )
-    return Page(items=[_alert(r) for r in rows], next_cursor=_next(rows, limit))
+    return Page(items=[_alert(r, language) for r in rows], next_cursor=_next(rows, limit))
 
 
 @router.get("/alerts/{alert_id}", responses={404: {"description": "unknown alert"}})
-async def get_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
+async def get_alert(alert_id: UUID, uow: UowDep, language: RequestLanguage) -> AlertOut:
     row = await adapters.get_alert(uow.session, alert_id)
     if row is None:
         raise ProblemError(404, "Not Found", _("No alert {ref}.", ref=alert_id))
-    return _alert(row)
+    return _alert(row, language)
 
 
 @router.post(
@@ -341,11 +356,11 @@ async def get_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
     summary="Acknowledge an open alert (idempotent)",
     responses={404: {"description": "unknown alert"}, 409: {"description": "already resolved"}},
 )
-async def ack_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
+async def ack_alert(alert_id: UUID, uow: UowDep, language: RequestLanguage) -> AlertOut:
     moved = await acknowledge(uow, alert_id, now=datetime.now(UTC))
     if moved is not None:
         await uow.commit()
-        return _alert(moved)
+        return _alert(moved, language)
     row = await adapters.get_alert(uow.session, alert_id)
     if row is None:
         raise ProblemError(404, "Not Found", _("No alert {ref}.", ref=alert_id))
@@ -353,7 +368,7 @@ async def ack_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
         raise ProblemError(
             409, "Conflict", "The alert is already resolved.", alert_status=row["status"]
         )
-    return _alert(row)
+    return _alert(row, language)
 
 
 # --------------------------------------------------------------------------- deliveries

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.db import UnitOfWork
-from common.i18n import _
-from common.problems import ProblemError
+from common.i18n import _, level_name
+from common.problems import ProblemError, RequestLanguage
 from common.text import FreeText
 from scoring import adapters
 from scoring.api import render
@@ -27,7 +27,6 @@ from scoring.api.params import (
     check_period,
 )
 from scoring.api.reports import (
-    AcceptLanguage,
     FormatQuery,
     RowLevelParam,
     RowsQuery,
@@ -48,7 +47,6 @@ from scoring.domain.reports import (
     SCHEDULE_SHEET,
     SCHEDULE_STATUS_LABELS,
     ReportScope,
-    language_of,
     member_candidate_row,
 )
 from scoring.domain.rounds import (
@@ -121,7 +119,7 @@ async def post_round(body: RoundIn, uow: UowDep, response: Response) -> dict[str
                 "Round {ref} already reviews {level} {unit_code} for {period} under"
                 " {criteria_set}.",
                 ref=error.existing.id,
-                level=body.level,
+                level=level_name(body.level),
                 unit_code=body.unit_code,
                 period=body.period,
                 criteria_set=error.existing.criteria_set,
@@ -171,7 +169,7 @@ async def get_schedule(
     level: UnitLevelParam = "province",
     criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
     schedule_format: Annotated[Literal["json", "xlsx"], Query(alias="format")] = "json",
-    accept_language: AcceptLanguage = None,
+    language: RequestLanguage,
 ) -> Any:
     """Which units of `level` have approved their round for `period` on time, late, or not
     (yet): `on_time`, `late`, `overdue`, `pending`, `missing`, with the counts and the share
@@ -187,12 +185,11 @@ async def get_schedule(
     )
     if schedule_format == "json":
         return table
-    language = language_of(accept_language)
     lines = [
         [
             unit["unit_code"],
             unit["name"],
-            SCHEDULE_STATUS_LABELS[unit["status"]].in_(language),
+            SCHEDULE_STATUS_LABELS[unit["status"]].render(language),
             unit["state"],
             unit["due_on"].isoformat() if unit["due_on"] else None,
             local_time(unit["approved_at"]).strftime("%Y-%m-%d %H:%M")
@@ -202,8 +199,8 @@ async def get_schedule(
         for unit in table["items"]
     ]
     path = await render.table_xlsx(
-        sheet_name=SCHEDULE_SHEET.in_(language),
-        title=f"{SCHEDULE_SHEET.in_(language)}: {level} {period} ({chosen})",
+        sheet_name=SCHEDULE_SHEET.render(language),
+        title=f"{SCHEDULE_SHEET.render(language)}: {level} {period} ({chosen})",
         columns=SCHEDULE_COLUMNS,
         rows=lines,
         language=language,
@@ -277,7 +274,7 @@ async def get_round_report(
     approval: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     rows: RowsQuery = None,
     report_format: FormatQuery = "json",
-    accept_language: AcceptLanguage = None,
+    language: RequestLanguage,
 ) -> Response:
     """The round's report as its latest approval froze it (or `approval`: an earlier one);
     before any approval, the live scores under its unit."""
@@ -306,7 +303,6 @@ async def get_round_report(
     )
     appendix = None
     if chosen is not None and report_format == "xlsx":
-        language = language_of(accept_language)
         teams = await rounds.candidates(
             uow.session, found, level="team", rule=DEFAULT_RULE, approval=chosen
         )
@@ -318,11 +314,11 @@ async def get_round_report(
             columns=CANDIDATE_COLUMNS,
             rows=[
                 *(
-                    [LEVEL_LABELS[t["level"]].in_(language)]
+                    [LEVEL_LABELS[t["level"]].render(language)]
                     + [t[column.key] for column in CANDIDATE_COLUMNS[1:]]
                     for t in teams
                 ),
-                *([MEMBER_LABEL.in_(language), *member_candidate_row(m)] for m in members),
+                *([MEMBER_LABEL.render(language), *member_candidate_row(m)] for m in members),
             ],
         )
     return await report_response(
@@ -330,7 +326,7 @@ async def get_round_report(
         scope=scope,
         levels=levels_under(found.level, rows),
         report_format=report_format,
-        accept_language=accept_language,
+        language=language,
         summary=summary,
         appendix=appendix,
         head={

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 
 from common.app import OperatorDep, RuntimeDep, UowDep
-from common.i18n import _
+from common.i18n import _, level_name
 from common.problems import ProblemError
 from common.text import FreeText, NameText
 from scoring import adapters, domain, use_cases
@@ -283,7 +283,7 @@ async def _require_subject(uow: UowDep, subject_type: str, subject_id: str) -> N
             "Not Found",
             _(
                 "No {subject_type} {ref!r} has indicators.",
-                subject_type=subject_type,
+                subject_type=level_name(subject_type),
                 ref=subject_id,
             ),
         )
