@@ -12,16 +12,18 @@ revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
+SCHEMA = "notifications"
 
 
 def upgrade() -> None:
-    op.add_column("alerts", sa.Column("message", JSONB()))
+    op.add_column("alerts", sa.Column("message", JSONB()), schema=SCHEMA)
     op.add_column(
         "subscriptions",
         sa.Column("language", sa.String(8), nullable=False, server_default="vi"),
+        schema=SCHEMA,
     )
 
 
 def downgrade() -> None:
-    op.drop_column("subscriptions", "language")
-    op.drop_column("alerts", "message")
+    op.drop_column("subscriptions", "language", schema=SCHEMA)
+    op.drop_column("alerts", "message", schema=SCHEMA)
