@@ -53,9 +53,9 @@ from common.contracts.activities import (
 )
 from common.db import DirectConnections, UnitOfWork
 from common.envelope import OutboundEvent
-from common.i18n import Text, _
+from common.i18n import Language, Text, _
 from common.identity import TokenVerifier, looks_like_jwt
-from common.problems import ProblemError
+from common.problems import ProblemError, RequestLanguage
 from common.ratelimit import RateLimiter
 from common.roles import OPERATE, permits
 from common.runtime import ServiceRuntime
@@ -375,7 +375,7 @@ def _parse_items(raw_items: list[Any]) -> list[ActivityIn | Rejection]:
 
 def _parse_item(item: Any) -> ActivityIn | Rejection:
     if not isinstance(item, dict):
-        return Rejection("invalid", "An activity must be a JSON object.")
+        return Rejection("invalid", _("An activity must be a JSON object."))
     try:
         return ActivityIn.model_validate(item)
     except ValidationError as exc:
@@ -422,7 +422,7 @@ def _rejection_problem(rejection: Rejection, activity_id: UUID | None) -> Proble
     return ProblemError(422, "Activity rejected", rejection.detail, headers=headers, **extensions)
 
 
-def _item_json(result: ItemResult) -> dict[str, Any]:
+def _item_json(result: ItemResult, language: Language) -> dict[str, Any]:
     body: dict[str, Any] = {
         "index": result.index,
         "id": str(result.id) if result.id else None,
@@ -430,7 +430,7 @@ def _item_json(result: ItemResult) -> dict[str, Any]:
     }
     if result.rejection is not None:
         body["reason"] = result.rejection.reason
-        body["detail"] = result.rejection.detail
+        body["detail"] = result.rejection.detail.render(language)
         body["retryable"] = result.rejection.retryable
         if result.rejection.errors:
             body["errors"] = result.rejection.errors
@@ -473,7 +473,7 @@ async def post_activity(scope: IngestDep) -> JSONResponse:
     },
     openapi_extra=_BATCH_BODY,
 )
-async def post_batch(scope: IngestDep) -> Response:
+async def post_batch(scope: IngestDep, language: RequestLanguage) -> Response:
     """Up to 1,000 events (`{"items": [...]}` or a bare array); one result per item."""
     body = scope.body
     raw_items = body.get("items") if isinstance(body, dict) else body
@@ -490,7 +490,7 @@ async def post_batch(scope: IngestDep) -> Response:
     results = await scope.ingest(_parse_items(raw_items))
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate")}
     body = {
-        "items": [_item_json(r) for r in results],
+        "items": [_item_json(r, language) for r in results],
         "accepted": counts["accepted"],
         "duplicate": counts["duplicate"],
         "rejected": len(results) - counts["accepted"] - counts["duplicate"],
