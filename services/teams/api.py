@@ -380,7 +380,7 @@ async def patch_team(team_ref: str, body: TeamPatch, uow: UowDep, runtime: Runti
         if body.status == "dissolved":
             updated = updated.dissolve(on=body.dissolved_on or today())
         elif body.dissolved_on is not None:
-            raise DomainError("dissolved_on goes with status=dissolved.", field="dissolved_on")
+            raise DomainError(_("dissolved_on goes with status=dissolved."), field="dissolved_on")
     except DomainError as exc:
         raise_domain(exc)
     if updated is not team:

@@ -175,7 +175,7 @@ def raise_domain(exc: DomainError) -> NoReturn:
     errors: list[dict[str, Any]] = (
         [{"field": exc.field, "message": str(exc), "type": "domain"}] if exc.field else []
     )
-    raise ProblemError(status, title, str(exc), errors=errors) from exc
+    raise ProblemError(status, title, exc.message, errors=errors) from exc
 
 
 def not_found(detail: Message) -> ProblemError:
