@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from string import Formatter
 
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po, write_po
@@ -67,6 +68,11 @@ def extracted_ids() -> dict[str, set[str]]:
     return found
 
 
+def placeholders(text: str) -> set[str]:
+    """The `{name}` fields a text fills (a translation may leave some out, never add one)."""
+    return {name for _literal, name, _spec, _conv in Formatter().parse(text) if name}
+
+
 def read_catalogue(language: Language) -> Catalog:
     with catalogue_path(language).open("rb") as source:
         return read_po(source, locale=language.value, domain=DOMAIN)
@@ -108,6 +114,8 @@ def problems(ids: Mapping[str, set[str]]) -> list[str]:
         for msgid, string in sorted(catalogued.items()):
             if not string:
                 found.append(f"{language}: {msgid!r} has no translation")
+            elif not placeholders(string) <= placeholders(msgid):
+                found.append(f"{language}: {string!r} fills fields {msgid!r} does not have")
     return found
 
 

@@ -231,7 +231,7 @@ async def _move(uow: UowDep, round_id: UUID, action: RoundAction, body: MoveIn |
     except rounds.RoundNotFound as error:
         raise _no_round(round_id) from error
     except TransitionRefused as error:
-        raise ProblemError(409, "Conflict", f"{str(error).capitalize()}.") from error
+        raise ProblemError(409, "Conflict", error.message) from error
     return await rounds.round_view(uow.session, moved)
 
 
