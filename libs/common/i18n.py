@@ -37,6 +37,7 @@ class Language(StrEnum):
 
 
 DEFAULT_LANGUAGE = Language.VI
+_CODES = frozenset(language.value for language in Language)
 
 
 def catalogue_path(language: Language) -> Path:
@@ -51,7 +52,7 @@ def negotiate(accept_language: str | None) -> Language:
         tag, _sep, params = item.strip().partition(";")
         ranked.append((-_quality(params), index, tag.strip().lower().split("-")[0]))
     for negative_quality, _index, primary in sorted(ranked):
-        if negative_quality < 0 and primary in Language.__members__.values():
+        if negative_quality < 0 and primary in _CODES:
             return Language(primary)
     return DEFAULT_LANGUAGE
 

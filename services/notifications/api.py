@@ -59,7 +59,7 @@ def _cursor(raw: str | None) -> UUID | None:
         raise ProblemError(
             422,
             "Validation failed",
-            "Invalid fields: query.cursor",
+            _("Invalid fields: {fields}", fields="query.cursor"),
             errors=[
                 {"field": "query.cursor", "message": "not a cursor from this API", "type": "cursor"}
             ],
@@ -253,7 +253,7 @@ async def create_subscription(
         raise ProblemError(
             422,
             "Validation failed",
-            "Invalid fields: body.url",
+            _("Invalid fields: {fields}", fields="body.url"),
             errors=[{"field": "body.url", "message": str(exc), "type": "webhook_url"}],
         ) from exc
     row = {
