@@ -4,7 +4,8 @@ the code.
 `python -m devstack.messages` extracts every message id from `libs/common` and `services`, adds
 the new ones to each catalogue (English: the id itself, the code's source language; Vietnamese:
 empty, to be translated) and drops the ones no code uses any more. `--check` exits 1 when a
-catalogue is stale or a translation is missing (the suite runs the same comparison).
+catalogue is stale, a translation is missing or one fills a field its id does not have
+(`tests/unit/common/test_i18n.py` runs the same comparison).
 
 What counts as a message id (string literals only):
 - the first argument of `_(...)` and `N_(...)` (`common.i18n`);
@@ -33,6 +34,7 @@ MARKERS = frozenset({"_", "N_"})
 HEADER_COMMENT = """\
 # The {language} texts of cdt-platform (common.i18n). Ids are the English texts of the code.
 # Update with `python -m devstack.messages`, then translate every empty msgstr."""
+# A new catalogue's header dates: fixed, so that a rerun rewrites the files byte for byte.
 FIXED_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 # The calls taking a problem's title and detail, and their positions (0-based) when positional.
 PROBLEM_CALLS = {"ProblemError": (1, 2), "problem_response": ()}
