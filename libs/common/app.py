@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import audit, metrics
@@ -26,12 +27,14 @@ from common.auth import (
     is_operator_token,
 )
 from common.db import UnitOfWork
+from common.i18n import _
 from common.identity import TokenVerifier, config_of, looks_like_jwt, remote_verifier
 from common.problems import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_SCHEMA,
     ProblemError,
     install_problem_handlers,
+    language_of,
     problem_response,
 )
 from common.roles import OPERATE, OPERATOR_ACTOR, Actor, permits
@@ -227,8 +230,9 @@ class BodyLimitMiddleware:
         response = problem_response(
             status=413,
             title="Content Too Large",
-            detail=f"The body exceeds {limit} bytes.",
+            detail=_("The body exceeds {limit} bytes.", limit=limit),
             instance=scope["path"],
+            language=language_of(HTTPConnection(scope)),
         )
         await response(scope, receive, send)
 
@@ -342,7 +346,10 @@ class HttpMetricsMiddleware:
             # 500 carries the security headers too. Nothing of the exception reaches the client.
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             await problem_response(
-                status=500, title="Internal Server Error", instance=scope["path"]
+                status=500,
+                title="Internal Server Error",
+                instance=scope["path"],
+                language=language_of(HTTPConnection(scope)),
             )(scope, receive, send_with_headers)
         finally:
             route = route_template(scope)

@@ -34,6 +34,7 @@ import httpx
 import jwt
 from jwt.exceptions import InvalidTokenError, PyJWKError
 
+from common.i18n import Text, _
 from common.problems import ProblemError
 from common.roles import ROLES, Actor, RoleGrant
 from common.settings import ServiceSettings
@@ -60,8 +61,13 @@ def looks_like_jwt(token: str) -> bool:
     return isinstance(header, dict) and "alg" in header
 
 
-def invalid_token(detail: str = "The access token is not valid.") -> ProblemError:
-    return ProblemError(401, "Unauthorized", detail, headers=INVALID_TOKEN_HEADERS)
+def invalid_token(detail: Text | None = None) -> ProblemError:
+    return ProblemError(
+        401,
+        "Unauthorized",
+        detail or _("The access token is not valid."),
+        headers=INVALID_TOKEN_HEADERS,
+    )
 
 
 def actor_from_claims(claims: Mapping[str, Any]) -> Actor:
@@ -214,7 +220,7 @@ class TokenVerifier:
             raise invalid_token() from exc
         actor = actor_from_claims(claims)
         if self.disabled is not None and await self.disabled.contains(actor.subject):
-            raise invalid_token("The account is disabled.")
+            raise invalid_token(_("The account is disabled."))
         return actor
 
 

@@ -1,17 +1,24 @@
-"""RFC 9457 problem details for every error a client can see."""
+"""RFC 9457 problem details for every error a client can see.
+
+A problem's `title` and `detail` are message ids (`common.i18n`), rendered when the response is
+written in the language the request's `Accept-Language` chose (Vietnamese by default). Its
+`type` is built from the English title, so it is the same URI in every language.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from common.consumer import TRANSIENT_ERRORS, is_transient
+from common.i18n import DEFAULT_LANGUAGE, N_, Language, Text, _, negotiate, render
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +62,13 @@ class ProblemError(Exception):
         self,
         status: int,
         title: str,
-        detail: str | None = None,
+        detail: Text | None = None,
         *,
         type_: str | None = None,
         headers: dict[str, str] | None = None,
         **extensions: Any,
     ) -> None:
-        super().__init__(detail or title)
+        super().__init__(str(detail or title))
         self.status = status
         self.title = title
         self.detail = detail
@@ -71,13 +78,13 @@ class ProblemError(Exception):
 
     @classmethod
     def invalid(
-        cls, field: str, message: str, *, type_: str = "value_error", detail: str | None = None
+        cls, field: str, message: str, *, type_: str = "value_error", detail: Text | None = None
     ) -> ProblemError:
         """A 422 naming the one field that is wrong, shaped as request validation's."""
         return cls(
             422,
-            "Validation failed",
-            detail or f"Invalid fields: {field}",
+            N_("Validation failed"),
+            detail or _("Invalid fields: {fields}", fields=field),
             errors=[{"field": field, "message": message, "type": type_}],
         )
 
@@ -90,19 +97,45 @@ def problem_response(
     *,
     status: int,
     title: str,
-    detail: str | None = None,
+    detail: Text | None = None,
     type_: str | None = None,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
+    language: Language = DEFAULT_LANGUAGE,
     **extensions: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": type_ or _slug(title), "title": title, "status": status}
+    """The problem document, its title and detail in `language` (its type from the English
+    title, whatever the language)."""
+    body: dict[str, Any] = {
+        "type": type_ or _slug(title),
+        "title": render(title, language),
+        "status": status,
+    }
     if detail:
-        body["detail"] = detail
+        body["detail"] = render(detail, language)
     if instance:
         body["instance"] = instance
     body.update(extensions)
+    headers = {**(headers or {}), "Content-Language": language.value}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def language_of(connection: HTTPConnection) -> Language:
+    """The language a request's answers are written in, from its `Accept-Language`."""
+    return negotiate(connection.headers.get("accept-language"))
+
+
+async def request_language(
+    accept_language: Annotated[
+        str | None,
+        Header(max_length=200, description="vi (the default) or en: the language of texts"),
+    ] = None,
+) -> Language:
+    return negotiate(accept_language)
+
+
+# A route's parameter for the language of the texts it answers with (documented as a header).
+RequestLanguage = Annotated[Language, Depends(request_language)]
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -127,18 +160,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             type_=exc.type,
             instance=request.url.path,
             headers=exc.headers,
+            language=language_of(request),
             **exc.extensions,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {
-            401: "Unauthorized",
-            403: "Forbidden",
-            404: "Not Found",
-            405: "Method Not Allowed",
-            413: "Content Too Large",
-        }.get(exc.status_code, "Error")
+            401: N_("Unauthorized"),
+            403: N_("Forbidden"),
+            404: N_("Not Found"),
+            405: N_("Method Not Allowed"),
+            413: N_("Content Too Large"),
+        }.get(exc.status_code, N_("Error"))
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
         return problem_response(
             status=exc.status_code,
@@ -146,6 +180,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail=detail,
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
+            language=language_of(request),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -157,13 +192,15 @@ def install_problem_handlers(app: FastAPI) -> None:
                 title="Malformed JSON",
                 detail="The request body is not valid JSON.",
                 instance=request.url.path,
+                language=language_of(request),
             )
         fields = ", ".join(sorted({e["field"] for e in errors}))
         return problem_response(
             status=422,
             title="Validation failed",
-            detail=f"Invalid fields: {fields}",
+            detail=_("Invalid fields: {fields}", fields=fields),
             instance=request.url.path,
+            language=language_of(request),
             errors=errors,
         )
 
@@ -177,6 +214,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail="A backing service is unavailable; retry later.",
             instance=request.url.path,
             headers={"Retry-After": "2"},
+            language=language_of(request),
         )
 
     # Registered per class (not as the catch-all) so Starlette answers without re-raising.
@@ -187,5 +225,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(
-            status=500, title="Internal Server Error", instance=request.url.path
+            status=500,
+            title="Internal Server Error",
+            instance=request.url.path,
+            language=language_of(request),
         )

@@ -53,8 +53,9 @@ from common.contracts.activities import (
 )
 from common.db import DirectConnections, UnitOfWork
 from common.envelope import OutboundEvent
+from common.i18n import Language, Text, _
 from common.identity import TokenVerifier, looks_like_jwt
-from common.problems import ProblemError
+from common.problems import ProblemError, RequestLanguage
 from common.ratelimit import RateLimiter
 from common.roles import OPERATE, permits
 from common.runtime import ServiceRuntime
@@ -91,7 +92,7 @@ class Principal:
         return None if self.partner is None else self.partner.provinces
 
 
-def _unauthorized(detail: str) -> ProblemError:
+def _unauthorized(detail: Text) -> ProblemError:
     return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
 
 
@@ -119,7 +120,7 @@ async def _principal(
 ) -> Principal:
     token = bearer_token(request)
     if token is None:
-        raise _unauthorized("A bearer token is required.")
+        raise _unauthorized(_("A bearer token is required."))
     if is_operator_token(token, expected=runtime.settings.admin_token):
         audit.identify(audit.OPERATOR)
         return Principal(None)
@@ -133,11 +134,11 @@ async def _principal(
         return Principal(None)  # an administrator acts as the operator
     lookup = key_lookup(token)
     if lookup is None:
-        raise _unauthorized("The API key is malformed.")
+        raise _unauthorized(_("The API key is malformed."))
     partner = await find(lookup)
     # Same answer for unknown, wrong and revoked keys: nothing to learn by probing.
     if partner is None or partner.status != "active" or not key_matches(token, partner.key_hash):
-        raise _unauthorized("The API key is not valid.")
+        raise _unauthorized(_("The API key is not valid."))
     wait = context.limiter.check(
         partner.id, rate=partner.rate_limit_per_second, now=time.monotonic()
     )
@@ -145,7 +146,7 @@ async def _principal(
         raise ProblemError(
             429,
             "Too Many Requests",
-            f"Rate limit of {partner.rate_limit_per_second} requests/s exceeded.",
+            _("Rate limit of {rate} requests/s exceeded.", rate=partner.rate_limit_per_second),
             headers={"Retry-After": str(wait)},
         )
     audit.identify(audit.Actor(subject=f"partner:{partner.id}", role="partner"))
@@ -304,7 +305,7 @@ async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
     if not await adapters.replace_key(
         uow.session, partner_id, lookup=key.lookup, digest=key.digest
     ):
-        raise ProblemError(404, "Not Found", f"No active partner {partner_id}.")
+        raise ProblemError(404, "Not Found", _("No active partner {ref}.", ref=partner_id))
     await _publish_partner(uow, partner_id)
     await uow.commit()
     return KeyRotated(id=partner_id, api_key=key.api_key)
@@ -318,7 +319,7 @@ async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
 )
 async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
     if not await adapters.revoke_partner(uow.session, partner_id):
-        raise ProblemError(404, "Not Found", f"No partner {partner_id}.")
+        raise ProblemError(404, "Not Found", _("No partner {ref}.", ref=partner_id))
     await _publish_partner(uow, partner_id)
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -374,7 +375,7 @@ def _parse_items(raw_items: list[Any]) -> list[ActivityIn | Rejection]:
 
 def _parse_item(item: Any) -> ActivityIn | Rejection:
     if not isinstance(item, dict):
-        return Rejection("invalid", "An activity must be a JSON object.")
+        return Rejection("invalid", _("An activity must be a JSON object."))
     try:
         return ActivityIn.model_validate(item)
     except ValidationError as exc:
@@ -421,7 +422,7 @@ def _rejection_problem(rejection: Rejection, activity_id: UUID | None) -> Proble
     return ProblemError(422, "Activity rejected", rejection.detail, headers=headers, **extensions)
 
 
-def _item_json(result: ItemResult) -> dict[str, Any]:
+def _item_json(result: ItemResult, language: Language) -> dict[str, Any]:
     body: dict[str, Any] = {
         "index": result.index,
         "id": str(result.id) if result.id else None,
@@ -429,7 +430,7 @@ def _item_json(result: ItemResult) -> dict[str, Any]:
     }
     if result.rejection is not None:
         body["reason"] = result.rejection.reason
-        body["detail"] = result.rejection.detail
+        body["detail"] = result.rejection.detail.render(language)
         body["retryable"] = result.rejection.retryable
         if result.rejection.errors:
             body["errors"] = result.rejection.errors
@@ -472,7 +473,7 @@ async def post_activity(scope: IngestDep) -> JSONResponse:
     },
     openapi_extra=_BATCH_BODY,
 )
-async def post_batch(scope: IngestDep) -> Response:
+async def post_batch(scope: IngestDep, language: RequestLanguage) -> Response:
     """Up to 1,000 events (`{"items": [...]}` or a bare array); one result per item."""
     body = scope.body
     raw_items = body.get("items") if isinstance(body, dict) else body
@@ -482,12 +483,14 @@ async def post_batch(scope: IngestDep) -> Response:
         raise ProblemError(422, "Validation failed", "items must be a JSON array.")
     if len(raw_items) > MAX_BATCH_ITEMS:
         raise ProblemError(
-            413, "Content Too Large", f"A batch holds at most {MAX_BATCH_ITEMS} items."
+            413,
+            "Content Too Large",
+            _("A batch holds at most {limit} items.", limit=MAX_BATCH_ITEMS),
         )
     results = await scope.ingest(_parse_items(raw_items))
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate")}
     body = {
-        "items": [_item_json(r) for r in results],
+        "items": [_item_json(r, language) for r in results],
         "accepted": counts["accepted"],
         "duplicate": counts["duplicate"],
         "rejected": len(results) - counts["accepted"] - counts["duplicate"],
@@ -521,7 +524,7 @@ async def void_activity(
     key = await adapters.lock_activity(uow.session, activity_id)
     partner = principal.partner
     if key is None or (partner is not None and key.partner_id != partner.id):
-        raise ProblemError(404, "Not Found", f"No activity {activity_id} for this key.")
+        raise ProblemError(404, "Not Found", _("No activity {ref} for this key.", ref=activity_id))
     if key.voided_at is not None:
         assert key.void_reason is not None
         return Voided(id=key.id, voided_at=key.voided_at, reason=key.void_reason)

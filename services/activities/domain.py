@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.contracts.activities import ActivityKind, OutcomeName, Skill
+from common.i18n import Message, _
 
 # The per-key limiter moved to common (teams limits partner reads too); re-exported here.
 from common.moments import IsoAwareDatetime
@@ -115,7 +116,7 @@ class MemberView:
 @dataclass(frozen=True)
 class Rejection:
     reason: str
-    detail: str
+    detail: Message  # rendered in the reader's language (the problem's, or the batch's)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -138,7 +139,7 @@ def check_against_replica(
 ) -> Rejection | None:
     """The business rules an event must pass; `provinces=None` means every province."""
     if team is None:
-        return Rejection("team_unknown", "The team is not known (yet); retry later.")
+        return Rejection("team_unknown", _("The team is not known (yet); retry later."))
     day = local_date(event.occurred_at)
     rejection = _check_team(team, provinces=provinces, day=day) or _check_event(
         event, now=now, clock_skew=clock_skew
@@ -150,35 +151,37 @@ def check_against_replica(
 
 def _check_team(team: TeamView, *, provinces: Sequence[str] | None, day: date) -> Rejection | None:
     if team.province is None:
-        return Rejection("team_unit_unknown", "The team's unit is not known yet; retry later.")
+        return Rejection("team_unit_unknown", _("The team's unit is not known yet; retry later."))
     if provinces is not None and team.province not in provinces:
-        return Rejection("team_outside_scope", "The team is outside this key's provinces.")
+        return Rejection("team_outside_scope", _("The team is outside this key's provinces."))
     if team.established_on is not None and day < team.established_on:
-        return Rejection("before_team_established", "occurred_at is before the team existed.")
+        return Rejection("before_team_established", _("occurred_at is before the team existed."))
     if team.status == "dissolved" and (team.dissolved_on is None or day >= team.dissolved_on):
-        return Rejection("team_dissolved", "The team was dissolved.")
+        return Rejection("team_dissolved", _("The team was dissolved."))
     return None
 
 
 def _check_event(event: ActivityIn, *, now: datetime, clock_skew: timedelta) -> Rejection | None:
     if event.occurred_at > now + clock_skew:
-        return Rejection("occurred_in_future", "occurred_at is in the future.")
+        return Rejection("occurred_in_future", _("occurred_at is in the future."))
     limit = MAX_CITIZENS_PER_HOUSEHOLD_VISIT
     if event.kind == "household_visit" and event.citizens_reached > limit:
         return Rejection(
-            "count_out_of_range", f"A household visit reaches at most {limit} citizens."
+            "count_out_of_range",
+            _("A household visit reaches at most {limit} citizens.", limit=limit),
         )
     return None
 
 
 def _check_member(member: MemberView | None, *, team_id: UUID, day: date) -> Rejection | None:
     if member is None or member.removed:
-        return Rejection("member_unknown", "The member is not known (yet); retry later.")
+        return Rejection("member_unknown", _("The member is not known (yet); retry later."))
     if member.team_id != team_id:
-        return Rejection("member_not_in_team", "The member belongs to another team.")
+        return Rejection("member_not_in_team", _("The member belongs to another team."))
     if member.joined_on > day or (member.left_on is not None and member.left_on <= day):
         return Rejection(
-            "member_not_in_team_at_occurred_at", "The member was not in the team at occurred_at."
+            "member_not_in_team_at_occurred_at",
+            _("The member was not in the team at occurred_at."),
         )
     return None
 
@@ -191,7 +194,7 @@ def rejection_from_validation(exc: ValidationError) -> Rejection:
     ]
     reason = _reason_of(exc.errors(include_input=False, include_url=False)[0])
     fields = ", ".join(sorted({e["field"] for e in errors}))
-    return Rejection(reason, f"Invalid fields: {fields}", errors)
+    return Rejection(reason, _("Invalid fields: {fields}", fields=fields), errors)
 
 
 def _reason_of(error: Any) -> str:

@@ -31,12 +31,13 @@ from common import audit
 from common.contracts.activities import ActivityRecorded
 from common.db import DirectConnections
 from common.envelope import CloudEventHeaders, new_event_id
+from common.i18n import _
 from common.telemetry import span_link
 
 SOURCE = "/cdt/activities"
 _TOPIC = ActivityRecorded.TOPIC.name
 Status = Literal["accepted", "duplicate", "rejected"]
-CONFLICT = Rejection("conflict", "This id was already used for a different payload.")
+CONFLICT = Rejection("conflict", _("This id was already used for a different payload."))
 
 
 @dataclass(frozen=True)

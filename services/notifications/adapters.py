@@ -142,7 +142,10 @@ alerts_table = Table(
     Column("period", String(64)),
     Column("unit_path", ARRAY(String(64)), nullable=False, server_default=text("'{}'")),
     Column("status", String(16), nullable=False),
+    # The English text (the event contract's `summary`, logs); readers get `message` rendered
+    # in their language (NULL for alerts raised before the catalogues: `summary` is shown).
     Column("summary", String(500), nullable=False),
+    Column("message", JSONB),  # common.i18n.Message.as_json(): {"msgid", "args"}
     Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("raised_at", DateTime(timezone=True), nullable=False),
     Column("acknowledged_at", DateTime(timezone=True)),
@@ -174,6 +177,7 @@ subscriptions_table = Table(
     Column("alert_types", ARRAY(String(32)), nullable=False),
     # Kept in clear: HMAC signing needs it (encrypt at rest with a KMS key in production).
     Column("secret", String(128), nullable=False),
+    Column("language", String(8), nullable=False, server_default="vi"),  # of the posted texts
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("deleted_at", DateTime(timezone=True)),
 )
@@ -897,7 +901,10 @@ async def subscriptions_for(
     """Live subscriptions to any of these alert types (few: matched to alerts in memory)."""
     rows = await session.execute(
         select(
-            subscriptions_table.c.id, subscriptions_table.c.scope, subscriptions_table.c.alert_types
+            subscriptions_table.c.id,
+            subscriptions_table.c.scope,
+            subscriptions_table.c.alert_types,
+            subscriptions_table.c.language,
         ).where(
             subscriptions_table.c.deleted_at.is_(None),
             subscriptions_table.c.alert_types.overlap(list(set(alert_types))),

@@ -18,7 +18,8 @@ from uuid_utils.compat import uuid7
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType
-from common.problems import ProblemError
+from common.i18n import DEFAULT_LANGUAGE, Language, _
+from common.problems import ProblemError, RequestLanguage
 from notifications import adapters
 from notifications.delivery import WebhookUrlError, check_webhook_url
 from notifications.domain import (
@@ -30,7 +31,7 @@ from notifications.domain import (
     resolve_rule,
 )
 from notifications.settings import NotificationsSettings
-from notifications.use_cases import acknowledge
+from notifications.use_cases import acknowledge, alert_summary, alert_title
 
 router = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[OperatorDep])
 
@@ -58,7 +59,7 @@ def _cursor(raw: str | None) -> UUID | None:
         raise ProblemError(
             422,
             "Validation failed",
-            "Invalid fields: query.cursor",
+            _("Invalid fields: {fields}", fields="query.cursor"),
             errors=[
                 {"field": "query.cursor", "message": "not a cursor from this API", "type": "cursor"}
             ],
@@ -161,7 +162,10 @@ async def put_rule(body: RulePut, uow: UowDep) -> RuleOut:
         raise ProblemError(
             422,
             "Validation failed",
-            "Invalid fields: " + ", ".join(sorted({e["field"] for e in exc.errors})),
+            _(
+                "Invalid fields: {fields}",
+                fields=", ".join(sorted({e["field"] for e in exc.errors})),
+            ),
             errors=exc.errors,
         ) from exc
     await adapters.put_rule_override(
@@ -200,6 +204,9 @@ class SubscriptionIn(BaseModel):
     ]
     scope: Code = Field(description='a unit code (its subtree), or "national"')
     alert_types: Annotated[list[AlertType], Field(min_length=1, max_length=len(ALERT_TYPES))]
+    language: Language = Field(
+        DEFAULT_LANGUAGE, description="the language of the alert texts posted: vi or en"
+    )
 
 
 class SubscriptionOut(BaseModel):
@@ -207,6 +214,7 @@ class SubscriptionOut(BaseModel):
     url: str
     scope: str
     alert_types: list[str]
+    language: Language
     created_at: datetime
 
 
@@ -220,6 +228,7 @@ def _subscription(row: RowMapping) -> SubscriptionOut:
         url=row["url"],
         scope=row["scope"],
         alert_types=list(row["alert_types"]),
+        language=Language(row["language"]),
         created_at=row["created_at"],
     )
 
@@ -244,7 +253,7 @@ async def create_subscription(
         raise ProblemError(
             422,
             "Validation failed",
-            "Invalid fields: body.url",
+            _("Invalid fields: {fields}", fields="body.url"),
             errors=[{"field": "body.url", "message": str(exc), "type": "webhook_url"}],
         ) from exc
     row = {
@@ -253,6 +262,7 @@ async def create_subscription(
         "scope": body.scope,
         "alert_types": sorted(set(body.alert_types)),
         "secret": "whsec_" + secrets.token_urlsafe(32),
+        "language": body.language.value,
         "created_at": datetime.now(UTC),
     }
     await adapters.add_subscription(uow.session, row)
@@ -275,7 +285,7 @@ async def list_subscriptions(
 )
 async def delete_subscription(subscription_id: UUID, uow: UowDep) -> Response:
     if not await adapters.delete_subscription(uow.session, subscription_id=subscription_id):
-        raise ProblemError(404, "Not Found", f"No subscription {subscription_id}.")
+        raise ProblemError(404, "Not Found", _("No subscription {ref}.", ref=subscription_id))
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -292,15 +302,23 @@ class AlertOut(BaseModel):
     period: str | None
     unit_path: list[str]
     status: str
-    summary: str
+    title: str = Field(description="the alert type's name, in the request's language")
+    summary: str = Field(description="what happened, in the request's language")
     details: dict[str, Any]
     raised_at: datetime
     acknowledged_at: datetime | None
     resolved_at: datetime | None
 
 
-def _alert(row: RowMapping) -> AlertOut:
-    return AlertOut(**{k: row[k] for k in AlertOut.model_fields})
+STORED_ALERT_FIELDS = tuple(k for k in AlertOut.model_fields if k not in ("title", "summary"))
+
+
+def _alert(row: RowMapping, language: Language) -> AlertOut:
+    return AlertOut(
+        **{k: row[k] for k in STORED_ALERT_FIELDS},
+        title=alert_title(row["alert_type"], language),
+        summary=alert_summary(row, language),
+    )
 
 
 @router.get("/alerts", summary="The inbox: alerts of a unit's subtree, newest first")
@@ -310,6 +328,7 @@ async def list_alerts(
     unit: Annotated[Code | None, Query(description="a unit code: alerts in its subtree")] = None,
     status_: Annotated[list[AlertStatus] | None, Query(alias="status")] = None,
     type_: Annotated[AlertType | None, Query(alias="type")] = None,
+    language: RequestLanguage,
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> Page[AlertOut]:
@@ -321,15 +340,15 @@ async def list_alerts(
         after=_cursor(cursor),
         limit=limit,
     )
-    return Page(items=[_alert(r) for r in rows], next_cursor=_next(rows, limit))
+    return Page(items=[_alert(r, language) for r in rows], next_cursor=_next(rows, limit))
 
 
 @router.get("/alerts/{alert_id}", responses={404: {"description": "unknown alert"}})
-async def get_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
+async def get_alert(alert_id: UUID, uow: UowDep, language: RequestLanguage) -> AlertOut:
     row = await adapters.get_alert(uow.session, alert_id)
     if row is None:
-        raise ProblemError(404, "Not Found", f"No alert {alert_id}.")
-    return _alert(row)
+        raise ProblemError(404, "Not Found", _("No alert {ref}.", ref=alert_id))
+    return _alert(row, language)
 
 
 @router.post(
@@ -337,19 +356,19 @@ async def get_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
     summary="Acknowledge an open alert (idempotent)",
     responses={404: {"description": "unknown alert"}, 409: {"description": "already resolved"}},
 )
-async def ack_alert(alert_id: UUID, uow: UowDep) -> AlertOut:
+async def ack_alert(alert_id: UUID, uow: UowDep, language: RequestLanguage) -> AlertOut:
     moved = await acknowledge(uow, alert_id, now=datetime.now(UTC))
     if moved is not None:
         await uow.commit()
-        return _alert(moved)
+        return _alert(moved, language)
     row = await adapters.get_alert(uow.session, alert_id)
     if row is None:
-        raise ProblemError(404, "Not Found", f"No alert {alert_id}.")
+        raise ProblemError(404, "Not Found", _("No alert {ref}.", ref=alert_id))
     if row["status"] == "resolved":
         raise ProblemError(
             409, "Conflict", "The alert is already resolved.", alert_status=row["status"]
         )
-    return _alert(row)
+    return _alert(row, language)
 
 
 # --------------------------------------------------------------------------- deliveries
@@ -430,11 +449,11 @@ async def redeliver(delivery_id: UUID, uow: UowDep) -> DeliveryOut:
     if row is None:
         current = await adapters.get_delivery(uow.session, delivery_id)
         if current is None:
-            raise ProblemError(404, "Not Found", f"No delivery {delivery_id}.")
+            raise ProblemError(404, "Not Found", _("No delivery {ref}.", ref=delivery_id))
         raise ProblemError(
             409,
             "Conflict",
-            f"A {current['status']} delivery cannot be redelivered.",
+            _("A {status} delivery cannot be redelivered.", status=current["status"]),
             delivery_status=current["status"],
         )
     await uow.commit()

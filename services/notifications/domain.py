@@ -25,6 +25,7 @@ from common.contracts.activities import ActivityRecorded
 from common.contracts.notifications import AlertType
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
 from common.contracts.wire import ScoreComponentWire, ScoreUpdatedWire
+from common.i18n import Message, _, level_name
 from common.moments import IsoDate
 from common.text import NameText
 
@@ -210,6 +211,23 @@ def validate_params(alert_type: str, params: Mapping[str, Any]) -> Any:
 
 # --------------------------------------------------------------------------- alerts
 
+# What people read of an alert is rendered from these messages in the reader's language (the
+# API's `Accept-Language`, a webhook subscription's `language`); `alert_type` stays the key.
+ALERT_TITLES: dict[str, Message] = {
+    "team_inactive": _("Inactive team"),
+    "score_drop": _("Score dropped"),
+    "target_reached": _("Target reached"),
+    "campaign_at_risk": _("Campaign at risk"),
+    "suspicious_activity": _("Suspicious activity"),
+    "round_overdue": _("Evaluation round overdue"),
+}
+# An overdue round is in one of these states (an approved round is never overdue).
+ROUND_STATE_NAMES: dict[str, Message] = {
+    "open": _("open"),
+    "under_review": _("under review"),
+    "reopened": _("reopened"),
+}
+
 
 @dataclass(frozen=True)
 class AlertCandidate:
@@ -219,7 +237,7 @@ class AlertCandidate:
     subject_type: str
     subject_id: str
     period: str | None
-    summary: str
+    summary: Message
     unit_path: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     # Tells apart conditions of one rule on one subject: the target, the suspicious check.
@@ -358,8 +376,12 @@ def _inactivity_candidate(
         subject_id=str(team.id),
         period=None,
         unit_path=team.unit_path,
-        summary=f"Team {team.code or team.id} has recorded no activity for "
-        f"{silent_days} days (limit {params.days}).",
+        summary=_(
+            "Team {team} has recorded no activity for {days} days (limit {limit}).",
+            team=team.code or str(team.id),
+            days=silent_days,
+            limit=params.days,
+        ),
         details={
             "team_code": team.code,
             "last_activity_at": reference.isoformat(),
@@ -424,9 +446,16 @@ def evaluate_overdue_rounds(
                     period=review.period,
                     qualifier=review.criteria_set,
                     unit_path=review.unit_path,
-                    summary=f"The {review.period} evaluation round of {review.level} "
-                    f"{review.unit_code} was due on {review.due_on.isoformat()} and is "
-                    f"{review.state.replace('_', ' ')} ({late_by} days late).",
+                    summary=_(
+                        "The {period} evaluation round of {level} {unit_code} was due on "
+                        "{due_on} and is {state} ({days_late} days late).",
+                        period=review.period,
+                        level=level_name(review.level),
+                        unit_code=review.unit_code,
+                        due_on=review.due_on.isoformat(),
+                        state=ROUND_STATE_NAMES.get(review.state, review.state),
+                        days_late=late_by,
+                    ),
                     details={
                         "round_id": str(review.id),
                         "criteria_set": review.criteria_set,
@@ -760,8 +789,15 @@ def evaluate_score(
             raised.append(
                 replace(
                     _score_drop_base(score, unit_path),
-                    summary=f"The {score.subject_type} score for {score.period} fell by "
-                    f"{drop.points:g} points ({drop.baseline:g} → {drop.score:g}).",
+                    summary=_(
+                        "The {subject} score for {period} fell by {points:g} points "
+                        "({baseline:g} → {score:g}).",
+                        subject=level_name(score.subject_type),
+                        period=score.period,
+                        points=drop.points,
+                        baseline=drop.baseline,
+                        score=drop.score,
+                    ),
                     details={
                         "baseline": drop.baseline,
                         "score": drop.score,
@@ -800,7 +836,7 @@ def _score_drop_base(score: ScoreRecord, unit_path: tuple[str, ...]) -> AlertCan
         subject_id=score.subject_id,
         period=score.period,
         unit_path=unit_path,
-        summary="",
+        summary=Message(""),  # a base to `replace`, or only its dedupe key is used
     )
 
 
@@ -839,8 +875,14 @@ def _target_conditions(
             period=score.period,
             qualifier=status.name,
             unit_path=unit_path,
-            summary=f"The {score.subject_type} reached its {status.name.split(':', 1)[1]} "
-            f"target for {score.period}: {status.value:g} of {status.target:g}.",
+            summary=_(
+                "The {subject} reached its {target} target for {period}: {value:g} of {goal:g}.",
+                subject=level_name(score.subject_type),
+                target=status.name.split(":", 1)[1],
+                period=score.period,
+                value=status.value,
+                goal=status.target,
+            ),
             details={"target": status.name, "value": status.value, "goal": status.target},
         )
 
@@ -888,9 +930,16 @@ def _campaign_conditions(
         subject_id=score.subject_id,
         period=score.period,
         unit_path=unit_path,
-        summary=f"Campaign {campaign_id} will miss its {goal.indicator} target: "
-        f"{pace.value:g} so far after {pace.elapsed_fraction:.0%} of the time projects to "
-        f"{pace.projected:.0f} of {goal.target:g}.",
+        summary=_(
+            "Campaign {campaign} will miss its {indicator} target: {value:g} so far after "
+            "{elapsed:.0%} of the time projects to {projected:.0f} of {target:g}.",
+            campaign=campaign_id,
+            indicator=goal.indicator,
+            value=pace.value,
+            elapsed=pace.elapsed_fraction,
+            projected=pace.projected,
+            target=goal.target,
+        ),
         details={
             "campaign_id": campaign_id,
             "indicator": goal.indicator,
@@ -979,8 +1028,13 @@ def member_day_alerts(
                 period=day,
                 qualifier="visits_per_day",
                 unit_path=activity_unit_path(md.activity),
-                summary=f"A member logged {count} household visits on {day} "
-                f"(plausible: at most {limit}).",
+                summary=_(
+                    "A member logged {count} household visits on {day} (plausible: at most "
+                    "{limit}).",
+                    count=count,
+                    day=day,
+                    limit=limit,
+                ),
                 details={
                     "check": "visits_per_day",
                     "team_id": str(md.activity.team_id),
@@ -1039,8 +1093,11 @@ def household_alerts(
                 period=local_day(w.at).isoformat(),
                 qualifier="household_many_teams",
                 unit_path=activity_unit_path(w.activity),
-                summary=f"One household was reported visited by {teams} teams within "
-                f"{params.household_window_hours:g} hours.",
+                summary=_(
+                    "One household was reported visited by {teams} teams within {hours:g} hours.",
+                    teams=teams,
+                    hours=params.household_window_hours,
+                ),
                 details={
                     "check": "household_many_teams",
                     "teams": teams,
@@ -1105,9 +1162,13 @@ def backdate_alerts(
                 period=w.day,
                 qualifier="backdated_burst",
                 unit_path=activity_unit_path(w.activity),
-                summary=f"A team recorded {count} activities backdated by more than "
-                f"{params.backdate_hours:g} hours within "
-                f"{params.backdate_burst_window_minutes:g} minutes.",
+                summary=_(
+                    "A team recorded {count} activities backdated by more than {hours:g} hours "
+                    "within {minutes:g} minutes.",
+                    count=count,
+                    hours=params.backdate_hours,
+                    minutes=params.backdate_burst_window_minutes,
+                ),
                 details={
                     "check": "backdated_burst",
                     "events": count,

@@ -3,6 +3,13 @@
 Every change of an alert is published to `notifications.alert-raised.v1` through the outbox
 (key = alert id, `status` says which change); a newly raised alert also enqueues one delivery
 row per matching webhook subscription, in the same transaction, so none can be lost.
+
+An alert is stored once, with its message (id and arguments) rather than its texts: the API
+renders its title and summary at read time in the reader's `Accept-Language`, and each webhook
+body is rendered when its delivery is enqueued, in the subscription's `language` (the stored body
+is what every attempt signs and sends). One row serves every language, and a corrected
+translation reaches old alerts too. `summary` also keeps the English text, for the event
+contract and logs.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from uuid_utils.compat import uuid7
 from common.contracts.notifications import AlertRaised
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
+from common.i18n import Language, Message
 from notifications import adapters, metrics
 from notifications.domain import (
+    ALERT_TITLES,
     ALERT_TYPES,
     NATIONAL,
     AlertCandidate,
@@ -55,14 +64,32 @@ def _publish(uow: UnitOfWork, row: RowMapping) -> AlertRaised:
     return contract
 
 
-def webhook_body(*, delivery_id: UUID, alert: AlertRaised, created_at: datetime) -> str:
-    """The JSON posted to subscribers: a small envelope around the alert."""
+def alert_title(alert_type: str, language: Language) -> str:
+    title = ALERT_TITLES.get(alert_type)
+    return title.render(language) if title is not None else alert_type
+
+
+def alert_summary(row: RowMapping, language: Language) -> str:
+    """The alert's summary in `language`; an alert stored before messages were kept reads as
+    its stored (English) text."""
+    message = row["message"]
+    return Message.from_json(message).render(language) if message else str(row["summary"])
+
+
+def webhook_body(
+    *, delivery_id: UUID, alert: AlertRaised, summary: str, language: Language, created_at: datetime
+) -> str:
+    """The JSON posted to subscribers: a small envelope around the alert, its title and summary
+    in the subscription's `language` (named in `data.language`)."""
+    data = alert.model_dump(mode="json")
+    data |= {"title": alert_title(alert.alert_type, language), "summary": summary}
     return json.dumps(
         {
             "id": str(delivery_id),
             "type": WEBHOOK_EVENT_TYPE,
             "created_at": created_at.isoformat(),
-            "data": alert.model_dump(mode="json"),
+            "language": language.value,
+            "data": data,
         },
         ensure_ascii=False,
         separators=(",", ":"),
@@ -93,7 +120,9 @@ async def raise_alerts(
         metrics.ALERTS_RAISED.labels(row["alert_type"]).inc()
         for subscription in subscriptions:
             if _matches(subscription, row):
-                deliveries.append(_delivery_row(subscription, alert, created_at=enqueued_at))
+                deliveries.append(
+                    _delivery_row(subscription, alert, row=row, created_at=enqueued_at)
+                )
     await adapters.enqueue_deliveries(uow.session, deliveries)
     return len(created)
 
@@ -108,7 +137,8 @@ def _alert_row(candidate: AlertCandidate, *, alert_id: UUID, now: datetime) -> d
         "period": candidate.period,
         "unit_path": list(candidate.unit_path),
         "status": "open",
-        "summary": candidate.summary[:500],
+        "summary": str(candidate.summary)[:500],
+        "message": candidate.summary.as_json(),
         "details": dict(candidate.details),
         "raised_at": now,
     }
@@ -123,16 +153,23 @@ def _matches(subscription: RowMapping, alert: RowMapping) -> bool:
 
 
 def _delivery_row(
-    subscription: RowMapping, alert: AlertRaised, *, created_at: datetime
+    subscription: RowMapping, alert: AlertRaised, *, row: RowMapping, created_at: datetime
 ) -> dict[str, Any]:
     delivery_id = uuid7()
+    language = Language(subscription["language"])
     return {
         "id": delivery_id,
         "alert_id": alert.id,
         "subscription_id": subscription["id"],
         "status": "pending",
         "next_attempt_at": created_at,
-        "body": webhook_body(delivery_id=delivery_id, alert=alert, created_at=created_at),
+        "body": webhook_body(
+            delivery_id=delivery_id,
+            alert=alert,
+            summary=alert_summary(row, language),
+            language=language,
+            created_at=created_at,
+        ),
     }
 
 

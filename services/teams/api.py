@@ -16,6 +16,7 @@ from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.teams import UnitPath
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
+from common.i18n import _
 from common.moments import IsoDate
 from common.problems import ProblemError
 from common.text import NameText, blank_to_none
@@ -258,7 +259,7 @@ async def _load_team(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Team:
         else await repo.get_by_code(ref, lock=lock)
     )
     if team is None:
-        raise not_found("team", ref)
+        raise not_found(_("No team {ref}.", ref=ref))
     return team
 
 
@@ -269,7 +270,7 @@ async def _read_team(uow: UnitOfWork, ref: str, reader: Reader) -> Team:
     if not reader.is_operator:
         unit = await UnitRepository(uow.session).get(team.unit_code)
         if unit is None or not reader.may_see(unit.path):
-            raise not_found("team", ref)
+            raise not_found(_("No team {ref}.", ref=ref))
     return team
 
 
@@ -295,7 +296,9 @@ async def _save_team(uow: UnitOfWork, team: Team) -> None:
 async def create_team(body: TeamCreate, uow: UowDep, runtime: RuntimeDep) -> TeamOut:
     repo = TeamRepository(uow.session)
     if await repo.code_exists(body.code):
-        raise ProblemError(409, "Duplicate code", f"A team with code {body.code!r} exists.")
+        raise ProblemError(
+            409, "Duplicate code", _("A team with code {code!r} exists.", code=body.code)
+        )
     await _check_unit(uow, body.unit_code)
     team = Team.establish(
         code=body.code,
@@ -310,7 +313,7 @@ async def create_team(body: TeamCreate, uow: UowDep, runtime: RuntimeDep) -> Tea
         await uow.commit()
     except IntegrityError as exc:  # a concurrent create with the same code won the race
         raise ProblemError(
-            409, "Duplicate code", f"A team with code {body.code!r} exists."
+            409, "Duplicate code", _("A team with code {code!r} exists.", code=body.code)
         ) from exc
     return (await _team_out(uow, [team], _bounds(runtime)))[0]
 
@@ -344,7 +347,7 @@ async def list_teams(
     else:
         found = await UnitRepository(uow.session).get(unit)
         if found is None or not reader.may_see(found.path):
-            raise not_found("unit", unit)
+            raise not_found(_("No unit {ref}.", ref=unit))
         teams = await repo.in_subtree(
             path=found.path, status=status_, page=page, limit=limit + 1,
             provinces=reader.provinces, name=q,
@@ -378,7 +381,7 @@ async def patch_team(team_ref: str, body: TeamPatch, uow: UowDep, runtime: Runti
         if body.status == "dissolved":
             updated = updated.dissolve(on=body.dissolved_on or today())
         elif body.dissolved_on is not None:
-            raise DomainError("dissolved_on goes with status=dissolved.", field="dissolved_on")
+            raise DomainError(_("dissolved_on goes with status=dissolved."), field="dissolved_on")
     except DomainError as exc:
         raise_domain(exc)
     if updated is not team:
@@ -433,7 +436,7 @@ async def _load_member(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Memb
         else await repo.get_by_code(ref, lock=lock)
     )
     if member is None:
-        raise not_found("member", ref)
+        raise not_found(_("No member {ref}.", ref=ref))
     return member
 
 
@@ -454,7 +457,9 @@ async def add_member(team_ref: str, body: MemberCreate, uow: UowDep) -> MemberOu
     team = await _load_team(uow, team_ref, lock=True)
     repo = MemberRepository(uow.session)
     if body.code is not None and await repo.code_exists(body.code):
-        raise ProblemError(409, "Duplicate code", f"A member with code {body.code!r} exists.")
+        raise ProblemError(
+            409, "Duplicate code", _("A member with code {code!r} exists.", code=body.code)
+        )
     try:
         member = Member.join(team=team, **body.model_dump())
     except DomainError as exc:
@@ -507,7 +512,7 @@ async def search_members(
     if unit is not None:
         found = await UnitRepository(uow.session).get(unit)
         if found is None or not reader.may_see(found.path):
-            raise not_found("unit", unit)
+            raise not_found(_("No unit {ref}.", ref=unit))
         under = found.path
     members = await MemberRepository(uow.session).search(
         name=q, under=under, page=page, limit=limit + 1, provinces=reader.provinces
@@ -528,7 +533,7 @@ async def get_member(member_ref: str, uow: UowDep, reader: ReaderDep) -> MemberO
         try:
             await _read_team(uow, str(member.team_id), reader)
         except ProblemError:
-            raise not_found("member", member_ref) from None
+            raise not_found(_("No member {ref}.", ref=member_ref)) from None
     return _member_out(member, operator=reader.is_operator)
 
 
@@ -545,7 +550,7 @@ async def patch_member(member_ref: str, body: MemberPatch, uow: UowDep) -> Membe
             raise ProblemError(
                 422,
                 "Validation failed",
-                f"{required} cannot be null.",
+                _("{field} cannot be null.", field=required),
                 errors=[{"field": required, "message": "cannot be null", "type": "domain"}],
             )
     try:

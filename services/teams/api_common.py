@@ -20,6 +20,7 @@ from common.auth import (
     bearer_token,
     is_operator_token,
 )
+from common.i18n import Message, Text, _
 from common.identity import TokenVerifier, looks_like_jwt
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
@@ -88,7 +89,7 @@ async def get_reader(
     """
     token = bearer_token(request)
     if token is None:
-        raise _unauthorized("A bearer token is required.")
+        raise _unauthorized(_("A bearer token is required."))
     if is_operator_token(token, expected=runtime.settings.admin_token):
         return Reader(provinces=None)
     verifier: TokenVerifier | None = getattr(request.app.state, "identity", None)
@@ -104,7 +105,7 @@ async def get_reader(
             if not partner.revoked and partner_key_matches(token, key_sha256=partner.key_sha256):
                 _rate_limit(request, partner.id, settings_of(runtime).partner_rate_limit)
                 return Reader(provinces=partner.provinces)
-    raise _unauthorized("The token or API key is not valid.")
+    raise _unauthorized(_("The token or API key is not valid."))
 
 
 def _rate_limit(request: Request, partner_id: UUID, rate: int) -> None:
@@ -117,12 +118,12 @@ def _rate_limit(request: Request, partner_id: UUID, rate: int) -> None:
         raise ProblemError(
             429,
             "Too Many Requests",
-            f"Rate limit of {rate} requests/s exceeded.",
+            _("Rate limit of {rate} requests/s exceeded.", rate=rate),
             headers={"Retry-After": str(wait)},
         )
 
 
-def _unauthorized(detail: str) -> ProblemError:
+def _unauthorized(detail: Text) -> ProblemError:
     return ProblemError(401, "Unauthorized", detail, headers=UNAUTHORIZED_HEADERS)
 
 
@@ -183,11 +184,11 @@ def raise_domain(exc: DomainError) -> NoReturn:
     errors: list[dict[str, Any]] = (
         [{"field": exc.field, "message": str(exc), "type": "domain"}] if exc.field else []
     )
-    raise ProblemError(status, title, str(exc), errors=errors) from exc
+    raise ProblemError(status, title, exc.message, errors=errors) from exc
 
 
-def not_found(what: str, ref: object) -> ProblemError:
-    return ProblemError(404, "Not Found", f"No {what} {ref}.")
+def not_found(detail: Message) -> ProblemError:
+    return ProblemError(404, "Not Found", detail)
 
 
 def bulk_kind(request: Request) -> BodyKind:

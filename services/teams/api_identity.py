@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.app import OperatorDep, RuntimeDep, UowDep
+from common.i18n import _
 from common.problems import ProblemError
 from common.ratelimit import FailureLimiter
 from common.roles import ROLES, RoleGrant
@@ -167,7 +168,7 @@ async def post_account(body: AccountCreate, uow: UowDep, runtime: RuntimeDep) ->
 async def get_account(account_id: UUID, uow: UowDep) -> AccountOut:
     row = await account_by_id(uow.session, account_id)
     if row is None:
-        raise not_found("account", account_id)
+        raise not_found(_("No account {ref}.", ref=account_id))
     return AccountOut(**_account_out(row.account))
 
 
@@ -179,7 +180,7 @@ async def get_account(account_id: UUID, uow: UowDep) -> AccountOut:
 )
 async def post_disable(account_id: UUID, uow: UowDep) -> AccountOut:
     if not await disable_account(uow.session, account_id):
-        raise not_found("account", account_id)
+        raise not_found(_("No account {ref}.", ref=account_id))
     await uow.commit()
     row = await account_by_id(uow.session, account_id)
     assert row is not None, "the account was just disabled"
@@ -235,7 +236,7 @@ async def post_token(body: Login, request: Request, uow: UowDep, runtime: Runtim
         )
     # Counted as failed before the (slow) check, so parallel guesses cannot all slip past the
     # limit while the first ones are still being verified; withdrawn if it succeeds.
-    for key, _ in keys:
+    for key, _limit in keys:
         limiter.failed(key, now=now)
     account = await authenticate(uow, username=body.username.lower(), password=body.password)
     if account is None:

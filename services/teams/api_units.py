@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.contracts.teams import UnitPath
+from common.i18n import _
 from common.moments import IsoDate
 from common.problems import ProblemError
 from teams.adapters import UnitRepository
@@ -181,7 +182,9 @@ async def _small_json(request: Request) -> Any:
 async def create_unit(body: UnitRow, uow: UowDep) -> UnitOut:
     repo = UnitRepository(uow.session)
     if await repo.get(body.code) is not None:
-        raise ProblemError(409, "Duplicate code", f"A unit with code {body.code!r} exists.")
+        raise ProblemError(
+            409, "Duplicate code", _("A unit with code {code!r} exists.", code=body.code)
+        )
     outcome = await apply_units(uow, [(1, body)], source="api")
     if outcome.errors:
         error = outcome.errors[0]
@@ -202,7 +205,7 @@ async def get_unit(code: str, uow: UowDep, reader: ReaderDep) -> UnitOut:
     repo = UnitRepository(uow.session)
     unit = await repo.get(code)
     if unit is None or not reader.may_see(unit.path):
-        raise not_found("unit", code)
+        raise not_found(_("No unit {ref}.", ref=code))
     return (await _out(repo, [unit]))[0]
 
 
@@ -243,7 +246,7 @@ async def coverage(code: str, uow: UowDep, reader: ReaderDep) -> dict[str, Any]:
     repo = UnitRepository(uow.session)
     unit = await repo.get(code)
     if unit is None or not reader.may_see(unit.path):
-        raise not_found("unit", code)
+        raise not_found(_("No unit {ref}.", ref=code))
     rows = await repo.coverage(unit.path)
     keys = ("teams", "members", "trained_members", "villages", "villages_with_team")
 

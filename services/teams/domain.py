@@ -21,6 +21,7 @@ from common.contracts.teams import (
     UnitLevel,
     UnitPath,
 )
+from common.i18n import Message, Text, _, level_name
 from common.roles import COMMUNE_OFFICER, PROVINCE_OFFICER, ROLES, TEAM_LEADER, RoleGrant
 
 Role = Literal["leader", "deputy", "member"]
@@ -51,8 +52,9 @@ PATH_SEPARATOR = "/"
 class DomainError(ValueError):
     """A rule of the registry is broken; `field` names the offending input where there is one."""
 
-    def __init__(self, message: str, *, field: str | None = None, conflict: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: Text, *, field: str | None = None, conflict: bool = False) -> None:
+        super().__init__(str(message))
+        self.message = message  # rendered in the reader's language where it becomes a problem
         self.field = field
         self.conflict = conflict
 
@@ -103,12 +105,31 @@ def check_parent(*, level: str, parent_level: str | None) -> None:
     allowed = ALLOWED_PARENTS[level]
     if parent_level not in allowed:
         if parent_level is None:
-            raise DomainError(f"A {level} needs a parent unit.", field="parent_code")
-        wanted = " or ".join(sorted(a for a in allowed if a)) or "no parent"
+            raise DomainError(
+                _("A {level} needs a parent unit.", level=level_name(level)), field="parent_code"
+            )
         raise DomainError(
-            f"A {level} cannot sit under a {parent_level} (expected {wanted}).",
+            _(
+                "A {level} cannot sit under a {parent_level} (expected {wanted}).",
+                level=level_name(level),
+                parent_level=level_name(parent_level),
+                wanted=_either(sorted(a for a in allowed if a)),
+            ),
             field="parent_code",
         )
+
+
+def _either(levels: list[str]) -> Message | str:
+    """ "village or commune", in the reader's language."""
+    if not levels:
+        return _("no parent")
+    if len(levels) == 1:
+        return level_name(levels[0])
+    return _(
+        "{first} or {second}",
+        first=level_name(levels[0]),
+        second=_either(levels[1:]),
+    )
 
 
 def child_path(parent_path: str | None, code: str) -> str:
@@ -118,7 +139,7 @@ def child_path(parent_path: str | None, code: str) -> str:
 def check_no_cycle(*, unit_code: str, new_parent_path: str) -> None:
     if unit_code in new_parent_path.split(PATH_SEPARATOR):
         raise DomainError(
-            f"Moving {unit_code} under this parent would create a cycle.",
+            _("Moving {code} under this parent would create a cycle.", code=unit_code),
             field="parent_code",
             conflict=True,
         )
@@ -146,15 +167,26 @@ def retirement_date(effective_on: date) -> date:
 
 def check_team_unit(unit: AdminUnit | None, *, code: str, today: date) -> AdminUnit:
     if unit is None:
-        raise DomainError(f"Unknown unit {code!r}.", field="unit_code")
+        raise DomainError(_("Unknown unit {code!r}.", code=code), field="unit_code")
     if unit.level not in TEAM_UNIT_LEVELS:
         raise DomainError(
-            f"A team belongs to a village or a commune, not a {unit.level}.", field="unit_code"
+            _(
+                "A team belongs to a village or a commune, not a {level}.",
+                level=level_name(unit.level),
+            ),
+            field="unit_code",
         )
     if not unit.is_current(today=today):
+        replaced_on = str(unit.valid_to)
         raise DomainError(
-            f"Unit {code!r} was replaced on {unit.valid_to}"
-            + (f" by {', '.join(unit.replaced_by)}." if unit.replaced_by else "."),
+            _(
+                "Unit {code!r} was replaced on {date} by {codes}.",
+                code=code,
+                date=replaced_on,
+                codes=", ".join(unit.replaced_by),
+            )
+            if unit.replaced_by
+            else _("Unit {code!r} was replaced on {date}.", code=code, date=replaced_on),
             field="unit_code",
         )
     return unit
@@ -205,22 +237,23 @@ class Team:
         if current == changes:
             return self
         if self.status == "dissolved":
-            raise DomainError(f"Team {self.code} is dissolved.", conflict=True)
+            raise DomainError(_("Team {code} is dissolved.", code=self.code), conflict=True)
         return replace(self, **changes, version=self.version + 1)  # type: ignore[arg-type]
 
     def dissolve(self, *, on: date) -> Team:
         if self.status == "dissolved":
-            raise DomainError(f"Team {self.code} is already dissolved.", conflict=True)
+            raise DomainError(_("Team {code} is already dissolved.", code=self.code), conflict=True)
         if self.established_on is not None and on < self.established_on:
             raise DomainError(
-                "A team cannot be dissolved before it was established.", field="dissolved_on"
+                _("A team cannot be dissolved before it was established."), field="dissolved_on"
             )
         return replace(self, status="dissolved", dissolved_on=on, version=self.version + 1)
 
     def check_accepts_members(self) -> None:
         if self.status == "dissolved":
             raise DomainError(
-                f"Team {self.code} is dissolved and takes no new members.", conflict=True
+                _("Team {code} is dissolved and takes no new members.", code=self.code),
+                conflict=True,
             )
 
     def changed_event(self, unit_path: UnitPath | None = None) -> TeamChanged:
@@ -358,7 +391,7 @@ class Member:
 
 def check_membership_dates(*, joined_on: date, left_on: date | None) -> None:
     if left_on is not None and left_on < joined_on:
-        raise DomainError("left_on is before joined_on.", field="left_on")
+        raise DomainError(_("left_on is before joined_on."), field="left_on")
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -451,26 +484,34 @@ def check_roles(grants: Iterable[RoleGrant]) -> tuple[RoleGrant, ...]:
     result: list[RoleGrant] = []
     for grant in grants:
         if grant.role not in ROLES:
-            raise DomainError(f"Unknown role {grant.role!r}.", field="roles")
+            raise DomainError(_("Unknown role {role!r}.", role=grant.role), field="roles")
         if (grant.role in SCOPED_ROLES) != (grant.unit is not None):
-            need = "needs a unit" if grant.role in SCOPED_ROLES else "is nationwide: no unit"
-            raise DomainError(f"The role {grant.role} {need}.", field="roles")
+            need = (
+                _("The role {role} needs a unit.", role=grant.role)
+                if grant.role in SCOPED_ROLES
+                else _("The role {role} is nationwide: no unit.", role=grant.role)
+            )
+            raise DomainError(need, field="roles")
         if grant in result:
-            raise DomainError(f"The role {grant.role} is given twice.", field="roles")
+            raise DomainError(_("The role {role} is given twice.", role=grant.role), field="roles")
         result.append(grant)
     if not result:
-        raise DomainError("An account needs at least one role.", field="roles")
+        raise DomainError(_("An account needs at least one role."), field="roles")
     return tuple(result)
 
 
 def check_password(password: str, *, username: str) -> None:
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
         raise DomainError(
-            f"A password has {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters.",
+            _(
+                "A password has {min} to {max} characters.",
+                min=PASSWORD_MIN_LENGTH,
+                max=PASSWORD_MAX_LENGTH,
+            ),
             field="password",
         )
     if username.lower() in password.lower():
-        raise DomainError("A password may not contain the username.", field="password")
+        raise DomainError(_("A password may not contain the username."), field="password")
 
 
 def new_invitation_code() -> str:

@@ -29,6 +29,7 @@ from uuid_utils.compat import uuid7
 
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
+from common.i18n import _, level_name
 from common.roles import RoleGrant
 from common.runtime import ServiceRuntime
 from teams import adapters
@@ -173,21 +174,31 @@ def _unit_row(model: UnitRow, known: dict[str, AdminUnit]) -> dict[str, Any]:
     if existing is not None and existing.version > 0:
         if existing.level != model.level:
             raise DomainError(
-                f"Unit {model.code} exists as a {existing.level}; levels do not change.",
+                _(
+                    "Unit {code} exists as a {level}; levels do not change.",
+                    code=model.code,
+                    level=level_name(existing.level),
+                ),
                 field="level",
             )
         if existing.parent_code != model.parent_code:
             raise DomainError(
-                f"Unit {model.code} exists under {existing.parent_code}; "
-                "move it with POST /v1/admin-units/{code}:reparent.",
+                _(
+                    "Unit {code} exists under {parent}; move it with"
+                    " POST /v1/admin-units/{{code}}:reparent.",
+                    code=model.code,
+                    parent=existing.parent_code,
+                ),
                 field="parent_code",
             )
     parent = known.get(model.parent_code) if model.parent_code else None
     if model.parent_code and parent is None:
-        raise DomainError(f"Unknown parent unit {model.parent_code!r}.", field="parent_code")
+        raise DomainError(
+            _("Unknown parent unit {code!r}.", code=model.parent_code), field="parent_code"
+        )
     check_parent(level=model.level, parent_level=parent.level if parent else None)
     if model.valid_from and model.valid_to and model.valid_to < model.valid_from:
-        raise DomainError("valid_to is before valid_from.", field="valid_to")
+        raise DomainError(_("valid_to is before valid_from."), field="valid_to")
     path = existing.path if existing else child_path(parent.path if parent else None, model.code)
     return {**model.model_dump(), "path": path}
 
@@ -249,7 +260,7 @@ async def apply_teams(uow: UnitOfWork, batch: list[tuple[int, TeamRow]]) -> Batc
             data = model.model_dump()
             if current is not None and current.status == "dissolved":
                 if any(getattr(current, k) != v for k, v in data.items()):
-                    raise DomainError(f"Team {model.code} is dissolved.", field="code")
+                    raise DomainError(_("Team {code} is dissolved.", code=model.code), field="code")
                 continue  # same data as the dissolved team: nothing to do
         except DomainError as exc:
             errors.append(RowError(row_no, exc.field, str(exc)))
@@ -278,7 +289,9 @@ async def apply_members(uow: UnitOfWork, batch: list[tuple[int, MemberRow]]) -> 
         try:
             team = teams.get(model.team_code)
             if team is None:
-                raise DomainError(f"Unknown team {model.team_code!r}.", field="team_code")
+                raise DomainError(
+                    _("Unknown team {code!r}.", code=model.team_code), field="team_code"
+                )
             team.check_accepts_members()
             check_membership_dates(joined_on=model.joined_on, left_on=model.left_on)
             trained = _training_given(model)
@@ -318,7 +331,7 @@ async def apply_members(uow: UnitOfWork, batch: list[tuple[int, MemberRow]]) -> 
 def _training_given(model: MemberRow) -> bool:
     if (model.training_course is None) != (model.training_completed_on is None):
         raise DomainError(
-            "training_course and training_completed_on go together.", field="training_course"
+            _("training_course and training_completed_on go together."), field="training_course"
         )
     return model.training_course is not None
 
@@ -357,9 +370,11 @@ class Reorganisation:
 async def _require(repo: UnitRepository, code: str, *, field: str) -> AdminUnit:
     unit = await repo.get(code, lock=True)
     if unit is None:
-        raise DomainError(f"Unknown unit {code!r}.", field=field)
+        raise DomainError(_("Unknown unit {code!r}.", code=code), field=field)
     if not unit.is_current(today=today()):
-        raise DomainError(f"Unit {code!r} is no longer current.", field=field, conflict=True)
+        raise DomainError(
+            _("Unit {code!r} is no longer current.", code=code), field=field, conflict=True
+        )
     return unit
 
 
@@ -396,14 +411,20 @@ async def merge_units(
     """DHIS2 merge: sources retire into the target; their children and teams move to it."""
     repo = UnitRepository(uow.session)
     if into in sources:
-        raise DomainError("A unit cannot be merged into itself.", field="into")
+        raise DomainError(_("A unit cannot be merged into itself."), field="into")
     target = await _require(repo, into, field="into")
     plan = Reorganisation()
     for code in dict.fromkeys(sources):
         source = await _require(repo, code, field="sources")
         if source.level != target.level:
             raise DomainError(
-                f"{code} is a {source.level}, {into} a {target.level}: merge like with like.",
+                _(
+                    "{code} is a {level}, {into} a {into_level}: merge like with like.",
+                    code=code,
+                    level=level_name(source.level),
+                    into=into,
+                    into_level=level_name(target.level),
+                ),
                 field="sources",
             )
         for child in await _children(repo, source):
@@ -437,15 +458,20 @@ async def split_unit(
     names for its code (the first target by default)."""
     repo = UnitRepository(uow.session)
     if code in into:
-        raise DomainError("A unit cannot be split into itself.", field="into")
+        raise DomainError(_("A unit cannot be split into itself."), field="into")
     source = await _require(repo, code, field="code")
     targets = {c: await _require(repo, c, field="into") for c in dict.fromkeys(into)}
     for target in targets.values():
         if target.level != source.level:
-            raise DomainError(f"{target.code} is not a {source.level}.", field="into")
+            raise DomainError(
+                _("{code} is not a {level}.", code=target.code, level=level_name(source.level)),
+                field="into",
+            )
     strays = sorted(k for k, v in assign.items() if v not in targets)
     if strays:
-        raise DomainError(f"assign sends {', '.join(strays)} outside `into`.", field="assign")
+        raise DomainError(
+            _("assign sends {codes} outside `into`.", codes=", ".join(strays)), field="assign"
+        )
     default = next(iter(targets))
     plan = Reorganisation()
     children = await _children(repo, source)
@@ -453,7 +479,11 @@ async def split_unit(
     unknown = sorted(set(assign) - {c.code for c in children} - set(team_codes))
     if unknown:
         raise DomainError(
-            f"assign names {', '.join(unknown[:5])}: not a child unit or team of {code}.",
+            _(
+                "assign names {codes}: not a child unit or team of {code}.",
+                codes=", ".join(unknown[:5]),
+                code=code,
+            ),
             field="assign",
         )
     for child in children:
@@ -564,7 +594,11 @@ async def create_account(
         uow.session, account_id=account.id, username=username, display_name=display_name,
         roles=grants,
     ):  # fmt: skip
-        raise DomainError(f"The username {username!r} is taken.", field="username", conflict=True)
+        raise DomainError(
+            _("The username {username!r} is taken.", username=username),
+            field="username",
+            conflict=True,
+        )
     code = new_invitation_code()
     expires_at = datetime.now(UTC) + invitation_ttl
     await adapters.insert_invitation(

@@ -23,11 +23,12 @@ from tests.load.bench_scoring_support import hierarchy, infrastructure
 
 import orjson  # after the import roots are set
 
+from common.i18n import Language
 from common.main import settle_heap
 from scoring import adapters, domain
 from scoring.api import render
 from scoring.bootstrap import build_runtime
-from scoring.domain.reports import Language, ReportRow, ReportScope
+from scoring.domain.reports import ReportRow, ReportScope
 from scoring.handlers import path_codes
 from scoring.settings import ScoringSettings
 

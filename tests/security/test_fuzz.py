@@ -221,6 +221,10 @@ def make_tweak(targets: dict[str, str]) -> Callable[[Any, random.Random], None]:
                 item["member_id"] = targets["member"]
 
     def tweak(case: Any, rng: random.Random) -> None:
+        # English problem titles (SEMANTIC_REJECTIONS names "Malformed body"), unless the case
+        # sends its own Accept-Language: a generated, maybe invalid, one is under test.
+        if not any(name.lower() == "accept-language" for name in case.headers or {}):
+            case.headers = {**(case.headers or {}), "Accept-Language": "en"}
         # A cursor is whatever the API issued: any other string, however well-formed, is a
         # forged one and refused (400/422). Valid requests start at the first page.
         if case.query and "cursor" in case.query and case.meta.generation.mode.is_positive:

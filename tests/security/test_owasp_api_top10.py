@@ -942,7 +942,7 @@ async def test_api8_unexpected_errors_reveal_nothing(
     app = create_app(runtime=runtime, routers=[boom], title="t", description="t")
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        reply = await client.get("/boom")
+        reply = await client.get("/boom", headers={"Accept-Language": "en"})
     assert reply.status_code == 500
     assert reply.headers["content-type"] == "application/problem+json"
     assert reply.json() == {

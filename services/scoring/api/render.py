@@ -18,13 +18,12 @@ import orjson
 from xlsxwriter import Workbook
 from xlsxwriter.worksheet import Worksheet
 
+from common.i18n import Language, Message
 from scoring.domain.reports import (
     LEVEL_LABELS,
     SUMMARY_HEADERS,
     SUMMARY_SHEET,
     Column,
-    Label,
-    Language,
     ReportRow,
     Summary,
     report_columns,
@@ -71,7 +70,7 @@ async def csv_stream(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     buffer.write(BOM)
-    writer.writerow([column.label.in_(language) for column in report_columns(criteria)])
+    writer.writerow([column.label.render(language) for column in report_columns(criteria)])
     async for chunk in _chunks(rows):
         # csv writes None as an empty field
         writer.writerows(row.cells(criteria, language) for row in chunk)
@@ -120,7 +119,7 @@ async def xlsx_file(
                 if row.level != level:
                     level, line = row.level, 1
                     sheet = _table_sheet(
-                        book, LEVEL_LABELS[level].in_(language), columns, language, bold=bold
+                        book, LEVEL_LABELS[level].render(language), columns, language, bold=bold
                     )
                     writers = [
                         sheet.write_number if column.numeric else sheet.write_string
@@ -132,7 +131,7 @@ async def xlsx_file(
                 line += 1
         if appendix is not None:
             sheet = _table_sheet(
-                book, appendix.sheet.in_(language), appendix.columns, language, bold=bold
+                book, appendix.sheet.render(language), appendix.columns, language, bold=bold
             )
             for line, cells in enumerate(appendix.rows, start=1):
                 _write_row(sheet, line, cells)
@@ -156,7 +155,7 @@ async def table_xlsx(
 
 @dataclass(frozen=True)
 class Appendix:
-    sheet: Label
+    sheet: Message
     columns: Sequence[Column]
     rows: Sequence[Sequence[object]]
 
@@ -195,7 +194,7 @@ def _table_sheet(
         header = 2
     for index, column in enumerate(columns):
         sheet.set_column(index, index, column.width)
-        sheet.write_string(header, index, column.label.in_(language), bold)
+        sheet.write_string(header, index, column.label.render(language), bold)
     sheet.freeze_panes(header + 1, 0)
     return sheet
 
@@ -203,12 +202,12 @@ def _table_sheet(
 def _summary_sheet(
     book: Workbook, *, summary: Summary, language: Language, title: str, bold: Any
 ) -> None:
-    sheet = book.add_worksheet(SUMMARY_SHEET.in_(language))
+    sheet = book.add_worksheet(SUMMARY_SHEET.render(language))
     sheet.set_column(0, 0, 36)
     sheet.set_column(1, 2, 14)
     sheet.write_string(0, 0, title, bold)
-    for index, header in enumerate(SUMMARY_HEADERS[language]):
-        sheet.write_string(2, index, header, bold)
+    for index, header in enumerate(SUMMARY_HEADERS):
+        sheet.write_string(2, index, header.render(language), bold)
     for line, cells in enumerate(summary.lines(language), start=3):
         _write_row(sheet, line, list(cells))
 

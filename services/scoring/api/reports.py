@@ -7,23 +7,22 @@ import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from common.app import RuntimeDep, UowDep
-from common.problems import ProblemError
+from common.i18n import Language, _, level_name
+from common.problems import ProblemError, RequestLanguage
 from common.runtime import ServiceRuntime
 from scoring import adapters
 from scoring.api import render
 from scoring.api.params import Code, CriteriaVersion, PeriodParam, check_period
 from scoring.domain.reports import (
     LEVELS_TOP_DOWN,
-    Language,
     ReportRow,
     ReportScope,
     Summary,
-    language_of,
 )
 
 router = APIRouter(tags=["reports"])
@@ -52,7 +51,6 @@ RowsQuery = Annotated[
     list[RowLevelParam] | None,
     Query(description="levels to list (default: the unit's own and every level below it)"),
 ]
-AcceptLanguage = Annotated[str | None, Header(max_length=200)]
 
 
 def download_headers(filename: str, *, extension: str, language: Language) -> dict[str, str]:
@@ -85,7 +83,11 @@ def levels_under(level: str, rows: list[RowLevelParam] | None) -> tuple[str, ...
         raise ProblemError.invalid(
             "rows",
             f"not under {level}",
-            detail=f"A {level} report cannot list {', '.join(outside)}.",
+            detail=_(
+                "A {level} report cannot list {levels}.",
+                level=level_name(level),
+                levels=", ".join(outside),
+            ),
         )
     return tuple(level for level in below if level in rows)
 
@@ -96,14 +98,13 @@ async def report_response(
     scope: ReportScope,
     levels: tuple[str, ...],
     report_format: ReportFormat,
-    accept_language: str | None,
+    language: Language,
     summary: Summary,
     head: dict[str, Any],
     filename: str,
     appendix: render.Appendix | None = None,
 ) -> Response:
     """The report in the asked format and language, its rows streamed from the database."""
-    language = language_of(accept_language)
     async with runtime.sessions() as session:
         criteria = await adapters.criteria_set(session, scope.criteria_set)
     criterion_ids = [c.id for c in criteria.criteria] if criteria else []
@@ -146,7 +147,7 @@ async def get_score_report(
     criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
     rows: RowsQuery = None,
     report_format: FormatQuery = "json",
-    accept_language: AcceptLanguage = None,
+    language: RequestLanguage,
 ) -> Response:
     """A unit's live report for a period: every subject under it with names, score, each
     criterion's points, the main indicators and its rank among its siblings; JSON, CSV or
@@ -154,14 +155,18 @@ async def get_score_report(
     check_period(period)
     session = uow.session
     if not await adapters.unit_known(session, level=level, unit_code=unit_code):
-        raise ProblemError(404, "Not Found", f"No {level} {unit_code!r} is known.")
+        raise ProblemError(
+            404,
+            "Not Found",
+            _("No {level} {ref!r} is known.", level=level_name(level), ref=unit_code),
+        )
     chosen = (
         await adapters.criteria_set(session, criteria_set)
         if criteria_set
         else await adapters.active_criteria_set(session)
     )
     if chosen is None:
-        raise ProblemError(404, "Not Found", f"No criteria set {criteria_set!r}.")
+        raise ProblemError(404, "Not Found", _("No criteria set {ref!r}.", ref=criteria_set))
     scope = ReportScope(
         level=level, unit_code=unit_code, period=period, criteria_set=chosen.version
     )
@@ -171,7 +176,7 @@ async def get_score_report(
         scope=scope,
         levels=levels_under(level, rows),
         report_format=report_format,
-        accept_language=accept_language,
+        language=language,
         summary=summary,
         head={
             "level": level,

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.app import OperatorDep, RuntimeDep, UowDep
 from common.db import UnitOfWork
+from common.i18n import _, level_name
 from common.moments import IsoDate
-from common.problems import ProblemError
+from common.problems import ProblemError, RequestLanguage
 from common.text import FreeText
 from scoring import adapters
 from scoring.api import render
@@ -27,7 +28,6 @@ from scoring.api.params import (
     check_period,
 )
 from scoring.api.reports import (
-    AcceptLanguage,
     FormatQuery,
     RowLevelParam,
     RowsQuery,
@@ -48,7 +48,6 @@ from scoring.domain.reports import (
     SCHEDULE_SHEET,
     SCHEDULE_STATUS_LABELS,
     ReportScope,
-    language_of,
     member_candidate_row,
 )
 from scoring.domain.rounds import (
@@ -117,8 +116,15 @@ async def post_round(body: RoundIn, uow: UowDep, response: Response) -> dict[str
         raise ProblemError(
             409,
             "Conflict",
-            f"Round {error.existing.id} already reviews {body.level} {body.unit_code} for "
-            f"{body.period} under {error.existing.criteria_set}.",
+            _(
+                "Round {ref} already reviews {level} {unit_code} for {period} under"
+                " {criteria_set}.",
+                ref=error.existing.id,
+                level=level_name(body.level),
+                unit_code=body.unit_code,
+                period=body.period,
+                criteria_set=error.existing.criteria_set,
+            ),
         ) from error
     response.headers["Location"] = f"/v1/evaluation-rounds/{opened.id}"
     return rounds.round_summary(opened)
@@ -164,7 +170,7 @@ async def get_schedule(
     level: UnitLevelParam = "province",
     criteria_set: Annotated[CriteriaVersion | None, Query()] = None,
     schedule_format: Annotated[Literal["json", "xlsx"], Query(alias="format")] = "json",
-    accept_language: AcceptLanguage = None,
+    language: RequestLanguage,
 ) -> Any:
     """Which units of `level` have approved their round for `period` on time, late, or not
     (yet): `on_time`, `late`, `overdue`, `pending`, `missing`, with the counts and the share
@@ -180,12 +186,11 @@ async def get_schedule(
     )
     if schedule_format == "json":
         return table
-    language = language_of(accept_language)
     lines = [
         [
             unit["unit_code"],
             unit["name"],
-            SCHEDULE_STATUS_LABELS[unit["status"]].in_(language),
+            SCHEDULE_STATUS_LABELS[unit["status"]].render(language),
             unit["state"],
             unit["due_on"].isoformat() if unit["due_on"] else None,
             local_time(unit["approved_at"]).strftime("%Y-%m-%d %H:%M")
@@ -195,8 +200,8 @@ async def get_schedule(
         for unit in table["items"]
     ]
     path = await render.table_xlsx(
-        sheet_name=SCHEDULE_SHEET.in_(language),
-        title=f"{SCHEDULE_SHEET.in_(language)}: {level} {period} ({chosen})",
+        sheet_name=SCHEDULE_SHEET.render(language),
+        title=f"{SCHEDULE_SHEET.render(language)}: {level} {period} ({chosen})",
         columns=SCHEDULE_COLUMNS,
         rows=lines,
         language=language,
@@ -227,7 +232,7 @@ async def _move(uow: UowDep, round_id: UUID, action: RoundAction, body: MoveIn |
     except rounds.RoundNotFound as error:
         raise _no_round(round_id) from error
     except TransitionRefused as error:
-        raise ProblemError(409, "Conflict", f"{str(error).capitalize()}.") from error
+        raise ProblemError(409, "Conflict", error.message) from error
     return await rounds.round_view(uow.session, moved)
 
 
@@ -270,7 +275,7 @@ async def get_round_report(
     approval: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     rows: RowsQuery = None,
     report_format: FormatQuery = "json",
-    accept_language: AcceptLanguage = None,
+    language: RequestLanguage,
 ) -> Response:
     """The round's report as its latest approval froze it (or `approval`: an earlier one);
     before any approval, the live scores under its unit."""
@@ -279,7 +284,11 @@ async def get_round_report(
         raise _no_round(round_id)
     chosen = approval if approval is not None else (found.approvals or None)
     if chosen is not None and chosen > found.approvals:
-        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {chosen}.")
+        raise ProblemError(
+            404,
+            "Not Found",
+            _("Round {ref} has no approval {approval}.", ref=round_id, approval=chosen),
+        )
     scope = ReportScope(
         level=found.level,
         unit_code=found.unit_code,
@@ -295,7 +304,6 @@ async def get_round_report(
     )
     appendix = None
     if chosen is not None and report_format == "xlsx":
-        language = language_of(accept_language)
         teams = await rounds.candidates(
             uow.session, found, level="team", rule=DEFAULT_RULE, approval=chosen
         )
@@ -307,11 +315,11 @@ async def get_round_report(
             columns=CANDIDATE_COLUMNS,
             rows=[
                 *(
-                    [LEVEL_LABELS[t["level"]].in_(language)]
+                    [LEVEL_LABELS[t["level"]].render(language)]
                     + [t[column.key] for column in CANDIDATE_COLUMNS[1:]]
                     for t in teams
                 ),
-                *([MEMBER_LABEL.in_(language), *member_candidate_row(m)] for m in members),
+                *([MEMBER_LABEL.render(language), *member_candidate_row(m)] for m in members),
             ],
         )
     return await report_response(
@@ -319,7 +327,7 @@ async def get_round_report(
         scope=scope,
         levels=levels_under(found.level, rows),
         report_format=report_format,
-        accept_language=accept_language,
+        language=language,
         summary=summary,
         appendix=appendix,
         head={
@@ -419,15 +427,21 @@ async def _round_with_approval(
     if found is None:
         raise _no_round(round_id)
     if approval is not None and approval > found.approvals:
-        raise ProblemError(404, "Not Found", f"Round {round_id} has no approval {approval}.")
+        raise ProblemError(
+            404,
+            "Not Found",
+            _("Round {ref} has no approval {approval}.", ref=round_id, approval=approval),
+        )
     return found
 
 
 def _nothing_frozen(round_id: UUID) -> ProblemError:
     return ProblemError(
-        409, "Conflict", f"Round {round_id} has not been approved: nothing is frozen yet."
+        409,
+        "Conflict",
+        _("Round {ref} has not been approved: nothing is frozen yet.", ref=round_id),
     )
 
 
 def _no_round(round_id: UUID) -> ProblemError:
-    return ProblemError(404, "Not Found", f"No evaluation round {round_id}.")
+    return ProblemError(404, "Not Found", _("No evaluation round {ref}.", ref=round_id))

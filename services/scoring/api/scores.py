@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 
 from common.app import OperatorDep, RuntimeDep, UowDep
+from common.i18n import _, level_name
 from common.moments import IsoDate
 from common.problems import ProblemError
 from common.text import FreeText, NameText
@@ -100,7 +101,7 @@ async def list_criteria_sets(uow: UowDep) -> dict[str, Any]:
 async def get_criteria_set(version: str, uow: UowDep) -> CriteriaSetOut:
     row = await adapters.criteria_set_row(uow.session, version=version)
     if row is None:
-        raise ProblemError(404, "Not Found", f"No criteria set {version!r}.")
+        raise ProblemError(404, "Not Found", _("No criteria set {ref!r}.", ref=version))
     return _criteria_out(row)
 
 
@@ -135,7 +136,7 @@ async def activate_criteria_set(version: str, uow: UowDep) -> dict[str, Any]:
     session = uow.session
     await adapters.lock_criteria_sets(session)
     if not await adapters.criteria_set_exists(session, version=version):
-        raise ProblemError(404, "Not Found", f"No criteria set {version!r}.")
+        raise ProblemError(404, "Not Found", _("No criteria set {ref!r}.", ref=version))
     await adapters.activate_criteria_set(session, version=version, activated_at=datetime.now(UTC))
     rescoring = await adapters.mark_all_dirty(session)
     await uow.commit()
@@ -249,7 +250,7 @@ async def create_campaign(body: CampaignIn, uow: UowDep) -> CampaignOut:
         unit_codes=body.unit_codes,
     )
     if row is None:
-        raise ProblemError(409, "Conflict", f"A campaign with id {body.id!r} exists.")
+        raise ProblemError(409, "Conflict", _("A campaign with id {ref!r} exists.", ref=body.id))
     await uow.commit()
     return _campaign_out(row)
 
@@ -278,7 +279,15 @@ async def _subject_known(uow: UowDep, subject_type: str, subject_id: str) -> boo
 
 async def _require_subject(uow: UowDep, subject_type: str, subject_id: str) -> None:
     if not await _subject_known(uow, subject_type, subject_id):
-        raise ProblemError(404, "Not Found", f"No {subject_type} {subject_id!r} has indicators.")
+        raise ProblemError(
+            404,
+            "Not Found",
+            _(
+                "No {subject_type} {ref!r} has indicators.",
+                subject_type=level_name(subject_type),
+                ref=subject_id,
+            ),
+        )
 
 
 @router.get(
@@ -301,7 +310,7 @@ async def get_score(
         else await adapters.active_criteria_set(session)
     )
     if chosen is None:
-        raise ProblemError(404, "Not Found", f"No criteria set {criteria_set!r}.")
+        raise ProblemError(404, "Not Found", _("No criteria set {ref!r}.", ref=criteria_set))
     row = await adapters.score_row(
         session,
         subject_type=subject_type,

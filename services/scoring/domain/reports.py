@@ -1,102 +1,66 @@
-"""What a score report shows people: its rows, its columns and their headers in Vietnamese (the
-default) and English. Pure: the adapters read the rows, the API renders JSON, CSV or XLSX."""
+"""What a score report shows people: its rows, its columns and their headers, as messages of the
+catalogues (`common.i18n`: Vietnamese by default, English on request). Pure: the adapters read
+the rows, the API renders JSON, CSV or XLSX."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from common.i18n import Language, Message, _
 from scoring.domain import SUBJECT_TYPES
-
-
-class Language(StrEnum):
-    VI = "vi"
-    EN = "en"
-
-
-def language_of(accept_language: str | None) -> Language:
-    """The first of Vietnamese or English the reader accepts (by q-value), Vietnamese if none."""
-    ranked: list[tuple[float, int, str]] = []
-    for index, item in enumerate((accept_language or "").split(",")):
-        tag, _, params = item.strip().partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        ranked.append((-quality, index, tag.strip().lower()))
-    for negative_quality, _, tag in sorted(ranked):
-        if negative_quality < 0 and tag.split("-")[0] in ("vi", "en"):
-            return Language(tag.split("-")[0])
-    return Language.VI
-
-
-@dataclass(frozen=True)
-class Label:
-    vi: str
-    en: str
-
-    def in_(self, language: Language) -> str:
-        return self.vi if language is Language.VI else self.en
-
 
 # Levels from the top: the order of a report's rows and of its sheets.
 LEVELS_TOP_DOWN: tuple[str, ...] = tuple(reversed(SUBJECT_TYPES))
-LEVEL_LABELS: dict[str, Label] = {
-    "national": Label("Toàn quốc", "Nation"),
-    "province": Label("Tỉnh, thành phố", "Province"),
-    "district": Label("Quận, huyện", "District"),
-    "commune": Label("Xã, phường, đặc khu", "Commune"),
-    "village": Label("Thôn, tổ dân phố", "Village"),
-    "team": Label("Tổ Công nghệ số cộng đồng", "Team"),
+LEVEL_LABELS: dict[str, Message] = {
+    "national": _("Nation"),
+    "province": _("Province"),
+    "district": _("District"),
+    "commune": _("Commune"),
+    "village": _("Village"),
+    "team": _("Team"),
 }
 
 
 @dataclass(frozen=True)
 class Column:
     key: str
-    label: Label
+    label: Message
     numeric: bool = False
     width: int = 12
 
 
 BASE_COLUMNS: tuple[Column, ...] = (
-    Column("level", Label("Cấp", "Level"), width=18),
-    Column("code", Label("Mã", "Code"), width=14),
-    Column("name", Label("Tên", "Name"), width=36),
-    Column("parent_code", Label("Mã đơn vị cấp trên", "Parent code"), width=14),
-    Column("parent_name", Label("Tên đơn vị cấp trên", "Parent name"), width=30),
-    Column("score", Label("Điểm", "Score"), numeric=True, width=9),
-    Column("max_score", Label("Điểm tối đa", "Maximum score"), numeric=True, width=9),
-    Column("rank", Label("Xếp hạng", "Rank"), numeric=True, width=9),
-    Column("rank_of", Label("Trong số", "Out of"), numeric=True, width=9),
+    Column("level", _("Level"), width=18),
+    Column("code", _("Code"), width=14),
+    Column("name", _("Name"), width=36),
+    Column("parent_code", _("Parent code"), width=14),
+    Column("parent_name", _("Parent name"), width=30),
+    Column("score", _("Score"), numeric=True, width=9),
+    Column("max_score", _("Maximum score"), numeric=True, width=9),
+    Column("rank", _("Rank"), numeric=True, width=9),
+    Column("rank_of", _("Out of"), numeric=True, width=9),
 )
 INDICATOR_COLUMNS: tuple[Column, ...] = (
-    Column("teams", Label("Số tổ", "Teams"), numeric=True),
-    Column("members", Label("Số thành viên", "Members"), numeric=True),
+    Column("teams", _("Teams"), numeric=True),
+    Column("members", _("Members"), numeric=True),
     Column(
         "trained_members",
-        Label("Thành viên đã được tập huấn", "Trained members"),
+        _("Trained members"),
         numeric=True,
     ),
-    Column("active_teams", Label("Tổ có hoạt động", "Active teams"), numeric=True),
-    Column("active_members", Label("Thành viên có hoạt động", "Active members"), numeric=True),
-    Column("activities", Label("Số hoạt động", "Activities"), numeric=True),
-    Column(
-        "citizens_reached", Label("Lượt người dân được hỗ trợ", "Citizens reached"), numeric=True
-    ),
+    Column("active_teams", _("Active teams"), numeric=True),
+    Column("active_members", _("Active members"), numeric=True),
+    Column("activities", _("Activities"), numeric=True),
+    Column("citizens_reached", _("Citizens reached"), numeric=True),
     Column(
         "households_visited",
-        Label("Số hộ gia đình được đến", "Households visited"),
+        _("Households visited"),
         numeric=True,
     ),
-    Column("skills_taught", Label("Số kỹ năng đã hướng dẫn", "Skills taught"), numeric=True),
+    Column("skills_taught", _("Skills taught"), numeric=True),
 )
 
 INDICATOR_LABELS = {column.key: column.label for column in INDICATOR_COLUMNS}
@@ -105,7 +69,7 @@ INDICATOR_KEYS = tuple(INDICATOR_LABELS)
 
 def component_column(criterion: str) -> Column:
     return Column(
-        f"points:{criterion}", Label(f"Điểm: {criterion}", f"Points: {criterion}"), numeric=True
+        f"points:{criterion}", _("Points: {criterion}", criterion=criterion), numeric=True
     )
 
 
@@ -151,7 +115,7 @@ class ReportRow:
         in one go: a national sheet has 74,422 rows of ~30 cells)."""
         indicators = self.indicators
         return [
-            LEVEL_LABELS[self.level].in_(language),
+            LEVEL_LABELS[self.level].render(language),
             self.code,
             self.name,
             self.parent_code,
@@ -229,40 +193,37 @@ class Summary:
 
     def lines(self, language: Language) -> list[tuple[str, Cell, Cell]]:
         """(label, value, out of) lines of the summary sheet."""
-        figures: list[tuple[Label, Cell, Cell]] = [
+        figures: list[tuple[Message, Cell, Cell]] = [
             (INDICATOR_LABELS["teams"], self.teams, None),
             (INDICATOR_LABELS["members"], self.members, None),
             (INDICATOR_LABELS["trained_members"], self.trained_members, None),
-            (Label("Thôn, tổ dân phố có tổ", "Villages with a team"), *self.villages.pair()),
-            (Label("Xã, phường có tổ", "Communes with a team"), *self.communes.pair()),
+            (_("Villages with a team"), *self.villages.pair()),
+            (_("Communes with a team"), *self.communes.pair()),
         ]
-        return [(label.in_(language), value, total) for label, value, total in figures]
+        return [(label.render(language), value, total) for label, value, total in figures]
 
 
-SUMMARY_HEADERS = {
-    Language.VI: ("Chỉ tiêu", "Giá trị", "Trên tổng số"),
-    Language.EN: ("Figure", "Value", "Out of"),
-}
-SUMMARY_SHEET = Label("Tổng hợp", "Summary")
+SUMMARY_HEADERS = (_("Figure"), _("Value"), _("Out of a total"))
+SUMMARY_SHEET = _("Summary")
 
 
 # The reporting-schedule table: which units approved their round on time.
-SCHEDULE_STATUS_LABELS: dict[str, Label] = {
-    "on_time": Label("Đúng hạn", "On time"),
-    "late": Label("Trễ hạn", "Late"),
-    "overdue": Label("Quá hạn", "Overdue"),
-    "pending": Label("Chưa đến hạn", "Not yet due"),
-    "missing": Label("Chưa mở kỳ đánh giá", "No round opened"),
+SCHEDULE_STATUS_LABELS: dict[str, Message] = {
+    "on_time": _("On time"),
+    "late": _("Late"),
+    "overdue": _("Overdue"),
+    "pending": _("Not yet due"),
+    "missing": _("No round opened"),
 }
 SCHEDULE_COLUMNS: tuple[Column, ...] = (
-    Column("unit_code", Label("Mã đơn vị", "Unit code"), width=12),
-    Column("name", Label("Tên đơn vị", "Unit name"), width=32),
-    Column("status", Label("Tình trạng", "Status"), width=20),
-    Column("state", Label("Trạng thái kỳ đánh giá", "Round state"), width=16),
-    Column("due_on", Label("Hạn phê duyệt", "Due on"), width=14),
-    Column("approved_at", Label("Thời điểm phê duyệt", "Approved at"), width=22),
+    Column("unit_code", _("Unit code"), width=12),
+    Column("name", _("Unit name"), width=32),
+    Column("status", _("Status"), width=20),
+    Column("state", _("Round state"), width=16),
+    Column("due_on", _("Due on"), width=14),
+    Column("approved_at", _("Approved at"), width=22),
 )
-SCHEDULE_SHEET = Label("Tiến độ báo cáo", "Reporting schedule")
+SCHEDULE_SHEET = _("Reporting schedule")
 
 
 # Commendation candidates: a sheet of a round's report and a JSON list.
@@ -270,8 +231,8 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
     *(c for c in BASE_COLUMNS if c.key != "max_score"),
     *(c for c in INDICATOR_COLUMNS if c.key == "activities"),
 )
-CANDIDATES_SHEET = Label("Đề xuất khen thưởng", "Commendation candidates")
-MEMBER_LABEL = Label("Thành viên", "Member")
+CANDIDATES_SHEET = _("Commendation candidates")
+MEMBER_LABEL = _("Member")
 
 
 def member_candidate_row(member: Mapping[str, Any]) -> list[Any]:

@@ -8,6 +8,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from uuid import UUID
 
+from common.i18n import Message, _
+
 
 class RoundState(StrEnum):
     OPEN = "open"
@@ -36,6 +38,10 @@ MAX_REASON_LENGTH = 2000
 class TransitionRefused(ValueError):
     """The action does not apply to the round in its present state, or lacks its reason."""
 
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message  # rendered in the reader's language by the API
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -55,11 +61,21 @@ def transition(state: RoundState, action: RoundAction, *, reason: str | None) ->
     if to_state is None:
         allowed = sorted(a.value for (s, a) in TRANSITIONS if s is state)
         raise TransitionRefused(
-            f"a round that is {state.value} cannot be {_past(action)}"
-            + (f"; it can be: {', '.join(allowed)}" if allowed else "")
+            _(
+                "A round that is {state} cannot be {action}; it can be: {allowed}.",
+                state=state.value,
+                action=_past(action),
+                allowed=", ".join(allowed),
+            )
+            if allowed
+            else _(
+                "A round that is {state} cannot be {action}.",
+                state=state.value,
+                action=_past(action),
+            )
         )
     if action is RoundAction.REOPEN and not (reason and reason.strip()):
-        raise TransitionRefused("reopening a round needs a reason")
+        raise TransitionRefused(_("Reopening a round needs a reason."))
     return Transition(action=action, from_state=state, to_state=to_state, reason=reason)
 
 

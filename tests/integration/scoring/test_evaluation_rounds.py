@@ -25,6 +25,7 @@ from tests.unit.scoring import factory
 
 PERIOD = factory.NOW.strftime("%Y-%m")
 BOM = "\ufeff"
+ENGLISH = {**OPERATOR, "Accept-Language": "en"}  # for the English texts asserted
 
 
 def unit(code: str, name: str, level: str, path: Any, parent: str | None) -> AdminUnitChanged:
@@ -122,7 +123,7 @@ async def test_an_approved_round_freezes_its_report_while_live_scores_move(
     assert opened.headers["Location"] == f"/v1/evaluation-rounds/{round_id}"
     assert opened.json()["state"] == "open"
 
-    early = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=OPERATOR)
+    early = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=ENGLISH)
     assert early.status_code == 409
     assert "open cannot be approved" in early.json()["detail"]
     submitted = await client.post(f"/v1/evaluation-rounds/{round_id}:submit", headers=OPERATOR)
@@ -133,7 +134,7 @@ async def test_an_approved_round_freezes_its_report_while_live_scores_move(
     assert view["state"] == "approved" and view["approvals"] == 1
     assert view["snapshots"][0]["approval"] == 1 and view["snapshots"][0]["subjects"] >= 6
     assert view["latest_snapshot"]["late_changes"] == 0
-    twice = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=OPERATOR)
+    twice = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=ENGLISH)
     assert twice.status_code == 409 and "approved cannot be approved" in twice.json()["detail"]
 
     frozen_csv = await _report(client, round_id, "csv")
@@ -172,7 +173,7 @@ async def test_an_approved_round_freezes_its_report_while_live_scores_move(
     assert view["latest_snapshot"]["live_score"] == live["score"]
 
     # Reopen (a reason is required), submit and approve again: both approvals kept.
-    bare = await client.post(f"/v1/evaluation-rounds/{round_id}:reopen", headers=OPERATOR)
+    bare = await client.post(f"/v1/evaluation-rounds/{round_id}:reopen", headers=ENGLISH)
     assert bare.status_code == 409 and "needs a reason" in bare.json()["detail"]
     reopened = await client.post(
         f"/v1/evaluation-rounds/{round_id}:reopen",

@@ -362,7 +362,9 @@ async def test_failed_logins_are_limited_per_account_and_per_address(stack: Stac
         assert wrong.status_code == 401
         assert wrong.headers.get("www-authenticate") is None
     limited = await stack.teams.post(
-        "/v1/auth/token", json={"username": username, "password": PASSWORD}
+        "/v1/auth/token",
+        json={"username": username, "password": PASSWORD},
+        headers={"Accept-Language": "en"},
     )
     assert limited.status_code == 429, limited.text
     assert int(limited.headers["retry-after"]) > 0

@@ -110,7 +110,9 @@ async def test_village_creation_rules(teams) -> None:  # type: ignore[no-untyped
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["field"] == "parent_code"
     under_province = await client.post(
-        "/v1/admin-units", json=body(parent_code=DONG_THAP), headers=OPERATOR
+        "/v1/admin-units",
+        json=body(parent_code=DONG_THAP),
+        headers={**OPERATOR, "Accept-Language": "en"},
     )
     assert under_province.status_code == 422
     assert "cannot sit under a province" in under_province.json()["detail"]

@@ -44,7 +44,9 @@ def test_validation_errors_name_the_field_and_do_not_echo_input() -> None:
 
 def test_malformed_json_is_400() -> None:
     reply = make_client().post(
-        "/items", content=b'{"name": ', headers={"content-type": "application/json"}
+        "/items",
+        content=b'{"name": ',
+        headers={"content-type": "application/json", "accept-language": "en"},
     )
     assert reply.status_code == 400
     assert reply.json()["title"] == "Malformed JSON"

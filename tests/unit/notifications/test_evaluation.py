@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
+from common.i18n import Language
 from notifications.domain import (
     ALERT_TYPES,
     AlertCandidate,
@@ -170,7 +171,10 @@ def test_score_drop_raises_once_while_below_then_resolves_on_recovery() -> None:
         "version": 3,
         "criteria_set": "cs-1",
     }
-    assert alert.summary == "The province score for 2026-11 fell by 15 points (75 → 60)."
+    assert (
+        alert.summary.render(Language.EN)
+        == "The province score for 2026-11 fell by 15 points (75 → 60)."
+    )
 
     assert subject.feed(score(3, 60)).state is None  # the same fact again
     still_below = subject.feed(score(4, 62))  # +2: no new drop, not recovered (75 - 62 >= 10)
@@ -262,7 +266,9 @@ def test_targets_raise_once_per_target_and_resolve_when_no_longer_reached() -> N
     ]
     keys = {a.qualifier: a.dedupe_key for a in subject.raised}
     assert keys["criterion:reach"] == f"target_reached|province:{PROVINCE}#criterion:reach|2026-11"
-    summary = {a.qualifier: a.summary for a in subject.raised}["indicator:app_installs"]
+    summary = {a.qualifier: a.summary.render(Language.EN) for a in subject.raised}[
+        "indicator:app_installs"
+    ]
     assert summary == "The province reached its app_installs target for 2026-11: 1333 of 1333."
 
     subject.feed(score(4, 60, components=[reach(0.5), OTHER], indicators={"app_installs": 1400}))
@@ -401,7 +407,10 @@ def test_inactivity_raises_once_while_silent_and_resolves_when_active_again() ->
     assert alert.dedupe_key == inactive_team_key(quiet.id) == f"team_inactive|team:{quiet.id}|-"
     assert alert.unit_path == quiet.unit_path
     assert alert.details["days"] == 20 and alert.details["limit_days"] == 14
-    assert alert.summary == "Team T-1 has recorded no activity for 20 days (limit 14)."
+    assert (
+        alert.summary.render(Language.EN)
+        == "Team T-1 has recorded no activity for 20 days (limit 14)."
+    )
     assert first.resolved == ()
 
     held = OpenAlert(uuid4(), alert.dedupe_key, alert.details)

@@ -3,6 +3,7 @@ the alerts it raises from the counts the handler fetched (no database)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -11,6 +12,7 @@ import pytest
 
 from common.contracts.activities import ActivityRecorded
 from common.contracts.teams import UnitPath
+from common.i18n import Language
 from notifications.domain import (
     VIETNAM_TZ,
     AlertCandidate,
@@ -77,6 +79,11 @@ def activity(
 # --------------------------------------------------------------------------- rules in force
 
 
+def in_english(alerts: list[AlertCandidate]) -> list[Any]:
+    """The candidates with their summaries as an English reader sees them."""
+    return [replace(a, summary=a.summary.render(Language.EN)) for a in alerts]
+
+
 def test_only_activities_of_provinces_with_the_rule_on_are_checked() -> None:
     rules = Rules(
         RuleOverride("82", "suspicious_activity", None, {"max_visits_per_member_day": 7}),
@@ -123,7 +130,7 @@ def test_more_visits_than_plausible_on_one_day_is_suspicious() -> None:
     day = MemberDay(MEMBER, datetime(2026, 11, 20, tzinfo=VIETNAM_TZ), activity(), PARAMS)
     assert member_day_alerts([day], {day.key: 5}) == []  # at the limit: plausible
     assert member_day_alerts([day], {}) == []  # none counted
-    assert member_day_alerts([day], {day.key: 6}) == [
+    assert in_english(member_day_alerts([day], {day.key: 6})) == [
         AlertCandidate(
             alert_type="suspicious_activity",
             subject_type="member",
@@ -167,7 +174,7 @@ def test_one_window_per_household_and_visit_time() -> None:
 def test_a_household_reported_by_too_many_teams_is_suspicious() -> None:
     window = HouseholdWindow("h1", datetime(2026, 11, 19, 18, 0, tzinfo=UTC), activity(), PARAMS)
     assert household_alerts([window], [2]) == []
-    assert household_alerts([window], [3]) == [  # the limit itself is suspicious
+    assert in_english(household_alerts([window], [3])) == [  # the limit itself is suspicious
         AlertCandidate(
             alert_type="suspicious_activity",
             subject_type="household",
@@ -217,7 +224,7 @@ def test_a_window_ends_at_the_latest_backdated_event_per_team_and_day_of_recordi
 def test_many_backdated_events_in_a_burst_are_suspicious() -> None:
     window = BackdateWindow(TEAM, "2026-11-20", activity(), PARAMS)
     assert backdate_alerts([window], [3]) == []
-    assert backdate_alerts([window], [4]) == [  # the limit itself is suspicious
+    assert in_english(backdate_alerts([window], [4])) == [  # the limit itself is suspicious
         AlertCandidate(
             alert_type="suspicious_activity",
             subject_type="team",

@@ -1,4 +1,4 @@
-"""The rules of an evaluation round's moves, and the language a report is written in."""
+"""The rules of an evaluation round's moves, and a report's headers in both languages."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from datetime import date
 
 import pytest
 
+from common.i18n import Language
 from scoring.domain import flagged_team
-from scoring.domain.reports import INDICATOR_COLUMNS, Language, language_of, report_columns
+from scoring.domain.reports import INDICATOR_COLUMNS, report_columns
 from scoring.domain.rounds import (
     RoundAction,
     RoundState,
@@ -46,31 +47,10 @@ def test_reopening_needs_a_reason(reason: str | None) -> None:
         transition(S.APPROVED, A.REOPEN, reason=reason)
 
 
-@pytest.mark.parametrize(
-    ("header", "language"),
-    [
-        (None, Language.VI),
-        ("", Language.VI),
-        ("en", Language.EN),
-        ("en-GB,vi;q=0.5", Language.EN),
-        ("vi-VN,en;q=0.8", Language.VI),
-        ("fr, en;q=0.7, vi;q=0.9", Language.VI),
-        ("fr, en;q=0.9, vi;q=0.7", Language.EN),
-        ("de", Language.VI),
-        ("en;q=0", Language.VI),
-        ("en;q=bad", Language.VI),
-    ],
-)
-def test_the_report_language_follows_accept_language(
-    header: str | None, language: Language
-) -> None:
-    assert language_of(header) is language
-
-
 def test_every_column_has_distinct_headers_in_both_languages() -> None:
     columns = report_columns(["activity_rate", "reach"])
     for language in Language:
-        headers = [column.label.in_(language) for column in columns]
+        headers = [column.label.render(language) for column in columns]
         assert all(headers) and len(set(headers)) == len(headers)
     assert [c.key for c in columns[-len(INDICATOR_COLUMNS) :]] == [c.key for c in INDICATOR_COLUMNS]
 
