@@ -886,8 +886,13 @@ async def test_api8_unexpected_errors_reveal_nothing(
     async def explode() -> None:
         raise RuntimeError(f"connection to postgresql://cdt:{secret}@db failed")
 
+    # Named apart from the four services: its /boom route is in no permission matrix.
     runtime = bootstrap.build_runtime(
-        TeamsSettings(database_url=service_env["DATABASE_URL"], CDT_TRACES_EXPORTER="none")  # type: ignore[call-arg]
+        TeamsSettings(  # type: ignore[call-arg]
+            database_url=service_env["DATABASE_URL"],
+            CDT_TRACES_EXPORTER="none",
+            service_name="boom",
+        )
     )
     app = create_app(runtime=runtime, routers=[boom], title="t", description="t")
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

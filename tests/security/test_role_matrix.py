@@ -26,8 +26,9 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+from fastapi import APIRouter
 
-from common.app import api_routes
+from common.app import api_routes, create_app
 from common.db import asyncpg_dsn
 from common.roles import ENDPOINTS, OPERATOR_ACTOR, Actor, RoleGrant, Rule, UnitOf, scope_of
 from tests.helpers import OPERATOR, eventually
@@ -542,6 +543,23 @@ def test_every_endpoint_has_a_rule_and_a_request(service_env: dict[str, str]) ->
         routes = {f"{method} {path}" for method, path, _ in api_routes(app)}
         assert routes == set(ENDPOINTS[service]), service
         assert routes == set(CASES[service]), (service, routes ^ set(CASES[service]))
+
+
+def test_a_route_without_a_rule_stops_its_service(service_env: dict[str, str]) -> None:
+    from teams import bootstrap
+    from teams.settings import TeamsSettings
+
+    unruled = APIRouter()
+
+    @unruled.get("/v1/unruled")
+    async def nobody_said_who_may() -> None:
+        return None
+
+    runtime = bootstrap.build_runtime(
+        TeamsSettings(database_url=service_env["DATABASE_URL"], CDT_TRACES_EXPORTER="none")  # type: ignore[call-arg]
+    )
+    with pytest.raises(RuntimeError, match="GET /v1/unruled"):
+        create_app(runtime=runtime, routers=[unruled], title="t", description="t")
 
 
 @pytest.mark.parametrize("service", sorted(CASES))
