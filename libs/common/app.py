@@ -139,13 +139,12 @@ async def person_access(request: Request, runtime: ServiceRuntime) -> Access | N
     """The one check of the permission matrix: the route's action within the caller's scope,
     for the operator or a person; None for another credential (a partner key: the routes open
     to partners check it themselves). The unit check needs the resource: the route makes it
-    with `Access.require`, or leaves out the rows outside `Access.scope`."""
+    (`Access.require_resource`, `Access.require_unit`) or leaves out the rows outside
+    `Access.scope`."""
     actor = await identify(request, runtime)
     if actor is None:
         return None
-    access = access_of(actor, rule_of(request, runtime))
-    request.state.access = access
-    return access
+    return access_of(actor, rule_of(request, runtime))
 
 
 async def authorize(
@@ -154,7 +153,9 @@ async def authorize(
     """`person_access` for routes closed to partner keys (they get 403, as they always did)."""
     access = await person_access(request, runtime)
     if access is None:
-        raise ProblemError(403, "Forbidden", "This operation needs the operator token.")
+        raise ProblemError(
+            403, "Forbidden", "This operation needs the operator token or a person's access token."
+        )
     return access
 
 
@@ -168,7 +169,7 @@ BODY_PROBLEMS = {
     "413": "the body is over the size limit",
 }
 AUTH_PROBLEMS = {"401": "missing or invalid bearer token"}
-OPERATOR_PROBLEMS = {"403": "a valid bearer token other than the operator's"}
+OPERATOR_PROBLEMS = {"403": "the caller's roles do not permit it (there), or a partner key"}
 PARTNER_PROBLEMS = {"429": "the partner key's rate limit; see Retry-After"}
 VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 

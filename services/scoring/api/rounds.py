@@ -61,8 +61,6 @@ from scoring.domain.rounds import (
 from scoring.use_cases import rounds
 
 router = APIRouter(prefix="/evaluation-rounds", tags=["evaluation rounds"])
-# The operator token is the only writer today; per-person accounts will name the person.
-ACTOR = "operator"
 
 
 class RoundIn(BaseModel):
@@ -112,7 +110,7 @@ async def post_round(
             period=body.period,
             criteria_set=body.criteria_set,
             due_on=body.due_on,
-            actor=ACTOR,
+            actor=access.actor.subject,  # who opened it: a person's subject, or `operator`
         )
     except rounds.UnknownUnit as error:
         raise ProblemError.invalid("unit_code", f"no {error} is known") from error
@@ -237,7 +235,7 @@ async def _move(
     access.require_resource(path, what="evaluation round", ref=round_id)
     try:
         moved = await rounds.move_round(
-            uow, round_id, action, reason=body.reason if body else None, actor=ACTOR
+            uow, round_id, action, reason=body.reason if body else None, actor=access.actor.subject
         )
     except rounds.RoundNotFound as error:
         raise _no_round(round_id) from error
