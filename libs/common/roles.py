@@ -94,6 +94,9 @@ def _rule(action: Action, unit: UnitOf, *, partner: bool = False) -> Rule:
 
 
 ADMIN: Final = _rule(Action.ADMINISTER, UnitOf.NATIONAL)
+# The ministry's records read nationwide: administrators and auditors (an auditor reads
+# everything), not officers.
+NATIONAL_READ: Final = _rule(Action.READ, UnitOf.NATIONAL)
 AUDIT_ROUTES: Final[Mapping[str, Rule]] = {
     "GET /v1/audit": _rule(Action.READ_AUDIT, UnitOf.NATIONAL),
     "GET /v1/audit:export": _rule(Action.READ_AUDIT, UnitOf.NATIONAL),
@@ -119,7 +122,7 @@ ENDPOINTS: Final[Mapping[str, Mapping[str, Rule]]] = {
         "POST /v1/invitations:redeem": PUBLIC,  # the one-time code is the credential
         "POST /v1/auth/keys:rotate": ADMIN,
         "POST /v1/accounts": ADMIN,
-        "GET /v1/accounts/{account_id}": ADMIN,
+        "GET /v1/accounts/{account_id}": NATIONAL_READ,
         "POST /v1/accounts/{account_id}:disable": ADMIN,
         "GET /v1/admin-units": _READ_LIST_P,
         "GET /v1/admin-units/{code}": _READ_ONE_P,
@@ -188,7 +191,7 @@ ENDPOINTS: Final[Mapping[str, Mapping[str, Rule]]] = {
         "POST /v1/criteria-sets": ADMIN,
         "POST /v1/criteria-sets/{version}:activate": ADMIN,
         "POST /v1/recompute": ADMIN,
-        "GET /v1/recompute/{job_id}": ADMIN,
+        "GET /v1/recompute/{job_id}": NATIONAL_READ,
         "PUT /v1/targets": _rule(Action.PLAN, UnitOf.BODY),
         "POST /v1/evaluation-rounds": _rule(Action.PLAN, UnitOf.BODY),
         "POST /v1/evaluation-rounds/{round_id}:submit": _rule(Action.PLAN, UnitOf.RESOURCE),
@@ -206,9 +209,9 @@ ENDPOINTS: Final[Mapping[str, Mapping[str, Rule]]] = {
         "DELETE /v1/subscriptions/{subscription_id}": _rule(
             Action.MANAGE_SUBSCRIPTIONS, UnitOf.RESOURCE
         ),
-        "GET /v1/rules": ADMIN,
+        "GET /v1/rules": NATIONAL_READ,
         "PUT /v1/rules": ADMIN,
-        "GET /v1/deliveries": ADMIN,
+        "GET /v1/deliveries": NATIONAL_READ,
         "POST /v1/deliveries/{delivery_id}:redeliver": ADMIN,
     },
 }
@@ -278,7 +281,10 @@ def permits(actor: Actor, action: Action) -> bool:
 # --- the matrix as the README shows it (a test keeps the README equal to this) ---------------
 
 ACTION_NOTES: Final[Mapping[Action, str]] = {
-    Action.READ: "read teams, members, units, activities, alerts, subscriptions",
+    Action.READ: (
+        "read teams, members, units, activities, alerts, subscriptions; nationwide only:"
+        " accounts, alert rules, the delivery log, recompute jobs"
+    ),
     Action.MANAGE_TEAMS: "create, revise, dissolve teams",
     Action.MANAGE_MEMBERS: "add, revise members; record trainings",
     Action.PLAN: "targets, campaigns, evaluation rounds",

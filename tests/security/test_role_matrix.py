@@ -631,6 +631,11 @@ async def test_an_auditor_reads_everything_and_writes_nothing(ctx: Ctx) -> None:
         ).status_code == 403
         goal = await scoring.put("/v1/targets", json=target(ctx.inside), headers=auditor)
         assert goal.status_code == 403
+    async with ctx.stack.http("notifications") as notifications:
+        assert (await notifications.get("/v1/rules", headers=auditor)).status_code == 200
+        assert (await notifications.get("/v1/deliveries", headers=auditor)).status_code == 200
+        rule = {"scope": DONG_THAP, "alert_type": "target_reached", "params": {}}
+        assert (await notifications.put("/v1/rules", json=rule, headers=auditor)).status_code == 403
 
 
 async def test_a_province_officers_lists_and_counts_stay_in_their_province(ctx: Ctx) -> None:
