@@ -107,8 +107,8 @@ OPERATIONS_ROUTES: Final[Mapping[str, Rule]] = {
     "GET /metrics": PUBLIC,
     "GET /schemas/{ce_type}.json": PUBLIC,
 }
-_READ_LIST_P: Final = _rule(Action.READ, UnitOf.LIST, partner=True)
-_READ_ONE_P: Final = _rule(Action.READ, UnitOf.RESOURCE, partner=True)
+READ_LIST_OR_PARTNER: Final = _rule(Action.READ, UnitOf.LIST, partner=True)
+READ_ONE_OR_PARTNER: Final = _rule(Action.READ, UnitOf.RESOURCE, partner=True)
 
 # Every route of every service (besides /openapi.json and /docs, which are not API routes).
 ENDPOINTS: Final[Mapping[str, Mapping[str, Rule]]] = {
@@ -124,20 +124,20 @@ ENDPOINTS: Final[Mapping[str, Mapping[str, Rule]]] = {
         "POST /v1/accounts": ADMIN,
         "GET /v1/accounts/{account_id}": NATIONAL_READ,
         "POST /v1/accounts/{account_id}:disable": ADMIN,
-        "GET /v1/admin-units": _READ_LIST_P,
-        "GET /v1/admin-units/{code}": _READ_ONE_P,
-        "GET /v1/admin-units/{code}/coverage": _READ_ONE_P,
-        "GET /v1/admin-units:crosswalk": _READ_LIST_P,
+        "GET /v1/admin-units": READ_LIST_OR_PARTNER,
+        "GET /v1/admin-units/{code}": READ_ONE_OR_PARTNER,
+        "GET /v1/admin-units/{code}/coverage": READ_ONE_OR_PARTNER,
+        "GET /v1/admin-units:crosswalk": READ_LIST_OR_PARTNER,
         "POST /v1/admin-units": ADMIN,
         "POST /v1/admin-units/{code}:reparent": ADMIN,
         "POST /v1/admin-units/{code}:split": ADMIN,
         "POST /v1/admin-units:import": ADMIN,
         "POST /v1/admin-units:merge": ADMIN,
-        "GET /v1/teams": _READ_LIST_P,
-        "GET /v1/teams/{team_ref}": _READ_ONE_P,
-        "GET /v1/teams/{team_ref}/members": _READ_ONE_P,
-        "GET /v1/members": _READ_LIST_P,
-        "GET /v1/members/{member_ref}": _READ_ONE_P,
+        "GET /v1/teams": READ_LIST_OR_PARTNER,
+        "GET /v1/teams/{team_ref}": READ_ONE_OR_PARTNER,
+        "GET /v1/teams/{team_ref}/members": READ_ONE_OR_PARTNER,
+        "GET /v1/members": READ_LIST_OR_PARTNER,
+        "GET /v1/members/{member_ref}": READ_ONE_OR_PARTNER,
         "POST /v1/teams": _rule(Action.MANAGE_TEAMS, UnitOf.BODY),
         "PATCH /v1/teams/{team_ref}": _rule(Action.MANAGE_TEAMS, UnitOf.RESOURCE),
         "POST /v1/teams/{team_ref}:dissolve": _rule(Action.MANAGE_TEAMS, UnitOf.RESOURCE),
@@ -151,8 +151,8 @@ ENDPOINTS: Final[Mapping[str, Mapping[str, Rule]]] = {
     "activities": {
         **OPERATIONS_ROUTES,
         **AUDIT_ROUTES,
-        "GET /v1/activities": _READ_LIST_P,
-        "GET /v1/activities:export": _READ_LIST_P,
+        "GET /v1/activities": READ_LIST_OR_PARTNER,
+        "GET /v1/activities:export": READ_LIST_OR_PARTNER,
         "POST /v1/activities": PARTNER_ONLY,  # activities are attributed to a partner app
         "POST /v1/activities:batch": PARTNER_ONLY,
         "POST /v1/activities/{activity_id}:void": _rule(
@@ -270,12 +270,6 @@ def scope_of(actor: Actor, action: Action) -> Scope | None:
         if grant.unit is not None:  # a scoped role without a unit grants nothing
             units.add(grant.unit)
     return Scope(frozenset(units)) if units else None
-
-
-def permits(actor: Actor, action: Action) -> bool:
-    """Whether `actor` may do `action` nationwide (what a `UnitOf.NATIONAL` endpoint needs)."""
-    scope = scope_of(actor, action)
-    return scope is not None and scope.nationwide
 
 
 # --- the matrix as the README shows it (a test keeps the README equal to this) ---------------
