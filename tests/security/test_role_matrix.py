@@ -433,14 +433,15 @@ def check(
 # --------------------------------------------------------------------------- fixtures
 
 
-async def login(teams: httpx.AsyncClient, grant: RoleGrant) -> dict[str, str]:
+async def login(teams: httpx.AsyncClient, *grants: RoleGrant) -> dict[str, str]:
+    """The bearer header of a new account holding `grants`, its invitation redeemed."""
     username = f"rm{uuid.uuid4().hex[:10]}"
     created = await teams.post(
         "/v1/accounts",
         json={
             "username": username,
             "display_name": "Cán bộ ma trận",
-            "roles": [{"role": grant.role, "unit": grant.unit}],
+            "roles": [{"role": grant.role, "unit": grant.unit} for grant in grants],
         },
         headers=OPERATOR,
     )
@@ -650,3 +651,21 @@ async def test_a_province_officers_lists_and_counts_stay_in_their_province(ctx: 
         ).status_code == 404
         mine = await teams.get(f"/v1/admin-units/{DONG_THAP}/coverage", headers=officer)
         assert mine.status_code == 200 and mine.json()["teams"] >= 1
+
+
+async def test_a_person_with_several_grants_acts_in_each_within_its_role(ctx: Ctx) -> None:
+    async with ctx.stack.http("teams") as teams:
+        both = await login(
+            teams, RoleGrant("commune_officer", MY_THO), RoleGrant("team_leader", HOAN_KIEM)
+        )
+        trained = {"course": "Kỹ năng số", "completed_on": "2026-01-10"}
+        for side in (ctx.inside, ctx.outside):  # members: both roles may
+            url = f"/v1/members/{side.member['id']}/trainings"
+            reply = await teams.post(url, json=trained, headers=both)
+            assert reply.status_code == 201, reply.text
+        for side, status in ((ctx.inside, 201), (ctx.outside, 403)):  # teams: the officer only
+            reply = await teams.post("/v1/teams", json=team_body(side), headers=both)
+            assert reply.status_code == status, reply.text
+        listed = await teams.get("/v1/teams", params={"limit": 500}, headers=both)
+        communes = {t["unit_code"] for t in listed.json()["items"]}
+        assert communes == {MY_THO, HOAN_KIEM}, communes
