@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
@@ -16,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common import audit, metrics
+from common import audit, metrics, roles
 from common.asyncapi import CONTRACTS
 from common.audit import AuditMiddleware, route_template
 from common.auth import (
@@ -37,7 +38,7 @@ from common.problems import (
     language_of,
     problem_response,
 )
-from common.roles import OPERATE, OPERATOR_ACTOR, Actor, permits
+from common.roles import ENDPOINTS, OPERATOR_ACTOR, Actor, Rule, UnitOf, scope_of
 from common.runtime import ServiceRuntime
 from common.schemas import schema_of
 
@@ -79,14 +80,12 @@ async def get_unit_of_work(runtime: RuntimeDep) -> AsyncIterator[UnitOfWork]:
 UowDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
-async def authenticate_actor(
-    request: Request, runtime: RuntimeDep, _: Annotated[None, Depends(OPERATOR_SCHEME)]
-) -> Actor:
-    """The operator token (break-glass, every permission) or a verified access token.
+async def identify(request: Request, runtime: ServiceRuntime) -> Actor | None:
+    """The operator (break-glass) or the person of a verified access token; None for any other
+    credential (a partner key, which the routes open to partners check themselves).
 
-    The actor is left on `request.state.actor` for whatever records who acted. A missing token
-    is 401; a JWT that fails verification is 401 with `error="invalid_token"`; any other
-    credential (a partner key, a wrong operator token) is 403, as it always was.
+    A missing token is 401; a JWT that fails verification is 401 with `error="invalid_token"`.
+    The actor is left on `request.state.actor` and named in the audit trail.
     """
     token = bearer_token(request)
     if token is None:
@@ -98,30 +97,82 @@ async def authenticate_actor(
     else:
         verifier: TokenVerifier | None = getattr(request.app.state, "identity", None)
         if verifier is None or not looks_like_jwt(token):
-            raise ProblemError(403, "Forbidden", "This operation needs the operator token.")
+            return None
         actor = await verifier.verify(token)
     request.state.actor = actor
     audit.identify(audit.actor_of(actor))
     return actor
 
 
-ActorDep = Annotated[Actor, Depends(authenticate_actor)]
+@dataclass(frozen=True)
+class Access:
+    """What the caller may do on this route: their scope for the route's action."""
+
+    actor: Actor
+    scope: roles.Scope
+
+    def require_resource(self, path: Iterable[str | None], *, what: str, ref: object) -> None:
+        """A resource outside the scope (by the codes of its unit's path) is "not found": its
+        existence is not revealed."""
+        if not self.scope.covers(path):
+            raise ProblemError(404, "Not Found", f"No {what} {ref}.")
+
+    def require_unit(self, path: Iterable[str | None], *, code: str) -> None:
+        """A unit a request names outside the scope is a 403 (unit codes are public)."""
+        if not self.scope.covers(path):
+            raise ProblemError(403, "Forbidden", f"The unit {code} is outside your units.")
 
 
-async def require_operator(actor: ActorDep) -> Actor:
-    if not permits(actor, OPERATE):
-        raise ProblemError(403, "Forbidden", "This operation needs the operator's permissions.")
-    return actor
+def rule_of(request: Request, runtime: ServiceRuntime) -> Rule:
+    """The matrix's rule for the route this request matched, by its endpoint function (a
+    route's own path lacks the prefixes of the routers that include its router)."""
+    rules: Mapping[tuple[Any, str], Rule] = request.app.state.rules
+    return rules[(request.scope["endpoint"], request.method)]
 
 
-OperatorDep = Depends(require_operator)
+def access_of(actor: Actor, rule: Rule) -> Access:
+    """What `actor` may do on a route of `rule`, or 403 when the matrix allows it nowhere."""
+    scope = scope_of(actor, rule.action) if rule.action is not None else None
+    if scope is None or (rule.unit is UnitOf.NATIONAL and not scope.nationwide):
+        raise ProblemError(403, "Forbidden", "Your roles do not permit this operation.")
+    return Access(actor=actor, scope=scope)
+
+
+async def person_access(request: Request, runtime: ServiceRuntime) -> Access | None:
+    """The one check of the permission matrix: the route's action within the caller's scope,
+    for the operator or a person; None for another credential (a partner key: the routes open
+    to partners check it themselves). The unit check needs the resource: the route makes it
+    (`Access.require_resource`, `Access.require_unit`) or leaves out the rows outside
+    `Access.scope`."""
+    actor = await identify(request, runtime)
+    if actor is None:
+        return None
+    return access_of(actor, rule_of(request, runtime))
+
+
+async def authorize(
+    request: Request, runtime: RuntimeDep, _: Annotated[None, Depends(OPERATOR_SCHEME)]
+) -> Access:
+    """`person_access` for routes closed to partner keys (they get 403, as they always did)."""
+    access = await person_access(request, runtime)
+    if access is None:
+        raise ProblemError(
+            403, "Forbidden", "This operation needs the operator token or a person's access token."
+        )
+    return access
+
+
+AccessDep = Annotated[Access, Depends(authorize)]
+Authorized = Depends(authorize)
+
+
 # What every operation of a kind can answer besides its own statuses (documented per route).
 BODY_PROBLEMS = {
     "400": "the body is not well-formed (JSON, CSV or NDJSON as declared)",
     "413": "the body is over the size limit",
 }
 AUTH_PROBLEMS = {"401": "missing or invalid bearer token"}
-OPERATOR_PROBLEMS = {"403": "a valid bearer token other than the operator's"}
+OPERATOR_PROBLEMS = {"403": "the caller's roles do not permit it (there), or a partner key"}
 PARTNER_PROBLEMS = {"429": "the partner key's rate limit; see Retry-After"}
 VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
@@ -290,6 +341,7 @@ def create_app(
     app.include_router(_operations_router())
     for router in routers:
         app.include_router(router)
+    app.state.rules = rules_by_endpoint(app, service=settings.service_name)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(HttpMetricsMiddleware, service=settings.service_name)
     generate = app.openapi
@@ -305,6 +357,38 @@ def create_app(
             app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz,metrics"
         )
     return app
+
+
+def api_routes(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
+    """(method, path, dependant) of every API route (not /docs or /openapi.json), with the
+    dependencies its routers add."""
+    for route in app.routes:
+        # FastAPI nests included routers; their effective routes carry the full path and the
+        # router-level dependencies. A plain APIRoute is its own context.
+        contexts: Iterable[Any] = (
+            route.effective_route_contexts()
+            if hasattr(route, "effective_route_contexts")
+            else [route]
+        )
+        for context in contexts:
+            dependant = getattr(context, "dependant", None)
+            if dependant is None:  # /docs, /openapi.json: plain Starlette routes
+                continue
+            for method in sorted(set(context.methods) - {"HEAD", "OPTIONS"}):
+                yield method, context.path, dependant
+
+
+def rules_by_endpoint(app: FastAPI, *, service: str) -> dict[tuple[Any, str], Rule]:
+    """Each route's rule in the permission matrix, by (endpoint function, method); a route the
+    matrix does not declare refuses to start the service."""
+    if service not in ENDPOINTS:  # an app of the tests' own, not one of the four services
+        return {}
+    declared = ENDPOINTS[service]
+    routes = list(api_routes(app))
+    missing = [f"{m} {p}" for m, p, _ in routes if f"{m} {p}" not in declared]
+    if missing:
+        raise RuntimeError(f"routes without a rule in common.roles.ENDPOINTS: {missing}")
+    return {(dependant.call, m): declared[f"{m} {p}"] for m, p, dependant in routes}
 
 
 class HttpMetricsMiddleware:

@@ -1,7 +1,7 @@
 """`GET /v1/audit` and `GET /v1/audit:export` on every service: its audit trail, read-only.
 
 No route updates or deletes an entry (the table refuses both). Readers: the platform operator,
-ministry administrators and auditors (`common.roles.READ_AUDIT`).
+ministry administrators and auditors (`common.roles.Action.READ_AUDIT`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from common.app import ActorDep, RuntimeDep
+from common.app import Authorized, RuntimeDep
 from common.audit import AUDIT_CSV_COLUMNS, AuditFilter, audit_page, audit_rows, csv_value
-from common.problems import ProblemError
-from common.roles import READ_AUDIT, Actor, permits
 from common.text import FreeText
 
 MAX_PAGE = 500
@@ -64,15 +62,8 @@ async def _filter(
 FilterDep = Annotated[AuditFilter, Depends(_filter)]
 
 
-async def require_audit_reader(actor: ActorDep) -> Actor:
-    """The operator, a ministry administrator or an auditor."""
-    if not permits(actor, READ_AUDIT):
-        raise ProblemError(403, "Forbidden", "Reading the audit trail needs the auditor role.")
-    return actor
-
-
 def audit_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Depends(require_audit_reader)])
+    router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Authorized])
 
     @router.get(
         "/audit",

@@ -578,7 +578,7 @@ async def mark_voided(
 
 @dataclass(frozen=True)
 class ActivityFilter:
-    provinces: list[str] | None  # None: every province (operator)
+    units: frozenset[str] | None  # None: everywhere; else activities in any of these units
     team_id: UUID | None = None
     member_id: UUID | None = None
     unit: str | None = None
@@ -617,8 +617,12 @@ async def list_activities(
     """Keyset page ordered by (occurred_at, id); household hashes are never listed."""
     a = activities.c
     conditions: list[ColumnElement[bool]] = []
-    if where.provinces is not None:
-        conditions.append(a.province.in_(where.provinces))
+    if where.units is not None:
+        units = sorted(where.units)
+        conditions.append(
+            or_(a.province.in_(units), a.district.in_(units), a.commune.in_(units),
+                a.village.in_(units))
+        )  # fmt: skip
     if where.team_id is not None:
         conditions.append(a.team_id == where.team_id)
     if where.member_id is not None:

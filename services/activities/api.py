@@ -36,13 +36,12 @@ from activities.domain import (
 from activities.metrics import VOIDS
 from activities.use_cases import SOURCE, Ingestor, ItemResult, count_rejection
 from common import audit
-from common.app import OperatorDep, RuntimeDep, UowDep
+from common.app import Access, AccessDep, RuntimeDep, UowDep, person_access
 from common.auth import (
     OPERATOR_SCHEME,
     PARTNER_SCHEME,
     UNAUTHORIZED_HEADERS,
     bearer_token,
-    is_operator_token,
 )
 from common.contracts.activities import (
     OUTCOMES,
@@ -54,10 +53,9 @@ from common.contracts.activities import (
 from common.db import DirectConnections, UnitOfWork
 from common.envelope import OutboundEvent
 from common.i18n import Language, Text, _
-from common.identity import TokenVerifier, looks_like_jwt
 from common.problems import ProblemError, RequestLanguage
 from common.ratelimit import RateLimiter
-from common.roles import OPERATE, permits
+from common.roles import Scope
 from common.runtime import ServiceRuntime
 from common.text import FreeText, NameText
 
@@ -85,11 +83,15 @@ ContextDep = Annotated[ActivitiesContext, Depends(get_context)]
 
 @dataclass(frozen=True)
 class Principal:
-    partner: Partner | None  # None: the operator
+    """A partner app (reading within its provinces), or the operator or a person (within the
+    scope the permission matrix gives them on the route)."""
 
-    @property
-    def provinces(self) -> list[str] | None:
-        return None if self.partner is None else self.partner.provinces
+    partner: Partner | None
+    scope: Scope
+
+    @classmethod
+    def of_partner(cls, partner: Partner) -> Principal:
+        return cls(partner, Scope(frozenset(partner.provinces)))
 
 
 def _unauthorized(detail: Text) -> ProblemError:
@@ -103,7 +105,8 @@ async def authenticate(
     _operator: Annotated[None, Depends(OPERATOR_SCHEME)],
     _partner: Annotated[None, Depends(PARTNER_SCHEME)],
 ) -> Principal:
-    """The operator token, or an active partner key (then rate-limited)."""
+    """The operator, a person (within the units the permission matrix gives them here), or an
+    active partner key (within its provinces; then rate-limited)."""
     async with runtime.direct.acquire() as connection:
 
         async def find_partner(lookup: str) -> Partner | None:
@@ -118,20 +121,10 @@ FindPartner = Callable[[str], Awaitable[Partner | None]]
 async def _principal(
     request: Request, *, runtime: ServiceRuntime, context: ActivitiesContext, find: FindPartner
 ) -> Principal:
-    token = bearer_token(request)
-    if token is None:
-        raise _unauthorized(_("A bearer token is required."))
-    if is_operator_token(token, expected=runtime.settings.admin_token):
-        audit.identify(audit.OPERATOR)
-        return Principal(None)
-    verifier: TokenVerifier | None = getattr(request.app.state, "identity", None)
-    if verifier is not None and looks_like_jwt(token):
-        actor = await verifier.verify(token)  # 401 when invalid
-        request.state.actor = actor
-        if not permits(actor, OPERATE):  # scoped reads come with the role matrix
-            raise ProblemError(403, "Forbidden", "This role may not use activities yet.")
-        audit.identify(audit.actor_of(actor))
-        return Principal(None)  # an administrator acts as the operator
+    access = await person_access(request, runtime)
+    if access is not None:
+        return Principal(None, access.scope)
+    token = bearer_token(request) or ""  # never empty here: person_access answered 401
     lookup = key_lookup(token)
     if lookup is None:
         raise _unauthorized(_("The API key is malformed."))
@@ -150,7 +143,7 @@ async def _principal(
             headers={"Retry-After": str(wait)},
         )
     audit.identify(audit.Actor(subject=f"partner:{partner.id}", role="partner"))
-    return Principal(partner)
+    return Principal.of_partner(partner)
 
 
 @dataclass(frozen=True)
@@ -272,11 +265,28 @@ async def _publish_partner(uow: UnitOfWork, partner_id: UUID) -> None:
     uow.publish(OutboundEvent.of(event, source=SOURCE, subject=str(state.id)))
 
 
-@router.post("/partners", status_code=status.HTTP_201_CREATED, dependencies=[OperatorDep])
-async def create_partner(body: PartnerCreate, uow: UowDep, context: ContextDep) -> PartnerCreated:
+async def _manage_partner(uow: UnitOfWork, partner_id: UUID, access: Access) -> None:
+    """A partner the caller may manage: every one of its provinces within their units (an
+    officer of one province cannot revoke a key shared with another); otherwise not found."""
+    state = await adapters.partner_state(uow.session, partner_id)
+    provinces = state.provinces if state is not None else ()
+    if not provinces or not all(access.scope.covers([p]) for p in provinces):
+        access.require_resource((), what="partner", ref=partner_id)
+
+
+@router.post(
+    "/partners",
+    status_code=status.HTTP_201_CREATED,
+    responses={403: {"description": "a province outside the caller's units"}},
+)
+async def create_partner(
+    body: PartnerCreate, uow: UowDep, context: ContextDep, access: AccessDep
+) -> PartnerCreated:
+    provinces = sorted(set(body.provinces))
+    for province in provinces:  # a partner's units are its provinces
+        access.require_unit([province], code=province)
     key = issue_key()
     partner_id = uuid7()
-    provinces = sorted(set(body.provinces))
     rate = body.rate_limit_per_second or context.default_rate_limit
     await adapters.add_partner(
         uow.session,
@@ -297,10 +307,10 @@ async def create_partner(body: PartnerCreate, uow: UowDep, context: ContextDep) 
 
 @router.post(
     "/partners/{partner_id}:rotate-key",
-    dependencies=[OperatorDep],
-    responses={404: {"description": "unknown or revoked partner"}},
+    responses={404: {"description": "unknown or revoked partner, or outside the caller's units"}},
 )
-async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
+async def rotate_key(partner_id: UUID, uow: UowDep, access: AccessDep) -> KeyRotated:
+    await _manage_partner(uow, partner_id, access)
     key = issue_key()
     if not await adapters.replace_key(
         uow.session, partner_id, lookup=key.lookup, digest=key.digest
@@ -314,10 +324,10 @@ async def rotate_key(partner_id: UUID, uow: UowDep) -> KeyRotated:
 @router.delete(
     "/partners/{partner_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[OperatorDep],
-    responses={404: {"description": "unknown partner"}},
+    responses={404: {"description": "unknown partner, or outside the caller's units"}},
 )
-async def revoke_partner(partner_id: UUID, uow: UowDep) -> Response:
+async def revoke_partner(partner_id: UUID, uow: UowDep, access: AccessDep) -> Response:
+    await _manage_partner(uow, partner_id, access)
     if not await adapters.revoke_partner(uow.session, partner_id):
         raise ProblemError(404, "Not Found", _("No partner {ref}.", ref=partner_id))
     await _publish_partner(uow, partner_id)
@@ -598,7 +608,7 @@ QueryDep = Annotated[QueryParams, Depends(query_params)]
 
 def _filter(principal: Principal, q: QueryParams) -> ActivityFilter:
     return ActivityFilter(
-        provinces=principal.provinces,
+        units=principal.scope.units,
         team_id=q.team_id,
         member_id=q.member_id,
         unit=q.unit,

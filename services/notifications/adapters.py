@@ -7,7 +7,7 @@ unique index on the dedupe key of alerts that are not resolved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -33,6 +33,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
+    or_,
     select,
     text,
     update,
@@ -41,6 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from common.contracts.teams import TeamChanged
 from common.db import UnitOfWork, insert_rows, json_rows, upsert_newer
@@ -832,13 +834,17 @@ async def list_alerts(
     session: AsyncSession,
     *,
     unit: str | None,
+    units: Collection[str] | None,
     statuses: Sequence[str],
     alert_type: str | None,
     after: UUID | None,
     limit: int,
 ) -> list[RowMapping]:
-    """Newest first (ids are UUIDv7, ordered by creation); `after` is the cursor."""
+    """Newest first (ids are UUIDv7, ordered by creation); `after` is the cursor; only alerts
+    within `units` (None: everywhere)."""
     query = select(alerts_table).order_by(alerts_table.c.id.desc()).limit(limit)
+    if units is not None:
+        query = query.where(alerts_table.c.unit_path.overlap(sorted(units)))
     if unit is not None:
         query = query.where(alerts_table.c.unit_path.contains([unit]))
     if statuses:
@@ -857,18 +863,47 @@ async def add_subscription(session: AsyncSession, row: Mapping[str, Any]) -> Non
     await session.execute(insert(subscriptions_table).values(**row))
 
 
+async def unit_path_codes(session: AsyncSession, code: str) -> tuple[str, ...]:
+    """The codes of a unit's path, province first, as the teams placed under it spell it; a
+    unit no team is placed under is known by its own code only."""
+    path = await session.scalar(
+        select(unit_paths_table.c.path).where(unit_paths_table.c.code == code)
+    )
+    return tuple(path) if path else (code,)
+
+
+def _scope_within(units: Collection[str]) -> ColumnElement[bool]:
+    """Subscriptions whose scope (a unit code) lies within `units`."""
+    wanted = sorted(units)
+    placed = select(unit_paths_table.c.code).where(unit_paths_table.c.path.overlap(wanted))
+    return or_(subscriptions_table.c.scope.in_(wanted), subscriptions_table.c.scope.in_(placed))
+
+
 async def list_subscriptions(
-    session: AsyncSession, *, after: UUID | None, limit: int
+    session: AsyncSession, *, units: Collection[str] | None, after: UUID | None, limit: int
 ) -> list[RowMapping]:
+    """Live subscriptions by id; only those scoped within `units` (None: all)."""
     query = (
         select(subscriptions_table)
         .where(subscriptions_table.c.deleted_at.is_(None))
         .order_by(subscriptions_table.c.id)
         .limit(limit)
     )
+    if units is not None:
+        query = query.where(_scope_within(units))
     if after is not None:
         query = query.where(subscriptions_table.c.id > after)
     return list((await session.execute(query)).mappings())
+
+
+async def subscription_scope(session: AsyncSession, subscription_id: UUID) -> str | None:
+    """A live subscription's scope (a unit code or "national"); None when there is none."""
+    return await session.scalar(
+        select(subscriptions_table.c.scope).where(
+            subscriptions_table.c.id == subscription_id,
+            subscriptions_table.c.deleted_at.is_(None),
+        )
+    )
 
 
 async def delete_subscription(session: AsyncSession, *, subscription_id: UUID) -> bool:

@@ -1,7 +1,8 @@
 """Notifications HTTP API (`/v1`): rules, subscriptions, the alert inbox, the delivery log.
 
-Everything here is for operators (the operator bearer token): alerts may name members and
-households, and rules and subscriptions steer who is told what.
+Every route needs the operator token or a person's access token; what a role may do here, and
+within which units, is `common.roles`' matrix: alerts and subscriptions within the caller's
+units, rules and the delivery log for the ministry.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import RowMapping
 from uuid_utils.compat import uuid7
 
-from common.app import OperatorDep, RuntimeDep, UowDep
+from common.app import Access, AccessDep, Authorized, RuntimeDep, UowDep
 from common.contracts.notifications import AlertType
+from common.db import UnitOfWork
 from common.i18n import DEFAULT_LANGUAGE, Language, _
 from common.problems import ProblemError, RequestLanguage
 from notifications import adapters
@@ -33,7 +35,7 @@ from notifications.domain import (
 from notifications.settings import NotificationsSettings
 from notifications.use_cases import acknowledge, alert_summary, alert_title
 
-router = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[OperatorDep])
+router = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[Authorized])
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -222,6 +224,11 @@ class SubscriptionCreated(SubscriptionOut):
     secret: str = Field(description="HMAC-SHA256 signing secret; shown only in this response")
 
 
+async def _scope_path(uow: UnitOfWork, scope: str) -> tuple[str, ...]:
+    """The path of a subscription's scope: empty for "national" (only a nationwide caller)."""
+    return () if scope == NATIONAL else await adapters.unit_path_codes(uow.session, scope)
+
+
 def _subscription(row: RowMapping) -> SubscriptionOut:
     return SubscriptionOut(
         id=row["id"],
@@ -239,8 +246,9 @@ def _subscription(row: RowMapping) -> SubscriptionOut:
     summary="Subscribe a webhook to alert types within a unit's subtree",
 )
 async def create_subscription(
-    body: SubscriptionIn, uow: UowDep, runtime: RuntimeDep
+    body: SubscriptionIn, uow: UowDep, runtime: RuntimeDep, access: AccessDep
 ) -> SubscriptionCreated:
+    access.require_unit(await _scope_path(uow, body.scope), code=body.scope)
     settings = runtime.settings
     assert isinstance(settings, NotificationsSettings)
     try:
@@ -272,18 +280,23 @@ async def create_subscription(
 
 @router.get("/subscriptions", summary="Active subscriptions (secrets are never shown again)")
 async def list_subscriptions(
-    uow: UowDep, cursor: str | None = None, limit: Limit = 100
+    uow: UowDep, access: AccessDep, cursor: str | None = None, limit: Limit = 100
 ) -> Page[SubscriptionOut]:
-    rows = await adapters.list_subscriptions(uow.session, after=_cursor(cursor), limit=limit)
+    rows = await adapters.list_subscriptions(
+        uow.session, units=access.scope.units, after=_cursor(cursor), limit=limit
+    )
     return Page(items=[_subscription(r) for r in rows], next_cursor=_next(rows, limit))
 
 
 @router.delete(
     "/subscriptions/{subscription_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": "unknown or already deleted"}},
+    responses={404: {"description": "unknown, already deleted, or outside the caller's units"}},
 )
-async def delete_subscription(subscription_id: UUID, uow: UowDep) -> Response:
+async def delete_subscription(subscription_id: UUID, uow: UowDep, access: AccessDep) -> Response:
+    scope = await adapters.subscription_scope(uow.session, subscription_id)
+    path = await _scope_path(uow, scope) if scope is not None else ()
+    access.require_resource(path, what="subscription", ref=subscription_id)
     if not await adapters.delete_subscription(uow.session, subscription_id=subscription_id):
         raise ProblemError(404, "Not Found", _("No subscription {ref}.", ref=subscription_id))
     await uow.commit()
@@ -324,6 +337,7 @@ def _alert(row: RowMapping, language: Language) -> AlertOut:
 @router.get("/alerts", summary="The inbox: alerts of a unit's subtree, newest first")
 async def list_alerts(
     uow: UowDep,
+    access: AccessDep,
     *,
     unit: Annotated[Code | None, Query(description="a unit code: alerts in its subtree")] = None,
     status_: Annotated[list[AlertStatus] | None, Query(alias="status")] = None,
@@ -332,9 +346,13 @@ async def list_alerts(
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> Page[AlertOut]:
+    if unit is not None:  # another unit's inbox is not found
+        path = await adapters.unit_path_codes(uow.session, unit)
+        access.require_resource(path, what="unit", ref=unit)
     rows = await adapters.list_alerts(
         uow.session,
         unit=unit,
+        units=access.scope.units,
         statuses=status_ or [],
         alert_type=type_,
         after=_cursor(cursor),
@@ -343,20 +361,37 @@ async def list_alerts(
     return Page(items=[_alert(r, language) for r in rows], next_cursor=_next(rows, limit))
 
 
-@router.get("/alerts/{alert_id}", responses={404: {"description": "unknown alert"}})
-async def get_alert(alert_id: UUID, uow: UowDep, language: RequestLanguage) -> AlertOut:
+async def _visible_alert(uow: UnitOfWork, alert_id: UUID, access: Access) -> RowMapping:
+    """An alert within the caller's units; any other is "not found"."""
     row = await adapters.get_alert(uow.session, alert_id)
     if row is None:
         raise ProblemError(404, "Not Found", _("No alert {ref}.", ref=alert_id))
-    return _alert(row, language)
+    access.require_resource(row["unit_path"], what="alert", ref=alert_id)
+    return row
+
+
+@router.get(
+    "/alerts/{alert_id}",
+    responses={404: {"description": "unknown alert, or outside the caller's units"}},
+)
+async def get_alert(
+    alert_id: UUID, uow: UowDep, access: AccessDep, language: RequestLanguage
+) -> AlertOut:
+    return _alert(await _visible_alert(uow, alert_id, access), language)
 
 
 @router.post(
     "/alerts/{alert_id}:ack",
     summary="Acknowledge an open alert (idempotent)",
-    responses={404: {"description": "unknown alert"}, 409: {"description": "already resolved"}},
+    responses={
+        404: {"description": "unknown alert, or outside the caller's units"},
+        409: {"description": "already resolved"},
+    },
 )
-async def ack_alert(alert_id: UUID, uow: UowDep, language: RequestLanguage) -> AlertOut:
+async def ack_alert(
+    alert_id: UUID, uow: UowDep, access: AccessDep, language: RequestLanguage
+) -> AlertOut:
+    await _visible_alert(uow, alert_id, access)
     moved = await acknowledge(uow, alert_id, now=datetime.now(UTC))
     if moved is not None:
         await uow.commit()

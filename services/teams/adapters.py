@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
     func,
     literal,
     select,
@@ -239,9 +240,11 @@ class Page:
         return query
 
 
-def in_provinces(provinces: Sequence[str]) -> ColumnElement[bool]:
-    """Units whose materialised path starts at one of `provinces` (a partner's scope)."""
-    return func.split_part(admin_units.c.path, PATH_SEPARATOR, 1).in_(list(provinces))
+def in_units(units: Iterable[str]) -> ColumnElement[bool]:
+    """Units whose materialised path passes through one of `units` (a reader's scope: a
+    partner's provinces, a person's grants)."""
+    codes = cast(sorted(units), ARRAY(Text))
+    return func.string_to_array(admin_units.c.path, PATH_SEPARATOR).op("&&")(codes)
 
 
 def to_unit(row: Row) -> AdminUnit:
@@ -263,6 +266,14 @@ class UnitRepository:
             query = query.with_for_update()
         row = (await self._session.execute(query)).mappings().first()
         return to_unit(row) if row else None
+
+    async def unit_path_codes(self, code: str) -> tuple[str, ...]:
+        """The codes of a unit's materialised path, province first; empty for an unknown unit
+        (then only a nationwide scope covers it)."""
+        path = await self._session.scalar(
+            select(admin_units.c.path).where(admin_units.c.code == code)
+        )
+        return tuple(path.split(PATH_SEPARATOR)) if path else ()
 
     async def get_many(self, codes: Iterable[str]) -> dict[str, AdminUnit]:
         wanted = list(set(codes))
@@ -339,7 +350,7 @@ class UnitRepository:
         level: str | None,
         page: Page,
         limit: int,
-        provinces: Sequence[str] | None = None,
+        units: Iterable[str] | None = None,
         name: str | None = None,
     ) -> list[AdminUnit]:
         query = page.apply(
@@ -347,8 +358,8 @@ class UnitRepository:
         )
         if name is not None:
             query = query.where(name_matches(admin_units.c.name, name))
-        if provinces is not None:
-            query = query.where(in_provinces(provinces))
+        if units is not None:
+            query = query.where(in_units(units))
         if parent is not None:
             query = query.where(admin_units.c.parent_code == parent)
         if level is not None:
@@ -414,16 +425,16 @@ class UnitRepository:
         code: str | None,
         after: int | None,
         limit: int,
-        provinces: Sequence[str] | None = None,
+        units: Iterable[str] | None = None,
     ) -> list[Row]:
         query = select(unit_crosswalk).order_by(unit_crosswalk.c.id).limit(limit)
-        if provinces is not None:
+        if units is not None:
             known = (
                 select(admin_units.c.code)
                 .where(
                     admin_units.c.code.in_([unit_crosswalk.c.old_code, unit_crosswalk.c.new_code])
                 )
-                .where(in_provinces(provinces))
+                .where(in_units(units))
             )
             query = query.where(known.exists())
         if code is not None:
@@ -577,7 +588,7 @@ class TeamRepository(_RecordRepository[Team]):
         status: str | None,
         page: Page,
         limit: int,
-        provinces: Sequence[str] | None = None,
+        units: Iterable[str] | None = None,
         name: str | None = None,
     ) -> list[Team]:
         query = (
@@ -589,8 +600,8 @@ class TeamRepository(_RecordRepository[Team]):
             )
             .limit(limit)
         )
-        if provinces is not None:
-            query = query.where(in_provinces(provinces))
+        if units is not None:
+            query = query.where(in_units(units))
         if status is not None:
             query = query.where(teams_table.c.status == status)
         if name is not None:
@@ -603,15 +614,15 @@ class TeamRepository(_RecordRepository[Team]):
         status: str | None,
         page: Page,
         limit: int,
-        provinces: Sequence[str] | None = None,
+        units: Iterable[str] | None = None,
         name: str | None = None,
     ) -> list[Team]:
         query = select(teams_table).limit(limit)
         if name is not None:
             query = query.where(name_matches(teams_table.c.name, name))
-        if provinces is not None:
+        if units is not None:
             query = query.join(admin_units, admin_units.c.code == teams_table.c.unit_code).where(
-                in_provinces(provinces)
+                in_units(units)
             )
         if status is not None:
             query = query.where(teams_table.c.status == status)
@@ -751,14 +762,14 @@ class MemberRepository(_RecordRepository[Member]):
         under: str | None,
         page: Page,
         limit: int,
-        provinces: Sequence[str] | None = None,
+        units: Iterable[str] | None = None,
     ) -> list[Member]:
         """Members whose name contains `name` (case and diacritics aside), those of teams under
-        the unit path `under` (None: all), visible to a reader of `provinces` (None: all)."""
+        the unit path `under` (None: all), visible to a reader of `units` (None: all)."""
         query = (
             select(members_table).where(name_matches(members_table.c.full_name, name)).limit(limit)
         )
-        if under is not None or provinces is not None:
+        if under is not None or units is not None:
             query = query.join(teams_table, teams_table.c.id == members_table.c.team_id).join(
                 admin_units, admin_units.c.code == teams_table.c.unit_code
             )
@@ -767,8 +778,8 @@ class MemberRepository(_RecordRepository[Member]):
                 (admin_units.c.path == under)
                 | admin_units.c.path.like(like_prefix(under), escape="\\")
             )
-        if provinces is not None:
-            query = query.where(in_provinces(provinces))
+        if units is not None:
+            query = query.where(in_units(units))
         ordered = page.apply(query, name=members_table.c.full_name, key=members_table.c.id)
         return await self._fetch(ordered)
 

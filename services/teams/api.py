@@ -12,7 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import IntegrityError
 from uuid_utils.compat import uuid7
 
-from common.app import OperatorDep, RuntimeDep, UowDep
+from common.app import Access, AccessDep, Authorized, RuntimeDep, UowDep
 from common.contracts.teams import UnitPath
 from common.db import UnitOfWork
 from common.envelope import OutboundEvent
@@ -41,6 +41,7 @@ from teams.api_common import (
     stream_bulk,
 )
 from teams.domain import (
+    PATH_SEPARATOR,
     Affiliation,
     DomainError,
     Member,
@@ -242,12 +243,33 @@ def _bounds(runtime: Any) -> SizeBounds:
     return SizeBounds(minimum=settings.team_min_size, maximum=settings.team_max_size)
 
 
-async def _check_unit(uow: UnitOfWork, code: str) -> None:
+async def _check_unit(uow: UnitOfWork, code: str, access: Access) -> None:
+    """A unit a team may be placed in, within the caller's units (403 outside)."""
     unit = await UnitRepository(uow.session).get(code)
+    if unit is not None:
+        access.require_unit(unit.path.split(PATH_SEPARATOR), code=code)
     try:
         check_team_unit(unit, code=code, today=today())
     except DomainError as exc:
         raise_domain(exc)
+
+
+async def _manage_team(uow: UnitOfWork, ref: str, access: Access) -> Team:
+    """A team to change, locked; outside the caller's units it is "not found"."""
+    team = await _load_team(uow, ref, lock=True)
+    path = await UnitRepository(uow.session).unit_path_codes(team.unit_code)
+    access.require_resource(path, what="team", ref=ref)
+    return team
+
+
+async def _manage_member(uow: UnitOfWork, ref: str, access: Access) -> Member:
+    """A member to change, locked; outside the caller's units (by their team's unit) it is
+    "not found"."""
+    member = await _load_member(uow, ref, lock=True)
+    team = await _load_team(uow, str(member.team_id))
+    path = await UnitRepository(uow.session).unit_path_codes(team.unit_code)
+    access.require_resource(path, what="member", ref=ref)
+    return member
 
 
 async def _load_team(uow: UnitOfWork, ref: str, *, lock: bool = False) -> Team:
@@ -267,7 +289,7 @@ async def _read_team(uow: UnitOfWork, ref: str, reader: Reader) -> Team:
     """A team the reader may see; one outside a partner's provinces is "not found" (its
     existence is not revealed)."""
     team = await _load_team(uow, ref)
-    if not reader.is_operator:
+    if not reader.scope.nationwide:
         unit = await UnitRepository(uow.session).get(team.unit_code)
         if unit is None or not reader.may_see(unit.path):
             raise not_found(_("No team {ref}.", ref=ref))
@@ -290,16 +312,21 @@ async def _save_team(uow: UnitOfWork, team: Team) -> None:
 @router.post(
     "/teams",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[OperatorDep],
-    responses={409: {"description": "duplicate code"}, 422: {"description": "unknown unit"}},
+    responses={
+        403: {"description": "the unit is outside the caller's units"},
+        409: {"description": "duplicate code"},
+        422: {"description": "unknown unit"},
+    },
 )
-async def create_team(body: TeamCreate, uow: UowDep, runtime: RuntimeDep) -> TeamOut:
+async def create_team(
+    body: TeamCreate, uow: UowDep, runtime: RuntimeDep, access: AccessDep
+) -> TeamOut:
+    await _check_unit(uow, body.unit_code, access)
     repo = TeamRepository(uow.session)
     if await repo.code_exists(body.code):
         raise ProblemError(
             409, "Duplicate code", _("A team with code {code!r} exists.", code=body.code)
         )
-    await _check_unit(uow, body.unit_code)
     team = Team.establish(
         code=body.code,
         name=body.name,
@@ -342,7 +369,7 @@ async def list_teams(
     repo = TeamRepository(uow.session)
     if unit is None:
         teams = await repo.page(
-            status=status_, page=page, limit=limit + 1, provinces=reader.provinces, name=q
+            status=status_, page=page, limit=limit + 1, units=reader.units, name=q
         )
     else:
         found = await UnitRepository(uow.session).get(unit)
@@ -350,7 +377,7 @@ async def list_teams(
             raise not_found(_("No unit {ref}.", ref=unit))
         teams = await repo.in_subtree(
             path=found.path, status=status_, page=page, limit=limit + 1,
-            provinces=reader.provinces, name=q,
+            units=reader.units, name=q,
         )  # fmt: skip
     more = len(teams) > limit
     teams = teams[:limit]
@@ -363,11 +390,16 @@ async def list_teams(
 
 @router.patch(
     "/teams/{team_ref}",
-    dependencies=[OperatorDep],
-    responses={404: {"description": "unknown team"}, 409: {"description": "dissolved"}},
+    responses={
+        403: {"description": "the new unit is outside the caller's units"},
+        404: {"description": "unknown team, or outside the caller's units"},
+        409: {"description": "dissolved"},
+    },
 )
-async def patch_team(team_ref: str, body: TeamPatch, uow: UowDep, runtime: RuntimeDep) -> TeamOut:
-    team = await _load_team(uow, team_ref, lock=True)
+async def patch_team(
+    team_ref: str, body: TeamPatch, uow: UowDep, runtime: RuntimeDep, access: AccessDep
+) -> TeamOut:
+    team = await _manage_team(uow, team_ref, access)
     changes = body.model_dump(exclude_unset=True, exclude={"status", "dissolved_on"})
     if changes.get("name") is None:
         changes.pop("name", None)
@@ -375,7 +407,7 @@ async def patch_team(team_ref: str, body: TeamPatch, uow: UowDep, runtime: Runti
         if changes["unit_code"] is None:
             changes.pop("unit_code")
         else:
-            await _check_unit(uow, changes["unit_code"])
+            await _check_unit(uow, changes["unit_code"], access)
     try:
         updated = team.revised(**changes)
         if body.status == "dissolved":
@@ -391,13 +423,15 @@ async def patch_team(team_ref: str, body: TeamPatch, uow: UowDep, runtime: Runti
 
 @router.post(
     "/teams/{team_ref}:dissolve",
-    dependencies=[OperatorDep],
-    responses={404: {"description": "unknown team"}, 409: {"description": "already dissolved"}},
+    responses={
+        404: {"description": "unknown team, or outside the caller's units"},
+        409: {"description": "already dissolved"},
+    },
 )
 async def dissolve_team(
-    team_ref: str, body: Dissolution, uow: UowDep, runtime: RuntimeDep
+    team_ref: str, body: Dissolution, uow: UowDep, runtime: RuntimeDep, access: AccessDep
 ) -> TeamOut:
-    team = await _load_team(uow, team_ref, lock=True)
+    team = await _manage_team(uow, team_ref, access)
     try:
         dissolved = team.dissolve(on=body.dissolved_on)
     except DomainError as exc:
@@ -447,14 +481,15 @@ def _publish_member(uow: UnitOfWork, member: Member) -> None:
 @router.post(
     "/teams/{team_ref}/members",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[OperatorDep],
     responses={
-        404: {"description": "unknown team"},
+        404: {"description": "unknown team, or outside the caller's units"},
         409: {"description": "dissolved team or duplicate code"},
     },
 )
-async def add_member(team_ref: str, body: MemberCreate, uow: UowDep) -> MemberOut:
-    team = await _load_team(uow, team_ref, lock=True)
+async def add_member(
+    team_ref: str, body: MemberCreate, uow: UowDep, access: AccessDep
+) -> MemberOut:
+    team = await _manage_team(uow, team_ref, access)
     repo = MemberRepository(uow.session)
     if body.code is not None and await repo.code_exists(body.code):
         raise ProblemError(
@@ -489,7 +524,7 @@ async def list_members(
     more = len(members) > limit
     members = members[:limit]
     return MemberPage(
-        items=[_member_out(m, operator=reader.is_operator) for m in members],
+        items=[_member_out(m, operator=reader.sees_phones) for m in members],
         next_cursor=encode_cursor(str(members[-1].id)) if more else None,
     )
 
@@ -515,13 +550,13 @@ async def search_members(
             raise not_found(_("No unit {ref}.", ref=unit))
         under = found.path
     members = await MemberRepository(uow.session).search(
-        name=q, under=under, page=page, limit=limit + 1, provinces=reader.provinces
+        name=q, under=under, page=page, limit=limit + 1, units=reader.units
     )
     more = len(members) > limit
     members = members[:limit]
     last = members[-1] if more else None
     return MemberPage(
-        items=[_member_out(m, operator=reader.is_operator) for m in members],
+        items=[_member_out(m, operator=reader.sees_phones) for m in members],
         next_cursor=cursor_after(name=last.full_name, key=last.id, sort=sort) if last else None,
     )
 
@@ -529,21 +564,22 @@ async def search_members(
 @router.get("/members/{member_ref}", responses=READ_RESPONSES)
 async def get_member(member_ref: str, uow: UowDep, reader: ReaderDep) -> MemberOut:
     member = await _load_member(uow, member_ref)
-    if not reader.is_operator:
+    if not reader.scope.nationwide:
         try:
             await _read_team(uow, str(member.team_id), reader)
         except ProblemError:
             raise not_found(_("No member {ref}.", ref=member_ref)) from None
-    return _member_out(member, operator=reader.is_operator)
+    return _member_out(member, operator=reader.sees_phones)
 
 
 @router.patch(
     "/members/{member_ref}",
-    dependencies=[OperatorDep],
-    responses={404: {"description": "unknown member"}},
+    responses={404: {"description": "unknown member, or outside the caller's units"}},
 )
-async def patch_member(member_ref: str, body: MemberPatch, uow: UowDep) -> MemberOut:
-    member = await _load_member(uow, member_ref, lock=True)
+async def patch_member(
+    member_ref: str, body: MemberPatch, uow: UowDep, access: AccessDep
+) -> MemberOut:
+    member = await _manage_member(uow, member_ref, access)
     changes = body.model_dump(exclude_unset=True)
     for required in ("full_name", "role", "affiliation", "joined_on", "removed"):
         if required in changes and changes[required] is None:
@@ -567,11 +603,15 @@ async def patch_member(member_ref: str, body: MemberPatch, uow: UowDep) -> Membe
 @router.post(
     "/members/{member_ref}/trainings",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[OperatorDep],
-    responses={404: {"description": "unknown member"}, 409: {"description": "removed member"}},
+    responses={
+        404: {"description": "unknown member, or outside the caller's units"},
+        409: {"description": "removed member"},
+    },
 )
-async def add_training(member_ref: str, body: TrainingCreate, uow: UowDep) -> TrainingOut:
-    member = await _load_member(uow, member_ref, lock=True)
+async def add_training(
+    member_ref: str, body: TrainingCreate, uow: UowDep, access: AccessDep
+) -> TrainingOut:
+    member = await _manage_member(uow, member_ref, access)
     if member.removed:
         raise ProblemError(409, "Conflict", "The member was removed from the registry.")
     if body.completed_on > today():
@@ -611,7 +651,7 @@ async def add_training(member_ref: str, body: TrainingCreate, uow: UowDep) -> Tr
 
 @router.post(
     "/teams:bulk",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     openapi_extra=BULK_REQUEST_BODY,
     summary="Upsert teams by code from a streamed CSV / NDJSON body; per-row error report",
 )
@@ -623,7 +663,7 @@ async def bulk_teams(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post(
     "/members:bulk",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     openapi_extra=BULK_REQUEST_BODY,
     summary="Upsert members by their code from a streamed CSV / NDJSON body",
 )

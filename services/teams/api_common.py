@@ -12,19 +12,17 @@ from uuid import UUID
 
 from fastapi import Depends, Query, Request
 
-from common.app import RuntimeDep, UowDep
+from common.app import RuntimeDep, UowDep, person_access
 from common.auth import (
     OPERATOR_SCHEME,
     PARTNER_SCHEME,
     UNAUTHORIZED_HEADERS,
     bearer_token,
-    is_operator_token,
 )
 from common.i18n import Message, Text, _
-from common.identity import TokenVerifier, looks_like_jwt
 from common.problems import ProblemError
 from common.ratelimit import RateLimiter
-from common.roles import OPERATE, permits
+from common.roles import Action, Scope, scope_of
 from common.runtime import ServiceRuntime
 from common.text import NameText
 from teams.adapters import Page, partners_by_lookup
@@ -81,30 +79,24 @@ async def get_reader(
     _operator: Annotated[None, Depends(OPERATOR_SCHEME)],
     _partner: Annotated[None, Depends(PARTNER_SCHEME)],
 ) -> Reader:
-    """The operator token, an administrator's access token, or an active partner key
-    replicated from activities.
+    """The operator token, a person's access token (reading within their units), or an active
+    partner key replicated from activities (reading within its provinces).
 
     Missing, malformed, unknown, wrong and revoked keys all get the same 401: probing teaches
     nothing. The key itself is never logged nor echoed.
     """
+    access = await person_access(request, runtime)
+    if access is not None:
+        return Reader(
+            access.scope, sees_phones=scope_of(access.actor, Action.MANAGE_MEMBERS) is not None
+        )
     token = bearer_token(request)
-    if token is None:
-        raise _unauthorized(_("A bearer token is required."))
-    if is_operator_token(token, expected=runtime.settings.admin_token):
-        return Reader(provinces=None)
-    verifier: TokenVerifier | None = getattr(request.app.state, "identity", None)
-    if verifier is not None and looks_like_jwt(token):
-        actor = await verifier.verify(token)  # 401 when invalid
-        request.state.actor = actor
-        if not permits(actor, OPERATE):  # scoped reads come with the role matrix
-            raise ProblemError(403, "Forbidden", "This role may not read the registry yet.")
-        return Reader(provinces=None)
-    lookup = partner_key_lookup(token)
-    if lookup is not None:
+    lookup = partner_key_lookup(token) if token is not None else None
+    if token is not None and lookup is not None:
         for partner in await partners_by_lookup(uow.session, lookup):
             if not partner.revoked and partner_key_matches(token, key_sha256=partner.key_sha256):
                 _rate_limit(request, partner.id, settings_of(runtime).partner_rate_limit)
-                return Reader(provinces=partner.provinces)
+                return Reader(Scope(frozenset(partner.provinces)))
     raise _unauthorized(_("The token or API key is not valid."))
 
 
@@ -130,7 +122,7 @@ def _unauthorized(detail: Text) -> ProblemError:
 ReaderDep = Annotated[Reader, Depends(get_reader)]
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid operator token / partner key"},
-    404: {"description": "unknown, or outside the partner key's provinces"},
+    404: {"description": "unknown, or outside the caller's units (a partner key's provinces)"},
 }
 CURSOR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "a cursor this API did not issue (pass back a `next_cursor` unchanged)"}

@@ -15,7 +15,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.app import OperatorDep, RuntimeDep, UowDep
+from common.app import Authorized, RuntimeDep, UowDep
 from common.i18n import _
 from common.problems import ProblemError
 from common.ratelimit import FailureLimiter
@@ -138,7 +138,7 @@ def _account_out(account: Account) -> dict[str, Any]:
 @router.post(
     "/v1/accounts",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     summary="Create an account and its one-time invitation code (returned once)",
     responses={409: {"description": "username taken"}},
 )
@@ -162,7 +162,7 @@ async def post_account(body: AccountCreate, uow: UowDep, runtime: RuntimeDep) ->
 
 @router.get(
     "/v1/accounts/{account_id}",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     responses={404: {"description": "no such account"}},
 )
 async def get_account(account_id: UUID, uow: UowDep) -> AccountOut:
@@ -174,7 +174,7 @@ async def get_account(account_id: UUID, uow: UowDep) -> AccountOut:
 
 @router.post(
     "/v1/accounts/{account_id}:disable",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     summary="Disable an account: no more logins, its tokens refused everywhere within 30 s",
     responses={404: {"description": "no such account"}},
 )
@@ -255,7 +255,7 @@ async def post_token(body: Login, request: Request, uow: UowDep, runtime: Runtim
 
 @router.post(
     "/v1/auth/keys:rotate",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     summary="A new signing key signs from now on; the old one stays published until its "
     "tokens expire",
 )

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.app import OperatorDep, RuntimeDep, UowDep
+from common.app import Authorized, RuntimeDep, UowDep
 from common.contracts.teams import UnitPath
 from common.i18n import _
 from common.moments import IsoDate
@@ -112,7 +112,7 @@ async def _out(repo: UnitRepository, units: list[AdminUnit]) -> list[UnitOut]:
 
 @router.post(
     "/admin-units:import",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     summary="Import units: the vietnam-provinces package (JSON body) or CSV / NDJSON rows",
     openapi_extra={
         "requestBody": {
@@ -176,7 +176,7 @@ async def _small_json(request: Request) -> Any:
 @router.post(
     "/admin-units",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     responses={409: {"description": "duplicate code"}, 422: {"description": "bad parent"}},
 )
 async def create_unit(body: UnitRow, uow: UowDep) -> UnitOut:
@@ -228,7 +228,7 @@ async def list_units(
         name=q,
         page=page_of(cursor, sort=sort, key=str),
         limit=limit + 1,
-        provinces=reader.provinces,
+        units=reader.units,
     )
     more = len(units) > limit
     units = units[:limit]
@@ -288,7 +288,7 @@ async def crosswalk(
     if after is not None and not after.isdigit():
         raise ProblemError(400, "Invalid cursor", "Pass back a next_cursor unchanged.")
     rows = await UnitRepository(uow.session).crosswalk(
-        code=code, after=int(after) if after else None, limit=limit + 1, provinces=reader.provinces
+        code=code, after=int(after) if after else None, limit=limit + 1, units=reader.units
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -305,7 +305,7 @@ async def _reorganise(uow: Any, work: Any) -> dict[str, Any]:
     return cast(dict[str, Any], plan.summary())
 
 
-@router.post("/admin-units:merge", dependencies=[OperatorDep])
+@router.post("/admin-units:merge", dependencies=[Authorized])
 async def merge(body: MergeBody, uow: UowDep) -> dict[str, Any]:
     return await _reorganise(
         uow,
@@ -313,7 +313,7 @@ async def merge(body: MergeBody, uow: UowDep) -> dict[str, Any]:
     )
 
 
-@router.post("/admin-units/{code}:split", dependencies=[OperatorDep])
+@router.post("/admin-units/{code}:split", dependencies=[Authorized])
 async def split(code: str, body: SplitBody, uow: UowDep) -> dict[str, Any]:
     return await _reorganise(
         uow,
@@ -323,7 +323,7 @@ async def split(code: str, body: SplitBody, uow: UowDep) -> dict[str, Any]:
     )
 
 
-@router.post("/admin-units/{code}:reparent", dependencies=[OperatorDep])
+@router.post("/admin-units/{code}:reparent", dependencies=[Authorized])
 async def reparent(code: str, body: ReparentBody, uow: UowDep) -> dict[str, Any]:
     return await _reorganise(
         uow,

@@ -22,7 +22,7 @@ from common.contracts.teams import (
     UnitPath,
 )
 from common.i18n import Message, Text, _, level_name
-from common.roles import COMMUNE_OFFICER, PROVINCE_OFFICER, ROLES, TEAM_LEADER, RoleGrant
+from common.roles import COMMUNE_OFFICER, PROVINCE_OFFICER, ROLES, TEAM_LEADER, RoleGrant, Scope
 
 Role = Literal["leader", "deputy", "member"]
 Affiliation = Literal[
@@ -415,7 +415,7 @@ def duplicates(keys: Iterable[str]) -> dict[int, int]:
     return repeated
 
 
-# --- who reads: the operator, or a partner key scoped to provinces ---------------------------
+# --- who reads: the operator, a person within their units, a partner within its provinces ----
 
 PARTNER_KEY_PREFIX = "cdtp"
 _HEX = frozenset("0123456789abcdef")
@@ -423,22 +423,19 @@ _HEX = frozenset("0123456789abcdef")
 
 @dataclass(frozen=True)
 class Reader:
-    """Who is reading: the operator (`provinces` is None) or a partner limited to provinces."""
+    """Who is reading: where they may read (`scope`) and whether members' phone numbers are
+    shown (to those who manage the members: the operator, administrators, officers, leaders)."""
 
-    provinces: tuple[str, ...] | None
+    scope: Scope
+    sees_phones: bool = False
 
     @property
-    def is_operator(self) -> bool:
-        return self.provinces is None
+    def units(self) -> frozenset[str] | None:
+        return self.scope.units
 
     def may_see(self, path: str) -> bool:
-        """Whether a unit (by its materialised path) lies within the reader's provinces."""
-        return self.provinces is None or province_of(path) in self.provinces
-
-
-def province_of(path: str) -> str:
-    """The root of a materialised path: the unit's province (or legacy province)."""
-    return path.split(PATH_SEPARATOR, maxsplit=1)[0]
+        """Whether a unit (by its materialised path) lies within the reader's scope."""
+        return self.scope.covers(path.split(PATH_SEPARATOR))
 
 
 def partner_key_lookup(token: str) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
 
 from tests.helpers import OPERATOR, eventually, start_groups_at_topic_ends
 
@@ -139,9 +140,17 @@ def stack(subprocess_env: dict[str, str], workdir: Path) -> Iterator[Stack]:
         "CDT_LAG_INTERVAL_SECONDS": "1",
         "CDT_PARTNER_RATE_LIMIT": "1000",
     }
+    ports = {name: free_port() for name in SERVICES}
+    # Teams is the local issuer of people's access tokens; every service verifies them.
+    issuer = f"http://127.0.0.1:{ports['teams']}"
+    base |= {
+        "CDT_OIDC_ISSUER": issuer,
+        "TEAMS_ISSUER_URL": issuer,
+        "CDT_OIDC_DISABLED_URL": f"{issuer}/v1/auth/disabled-subjects",
+    }
     services = {}
     for name in SERVICES:
-        port = free_port()
+        port = ports[name]
         env = {**base, f"{name.upper()}_PORT": str(port)}
         if name == "teams":  # low enough for API4 to reach it, high enough for the others
             env["CDT_PARTNER_RATE_LIMIT"] = "25"
@@ -164,6 +173,39 @@ def stack(subprocess_env: dict[str, str], workdir: Path) -> Iterator[Stack]:
                 except subprocess.TimeoutExpired:
                     service.proc.kill()
                     service.proc.wait()
+
+
+def built_apps(service_env: dict[str, str], **overrides: Any) -> dict[str, FastAPI]:
+    """Each service's FastAPI app, built (not started) exactly as `python -m <svc>` builds it."""
+    from activities import bootstrap as activities_bootstrap
+    from activities.settings import ActivitiesSettings
+    from notifications import bootstrap as notifications_bootstrap
+    from notifications.settings import NotificationsSettings
+    from scoring import bootstrap as scoring_bootstrap
+    from scoring.settings import ScoringSettings
+    from teams import bootstrap as teams_bootstrap
+    from teams.settings import TeamsSettings
+
+    common = {
+        "database_url": service_env["DATABASE_URL"],
+        "kafka_bootstrap_servers": service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        "cdt_admin_token": "test-operator-token",
+        "CDT_TRACES_EXPORTER": "none",
+        "CDT_TRACE_SQL": False,
+        "CDT_HOUSEHOLD_HMAC_KEY": "x" * 32,
+        "TEAMS_SIGNING_KEY_PASSPHRASE": "y" * 32,  # both required in prod
+        **overrides,
+    }
+    apps = {}
+    for name, bootstrap, settings_class in (
+        ("teams", teams_bootstrap, TeamsSettings),
+        ("activities", activities_bootstrap, ActivitiesSettings),
+        ("scoring", scoring_bootstrap, ScoringSettings),
+        ("notifications", notifications_bootstrap, NotificationsSettings),
+    ):
+        runtime = bootstrap.build_runtime(settings_class(**common))
+        apps[name] = bootstrap.build_app(runtime)
+    return apps
 
 
 def tag() -> str:

@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import common.auth
 from activities import domain as activities_domain
-from common.app import authenticate_actor, require_operator
+from common.app import api_routes, authorize
 from common.contracts.activities import ActivityRecorded
 from common.topics import all_topics
 from notifications import delivery as delivery_module
@@ -70,6 +70,7 @@ from tests.security.conftest import (
     World,
     activity_body,
     bearer,
+    built_apps,
 )
 
 # ============================================================================ helpers
@@ -100,37 +101,6 @@ def headers_and_value(record: Any) -> str:
     parts = [record.value.decode(errors="replace") if record.value else ""]
     parts += [f"{k}={v.decode(errors='replace')}" for k, v in record.headers]
     return "\n".join(parts)
-
-
-def built_apps(service_env: dict[str, str], **overrides: Any) -> dict[str, FastAPI]:
-    """Each service's FastAPI app, built (not started) exactly as `python -m <svc>` builds it."""
-    from activities import bootstrap as activities_bootstrap
-    from activities.settings import ActivitiesSettings
-    from notifications import bootstrap as notifications_bootstrap
-    from scoring import bootstrap as scoring_bootstrap
-    from scoring.settings import ScoringSettings
-    from teams import bootstrap as teams_bootstrap
-    from teams.settings import TeamsSettings
-
-    common = {
-        "database_url": service_env["DATABASE_URL"],
-        "kafka_bootstrap_servers": service_env["KAFKA_BOOTSTRAP_SERVERS"],
-        "cdt_admin_token": "test-operator-token",
-        "CDT_TRACES_EXPORTER": "none",
-        "CDT_TRACE_SQL": False,
-        "CDT_HOUSEHOLD_HMAC_KEY": "x" * 32,
-        **overrides,
-    }
-    apps = {}
-    for name, bootstrap, settings_class in (
-        ("teams", teams_bootstrap, TeamsSettings),
-        ("activities", activities_bootstrap, ActivitiesSettings),
-        ("scoring", scoring_bootstrap, ScoringSettings),
-        ("notifications", notifications_bootstrap, NotificationsSettings),
-    ):
-        runtime = bootstrap.build_runtime(settings_class(**common))
-        apps[name] = bootstrap.build_app(runtime)
-    return apps
 
 
 @pytest.fixture(scope="module")
@@ -651,32 +621,12 @@ def _calls(dependant: Any) -> Iterator[Any]:
 
 def classify(dependant: Any) -> str:
     calls = set(_calls(dependant))
-    if require_operator in calls:
+    if authorize in calls:  # the operator, or a person whose roles permit it (the matrix)
         return "operator"
-    if authenticate_actor in calls:  # the operator or a person whose roles permit it
-        return "authenticated"
     names = {getattr(c, "__name__", "") for c in calls}
     if names & {"get_reader", "authenticate", "authenticate_ingest"}:
         return "partner"
     return "public"
-
-
-def api_routes(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
-    """(method, path, dependant) of every API route, with the dependencies its routers add."""
-    for route in app.routes:
-        # FastAPI >= 0.16x nests included routers; their effective routes carry the full path
-        # and the router-level dependencies. A plain APIRoute is its own context.
-        contexts = (
-            route.effective_route_contexts()
-            if hasattr(route, "effective_route_contexts")
-            else [route]
-        )
-        for context in contexts:
-            dependant = getattr(context, "dependant", None)
-            if dependant is None:  # /docs, /openapi.json: plain Starlette routes
-                continue
-            for method in sorted(set(context.methods) - {"HEAD", "OPTIONS"}):
-                yield method, context.path, dependant
 
 
 def test_api5_every_route_is_classified(apps: dict[str, FastAPI]) -> None:
@@ -702,7 +652,7 @@ async def test_api5_partner_keys_never_pass_operator_routes(
     checked = 0
     async with stack.http(service) as client:
         for method, path, dependant in api_routes(apps[service]):
-            if classify(dependant) not in ("operator", "authenticated"):
+            if classify(dependant) != "operator":
                 continue
             url = fill_path(path)
             anonymous = await client.request(method, url, json={})
@@ -936,8 +886,13 @@ async def test_api8_unexpected_errors_reveal_nothing(
     async def explode() -> None:
         raise RuntimeError(f"connection to postgresql://cdt:{secret}@db failed")
 
+    # Named apart from the four services: its /boom route is in no permission matrix.
     runtime = bootstrap.build_runtime(
-        TeamsSettings(database_url=service_env["DATABASE_URL"], CDT_TRACES_EXPORTER="none")  # type: ignore[call-arg]
+        TeamsSettings(  # type: ignore[call-arg]
+            database_url=service_env["DATABASE_URL"],
+            CDT_TRACES_EXPORTER="none",
+            service_name="boom",
+        )
     )
     app = create_app(runtime=runtime, routers=[boom], title="t", description="t")
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

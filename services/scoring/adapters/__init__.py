@@ -80,6 +80,7 @@ from scoring.adapters.roster import (
     load_roster,
     save_admin_units,
     save_roster,
+    subject_unit_path,
     upsert_subjects,
 )
 from scoring.adapters.rounds import (
@@ -250,6 +251,7 @@ __all__ = [
     "state_values",
     "subject_exists",
     "subject_names",
+    "subject_unit_path",
     "subjects",
     "take_dirty",
     "take_unpublished",

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import json_rows, upsert_newer
-from scoring.adapters.tables import LEVEL_COLUMNS, admin_units
+from scoring.adapters.tables import LEVEL_COLUMNS, admin_units, subjects
 from scoring.domain import MemberState, Roster, TeamState, UnitPathCodes
 
 _UPSERT_SUBJECTS = text(
@@ -217,3 +217,27 @@ async def admin_unit_path(session: AsyncSession, code: str) -> UnitPathCodes | N
     if not path or not path.get("province"):
         return None
     return UnitPathCodes(**{level: path.get(level) for level in LEVEL_COLUMNS})
+
+
+async def subject_unit_path(
+    session: AsyncSession, *, subject_type: str, subject_id: str
+) -> tuple[str, ...]:
+    """The codes of the units a subject lies in, province first (a unit's own code included):
+    from the subjects scored so far, else from the unit registry; empty for the nation and for
+    a team not seen yet (only a nationwide caller acts on those)."""
+    if subject_type == "national":
+        return ()
+    row = (
+        await session.execute(
+            select(*(subjects.c[level] for level in LEVEL_COLUMNS)).where(
+                subjects.c.subject_type == subject_type, subjects.c.subject_id == subject_id
+            )
+        )
+    ).first()
+    codes = tuple(code for code in row or () if code)
+    if subject_type == "team":
+        return codes
+    known = await admin_unit_path(session, subject_id)
+    if known is not None:
+        codes = tuple(code for level in LEVEL_COLUMNS if (code := known.code_at(level)))
+    return codes if subject_id in codes else (*codes, subject_id)

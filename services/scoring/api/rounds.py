@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.app import OperatorDep, RuntimeDep, UowDep
+from common.app import Access, AccessDep, RuntimeDep, UowDep
 from common.db import UnitOfWork
 from common.i18n import _, level_name
 from common.moments import IsoDate
@@ -61,8 +61,6 @@ from scoring.domain.rounds import (
 from scoring.use_cases import rounds
 
 router = APIRouter(prefix="/evaluation-rounds", tags=["evaluation rounds"])
-# The operator token is the only writer today; per-person accounts will name the person.
-ACTOR = "operator"
 
 
 class RoundIn(BaseModel):
@@ -88,15 +86,21 @@ RoundIdPath = Annotated[UUID, Path()]
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[OperatorDep],
     responses={
+        403: {"description": "the unit is outside the caller's units"},
         409: {"description": "a round already reviews this unit, period and criteria set"},
         422: {"description": "unknown unit, period or criteria set"},
     },
 )
-async def post_round(body: RoundIn, uow: UowDep, response: Response) -> dict[str, Any]:
+async def post_round(
+    body: RoundIn, uow: UowDep, response: Response, access: AccessDep
+) -> dict[str, Any]:
     """Open a round (state `open`) for a unit and a period under a criteria set (the active one
     unless named)."""
+    path = await adapters.subject_unit_path(
+        uow.session, subject_type=body.level, subject_id=body.unit_code
+    )
+    access.require_unit(path, code=body.unit_code)
     check_period(body.period)
     try:
         opened = await rounds.open_round(
@@ -106,7 +110,7 @@ async def post_round(body: RoundIn, uow: UowDep, response: Response) -> dict[str
             period=body.period,
             criteria_set=body.criteria_set,
             due_on=body.due_on,
-            actor=ACTOR,
+            actor=access.actor.subject,  # who opened it: a person's subject, or `operator`
         )
     except rounds.UnknownUnit as error:
         raise ProblemError.invalid("unit_code", f"no {error} is known") from error
@@ -224,10 +228,20 @@ async def get_round(round_id: RoundIdPath, uow: UowDep) -> dict[str, Any]:
     return await rounds.round_view(uow.session, found)
 
 
-async def _move(uow: UowDep, round_id: UUID, action: RoundAction, body: MoveIn | None) -> Any:
+async def _move(
+    uow: UowDep, round_id: UUID, action: RoundAction, body: MoveIn | None, access: Access
+) -> Any:
+    """Move a round of a unit within the caller's units (any other round is not found)."""
+    found = await adapters.get_round(uow.session, round_id)
+    if found is None:
+        raise _no_round(round_id)
+    path = await adapters.subject_unit_path(
+        uow.session, subject_type=found.level, subject_id=found.unit_code
+    )
+    access.require_resource(path, what="evaluation round", ref=round_id)
     try:
         moved = await rounds.move_round(
-            uow, round_id, action, reason=body.reason if body else None, actor=ACTOR
+            uow, round_id, action, reason=body.reason if body else None, actor=access.actor.subject
         )
     except rounds.RoundNotFound as error:
         raise _no_round(round_id) from error
@@ -242,22 +256,28 @@ MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/{round_id}:submit", dependencies=[OperatorDep], responses=MOVE_RESPONSES)
-async def submit_round(round_id: RoundIdPath, uow: UowDep, body: MoveBody = None) -> Any:
+@router.post("/{round_id}:submit", responses=MOVE_RESPONSES)
+async def submit_round(
+    round_id: RoundIdPath, uow: UowDep, access: AccessDep, body: MoveBody = None
+) -> Any:
     """`open` or `reopened` → `under_review`."""
-    return await _move(uow, round_id, RoundAction.SUBMIT, body)
+    return await _move(uow, round_id, RoundAction.SUBMIT, body, access)
 
 
-@router.post("/{round_id}:approve", dependencies=[OperatorDep], responses=MOVE_RESPONSES)
-async def approve_round(round_id: RoundIdPath, uow: UowDep, body: MoveBody = None) -> Any:
+@router.post("/{round_id}:approve", responses=MOVE_RESPONSES)
+async def approve_round(
+    round_id: RoundIdPath, uow: UowDep, access: AccessDep, body: MoveBody = None
+) -> Any:
     """`under_review` → `approved`: every score under the unit is frozen in a snapshot."""
-    return await _move(uow, round_id, RoundAction.APPROVE, body)
+    return await _move(uow, round_id, RoundAction.APPROVE, body, access)
 
 
-@router.post("/{round_id}:reopen", dependencies=[OperatorDep], responses=MOVE_RESPONSES)
-async def reopen_round(round_id: RoundIdPath, uow: UowDep, body: MoveBody = None) -> Any:
+@router.post("/{round_id}:reopen", responses=MOVE_RESPONSES)
+async def reopen_round(
+    round_id: RoundIdPath, uow: UowDep, access: AccessDep, body: MoveBody = None
+) -> Any:
     """`under_review` or `approved` → `reopened`, with a reason; earlier approvals stay."""
-    return await _move(uow, round_id, RoundAction.REOPEN, body)
+    return await _move(uow, round_id, RoundAction.REOPEN, body, access)
 
 
 @router.get(

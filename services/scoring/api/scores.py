@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 
-from common.app import OperatorDep, RuntimeDep, UowDep
+from common.app import AccessDep, Authorized, RuntimeDep, UowDep
 from common.i18n import _, level_name
 from common.moments import IsoDate
 from common.problems import ProblemError
@@ -105,7 +105,7 @@ async def get_criteria_set(version: str, uow: UowDep) -> CriteriaSetOut:
     return _criteria_out(row)
 
 
-@router.post("/criteria-sets", status_code=status.HTTP_201_CREATED, dependencies=[OperatorDep])
+@router.post("/criteria-sets", status_code=status.HTTP_201_CREATED, dependencies=[Authorized])
 async def create_criteria_set(body: CriteriaSetIn, uow: UowDep) -> CriteriaSetOut:
     existing = await adapters.criteria_set_versions(uow.session)
     version = domain.next_version(body.name, existing)
@@ -125,7 +125,7 @@ async def create_criteria_set(body: CriteriaSetIn, uow: UowDep) -> CriteriaSetOu
 
 @router.post(
     "/criteria-sets/{version}:activate",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     responses={404: {"description": "unknown version"}},
 )
 async def activate_criteria_set(version: str, uow: UowDep) -> dict[str, Any]:
@@ -156,9 +156,20 @@ class TargetIn(BaseModel):
     value: Annotated[float, Field(gt=0, le=1e12)]
 
 
-@router.put("/targets", dependencies=[OperatorDep])
-async def put_target(body: TargetIn, uow: UowDep) -> TargetIn:
+async def _unit_path(uow: UowDep, code: str) -> tuple[str, ...]:
+    """The path of a unit of any level, by its code."""
+    known = await adapters.admin_unit_path(uow.session, code)
+    codes = tuple(c for level in domain.LEVELS if known and (c := known.code_at(level)))
+    return codes or (code,)
+
+
+@router.put("/targets", responses={403: {"description": "a subject outside the caller's units"}})
+async def put_target(body: TargetIn, uow: UowDep, access: AccessDep) -> TargetIn:
     """Set the target (chỉ tiêu giao) of one indicator or criterion for a subject and period."""
+    path = await adapters.subject_unit_path(
+        uow.session, subject_type=body.subject_type, subject_id=body.subject_id
+    )
+    access.require_unit(path, code=body.subject_id)
     await adapters.upsert_target(
         uow.session,
         subject_type=body.subject_type,
@@ -237,10 +248,16 @@ def _campaign_out(row: Any) -> CampaignOut:
 @router.post(
     "/campaigns",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[OperatorDep],
-    responses={409: {"description": "duplicate id"}},
+    responses={
+        403: {"description": "a unit outside the caller's units (no units: nationwide)"},
+        409: {"description": "duplicate id"},
+    },
 )
-async def create_campaign(body: CampaignIn, uow: UowDep) -> CampaignOut:
+async def create_campaign(body: CampaignIn, uow: UowDep, access: AccessDep) -> CampaignOut:
+    if not body.unit_codes:  # a campaign of no unit in particular runs nationwide
+        access.require_unit((), code="national")
+    for code in body.unit_codes:
+        access.require_unit(await _unit_path(uow, code), code=code)
     row = await adapters.insert_campaign(
         uow.session,
         campaign_id=body.id,
@@ -460,7 +477,7 @@ async def get_rankings(
 
 @router.post(
     "/recompute",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     status_code=status.HTTP_202_ACCEPTED,
     responses={202: {"description": "the job, new or the one already queued or running"}},
 )
@@ -474,7 +491,7 @@ async def post_recompute(runtime: RuntimeDep, response: Response) -> dict[str, A
 
 @router.get(
     "/recompute/{job_id}",
-    dependencies=[OperatorDep],
+    dependencies=[Authorized],
     responses={404: {"description": "no such job"}},
 )
 async def get_recompute(job_id: UUID, uow: UowDep) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from common.identity import (
 )
 from common.problems import ProblemError
 from common.ratelimit import FailureLimiter
-from common.roles import OPERATE, OPERATOR_ACTOR, Actor, RoleGrant, permits
+from common.roles import NATIONWIDE, OPERATOR_ACTOR, Action, Actor, RoleGrant, scope_of
 
 ISSUER = "https://id.example.gov.vn"
 
@@ -75,7 +75,7 @@ async def test_a_valid_token_gives_its_actor() -> None:
     assert actor == Actor(
         subject="alice", name="Alice", roles=(RoleGrant("province_officer", "82"),)
     )
-    assert not permits(actor, OPERATE)
+    assert scope_of(actor, Action.ADMINISTER) is None
 
 
 @pytest.mark.parametrize(
@@ -164,8 +164,8 @@ def test_only_jws_shaped_tokens_are_verified_as_jwts() -> None:
 def test_plain_role_names_and_unknown_roles() -> None:
     actor = actor_from_claims({"sub": "s", "roles": ["ministry_admin", "superuser"]})
     assert actor.roles == (RoleGrant("ministry_admin"),)
-    assert permits(actor, OPERATE)
-    assert permits(OPERATOR_ACTOR, OPERATE)
+    assert scope_of(actor, Action.ADMINISTER) == NATIONWIDE
+    assert scope_of(OPERATOR_ACTOR, Action.ADMINISTER) == NATIONWIDE
 
 
 def test_failed_logins_block_until_the_window_passes() -> None:

@@ -317,16 +317,17 @@ def test_partner_key_matches_the_replicated_digest_only() -> None:
     assert not partner_key_matches(key, key_sha256="")
 
 
-def test_reader_scope_is_the_root_of_the_unit_path() -> None:
-    from teams.domain import Reader, province_of
+def test_a_reader_sees_the_units_whose_path_passes_through_their_scope() -> None:
+    from common.roles import NATIONWIDE, Scope
+    from teams.domain import Reader
 
-    assert province_of("82/28261/28261-V01") == "82" and province_of("01") == "01"
-    partner = Reader(provinces=("82",))
+    partner = Reader(Scope(frozenset({"82"})))
     assert partner.may_see("82/28261") and partner.may_see("82")
     assert not partner.may_see("01/00070") and not partner.may_see("820/1")
-    assert not partner.is_operator
-    operator = Reader(provinces=None)
-    assert operator.is_operator and operator.may_see("01/00070")
+    commune = Reader(Scope(frozenset({"28261"})))
+    assert commune.may_see("82/28261/28261-V01") and commune.may_see("82/28261")
+    assert not commune.may_see("82") and not commune.may_see("82/28262")
+    assert Reader(NATIONWIDE).may_see("01/00070")
 
 
 def test_a_malformed_csv_header_is_a_body_error_not_a_crash() -> None:
