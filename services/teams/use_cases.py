@@ -172,16 +172,16 @@ async def apply_units(
         for row in accepted:
             row["replaced_by"] = list(successors.get(row["code"], ()))
     changed = await repo.upsert(accepted, source=source, successors=successors is not None)
-    today = datetime.now(UTC).date()
-    await publish_units(uow, changed, change=lambda u: _imported_change(u, today))
+    on = today()
+    await publish_units(uow, changed, change=lambda u: _imported_change(u, on))
     created = sum(1 for u in changed if u.version == 1)
     return BatchOutcome(created=created, updated=len(changed) - created, errors=errors)
 
 
-def _imported_change(unit: AdminUnit, today: date) -> UnitChange:
+def _imported_change(unit: AdminUnit, on: date) -> UnitChange:
     """A unit imported already past its `valid_to` is published as retired: consumers must not
     count it among the current units (scoring's schedules and coverage do not)."""
-    if unit.valid_to is not None and unit.valid_to < today:
+    if not unit.is_current(today=on):
         return "retired"
     return "created" if unit.version == 1 else "updated"
 

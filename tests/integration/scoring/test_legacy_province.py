@@ -122,6 +122,18 @@ async def _scoring_knows_the_legacy_units(runtime: ServiceRuntime) -> None:
         return count == LEGACY_UNITS
 
     await eventually(learned, timeout=180, interval=1.0, what="scoring learned the legacy units")
+    async with runtime.sessions() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT change, replaced_by, path FROM scoring.admin_units"
+                    " WHERE code = 'L-00688'"
+                )
+            )
+        ).one()
+    # Retired: not counted among the current units, and moving no history.
+    assert (row.change, row.replaced_by) == ("retired", [HA_GIANG_2, HA_GIANG_1])
+    assert row.path["province"] == "L-02"
 
 
 async def test_the_score_of_the_area_that_was_old_ha_giang(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from functools import cache
 
+from teams.cli import _parser
 from teams.legacy_source import LAST_DAY, LegacyUnit, load_legacy_units, registry_codes
 from teams.units_source import current_units
 
@@ -59,3 +60,8 @@ def test_successors_match_the_registry_by_name_where_the_packages_disagree_on_co
     assert registry_codes([ward], current) == {"00199": "00187"}
     spelled = {"provinceCode": "66", "wardCode": "24412", "ward": "Xã M'Drắk"}
     assert registry_codes([spelled], current)["24412"].isdigit()
+
+
+def test_the_cli_imports_the_legacy_units_by_name() -> None:
+    args = _parser().parse_args(["--source", "vietnamadminunits-legacy"])
+    assert args.source == "vietnamadminunits-legacy"
