@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
 from common.app import UowDep
 from common.problems import ProblemError
-from scoring import adapters, domain, use_cases
+from scoring import adapters, use_cases
 from scoring.api.params import Code, CriteriaVersion, PeriodParam, check_period
-from scoring.api.reports import FormatQuery, download_headers, file_responses
-from scoring.domain import SubjectPeriod
-from scoring.domain.legacy import area_of, summed
+from scoring.api.reports import download_headers, file_responses
 from scoring.domain.reports import language_of
+from scoring.use_cases.legacy import legacy_area
 
 router = APIRouter(tags=["reports"])
+FormatQuery = Annotated[Literal["json", "csv"], Query(alias="format")]
 
 
 class OldProvince(BaseModel):
@@ -62,8 +62,6 @@ async def legacy_province_report(
     """The old province's area in today's communes, their indicators summed and scored the
     way a unit's are (default targets: no target is assigned to an old province)."""
     check_period(period)
-    if report_format == "xlsx":
-        raise ProblemError.invalid("format", "expected json or csv")
     session = uow.session
     name = await adapters.legacy_province_name(session, code)
     if name is None:
@@ -75,32 +73,16 @@ async def legacy_province_report(
     )
     if chosen is None:
         raise ProblemError(404, "Not Found", f"No criteria set {criteria_set!r}.")
-    communes = area_of(code, await adapters.legacy_predecessors(session, code))
-    keys = [SubjectPeriod("commune", commune, period) for commune in communes]
-    values = await adapters.indicators_for(session, keys)
-    names = await adapters.commune_names(session, communes)
-    total = summed(values[key] for key in keys)
-    lengths = await adapters.campaign_lengths(session, [period])
-    result = domain.score(
-        chosen, total, period=period, targets={}, campaign_days=lengths.get(period)
-    )
+    area = await legacy_area(session, old_province=code, period=period, criteria=chosen)
     report = LegacyProvinceReport(
         old_province=OldProvince(code=code, name=name),
         period=period,
         criteria_set=chosen.version,
-        communes=[
-            AreaCommune(
-                code=commune,
-                name=names.get(commune, (commune, None))[0],
-                province_code=names.get(commune, (commune, None))[1],
-                indicators=values[key],
-            )
-            for commune, key in zip(communes, keys, strict=True)
-        ],
-        indicators=total,
-        score=result.score,
-        max_score=result.max_score,
-        components=use_cases.components_json(result),
+        communes=[AreaCommune(**vars(c)) for c in area.communes],
+        indicators=area.indicators,
+        score=area.result.score,
+        max_score=area.result.max_score,
+        components=use_cases.components_json(area.result),
     )
     if report_format == "csv":
         return _csv(report)
