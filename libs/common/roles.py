@@ -181,6 +181,7 @@ ENDPOINTS: Final[Mapping[str, Mapping[str, Rule]]] = {
                 "/v1/evaluation-rounds:schedule",
                 "/v1/indicators/{subject_type}/{subject_id}",
                 "/v1/rankings",
+                "/v1/reports/legacy-province/{code}",
                 "/v1/reports/scores",
                 "/v1/scores/{subject_type}/{subject_id}",
                 "/v1/scores/{subject_type}/{subject_id}/history",

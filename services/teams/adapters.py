@@ -316,30 +316,48 @@ class UnitRepository:
         )
         return {code: level for code, level in rows}
 
-    async def upsert(self, rows: Sequence[Mapping[str, Any]], *, source: str) -> list[AdminUnit]:
-        """Insert new units, update changed names/validity; returns only what changed."""
+    async def upsert(
+        self, rows: Sequence[Mapping[str, Any]], *, source: str, successors: bool = False
+    ) -> list[AdminUnit]:
+        """Insert new units, update changed names/validity; returns only what changed.
+
+        With `successors`, each row's `replaced_by` (the legacy crosswalk) is written and
+        compared too; otherwise it is left as the re-organisations set it."""
         if not rows:
             return []
+        # Codes hold no comma (`rows.Code`): a list travels as one text, arrays being rectangular.
+        replaced = "COALESCE(string_to_array(replaced_by, ','), '{}')" if successors else "'{}'"
+        kept = "excluded.replaced_by" if successors else "admin_units.replaced_by"
         result = await self._session.execute(
             text(
                 "INSERT INTO teams.admin_units"  # noqa: S608 - constant column lists, values bound
-                " (code, name, level, parent_code, path, valid_from, valid_to, source, version)"
-                " SELECT code, name, level, parent_code, path, valid_from, valid_to, :source, 1"
+                " (code, name, level, parent_code, path, valid_from, valid_to, replaced_by,"
+                "  source, version)"
+                " SELECT code, name, level, parent_code, path, valid_from, valid_to,"
+                f"  {replaced}, :source, 1"
                 " FROM unnest(CAST(:code AS text[]), CAST(:name AS text[]),"
                 "  CAST(:level AS text[]), CAST(:parent_code AS text[]), CAST(:path AS text[]),"
-                "  CAST(:valid_from AS date[]), CAST(:valid_to AS date[]))"
-                "  AS r(code, name, level, parent_code, path, valid_from, valid_to)"
+                "  CAST(:valid_from AS date[]), CAST(:valid_to AS date[]),"
+                "  CAST(:replaced_by AS text[]))"
+                "  AS r(code, name, level, parent_code, path, valid_from, valid_to, replaced_by)"
                 " ON CONFLICT (code) DO UPDATE SET name = excluded.name,"
                 "  valid_from = COALESCE(excluded.valid_from, admin_units.valid_from),"
                 "  valid_to = COALESCE(excluded.valid_to, admin_units.valid_to),"
+                f"  replaced_by = {kept},"
                 "  version = admin_units.version + 1, updated_at = now()"
-                " WHERE (admin_units.name, admin_units.valid_from, admin_units.valid_to)"
+                " WHERE (admin_units.name, admin_units.valid_from, admin_units.valid_to,"
+                "   admin_units.replaced_by)"
                 "  IS DISTINCT FROM (excluded.name,"
                 "   COALESCE(excluded.valid_from, admin_units.valid_from),"
-                "   COALESCE(excluded.valid_to, admin_units.valid_to))"
+                "   COALESCE(excluded.valid_to, admin_units.valid_to),"
+                f"   {kept})"
                 " RETURNING " + ", ".join(UNIT_COLUMNS)
             ),
-            {"source": source, **_columns(rows, UNIT_COLUMNS[:7])},
+            {
+                "source": source,
+                **_columns(rows, UNIT_COLUMNS[:7]),
+                "replaced_by": [_joined(row.get("replaced_by")) for row in rows],
+            },
         )
         return [to_unit(row) for row in result.mappings()]
 
@@ -419,6 +437,27 @@ class UnitRepository:
         if rows:
             await self._session.execute(unit_crosswalk.insert(), list(rows))
 
+    async def record_crosswalk_once(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Crosswalk rows not recorded yet (same old and new code): a repeated import adds none."""
+        if not rows:
+            return 0
+        names = ("old_code", "new_code", "change", "effective_on", "old_parent_code")
+        result = await self._session.execute(
+            text(
+                "INSERT INTO teams.unit_crosswalk"
+                " (old_code, new_code, change, effective_on, old_parent_code, new_parent_code)"
+                " SELECT r.* FROM unnest(CAST(:old_code AS text[]), CAST(:new_code AS text[]),"
+                "  CAST(:change AS text[]), CAST(:effective_on AS date[]),"
+                "  CAST(:old_parent_code AS text[]), CAST(:new_parent_code AS text[]))"
+                "  AS r(old_code, new_code, change, effective_on, old_parent_code,"
+                "   new_parent_code)"
+                " WHERE NOT EXISTS (SELECT 1 FROM teams.unit_crosswalk c"
+                "  WHERE c.old_code = r.old_code AND c.new_code = r.new_code)"
+            ),
+            _columns(rows, (*names, "new_parent_code")),
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def crosswalk(
         self,
         *,
@@ -478,6 +517,10 @@ class UnitRepository:
             {"path": path, "pattern": like_prefix(path)},
         )
         return list(result.mappings().all())
+
+
+def _joined(codes: Sequence[str] | None) -> str | None:
+    return ",".join(codes) if codes is not None else None
 
 
 def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 from typing import Annotated, Any, Literal, cast
@@ -33,9 +34,19 @@ from teams.api_common import (
     stream_bulk,
 )
 from teams.domain import AdminUnit, DomainError
+from teams.legacy_source import SOURCE_NAME as LEGACY_SOURCE
+from teams.legacy_source import load_legacy_units
+from teams.legacy_source import package_version as legacy_version
 from teams.rows import UNIT_COLUMNS, UnitRow
 from teams.units_source import SOURCE_NAME, current_units, package_version
-from teams.use_cases import apply_units, merge_units, reparent_unit, split_unit
+from teams.use_cases import (
+    BatchOutcome,
+    apply_units,
+    import_legacy_units,
+    merge_units,
+    reparent_unit,
+    split_unit,
+)
 
 router = APIRouter(prefix="/v1", tags=["admin units"])
 
@@ -65,7 +76,8 @@ class UnitPage(BaseModel):
 class ImportSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["vietnam-provinces"]
+    # The current units, or the 63-province ones with their crosswalk to the current ones.
+    source: Literal["vietnam-provinces", "vietnamadminunits-legacy"]
 
 
 class MergeBody(BaseModel):
@@ -113,7 +125,10 @@ async def _out(repo: UnitRepository, units: list[AdminUnit]) -> list[UnitOut]:
 @router.post(
     "/admin-units:import",
     dependencies=[Authorized],
-    summary="Import units: the vietnam-provinces package (JSON body) or CSV / NDJSON rows",
+    summary=(
+        "Import units: a packaged dataset (JSON body: vietnam-provinces, or"
+        " vietnamadminunits-legacy) or CSV / NDJSON / XLSX rows"
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -134,28 +149,47 @@ async def import_units(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
             raise ProblemError(
                 422,
                 "Validation failed",
-                'Expected {"source": "vietnam-provinces"}.',
+                'Expected {"source": "vietnam-provinces"} or'
+                ' {"source": "vietnamadminunits-legacy"}.',
                 errors=[{"field": "source", "message": e["msg"]} for e in exc.errors()],
             ) from exc
-        return await import_package(runtime)
+        return await import_package(runtime, body["source"])
     return await stream_bulk(
         request, runtime, columns=UNIT_COLUMNS, schema=UnitRow, apply=apply_units
     )
 
 
-async def import_package(runtime: Any) -> dict[str, Any]:
-    """All current units in one transaction (3,355 rows: parents precede children)."""
+async def import_package(runtime: Any, source: str = SOURCE_NAME) -> dict[str, Any]:
+    """A packaged dataset in one transaction (parents precede children): the current units
+    (3,355 rows) or the legacy ones with their crosswalk (10,794 rows)."""
+    if source == LEGACY_SOURCE:
+        return await _import_legacy(runtime)
     rows = [(i + 1, UnitRow.model_validate(u)) for i, u in enumerate(current_units())]
     async with runtime.unit_of_work() as uow:
         outcome = await apply_units(uow, rows, source=SOURCE_NAME)
         await uow.commit()
+    return _import_report(SOURCE_NAME, package_version(), len(rows), outcome)
+
+
+async def _import_legacy(runtime: Any) -> dict[str, Any]:
+    current = current_units()
+    # Reading the package's tables takes a second or two: not on the event loop.
+    units = await asyncio.to_thread(load_legacy_units, current)
+    new_parents = {u["code"]: u["parent_code"] for u in current if u["parent_code"]}
+    async with runtime.unit_of_work() as uow:
+        outcome = await import_legacy_units(uow, units, new_parents=new_parents)
+        await uow.commit()
+    return _import_report(LEGACY_SOURCE, legacy_version(), len(units), outcome)
+
+
+def _import_report(source: str, version: str, rows: int, outcome: BatchOutcome) -> dict[str, Any]:
     return {
-        "source": SOURCE_NAME,
-        "version": package_version(),
-        "rows": len(rows),
+        "source": source,
+        "version": version,
+        "rows": rows,
         "created": outcome.created,
         "updated": outcome.updated,
-        "unchanged": len(rows) - outcome.created - outcome.updated - len(outcome.errors),
+        "unchanged": rows - outcome.created - outcome.updated - len(outcome.errors),
         "rejected": len(outcome.errors),
         "errors": [e.as_dict() for e in outcome.errors[:100]],
     }

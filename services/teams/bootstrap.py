@@ -38,6 +38,7 @@ def build_runtime(settings: ServiceSettings) -> ServiceRuntime:
     )
 
 
+LOCAL_KEYS_MIN_REFRESH = 1.0  # seconds
 BULK_PATHS = ("/v1/teams:bulk", "/v1/members:bulk", "/v1/admin-units:import")
 
 
@@ -93,7 +94,9 @@ def local_verifier(runtime: ServiceRuntime) -> TokenVerifier:
         keys=KeySet(
             keys,
             ttl=settings.oidc_jwks_ttl_seconds,
-            min_refresh=settings.oidc_jwks_min_refresh_seconds,
+            # Its keys are a read of its own table, not a call to a remote issuer: a key another
+            # replica just rotated in is learnt within a second, not after the remote interval.
+            min_refresh=min(settings.oidc_jwks_min_refresh_seconds, LOCAL_KEYS_MIN_REFRESH),
         ),
         disabled=DisabledSubjects(disabled, refresh=settings.oidc_disabled_refresh_seconds),
         leeway=settings.oidc_leeway_seconds,

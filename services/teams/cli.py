@@ -1,6 +1,7 @@
 """`python -m teams import-units`: load administrative units from the command line.
 
     python -m teams import-units --source vietnam-provinces
+    python -m teams import-units --source vietnamadminunits-legacy   (the 63-province units)
     python -m teams import-units --file villages.csv        (or .xlsx / .ndjson / .jsonl)
 
 Writes through the same units of work as the API (state and outbox rows together); the
@@ -36,7 +37,11 @@ CHUNK_BYTES = 256 * 1024
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m teams import-units")
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--source", choices=["vietnam-provinces"], help="a packaged dataset")
+    group.add_argument(
+        "--source",
+        choices=["vietnam-provinces", "vietnamadminunits-legacy"],
+        help="a packaged dataset",
+    )
     group.add_argument("--file", type=Path, help="CSV or NDJSON file of units")
     parser.add_argument(
         "--format", choices=["csv", "ndjson", "xlsx"], help="default: from the file extension"
@@ -73,7 +78,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             from teams.api_units import import_package
 
             print(f"importing {args.source} ...", file=sys.stderr, flush=True)
-            return await import_package(runtime)
+            return await import_package(runtime, args.source)
         path: Path = args.file
         kind: BodyKind = args.format or _kind_of(path)
         print(f"importing {path} as {kind} ...", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -55,6 +55,8 @@ from teams.domain import (
     retirement_date,
     unit_path_of,
 )
+from teams.legacy_source import SOURCE_NAME as LEGACY_SOURCE
+from teams.legacy_source import LegacyUnit
 from teams.rows import BulkReport, MemberRow, RawRecord, RowError, TeamRow, UnitRow, row_errors
 
 SOURCE = "/cdt/teams"
@@ -134,8 +136,14 @@ def _dedupe(batch: Sequence[tuple[int, Any]], key: Callable[[Any], str]) -> list
 
 
 async def apply_units(
-    uow: UnitOfWork, batch: list[tuple[int, UnitRow]], *, source: str = "import"
+    uow: UnitOfWork,
+    batch: list[tuple[int, UnitRow]],
+    *,
+    source: str = "import",
+    successors: Mapping[str, Sequence[str]] | None = None,
 ) -> BatchOutcome:
+    """Upsert units row by row. `successors` (code -> the current units its area became) is
+    the legacy crosswalk: given, it is written to each row's `replaced_by`."""
     repo = UnitRepository(uow.session)
     errors = _dedupe(batch, lambda m: m.code)
     skip = {e.row for e in errors}
@@ -163,10 +171,41 @@ async def apply_units(
             replaced_by=(),
             version=0,
         )
-    changed = await repo.upsert(accepted, source=source)
-    await publish_units(uow, changed, change=lambda u: "created" if u.version == 1 else "updated")
+    if successors is not None:
+        for row in accepted:
+            row["replaced_by"] = list(successors.get(row["code"], ()))
+    changed = await repo.upsert(accepted, source=source, successors=successors is not None)
+    on = today()
+    await publish_units(uow, changed, change=lambda u: _imported_change(u, on))
     created = sum(1 for u in changed if u.version == 1)
     return BatchOutcome(created=created, updated=len(changed) - created, errors=errors)
+
+
+def _imported_change(unit: AdminUnit, on: date) -> UnitChange:
+    """A unit imported already past its `valid_to` is published as retired: consumers must not
+    count it among the current units (scoring's schedules and coverage do not)."""
+    if not unit.is_current(today=on):
+        return "retired"
+    return "created" if unit.version == 1 else "updated"
+
+
+async def import_legacy_units(
+    uow: UnitOfWork, units: Sequence[LegacyUnit], *, new_parents: Mapping[str, str]
+) -> BatchOutcome:
+    """The 63-province units, retired, with their crosswalk to the current communes: in
+    `replaced_by` (published, so scoring learns it from the topic) and in `unit_crosswalk`
+    (`GET /v1/admin-units:crosswalk`). Idempotent: a repeated import changes nothing."""
+    rows = [(i + 1, UnitRow.model_validate(u.row())) for i, u in enumerate(units)]
+    outcome = await apply_units(
+        uow,
+        rows,
+        source=LEGACY_SOURCE,
+        successors={u.code: u.replaced_by for u in units},
+    )
+    await UnitRepository(uow.session).record_crosswalk_once(
+        [row for u in units for row in u.crosswalk(new_parents)]
+    )
+    return outcome
 
 
 def _unit_row(model: UnitRow, known: dict[str, AdminUnit]) -> dict[str, Any]:

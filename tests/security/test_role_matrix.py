@@ -330,6 +330,9 @@ CASES: dict[str, dict[str, Case]] = {
         "GET /v1/evaluation-rounds:schedule": call("GET", "/v1/evaluation-rounds:schedule"),
         "GET /v1/indicators/{subject_type}/{subject_id}": call("GET", "/v1/indicators/team/{team}"),
         "GET /v1/rankings": call("GET", "/v1/rankings?unit={province}"),
+        "GET /v1/reports/legacy-province/{code}": call(
+            "GET", "/v1/reports/legacy-province/L-82?period=2026"
+        ),
         "GET /v1/reports/scores": call("GET", "/v1/reports/scores?unit={province}"),
         "GET /v1/scores/{subject_type}/{subject_id}": call("GET", "/v1/scores/team/{team}"),
         "GET /v1/scores/{subject_type}/{subject_id}/history": call(

@@ -11,6 +11,11 @@ from common.envelope import EventContract
 
 TeamStatus = Literal["active", "dissolved"]
 UnitLevel = Literal["province", "district", "commune", "village"]
+# The units of the 63-province structure (before 1 July 2025) carry their official code behind
+# this prefix: their codes were reused by the 34-province structure, and codes are unique across
+# versions. A legacy unit's `replaced_by` lists the current communes its area became, the
+# default successor first (consumers read the crosswalk from it).
+LEGACY_PREFIX = "L-"
 
 
 class UnitPath(EventContract):

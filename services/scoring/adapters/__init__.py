@@ -52,6 +52,11 @@ from scoring.adapters.facts import (
     teams_in_unit,
 )
 from scoring.adapters.flags import save_flags
+from scoring.adapters.legacy import (
+    commune_names,
+    legacy_predecessors,
+    legacy_province_name,
+)
 from scoring.adapters.marks import (
     BACKGROUND_SHARE,
     DirtyMarks,
@@ -175,6 +180,7 @@ __all__ = [
     "campaigns",
     "candidate_rows",
     "columns_of",
+    "commune_names",
     "count_live_facts",
     "create_recompute_job",
     "criteria_set",
@@ -199,6 +205,8 @@ __all__ = [
     "keep_score_history",
     "key_string",
     "late_changes",
+    "legacy_predecessors",
+    "legacy_province_name",
     "list_campaign_rows",
     "list_criteria_set_rows",
     "list_rounds",

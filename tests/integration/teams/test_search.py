@@ -27,7 +27,9 @@ async def test_names_are_found_without_case_or_diacritics(teams: Any) -> None:
         reply = await client.get(path, params={"q": q, **params}, headers=OPERATOR)
         assert reply.status_code == 200, reply.text
         field = "full_name" if path == "/v1/members" else "name"
-        return sorted(item[field] for item in reply.json()["items"])
+        # current units only: the retired ones of the legacy import may share the database
+        items = [item for item in reply.json()["items"] if item.get("valid_to") is None]
+        return sorted(item[field] for item in items)
 
     for q in (
         f"{plain} hoa binh",
