@@ -539,3 +539,29 @@ async def test_member_candidates_are_the_most_active_members_frozen_at_approval(
     ]
     missing = await client.get(f"/v1/evaluation-rounds/{uuid.uuid4()}/member-candidates")
     assert missing.status_code == 404
+
+
+async def test_a_provinces_report_never_holds_a_row_of_another_province(
+    scoring: Any, producer: Any
+) -> None:
+    client, runtime = scoring
+    mine = await _scored_province(client, producer, runtime)
+    theirs = await _scored_province(client, producer, runtime)
+    province = mine["province"]
+    round_id = (await _open_round(client, province)).json()["id"]
+    await client.post(f"/v1/evaluation-rounds/{round_id}:submit", headers=OPERATOR)
+    approved = await client.post(f"/v1/evaluation-rounds/{round_id}:approve", headers=OPERATOR)
+    assert approved.status_code == 200, approved.text
+    live = await client.get(
+        "/v1/reports/scores", params={"level": "province", "unit_code": province, "period": PERIOD}
+    )
+    assert live.status_code == 200, live.text
+    for report in (json.loads(await _report(client, round_id, "json")), live.json()):
+        items = report["items"]
+        assert len(items) >= 6  # the province, its commune, two villages and two teams
+        # every row is the province or lies under it (a team through its village)
+        for row in items:
+            place = row["parent_code"] if row["level"] == "team" else row["code"]
+            assert place.startswith(province), row
+            assert not place.startswith(theirs["province"]), row
+        assert report["summary"]["teams"] == 2  # the totals count this province alone
