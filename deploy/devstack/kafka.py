@@ -10,6 +10,7 @@ import base64
 import fcntl
 import os
 import re
+import secrets
 import signal
 import subprocess
 import uuid
@@ -31,6 +32,9 @@ from devstack.procs import (
 DEPLOY_KAFKA = Path(__file__).resolve().parent.parent / "kafka"
 POM = DEPLOY_KAFKA / "pom.xml"
 LOG4J_CONFIG = DEPLOY_KAFKA / "log4j2.properties"
+# The superuser of a local broker: topic creation, provisioning, operators' console tools.
+ADMIN_USER = "admin"
+SASL_MECHANISM = "SCRAM-SHA-512"
 
 
 def kafka_version() -> str:
@@ -104,12 +108,11 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"listeners=BROKER://127.0.0.1:{self.port},"
                     f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"advertised.listeners=BROKER://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    *self._security_lines(),
                     f"log.dirs={self.data_dir / 'logs'}",
                     "num.partitions=6",
                     # A single broker: internal topics cannot have more replicas than brokers.
@@ -135,6 +138,61 @@ class LocalKafka:
         )
         (self.data_dir / "ports").write_text(f"{self.port} {self.controller_port}")
         return config
+
+    def _security_lines(self) -> list[str]:
+        """Clients authenticate with SCRAM-SHA-512 and are authorised by ACLs. The controller
+        listener stays PLAINTEXT on the loopback address only: its principal, ANONYMOUS, is
+        the broker talking to its own controller (production: TLS there, see README)."""
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{ADMIN_USER}" password="{self.admin_password}";'
+        )
+        return [
+            "listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=BROKER",
+            f"sasl.enabled.mechanisms={SASL_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
+            f"listener.name.broker.{SASL_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{ADMIN_USER};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
+    @property
+    def admin_password(self) -> str:
+        """The superuser's password, chosen once per data dir (0600, beside the log dirs):
+        CDT_KAFKA_ADMIN_PASSWORD when set (a test session gives all its brokers one, so its
+        clients log in to any of them), else a random one."""
+        path = self.data_dir / "admin-password"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            chosen = os.environ.get("CDT_KAFKA_ADMIN_PASSWORD") or secrets.token_urlsafe(24)
+            path.write_text(chosen)
+        return path.read_text().strip()
+
+    def client_env(self) -> dict[str, str]:
+        return admin_client_env(self.admin_password)
+
+    def write_admin_properties(self) -> Path:
+        """A client properties file for the superuser that Kafka's console tools accept
+        (`--command-config`), readable by its owner only."""
+        path = self.data_dir / "admin.properties"
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(
+            "\n".join(
+                [
+                    f"bootstrap.servers={self.bootstrap_servers}",
+                    "security.protocol=SASL_PLAINTEXT",
+                    f"sasl.mechanism={SASL_MECHANISM}",
+                    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule"
+                    f' required username="{ADMIN_USER}" password="{self.admin_password}";',
+                    "",
+                ]
+            )
+        )
+        return path
 
     def _java(self, libs: Path, main: str, *args: str, heap: str) -> list[str]:
         return [
@@ -167,6 +225,9 @@ class LocalKafka:
                     cid,
                     "-c",
                     str(config),
+                    # The superuser exists from the first start: every client authenticates.
+                    "--add-scram",
+                    f"{SASL_MECHANISM}=[name={ADMIN_USER},password={self.admin_password}]",
                     heap="256m",
                 ),
                 check=True,
@@ -178,6 +239,7 @@ class LocalKafka:
             raise RuntimeError(f"port {self.port} is taken: is another broker running?")
         self.proc = spawn(self._java(libs, "kafka.Kafka", str(config), heap=self.heap), log=log)
         wait_until(self._ready, timeout=timeout, what="Kafka", proc=self.proc, interval=0.3)
+        self.write_admin_properties()
         return self.bootstrap_servers
 
     def _stop_leftovers(self, config: Path) -> None:
@@ -192,7 +254,7 @@ class LocalKafka:
     def _ready(self) -> bool:
         if not port_open(self.port):
             return False
-        return broker_answers(self.bootstrap_servers)
+        return broker_answers(self.bootstrap_servers, self.client_env())
 
     def stop(self, *, kill: bool = False) -> None:
         if self.proc is None:
@@ -206,6 +268,16 @@ class LocalKafka:
 
     def libs(self) -> Path:
         return resolve_classpath()
+
+
+def admin_client_env(password: str) -> dict[str, str]:
+    """The settings (`common.settings.KafkaSettings`) of a client acting as the superuser."""
+    return {
+        "CDT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CDT_KAFKA_SASL_MECHANISM": SASL_MECHANISM,
+        "CDT_KAFKA_USERNAME": ADMIN_USER,
+        "CDT_KAFKA_PASSWORD": password,
+    }
 
 
 def _cluster_id() -> str:
