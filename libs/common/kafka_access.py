@@ -48,8 +48,9 @@ from aiokafka.protocol.types import (
     String,
     TaggedFields,
 )
+from pydantic import SecretStr
 
-from common.kafka import kafka_client_options
+from common.kafka import KafkaAccessError, check_access, kafka_client_options
 from common.settings import KafkaSettings
 from common.topics import (
     CONSUMER_GROUPS,
@@ -416,8 +417,9 @@ async def add_subscriber(settings: KafkaSettings, name: str) -> Credentials:
     name = check_subscriber_name(name)
     credentials = Credentials(name, secrets.token_urlsafe(24))
     async with KafkaAccess(settings) as access:
-        await access.set_password(name, credentials.password)
         await access.grant(subscriber_acls(name))
+        await access.set_password(name, credentials.password)
+    await wait_for_login(settings, credentials, accepted=True)
     return credentials
 
 
@@ -428,6 +430,7 @@ async def revoke_subscriber(settings: KafkaSettings, name: str) -> int:
     async with KafkaAccess(settings) as access:
         deleted = await access.revoke_all(name)
         await access.delete_user(name)
+    await wait_for_login(settings, Credentials(name, ""), accepted=False)
     return deleted
 
 
@@ -435,14 +438,42 @@ async def provision_services(
     settings: KafkaSettings, passwords: dict[str, str] | None = None
 ) -> dict[str, str]:
     """Give each service its principal (new passwords unless given) and exactly its ACLs;
-    ACLs it no longer needs are removed. Returns the passwords, by service."""
+    ACLs it no longer needs are removed (so: before the services start). Returns the
+    passwords, by service."""
     passwords = passwords or {service: secrets.token_urlsafe(24) for service in SERVICES}
     async with KafkaAccess(settings) as access:
         for service, password in passwords.items():
             await access.revoke_all(service)
-            await access.set_password(service, password)
             await access.grant(service_acls(service))
+            await access.set_password(service, password)
+    for service, password in passwords.items():
+        await wait_for_login(settings, Credentials(service, password), accepted=True)
     return passwords
+
+
+async def wait_for_login(
+    settings: KafkaSettings, credentials: Credentials, *, accepted: bool, within: float = 15
+) -> None:
+    """Until the broker accepts (or refuses) the credentials. The controller commits a change
+    at once, the broker applies it from the metadata log a moment later, in order: a login
+    accepted after the password was set means the ACLs granted before it apply too."""
+    password = SecretStr(credentials.password)
+    as_user = settings.model_copy(
+        update={"kafka_username": credentials.username, "kafka_password": password}
+    )
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await check_access(as_user)
+            if accepted:
+                return
+        except KafkaAccessError:
+            if not accepted:
+                return
+        if asyncio.get_running_loop().time() > deadline:
+            state = "accepted" if accepted else "refused"
+            raise TimeoutError(f"the broker has not {state} {credentials.username} in {within} s")
+        await asyncio.sleep(0.1)
 
 
 def service_client_env(service: str, password: str) -> dict[str, str]:
