@@ -9,11 +9,15 @@ its own topics only. Every refusal is an authorization error within a short time
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +28,8 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from common.contracts.scoring import ScoreLatest
+from common.envelope import OutboundEvent, kafka_headers
 from common.kafka import KafkaAccessError, check_access, kafka_client_options
 from common.kafka_access import (
     Credentials,
@@ -43,6 +49,7 @@ from common.topics import (
 )
 from devstack.infra import Infra
 
+ROOT = Path(__file__).resolve().parents[2]
 REFUSED_WITHIN = 10.0  # seconds: an authorization error arrives at once, a hang does not
 
 
@@ -101,15 +108,33 @@ async def started(consumer: AIOKafkaConsumer) -> None:
         await consumer.stop()
 
 
-async def publish_as_admin(infra: Infra, topic: str, key: bytes) -> None:
+async def publish_latest_score(infra: Infra) -> bytes:
+    """A well-formed score on `score-latest`, as scoring publishes it, for a subject no other
+    test reads (nothing in the platform consumes this topic); returns its key."""
+    latest = ScoreLatest(
+        subject_type="team",
+        subject_id=f"kafka-access-test-{uuid.uuid4()}",
+        period="2026-01",
+        criteria_set="default",
+        score=42.5,
+        version=1,
+        computed_at=datetime.now(UTC),
+    )
+    event = OutboundEvent.of(latest, source="/cdt/scoring")
     producer = AIOKafkaProducer(
         bootstrap_servers=infra.kafka_bootstrap_servers, acks="all", **kafka_client_options()
     )
     await producer.start()
     try:
-        await producer.send_and_wait(topic, key=key, value=b"{}")
+        await producer.send_and_wait(
+            event.topic,
+            key=event.key.encode(),
+            value=json.dumps(event.data).encode(),
+            headers=kafka_headers(event.ce_headers()),
+        )
     finally:
         await producer.stop()
+    return event.key.encode()
 
 
 async def produce_as(settings: KafkaSettings, topic: str) -> None:
@@ -128,8 +153,7 @@ async def produce_as(settings: KafkaSettings, topic: str) -> None:
 async def test_subscriber_reads_score_latest_from_the_beginning_in_its_own_group(
     infra: Infra, subscriber: Credentials
 ) -> None:
-    key = f"kafka-access-test:{uuid.uuid4()}".encode()  # a key no other test reads
-    await publish_as_admin(infra, SCORE_LATEST.name, key)
+    key = await publish_latest_score(infra)
     consumer = consumer_of(
         infra, subscriber, SCORE_LATEST.name, group=f"{subscriber.username}.scores"
     )
@@ -228,6 +252,31 @@ async def test_a_service_principal_writes_only_its_own_topics(infra: Infra) -> N
     for foreign in others:
         with pytest.raises(TopicAuthorizationFailedError):
             await within(produce_as(activities, foreign))
+
+
+def test_the_example_subscriber_reads_the_snapshot_with_the_documented_contract_only(
+    infra: Infra, subscriber: Credentials
+) -> None:
+    key = asyncio.run(publish_latest_score(infra)).decode()
+    env = {
+        "PATH": os.environ.get("PATH", ""),  # nothing of this repository's settings
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+        "KAFKA_USERNAME": subscriber.username,
+        "KAFKA_PASSWORD": subscriber.password,
+    }
+    example = [sys.executable, str(ROOT / "examples" / "score_subscriber.py")]
+    done = subprocess.run(
+        [*example, "--idle-exit", "2", "--schemas", str(ROOT / "docs" / "schemas"), "--verbose"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert f"{key}  v1  42.5" in lines, done.stdout[-2000:]  # from the snapshot
+    assert lines[-1].startswith("stopped: ") and lines[-1].endswith(", 0 rejected"), lines[-1]
 
 
 def test_subscriber_names_cannot_take_a_service_principal_or_group() -> None:
