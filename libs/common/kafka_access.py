@@ -2,7 +2,7 @@
 
     python -m common.kafka_access add-subscriber --name tong-cuc-thong-ke
     python -m common.kafka_access revoke-subscriber --name tong-cuc-thong-ke
-    python -m common.kafka_access provision-services   # (re)sets the four services' principals
+    python -m common.kafka_access provision-services   # topics, and the four services' principals
 
 Every command acts as the superuser given by `--admin-config` (a Kafka client properties file,
 e.g. `.data/kafka/admin.properties` that `make run` writes) or by the `CDT_KAFKA_*` settings.
@@ -50,7 +50,7 @@ from aiokafka.protocol.types import (
 )
 from pydantic import SecretStr
 
-from common.kafka import KafkaAccessError, check_access, kafka_client_options
+from common.kafka import KafkaAccessError, check_access, ensure_topics, kafka_client_options
 from common.settings import KafkaSettings
 from common.topics import (
     CONSUMER_GROUPS,
@@ -522,6 +522,21 @@ def _print_subscriber(settings: KafkaSettings, credentials: Credentials) -> None
     )
 
 
+def _hand_over(passwords: dict[str, str], env_dir: Path | None) -> None:
+    """Print each service's settings, or write them where only its process reads them (the
+    Docker stack: a volume the service sources before it starts)."""
+    for service, password in passwords.items():
+        settings = service_client_env(service, password)
+        if env_dir is None:
+            print(f"{service}: " + " ".join(f"{k}={v}" for k, v in settings.items()))
+            continue
+        env_dir.mkdir(parents=True, exist_ok=True)
+        path = env_dir / f"{service}.env"
+        path.touch(mode=0o600)
+        path.write_text("".join(f"export {k}='{v}'\n" for k, v in settings.items()))
+        print(f"{service}: principal {service}, settings in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.kafka_access", description=__doc__)
     parser.add_argument(
@@ -533,7 +548,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for command in ("add-subscriber", "revoke-subscriber"):
         commands.add_parser(command).add_argument("--name", required=True)
-    commands.add_parser("provision-services")
+    provision = commands.add_parser(
+        "provision-services", help="create the topics, then each service's principal and ACLs"
+    )
+    provision.add_argument(
+        "--env-dir",
+        type=Path,
+        help="write <service>.env (0600, shell syntax) there instead of printing the passwords",
+    )
     args = parser.parse_args(argv)
     settings = settings_from_properties(args.admin_config) if args.admin_config else KafkaSettings()
     try:
@@ -543,8 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             removed = asyncio.run(revoke_subscriber(settings, args.name))
             print(f"subscriber {args.name} revoked ({removed} ACL bindings removed)")
         else:
-            for service, password in asyncio.run(provision_services(settings)).items():
-                print(f"{service}: CDT_KAFKA_USERNAME={service} CDT_KAFKA_PASSWORD={password}")
+            asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, security=settings))
+            passwords = asyncio.run(provision_services(settings))
+            _hand_over(passwords, args.env_dir)
     except ValueError as error:
         parser.error(str(error))
     return 0
