@@ -48,6 +48,7 @@ from common.topics import (
     dead_letter_topic,
 )
 from devstack.infra import Infra
+from devstack.kafka import LocalKafka
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUSED_WITHIN = 10.0  # seconds: an authorization error arrives at once, a hang does not
@@ -283,6 +284,33 @@ def test_the_example_subscriber_reads_the_snapshot_with_the_documented_contract_
     lines = done.stdout.splitlines()
     assert f"{key}  v1  42.5" in lines, done.stdout[-2000:]  # from the snapshot
     assert lines[-1].startswith("stopped: ") and lines[-1].endswith(", 0 rejected"), lines[-1]
+
+
+def test_a_broker_formatted_before_sasl_gets_its_superuser_at_the_next_start(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.data/kafka` of an earlier `make run` has no superuser: the next start adds one."""
+    kafka = LocalKafka(workdir / "kafka-before-sasl", heap="256m")
+    kafka.start()
+    kafka.stop()
+    # As if formatted without credentials: the password the broker knows is not the file's.
+    (kafka.data_dir / "admin-password").unlink()
+    monkeypatch.setenv("CDT_KAFKA_ADMIN_PASSWORD", "a-password-the-broker-has-never-seen")
+    try:
+        kafka.start()
+        assert kafka.admin_password == "a-password-the-broker-has-never-seen"
+        asyncio.run(
+            check_access(
+                KafkaSettings.model_validate(
+                    {"kafka_bootstrap_servers": kafka.bootstrap_servers, **kafka.client_env()}
+                )
+            )
+        )
+        properties = (kafka.data_dir / "admin.properties").read_text()
+        assert 'password="a-password-the-broker-has-never-seen"' in properties
+        assert (kafka.data_dir / "admin.properties").stat().st_mode & 0o777 == 0o600
+    finally:
+        kafka.stop()
 
 
 def test_subscriber_names_cannot_take_a_service_principal_or_group() -> None:
