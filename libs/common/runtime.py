@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.consumer import ConsumerRunner, Handler
 from common.db import DirectConnections, UnitOfWork, create_engine
 from common.envelope import Mirror
-from common.kafka import check_access, ensure_topics, make_producer
+from common.kafka import KafkaAccessError, check_access, ensure_topics, make_producer
 from common.lag import LagMonitor
 from common.migrations import upgrade
 from common.outbox_tables import ServiceTables
@@ -199,13 +199,24 @@ class ServiceRuntime:
             try:
                 await producer.start()
             except (KafkaError, OSError):
-                log.warning("Kafka not reachable yet; retrying producer start")
                 await producer.stop()
+                await self._log_why_kafka_is_out_of_reach()
                 await asyncio.sleep(2)
                 continue
             self.producer = producer
             self._producer_ready.set()
             return
+
+    async def _log_why_kafka_is_out_of_reach(self) -> None:
+        """Down, or refusing our credentials (changed since the start): aiokafka reports both
+        as "Unable to bootstrap"; the second needs a person, so it is an error, with the
+        broker's reason."""
+        try:
+            await check_access(self.settings)
+        except KafkaAccessError as refused:
+            log.error("%s; retrying producer start", refused)
+            return
+        log.warning("Kafka not reachable yet; retrying producer start")
 
     async def _renew_producer(self) -> AIOKafkaProducer:
         """A new producer (new idempotent producer id) for the relay after a fatal producer
