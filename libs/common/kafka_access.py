@@ -66,7 +66,8 @@ SERVICES = ("teams", "activities", "scoring", "notifications")
 SUBSCRIBER_TOPICS = (SCORE_LATEST.name, SCORE_UPDATED.name, EVALUATION_ROUND.name)
 # Lower-case words joined by '-': the name is the principal and its groups' prefix.
 _SUBSCRIBER_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-_RESERVED_NAMES = {*SERVICES, *CONSUMER_GROUPS, "admin", "anonymous"}
+# Names of other principals, and the prefix of the dead-letter replays' groups.
+_RESERVED_NAMES = {*SERVICES, *CONSUMER_GROUPS, "admin", "anonymous", "dlt-replay"}
 SCRAM_ITERATIONS = 8192
 _RESOURCE_NOT_FOUND = 91  # Kafka's error code for "no such credential"
 
@@ -113,9 +114,6 @@ class Acl:
     def binding(self) -> tuple[Resource, str, Pattern, str, str, Operation]:
         """As CreateAcls carries it: resource, name, pattern, principal, host (any), operation."""
         return (self.resource, self.name, self.pattern, self.principal, "*", self.operation)
-
-
-_ANY_ALLOWED = (Operation.ANY, Permission.ANY)
 
 
 def principal(user: str) -> str:
@@ -322,7 +320,17 @@ class _DeleteAclsOf(Request[_DeleteAclsRequest_v1]):  # type: ignore[misc]  # un
 
     def build(self, request_struct_class: type[_DeleteAclsRequest_v1]) -> _DeleteAclsRequest_v1:
         return request_struct_class(
-            [(Resource.ANY, None, Pattern.ANY, self._principal, None, *_ANY_ALLOWED)]
+            [
+                (
+                    Resource.ANY,
+                    None,
+                    Pattern.ANY,
+                    self._principal,
+                    None,
+                    Operation.ANY,
+                    Permission.ANY,
+                )
+            ]
         )
 
 
