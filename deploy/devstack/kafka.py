@@ -105,6 +105,8 @@ class LocalKafka:
         """`setup_port`: also a PLAINTEXT listener there (see `_add_superuser`)."""
         setup = f",SETUP://127.0.0.1:{setup_port}" if setup_port else ""
         config = self.data_dir / "server.properties"
+        config.touch(mode=0o600)
+        config.chmod(0o600)  # it holds the superuser's password (the broker's own login)
         config.write_text(
             "\n".join(
                 [

@@ -308,7 +308,8 @@ def test_a_broker_formatted_before_sasl_gets_its_superuser_at_the_next_start(
         )
         properties = (kafka.data_dir / "admin.properties").read_text()
         assert 'password="a-password-the-broker-has-never-seen"' in properties
-        assert (kafka.data_dir / "admin.properties").stat().st_mode & 0o777 == 0o600
+        for secret in ("admin.properties", "admin-password", "server.properties"):
+            assert (kafka.data_dir / secret).stat().st_mode & 0o777 == 0o600, secret
     finally:
         kafka.stop()
 
