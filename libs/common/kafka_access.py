@@ -101,6 +101,11 @@ class Mechanism(enum.IntEnum):  # Kafka's ScramMechanism codes
     SCRAM_SHA_512 = 2
 
 
+# (resource type, name, pattern type, principal, host, operation, permission): Kafka's codes; as
+# a filter, None matches any name or host.
+Binding = tuple[int, str | None, int, str, str | None, int, int]
+
+
 @dataclass(frozen=True, order=True)
 class Acl:
     """One ALLOW binding: `principal` may `operation` on the `resource` named (or prefixed)."""
@@ -111,9 +116,18 @@ class Acl:
     operation: Operation
     pattern: Pattern = Pattern.LITERAL
 
-    def binding(self) -> tuple[Resource, str, Pattern, str, str, Operation]:
-        """As CreateAcls carries it: resource, name, pattern, principal, host (any), operation."""
-        return (self.resource, self.name, self.pattern, self.principal, "*", self.operation)
+    def binding(self) -> Binding:
+        """As the ACL requests carry it: resource, name, pattern, principal, host (any),
+        operation, permission."""
+        return (
+            self.resource,
+            self.name,
+            self.pattern,
+            self.principal,
+            "*",
+            self.operation,
+            Permission.ALLOW,
+        )
 
 
 def principal(user: str) -> str:
@@ -258,7 +272,7 @@ class _CreateAcls(Request[_CreateAclsRequest_v1]):  # type: ignore[misc]  # unty
         self._acls = acls
 
     def build(self, request_struct_class: type[_CreateAclsRequest_v1]) -> _CreateAclsRequest_v1:
-        return request_struct_class([(*acl.binding(), Permission.ALLOW) for acl in self._acls])
+        return request_struct_class([acl.binding() for acl in self._acls])
 
 
 class _DeleteAclsResponse_v1(Response):  # type: ignore[misc]  # untyped base
@@ -310,28 +324,73 @@ class _DeleteAclsRequest_v1(RequestStruct):  # type: ignore[misc]  # untyped bas
     )
 
 
-class _DeleteAclsOf(Request[_DeleteAclsRequest_v1]):  # type: ignore[misc]  # untyped base
-    """Every ACL binding of one principal, on any resource (null name and host match all)."""
+class _DeleteAcls(Request[_DeleteAclsRequest_v1]):  # type: ignore[misc]  # untyped base
+    """Every binding matching one of the filters (a null name or host matches all)."""
 
     API_KEY = 31
 
-    def __init__(self, user_principal: str) -> None:
-        self._principal = user_principal
+    def __init__(self, filters: Sequence[Binding]) -> None:
+        self._filters = filters
 
     def build(self, request_struct_class: type[_DeleteAclsRequest_v1]) -> _DeleteAclsRequest_v1:
-        return request_struct_class(
-            [
+        return request_struct_class(list(self._filters))
+
+
+class _DescribeAclsResponse_v1(Response):  # type: ignore[misc]  # untyped base
+    API_KEY = 29
+    API_VERSION = 1
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        ("error_message", String("utf-8")),
+        (
+            "resources",
+            Array(
+                ("resource_type", Int8),
+                ("resource_name", String("utf-8")),
+                ("pattern_type", Int8),
                 (
-                    Resource.ANY,
-                    None,
-                    Pattern.ANY,
-                    self._principal,
-                    None,
-                    Operation.ANY,
-                    Permission.ANY,
-                )
-            ]
-        )
+                    "acls",
+                    Array(
+                        ("principal", String("utf-8")),
+                        ("host", String("utf-8")),
+                        ("operation", Int8),
+                        ("permission_type", Int8),
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+class _DescribeAclsRequest_v1(RequestStruct):  # type: ignore[misc]  # untyped base
+    API_KEY = 29
+    API_VERSION = 1
+    RESPONSE_TYPE = _DescribeAclsResponse_v1
+    SCHEMA = Schema(
+        ("resource_type", Int8),
+        ("resource_name", String("utf-8")),
+        ("pattern_type", Int8),
+        ("principal", String("utf-8")),
+        ("host", String("utf-8")),
+        ("operation", Int8),
+        ("permission_type", Int8),
+    )
+
+
+class _DescribeAcls(Request[_DescribeAclsRequest_v1]):  # type: ignore[misc]  # untyped base
+    API_KEY = 29
+
+    def __init__(self, binding_filter: Binding) -> None:
+        self._filter = binding_filter
+
+    def build(self, request_struct_class: type[_DescribeAclsRequest_v1]) -> _DescribeAclsRequest_v1:
+        return request_struct_class(*self._filter)
+
+
+def _every_binding_of(user: str) -> Binding:
+    """The filter matching every binding of a principal, on any resource."""
+    return (Resource.ANY, None, Pattern.ANY, principal(user), None, Operation.ANY, Permission.ANY)
 
 
 def _raise_for(error_code: int, message: str | None, what: str) -> None:
@@ -403,12 +462,32 @@ class KafkaAccess:
         for acl, (code, message) in zip(acls, response.results, strict=True):
             _raise_for(code, message, f"ACL {acl}")
 
+    async def allow_exactly(self, user: str, acls: Sequence[Acl]) -> None:
+        """The user's bindings become `acls`: the missing ones are created first, then those
+        no longer wanted are deleted, so a running client never loses a permission it keeps."""
+        await self.grant(acls)
+        wanted = {acl.binding() for acl in acls}
+        if stale := [held for held in await self.bindings_of(user) if held not in wanted]:
+            await self._delete(stale, what=f"stale ACLs of {user}")
+
+    async def bindings_of(self, user: str) -> list[Binding]:
+        response = await self._admin._send_request(_DescribeAcls(_every_binding_of(user)))
+        _raise_for(response.error_code, response.error_message, f"ACLs of {user}")
+        return [
+            (resource, name, pattern, held_by, host, operation, permission)
+            for resource, name, pattern, acls in response.resources
+            for held_by, host, operation, permission in acls
+        ]
+
     async def revoke_all(self, user: str) -> int:
         """Delete every ACL binding of the user; returns how many there were."""
-        response = await self._admin._send_request(_DeleteAclsOf(principal(user)))
+        return await self._delete([_every_binding_of(user)], what=f"ACLs of {user}")
+
+    async def _delete(self, filters: Sequence[Binding], *, what: str) -> int:
+        response = await self._admin._send_request(_DeleteAcls(filters))
         deleted = 0
         for code, message, matching in response.results:
-            _raise_for(code, message, f"ACLs of {user}")
+            _raise_for(code, message, what)
             deleted += len(matching)
         return deleted
 
@@ -425,7 +504,7 @@ async def add_subscriber(settings: KafkaSettings, name: str) -> Credentials:
     name = check_subscriber_name(name)
     credentials = Credentials(name, secrets.token_urlsafe(24))
     async with KafkaAccess(settings) as access:
-        await access.grant(subscriber_acls(name))
+        await access.allow_exactly(name, subscriber_acls(name))
         await access.set_password(name, credentials.password)
     await wait_for_login(settings, credentials, accepted=True)
     return credentials
@@ -445,14 +524,13 @@ async def revoke_subscriber(settings: KafkaSettings, name: str) -> int:
 async def provision_services(
     settings: KafkaSettings, passwords: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """Give each service its principal (new passwords unless given) and exactly its ACLs;
-    ACLs it no longer needs are removed (so: before the services start). Returns the
+    """Give each service its principal (new passwords unless given) and exactly its ACLs,
+    those it no longer needs removed once the new ones exist (safe while it runs). Returns the
     passwords, by service."""
     passwords = passwords or {service: secrets.token_urlsafe(24) for service in SERVICES}
     async with KafkaAccess(settings) as access:
         for service, password in passwords.items():
-            await access.revoke_all(service)
-            await access.grant(service_acls(service))
+            await access.allow_exactly(service, service_acls(service))
             await access.set_password(service, password)
     for service, password in passwords.items():
         await wait_for_login(settings, Credentials(service, password), accepted=True)

@@ -32,11 +32,17 @@ from common.contracts.scoring import ScoreLatest
 from common.envelope import OutboundEvent, kafka_headers
 from common.kafka import KafkaAccessError, check_access, kafka_client_options
 from common.kafka_access import (
+    Acl,
     Credentials,
+    KafkaAccess,
+    Operation,
+    Resource,
     add_subscriber,
     check_subscriber_name,
+    principal,
     provision_services,
     revoke_subscriber,
+    service_acls,
 )
 from common.settings import KafkaSettings
 from common.topics import (
@@ -312,6 +318,19 @@ def test_a_broker_formatted_before_sasl_gets_its_superuser_at_the_next_start(
             assert (kafka.data_dir / secret).stat().st_mode & 0o777 == 0o600, secret
     finally:
         kafka.stop()
+
+
+async def test_provisioning_again_leaves_a_service_exactly_its_declared_acls(
+    infra: Infra,
+) -> None:
+    admin = infra.kafka_admin
+    leftover = Acl(principal("notifications"), Resource.TOPIC, TEAMS_MEMBER.name, Operation.READ)
+    async with KafkaAccess(admin) as access:
+        await access.grant([leftover])  # as if an earlier release had needed it
+    await provision_services(admin)
+    async with KafkaAccess(admin) as access:
+        held = await access.bindings_of("notifications")
+    assert sorted(held) == sorted(acl.binding() for acl in service_acls("notifications"))
 
 
 def test_subscriber_names_cannot_take_a_service_principal_or_group() -> None:
