@@ -62,8 +62,8 @@ test-integration: install ## each service against real Postgres and Kafka (start
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check libs services deploy tests
-	$(VENV)/bin/ruff format --check libs services deploy tests
+	$(VENV)/bin/ruff check libs services deploy tests examples
+	$(VENV)/bin/ruff format --check libs services deploy tests examples
 
 typecheck: install
 	$(VENV)/bin/mypy libs/common services deploy/devstack

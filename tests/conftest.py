@@ -13,10 +13,21 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from secrets import token_urlsafe
 
 import pytest
 
 from devstack.infra import Infra, provide
+from devstack.kafka import admin_client_env
+
+# Every broker this session starts (its own, the fault-injection stack's, those of single tests,
+# `make run`'s) has the same superuser, and the tests' own Kafka clients log in as it
+# (`kafka_client_options` reads the environment); tests of the principals and ACLs use their own
+# credentials. A broker given by KAFKA_BOOTSTRAP_SERVERS comes with the environment's.
+if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+    os.environ.update(
+        admin_client_env(os.environ.setdefault("CDT_KAFKA_ADMIN_PASSWORD", token_urlsafe(24)))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +43,7 @@ def infra(workdir: Path) -> Iterator[Infra]:
     started = time.monotonic()
     with (workdir / "postgres.log").open("w") as pg_log, (workdir / "kafka.log").open("w") as k_log:
         infra = provide(workdir / "infra", postgres_log=pg_log, kafka_log=k_log, kafka_heap="512m")
+        os.environ.update(infra.kafka_env)
         from common.kafka import ensure_topics
 
         asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
@@ -48,6 +60,7 @@ def service_env(infra: Infra, workdir: Path) -> dict[str, str]:
     return {
         "DATABASE_URL": infra.database_url,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+        **infra.kafka_env,
         "CDT_ADMIN_TOKEN": "test-operator-token",
         "CDT_ENV": "test",
         "CDT_TRACES_EXPORTER": "file",

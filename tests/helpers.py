@@ -12,7 +12,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from common.kafka import ensure_topics
+from common.kafka import ensure_topics, kafka_client_options
 from common.runtime import ServiceRuntime
 from common.topics import CONSUMER_GROUPS
 
@@ -63,6 +63,7 @@ async def read_topic(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        **kafka_client_options(),
     )
     await consumer.start()
     records: list[Any] = []
@@ -87,7 +88,7 @@ async def committed_offsets(bootstrap: str, group: str) -> int:
     """Sum of the offsets a consumer group has committed, over all its partitions."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_options())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -111,7 +112,10 @@ async def start_groups_at_topic_ends(bootstrap_servers: str, *, timeout: float =
         partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
         while True:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
+                bootstrap_servers=bootstrap_servers,
+                group_id=group,
+                enable_auto_commit=False,
+                **kafka_client_options(),
             )
             await consumer.start()
             try:

@@ -6,8 +6,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from common.settings import KafkaSettings
 from devstack.kafka import LocalKafka
 from devstack.postgres import LocalPostgres
 
@@ -18,7 +19,16 @@ class Infra:
     kafka_bootstrap_servers: str
     postgres: LocalPostgres | None = None
     kafka: LocalKafka | None = None
+    # The `CDT_KAFKA_*` settings of the broker's superuser (empty: the environment's own, for a
+    # broker given by KAFKA_BOOTSTRAP_SERVERS).
+    kafka_env: dict[str, str] = field(default_factory=dict)
     _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def kafka_admin(self) -> KafkaSettings:
+        """The superuser's client settings: topics, principals and ACLs are provisioned as it."""
+        values: dict[str, Any] = {**self.kafka_env}  # the environment fills in the rest
+        return KafkaSettings(kafka_bootstrap_servers=self.kafka_bootstrap_servers, **values)
 
     def stop(self) -> None:
         for stop in reversed(self._stops):
@@ -50,6 +60,7 @@ def provide(
         else:
             infra.kafka = LocalKafka(data_dir / "kafka", heap=kafka_heap)
             infra.kafka_bootstrap_servers = infra.kafka.start(log=kafka_log)
+            infra.kafka_env = infra.kafka.client_env()
             infra._stops.append(infra.kafka.stop)
     except BaseException:
         infra.stop()
@@ -68,6 +79,8 @@ def _containers() -> Infra:
     infra = Infra(
         database_url=postgres.get_connection_url(),
         kafka_bootstrap_servers=kafka.get_bootstrap_server(),
+        # testcontainers' broker has no SASL listener: this path tests the code, not the ACLs.
+        kafka_env={"CDT_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
     )
     infra._stops += [postgres.stop, kafka.stop]
     return infra

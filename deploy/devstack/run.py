@@ -89,6 +89,7 @@ def service_env(infra: Infra, *, data_dir: Path, token: str) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": infra.database_url,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+        **infra.kafka_env,
         "CDT_ADMIN_TOKEN": token,
         # Every service verifies access tokens issued by the teams service (its JWKS and its
         # list of disabled accounts); an environment naming another provider wins.
@@ -102,6 +103,37 @@ def service_env(infra: Infra, *, data_dir: Path, token: str) -> dict[str, str]:
     }
 
 
+def kafka_principals(infra: Infra) -> dict[str, dict[str, str]]:
+    """Each service's own Kafka principal, allowed exactly its topics and groups, with a new
+    password each run (`common.kafka_access`); by service, the environment that selects it.
+    The topics exist already (created as the superuser), so the services do not try to."""
+    from common.kafka_access import provision_services, service_client_env
+
+    admin = infra.kafka_admin
+    if not admin.kafka_security_protocol.startswith("SASL_"):
+        return {name: {} for name in SERVICES}  # a broker without SASL: nobody logs in
+    passwords = asyncio.run(provision_services(admin))
+    return {
+        name: {**service_client_env(name, passwords[name]), "CDT_CREATE_TOPICS": "false"}
+        for name in SERVICES
+    }
+
+
+def kafka_hint(infra: Infra) -> list[str]:
+    """Where the broker is and how an operator's console tools log in as the superuser."""
+    lines = [f"kafka: {infra.kafka_bootstrap_servers} (SASL SCRAM-SHA-512, ACLs)"]
+    if infra.kafka is not None:
+        properties = infra.kafka.data_dir / "admin.properties"
+        lines += [
+            f"  superuser client properties: {properties}",
+            f"  e.g. kafka-topics.sh --bootstrap-server {infra.kafka_bootstrap_servers} "
+            f"--command-config {properties} --list",
+            "  an agency's read-only principal: .venv/bin/python -m common.kafka_access "
+            f"--admin-config {properties} add-subscriber --name <agency>",
+        ]
+    return lines
+
+
 def first_admin_hint(infra: Infra, *, issuer: str) -> list[str]:
     """How to get a first administrator's access token from the local identity provider."""
     if issuer != LOCAL_ISSUER:
@@ -111,6 +143,17 @@ def first_admin_hint(infra: Infra, *, issuer: str) -> list[str]:
         "a password and get an access token for every service):",
         f"  DATABASE_URL='{infra.database_url}' PYTHONPATH=libs:services \\",
         "    .venv/bin/python -m teams create-admin --username admin",
+    ]
+
+
+def ready_lines(infra: Infra, *, data_dir: Path, token: str, env: dict[str, str]) -> list[str]:
+    """What an operator needs once everything is up: URLs, token, broker, first account."""
+    return [
+        *(f"  {name:<13} http://127.0.0.1:{port}/docs" for name, port in SERVICES.items()),
+        f"operator token: {token}  (also in {data_dir / 'admin-token'})",
+        *kafka_hint(infra),
+        *first_admin_hint(infra, issuer=env["CDT_OIDC_ISSUER"]),
+        "Ctrl-C to stop",
     ]
 
 
@@ -168,8 +211,11 @@ def main() -> int:
         )
         from common.kafka import ensure_topics
 
-        created = asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
-        say(f"{prefix('run')} topics ready ({len(created)} created)")
+        created = asyncio.run(
+            ensure_topics(infra.kafka_bootstrap_servers, security=infra.kafka_admin)
+        )
+        principals = kafka_principals(infra)
+        say(f"{prefix('run')} topics ready ({len(created)} created), service principals set")
         token = admin_token(data_dir)
         env = service_env(infra, data_dir=data_dir, token=token)
         for name in SERVICES:
@@ -178,7 +224,7 @@ def main() -> int:
             # killed mid-batch is a case it handles anyway (outbox, offsets after commit).
             proc = spawn(
                 [sys.executable, "-m", name, "api"],
-                env=env,
+                env={**env, **principals[name]},
                 cwd=ROOT,
                 on_parent_death=signal.SIGKILL,
             )
@@ -194,12 +240,8 @@ def main() -> int:
             )
         if not stopping.is_set():
             say(f"{prefix('run')} all four services ready in {time.monotonic() - started:.1f} s")
-            for name, port in SERVICES.items():
-                say(f"{prefix('run')}   {name:<13} http://127.0.0.1:{port}/docs")
-            say(f"{prefix('run')} operator token: {token}  (also in {data_dir / 'admin-token'})")
-            for line in first_admin_hint(infra, issuer=env["CDT_OIDC_ISSUER"]):
+            for line in ready_lines(infra, data_dir=data_dir, token=token, env=env):
                 say(f"{prefix('run')} {line}")
-            say(f"{prefix('run')} Ctrl-C to stop")
         while not stopping.is_set():
             for name, proc in procs.items():
                 if proc.poll() is not None:

@@ -148,12 +148,25 @@ def document() -> dict[str, Any]:
             "local": {
                 "host": "localhost:9092",
                 "protocol": "kafka",
-                "description": "the broker `make run` starts",
+                "description": "the broker `make run` starts (SASL_PLAINTEXT; production: "
+                "SASL_SSL). Every client logs in with its own principal, and ACLs allow it "
+                "only its topics and groups: docs/subscribers.md",
+                "security": [{"$ref": "#/components/securitySchemes/scram"}],
             }
         },
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {
+            "messages": messages,
+            "schemas": schemas,
+            "securitySchemes": {
+                "scram": {
+                    "type": "scramSha512",
+                    "description": "SASL SCRAM-SHA-512; an agency's principal is created by "
+                    "`python -m common.kafka_access add-subscriber`",
+                }
+            },
+        },
     }
 
 

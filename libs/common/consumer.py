@@ -38,6 +38,7 @@ from common.envelope import InboundEvent, PoisonRecordError, decode_kafka_record
 from common.faults import crash_point
 from common.kafka import make_consumer
 from common.outbox_tables import ServiceTables
+from common.settings import KafkaSettings
 from common.telemetry import consumer_span_attributes, context_from_headers, span_link
 from common.topics import dead_letter_topic
 
@@ -120,8 +121,10 @@ class ConsumerRunner:
         retry_backoff_seconds: float = 0.2,
         session_timeout_ms: int = 10_000,
         on_rebalance: Callable[[], None] | None = None,
+        security: KafkaSettings | None = None,
     ) -> None:
         self.group = group
+        self._security = security
         self._on_rebalance = on_rebalance
         self._topics = list(topics)
         self._handler = handler
@@ -183,6 +186,7 @@ class ConsumerRunner:
                 max_poll_records=self._batch_size,
                 session_timeout_ms=self._session_timeout_ms,
                 on_rebalance=self._on_rebalance,
+                security=self._security,
             )
             try:
                 await consumer.start()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from common.kafka import make_producer
+from common.kafka import kafka_client_options, make_producer
+from common.settings import KafkaSettings
 from common.topics import CONSUMER_GROUPS, dead_letter_topic
 
 DLT_HEADERS = (
@@ -74,13 +75,16 @@ async def _drain(consumer: AIOKafkaConsumer) -> list[ConsumerRecord[bytes, bytes
             records.extend(part)
 
 
-async def list_letters(bootstrap: str, topics: list[str]) -> list[DeadLetter]:
+async def list_letters(
+    bootstrap: str, topics: list[str], *, security: KafkaSettings | None = None
+) -> list[DeadLetter]:
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **kafka_client_options(security),
     )
     await consumer.start()
     try:
@@ -89,16 +93,20 @@ async def list_letters(bootstrap: str, topics: list[str]) -> list[DeadLetter]:
         await consumer.stop()
 
 
-async def replay(bootstrap: str, *, group: str, topics: list[str]) -> list[DeadLetter]:
-    """Re-publish not-yet-replayed dead letters to their original topics."""
+async def replay(
+    bootstrap: str, *, group: str, topics: list[str], security: KafkaSettings | None = None
+) -> list[DeadLetter]:
+    """Re-publish not-yet-replayed dead letters to their original topics (as an operator: the
+    superuser, since the replay writes to the topics of another service)."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
         group_id=f"dlt-replay.{group}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **kafka_client_options(security),
     )
-    producer = make_producer(bootstrap, client_id=f"dlt-replay.{group}")
+    producer = make_producer(bootstrap, client_id=f"dlt-replay.{group}", security=security)
     await consumer.start()
     await producer.start()
     try:

@@ -12,9 +12,21 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from common.settings import KafkaSettings
 from common.topics import TopicSpec, all_topics
 
 log = logging.getLogger(__name__)
@@ -67,10 +79,84 @@ def keyed_partitioner(key: bytes | None, all_partitions: list[int], available: l
     return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
-def make_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProducer:
+class KafkaAccessError(RuntimeError):
+    """The broker refused this client's credentials (or they are missing): retrying cannot
+    help, so the process stops with this message instead of waiting for the broker."""
+
+
+def kafka_client_options(settings: KafkaSettings | None = None) -> dict[str, Any]:
+    """How every Kafka client this code creates authenticates: the one place that reads the
+    security settings (`settings`, or `KafkaSettings` from the environment when omitted)."""
+    settings = KafkaSettings() if settings is None else settings
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol == "SASL_SSL":
+        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        options["ssl_context"] = create_ssl_context(cafile=cafile)
+    if protocol.startswith("SASL_"):
+        if not settings.kafka_username or settings.kafka_password is None:
+            raise KafkaAccessError(
+                f"CDT_KAFKA_SECURITY_PROTOCOL={protocol} needs CDT_KAFKA_USERNAME and "
+                "CDT_KAFKA_PASSWORD (the service's Kafka principal)"
+            )
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_username,
+            "sasl_plain_password": settings.kafka_password.get_secret_value(),
+        }
+    return options
+
+
+# What a broker answers when it does not accept the client's identity (not an outage).
+_REFUSALS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+)
+
+
+async def check_access(settings: KafkaSettings, *, wait_seconds: float = 10) -> None:
+    """Raise `KafkaAccessError` if the first reachable bootstrap server refuses the
+    credentials. An unreachable broker is not an answer: the clients retry as they always do.
+
+    aiokafka logs a refused login and then reports only "Unable to bootstrap", the same as an
+    outage, and a service would retry a wrong password for ever; this asks once, directly.
+    """
+    options = kafka_client_options(settings)
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            async with asyncio.timeout(wait_seconds):
+                conn = await create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    request_timeout_ms=int(wait_seconds * 1000),
+                    **options,
+                )
+        except _REFUSALS as refusal:
+            raise KafkaAccessError(
+                f"Kafka at {server.strip()} refused the credentials of "
+                f"{settings.kafka_username!r} ({settings.kafka_sasl_mechanism}, "
+                f"{settings.kafka_security_protocol}): {refusal}. Check CDT_KAFKA_USERNAME / "
+                "CDT_KAFKA_PASSWORD (and that the principal exists: python -m common.kafka_access)"
+            ) from refusal
+        except (OSError, TimeoutError, KafkaError):
+            continue
+        conn.close()
+        return
+
+
+def make_producer(
+    bootstrap_servers: str, *, client_id: str, security: KafkaSettings | None = None
+) -> AIOKafkaProducer:
+    """`security`: whose credentials (default: the `CDT_KAFKA_*` environment), as for every
+    client below."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
+        **kafka_client_options(security),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -100,6 +186,7 @@ def make_consumer(
     max_poll_records: int,
     session_timeout_ms: int = 10_000,
     on_rebalance: Callable[[], None] | None = None,
+    security: KafkaSettings | None = None,
 ) -> AIOKafkaConsumer:
     """`on_rebalance`: called whenever partitions are revoked or assigned (a handler's memory of
     its partitions' state is then no longer known to be the latest)."""
@@ -115,6 +202,7 @@ def make_consumer(
         max_poll_interval_ms=300_000,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=max(session_timeout_ms // 4, 1_000),
+        **kafka_client_options(security),
     )
     consumer.subscribe(
         topics, listener=_OnRebalance(on_rebalance) if on_rebalance is not None else None
@@ -123,11 +211,20 @@ def make_consumer(
 
 
 async def ensure_topics(
-    bootstrap_servers: str, *, specs: list[TopicSpec] | None = None, replication_factor: int = 1
+    bootstrap_servers: str,
+    *,
+    specs: list[TopicSpec] | None = None,
+    replication_factor: int = 1,
+    security: KafkaSettings | None = None,
 ) -> list[str]:
-    """Create missing topics; returns the names created. Idempotent."""
+    """Create missing topics; returns the names created. Idempotent. Needs a principal allowed
+    to create topics (the superuser: provisioning, not a service's own principal)."""
     specs = all_topics() if specs is None else specs
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="cdt-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        client_id="cdt-topics",
+        **kafka_client_options(security),
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -16,15 +16,23 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from common import metrics
+from common.kafka import kafka_client_options
+from common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
 class LagMonitor:
     def __init__(
-        self, *, bootstrap_servers: str, groups: dict[str, Sequence[str]], interval: float = 5.0
+        self,
+        *,
+        bootstrap_servers: str,
+        groups: dict[str, Sequence[str]],
+        interval: float = 5.0,
+        security: KafkaSettings | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = security
         self._groups = groups
         self._interval = interval
         self._stopping = asyncio.Event()
@@ -33,8 +41,13 @@ class LagMonitor:
         self._stopping.set()
 
     async def run(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="cdt-lag")
-        offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, client_id="cdt-lag")
+        options = kafka_client_options(self._security)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, client_id="cdt-lag", **options
+        )
+        offsets = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, client_id="cdt-lag", **options
+        )
         await admin.start()
         await offsets.start()
         try:

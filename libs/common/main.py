@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from common.kafka import KafkaAccessError, check_access
 from common.logs import configure_logging
 from common.runtime import ServiceRuntime
 from common.settings import ServiceSettings
@@ -35,6 +36,8 @@ def run_service(
     )
     mode = parser.parse_args().mode
     configure_logging(service=settings.service_name, level=settings.log_level)
+    if mode != "migrate":
+        refuse_wrong_kafka_credentials(settings)
     runtime = build_runtime(settings)
     if mode != "migrate":
         settle_heap()
@@ -56,6 +59,15 @@ def run_service(
         asyncio.run(run_worker(runtime))
     else:
         asyncio.run(runtime.migrate())
+
+
+def refuse_wrong_kafka_credentials(settings: ServiceSettings) -> None:
+    """Exit at once, with the broker's reason in one line, when it refuses our credentials (a
+    wrong password would otherwise look like a broker that is down, retried for ever)."""
+    try:
+        asyncio.run(check_access(settings))
+    except KafkaAccessError as refused:
+        raise SystemExit(f"{settings.service_name}: {refused}") from None
 
 
 GRACEFUL_TIMEOUT_SECONDS = 20

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.consumer import ConsumerRunner, Handler
 from common.db import DirectConnections, UnitOfWork, create_engine
 from common.envelope import Mirror
-from common.kafka import ensure_topics, make_producer
+from common.kafka import KafkaAccessError, check_access, ensure_topics, make_producer
 from common.lag import LagMonitor
 from common.migrations import upgrade
 from common.outbox_tables import ServiceTables
@@ -112,6 +112,9 @@ class ServiceRuntime:
         )
 
     async def start(self, *, workers: bool) -> None:
+        # Refused credentials end the start here, with the broker's reason: every client
+        # below would otherwise retry them for ever as if Kafka were down.
+        await check_access(self.settings)
         if self.settings.run_migrations:
             await self.migrate()
         self._spawn("kafka-producer", self._start_producer)
@@ -120,6 +123,7 @@ class ServiceRuntime:
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 groups={spec.group: list(spec.topics) for spec in self.consumer_specs},
                 interval=self.settings.lag_interval_seconds,
+                security=self.settings,
             )
             self._spawn("lag-monitor", self.lag_monitor.run)
         if workers:
@@ -184,26 +188,43 @@ class ServiceRuntime:
         while not self.draining:
             if self.settings.create_topics:
                 with contextlib.suppress(KafkaError, OSError):
-                    await ensure_topics(self.settings.kafka_bootstrap_servers)
+                    await ensure_topics(
+                        self.settings.kafka_bootstrap_servers, security=self.settings
+                    )
             producer = make_producer(
-                self.settings.kafka_bootstrap_servers, client_id=self.settings.service_name
+                self.settings.kafka_bootstrap_servers,
+                client_id=self.settings.service_name,
+                security=self.settings,
             )
             try:
                 await producer.start()
             except (KafkaError, OSError):
-                log.warning("Kafka not reachable yet; retrying producer start")
                 await producer.stop()
+                await self._log_why_kafka_is_out_of_reach()
                 await asyncio.sleep(2)
                 continue
             self.producer = producer
             self._producer_ready.set()
             return
 
+    async def _log_why_kafka_is_out_of_reach(self) -> None:
+        """Down, or refusing our credentials (changed since the start): aiokafka reports both
+        as "Unable to bootstrap"; the second needs a person, so it is an error, with the
+        broker's reason."""
+        try:
+            await check_access(self.settings)
+        except KafkaAccessError as refused:
+            log.error("%s; retrying producer start", refused)
+            return
+        log.warning("Kafka not reachable yet; retrying producer start")
+
     async def _renew_producer(self) -> AIOKafkaProducer:
         """A new producer (new idempotent producer id) for the relay after a fatal producer
         error; the old one stays open for whoever holds it and is closed at stop."""
         producer = make_producer(
-            self.settings.kafka_bootstrap_servers, client_id=self.settings.service_name
+            self.settings.kafka_bootstrap_servers,
+            client_id=self.settings.service_name,
+            security=self.settings,
         )
         try:
             await producer.start()
@@ -256,6 +277,7 @@ class ServiceRuntime:
                 max_retries=self.settings.consumer_max_retries,
                 session_timeout_ms=self.settings.consumer_session_timeout_ms,
                 on_rebalance=spec.on_rebalance,
+                security=self.settings,
             )
             self.consumers.append(runner)
             try:

@@ -12,9 +12,32 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TraceExporter = Literal["file", "otlp", "console", "none"]
+KafkaSecurityProtocol = Literal["SASL_PLAINTEXT", "SASL_SSL", "PLAINTEXT"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]
 
 
-class ServiceSettings(BaseSettings):
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how a client proves who it is (`common.kafka.kafka_client_options`
+    turns these into every client's options). Each service has its own principal; the broker
+    allows it exactly its topics and groups (`python -m common.kafka_access`)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # SASL_SSL in production (with CDT_KAFKA_SSL_CAFILE unless the system's CAs sign the
+    # broker's certificate); SASL_PLAINTEXT on a loopback broker (`make run`, the tests).
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="SASL_PLAINTEXT", alias="CDT_KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        default="SCRAM-SHA-512", alias="CDT_KAFKA_SASL_MECHANISM"
+    )
+    kafka_username: str | None = Field(default=None, alias="CDT_KAFKA_USERNAME")
+    kafka_password: SecretStr | None = Field(default=None, alias="CDT_KAFKA_PASSWORD")
+    kafka_ssl_cafile: Path | None = Field(default=None, alias="CDT_KAFKA_SSL_CAFILE")
+
+
+class ServiceSettings(KafkaSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     service_name: str = "cdt"
@@ -22,7 +45,6 @@ class ServiceSettings(BaseSettings):
 
     database_url: str = "postgresql+asyncpg://cdt@127.0.0.1:5432/cdt"
     db_pool_size: int = Field(default=20, ge=1, le=200)
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
     create_topics: bool = Field(default=True, alias="CDT_CREATE_TOPICS")
     run_migrations: bool = Field(default=True, alias="CDT_RUN_MIGRATIONS")
 

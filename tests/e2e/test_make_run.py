@@ -92,6 +92,11 @@ def test_make_run_brings_up_everything_and_stops_clean(workdir, subprocess_env) 
             assert reply.json()["checks"] == {"database": True, "kafka": True, "draining": False}
         token = (data_dir / "admin-token").read_text().strip()
         assert any(token in line for line in stack.lines), "the operator token is printed"
+        admin_properties = data_dir / "kafka" / "admin.properties"
+        assert admin_properties.stat().st_mode & 0o777 == 0o600
+        assert "sasl.mechanism=SCRAM-SHA-512" in admin_properties.read_text()
+        assert any(str(admin_properties) in line for line in stack.lines), "its path is printed"
+        assert any("kafka: 127.0.0.1:" in line for line in stack.lines), "the broker is printed"
         operator = {"Authorization": f"Bearer {token}"}
         imported = httpx.post(
             "http://127.0.0.1:8001/v1/admin-units:import",

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest_asyncio
 
 from common.kafka import ensure_topics
+from common.kafka_access import provision_services
+from common.settings import KafkaSettings
 from tests.faults.stack import PROCESSES, Stack
 
 
@@ -22,6 +24,8 @@ async def stack(workdir: Path) -> AsyncIterator[Stack]:
     await asyncio.to_thread(stack.start_infra)
     try:
         await ensure_topics(stack.bootstrap)
+        admin = KafkaSettings(kafka_bootstrap_servers=stack.bootstrap)  # the superuser
+        stack.kafka_passwords = await provision_services(admin)
         stack.build_env()
         # Migrations take an advisory lock per schema, so API and worker may start together.
         for label in PROCESSES:

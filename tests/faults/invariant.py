@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import kafka_client_options
 from common.topics import ACTIVITY_RECORDED
 from tests.faults.stack import Load, Stack
 from tests.helpers import recompute_job
@@ -162,7 +163,10 @@ async def assert_applied_in_log_order(
     """
     until = await stack.positions(topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=stack.bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        **kafka_client_options(),
     )
     await consumer.start()
     records: dict[int, list[Any]] = defaultdict(list)

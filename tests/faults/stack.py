@@ -34,6 +34,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from common.contracts.activities import SKILLS
+from common.kafka import kafka_client_options
+from common.kafka_access import service_client_env
 from common.topics import CONSUMER_GROUPS
 from devstack.kafka import LocalKafka
 from devstack.postgres import LocalPostgres
@@ -148,6 +150,8 @@ class Stack:
         self.database_url = ""
         self.bootstrap = ""
         self.env: dict[str, str] = {}
+        # Each service logs in as its own principal (`common.kafka_access`), as in `make run`.
+        self.kafka_passwords: dict[str, str] = {}
         self.procs: dict[str, ServiceProcess] = {}
         self.engine: AsyncEngine | None = None
         self.world: World | None = None
@@ -214,8 +218,8 @@ class Stack:
         }
         for key in ("CDT_FAULT_POINTS", "CDT_INFRA"):
             self.env.pop(key, None)
-        for label, (_, _, port_var) in PROCESSES.items():
-            env = dict(self.env)
+        for label, (module, _, port_var) in PROCESSES.items():
+            env = self.env_of(module)
             if label in API_ONLY:
                 env["CDT_RUN_WORKERS"] = "false"
             port = int(self.env[port_var]) if port_var else None
@@ -223,6 +227,13 @@ class Stack:
                 label, env=env, log=self.root / f"{label}.log", port=port
             )
         return self.env
+
+    def env_of(self, module: str) -> dict[str, str]:
+        """The environment of a process of `module`, with that service's Kafka principal."""
+        principal = {}
+        if password := self.kafka_passwords.get(module):
+            principal = {**service_client_env(module, password), "CDT_CREATE_TOPICS": "false"}
+        return {**self.env, **principal}
 
     def __getitem__(self, label: str) -> ServiceProcess:
         return self.procs[label]
@@ -234,7 +245,8 @@ class Stack:
         """Another `python -m <module> worker` process (e.g. a second scoring consumer)."""
         self._extra += 1
         label = f"{module}#{self._extra}"
-        proc = ServiceProcess(label, env=dict(self.env), log=self.root / f"{label}.log", port=None)
+        env = self.env_of(module)
+        proc = ServiceProcess(label, env=env, log=self.root / f"{label}.log", port=None)
         self.procs[label] = proc
         return proc
 
@@ -305,8 +317,10 @@ class Stack:
     async def lag(self, group: str, topics: Iterable[str] | None = None) -> dict[str, int]:
         """End offset − committed offset per topic, summed over partitions (from the broker)."""
         names = list(topics or (t.name for t in CONSUMER_GROUPS[group]))
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **kafka_client_options())
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **kafka_client_options()
+        )
         await admin.start()
         await consumer.start()
         try:
@@ -330,8 +344,10 @@ class Stack:
 
     async def positions(self, topic: str) -> dict[int, int]:
         """End offset of each partition of a topic."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **kafka_client_options())
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **kafka_client_options()
+        )
         await admin.start()
         await consumer.start()
         try:
@@ -347,7 +363,7 @@ class Stack:
         return sum((await self.positions(topic)).values())
 
     async def group_members(self, group: str) -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **kafka_client_options())
         await admin.start()
         try:
             [response] = await admin.describe_consumer_groups([group])

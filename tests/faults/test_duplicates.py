@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from common.envelope import kafka_headers
+from common.kafka import kafka_client_options
 from common.topics import ACTIVITY_RECORDED, ACTIVITY_VOIDED
 from tests.faults.invariant import (
     accepted_activities,
@@ -44,7 +45,9 @@ async def void(stack: Stack, load: Load, activity_id: str) -> None:
 
 async def redeliver(stack: Stack, rows: list[dict[str, object]], *, new_ids: bool = False) -> None:
     """Publish outbox rows again as the relay would (or as a re-publication under new ids)."""
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap, acks="all", **kafka_client_options()
+    )
     await producer.start()
     try:
         for row in rows:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from common import asyncapi
 from common.deadletters import dead_letter_topics, list_letters
+from common.kafka import kafka_client_options
 from common.topics import ACTIVITY_RECORDED, CONSUMER_GROUPS, TEAMS_ADMIN_UNIT
 from tests.faults.invariant import assert_invariant, scoring_facts
 from tests.faults.stack import Load, Stack
@@ -136,7 +137,9 @@ async def test_poison_on_every_consumed_topic_goes_to_each_groups_dead_letters(
     before = await dead_letters(stack)
     types = {contract.TOPIC.name: contract.CE_TYPE for contract in CONTRACTS}
     consumed = sorted({spec.name for specs in CONSUMER_GROUPS.values() for spec in specs})
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap, acks="all", **kafka_client_options()
+    )
     await producer.start()
     try:
         for topic in consumed:

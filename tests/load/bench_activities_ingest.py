@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from common.contracts.teams import MemberChanged, TeamChanged, UnitPath  # noqa: E402
 from common.db import asyncpg_dsn  # noqa: E402
 from common.envelope import OutboundEvent, kafka_headers  # noqa: E402
-from common.kafka import ensure_topics  # noqa: E402
+from common.kafka import ensure_topics, kafka_client_options  # noqa: E402
 from common.topics import ACTIVITY_RECORDED  # noqa: E402
 from devstack.infra import Infra  # noqa: E402
 from tests.load.bench_infra import bench_infra  # noqa: E402
@@ -133,7 +133,9 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 
 
 
 async def seed_replica(bootstrap: str, dsn: str) -> list[tuple[uuid.UUID, list[uuid.UUID]]]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, **kafka_client_options()
+    )
     await producer.start()
     teams: list[tuple[uuid.UUID, list[uuid.UUID]]] = []
     now = datetime.now(UTC)
@@ -219,7 +221,7 @@ async def bench_batches(
 ) -> dict[str, float]:  # fmt: skip
     batches = len(bodies)
     # One client for the whole phase: a new one per poll would cost the publication's timing.
-    offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client_options())
     await offsets.start()
     start_offset = await topic_end(offsets)
     queue: asyncio.Queue[bytes] = asyncio.Queue()

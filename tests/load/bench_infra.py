@@ -7,6 +7,7 @@ unless `keep` is asked for (logs to read).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -41,6 +42,7 @@ def bench_infra(
                 kafka_log=kafka_log,
                 kafka_heap=kafka_heap,
             )
+            os.environ.update(infra.kafka_env)  # the bench's own clients: the superuser
             try:
                 yield infra, workdir
             finally:

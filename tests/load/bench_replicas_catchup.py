@@ -39,6 +39,7 @@ from tests.load.bench_scoring_support import infrastructure
 
 import psutil  # after the import roots are set
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from common.kafka import kafka_client_options
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Table, func, select
 from sqlalchemy import event as sql_event
@@ -164,6 +165,7 @@ async def publish(bootstrap: str, reg: Registry) -> float:
         enable_idempotence=True,
         linger_ms=20,
         max_batch_size=256 * 1024,
+        **kafka_client_options(),
     )
     await producer.start()
     started = time.perf_counter()
@@ -238,8 +240,12 @@ class Lag:
     PostgreSQL's CPU in a national run)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-lag")
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-lag")
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="bench-lag", **kafka_client_options()
+        )
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, client_id="bench-lag", **kafka_client_options()
+        )
         self._partitions = [
             TopicPartition(spec.name, p)
             for spec in (TEAMS_TEAM, TEAMS_MEMBER, TEAMS_ADMIN_UNIT)

@@ -20,6 +20,7 @@ from tests.load.bench_meter import CpuMeter, reset_statements, top_statements
 from tests.load.bench_scoring_support import activity_fields, hierarchy, infrastructure
 
 from aiokafka import AIOKafkaProducer  # after the import roots are set
+from common.kafka import kafka_client_options
 from sqlalchemy import func, select, text
 
 from common.contracts.activities import ActivityRecorded
@@ -52,7 +53,11 @@ async def produce(bootstrap: str, events: int, teams: int) -> float:
     rng = random.Random(5)
     roster = hierarchy(teams, rng)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        **kafka_client_options(),
     )
     await producer.start()
     started = time.perf_counter()

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from common.contracts.activities import PartnerChanged
 from common.contracts.teams import TeamChanged, UnitPath
 from common.envelope import EventContract, OutboundEvent, kafka_headers
+from common.kafka import kafka_client_options
 from tests.helpers import OPERATOR, eventually
 from tests.security.conftest import DONG_THAP, MY_THO, SERVICES, Stack, World, tag
 
@@ -150,7 +151,7 @@ async def processed(
 
 
 async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_options())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -160,7 +161,7 @@ async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
 
 
 async def group_members(bootstrap: str, group: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_options())
     await admin.start()
     try:
         [response] = await admin.describe_consumer_groups([group])
@@ -201,7 +202,9 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(
     assert target.proc is not None
     bootstrap, database_url = infra.kafka_bootstrap_servers, service_env["DATABASE_URL"]
     group = GROUP[service]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, **kafka_client_options()
+    )
     await producer.start()
     landed = await produce(producer, [CONSUMES[service]() for _ in range(EVENTS)])
     streaming = asyncio.Event()

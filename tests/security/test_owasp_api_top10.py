@@ -56,6 +56,7 @@ import common.auth
 from activities import domain as activities_domain
 from common.app import api_routes, authorize
 from common.contracts.activities import ActivityRecorded
+from common.kafka import kafka_client_options
 from common.topics import all_topics
 from notifications import delivery as delivery_module
 from notifications.delivery import DeliveryWorker, WebhookUrlError, check_webhook_url
@@ -78,7 +79,9 @@ from tests.security.conftest import (
 
 async def tail_topic(bootstrap: str, topic: str, last: int = 500) -> list[Any]:
     """The last `last` records of every partition of a topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_client_options()
+    )
     await consumer.start()
     try:
         count = next(spec.partitions for spec in all_topics() if spec.name == topic)

@@ -38,11 +38,28 @@ def test_compose_runs_the_whole_stack() -> None:
     assert set(services) >= {"postgres", "kafka", "otel-collector", "jaeger", *SERVICES}
 
 
-def test_kafka_image_is_the_pinned_release_in_kraft_mode() -> None:
+def test_kafka_image_is_the_pinned_release_in_kraft_mode_with_sasl_and_acls() -> None:
     kafka = compose()["services"]["kafka"]
     assert kafka["image"] == f"apache/kafka:{kafka_version()}"
-    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert kafka["environment"]["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+    script = (ROOT / "deploy/kafka/compose-kafka.sh").read_text()
+    assert kafka["command"] == ["/bin/bash", "/cdt/compose-kafka.sh"]
+    assert "./deploy/kafka/compose-kafka.sh:/cdt/compose-kafka.sh:ro" in kafka["volumes"]
+    for line in (
+        "process.roles=broker,controller",
+        "offsets.topic.replication.factor=1",
+        "listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+    ):
+        assert f"\n{line}\n" in script, line
+    assert "--add-scram" in script
+
+
+def test_kafka_setup_provisions_topics_and_principals_as_the_superuser() -> None:
+    setup = compose()["services"]["kafka-setup"]
+    assert setup["command"][:4] == ["python", "-m", "common.kafka_access", "provision-services"]
+    assert setup["environment"]["CDT_KAFKA_USERNAME"] == "admin"
+    assert setup["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
 def test_service_ports_commands_and_env_agree_with_the_code() -> None:
@@ -51,14 +68,22 @@ def test_service_ports_commands_and_env_agree_with_the_code() -> None:
         service = services[name]
         port = settings.model_fields["http_port"].default
         assert service["ports"] == [f"{port}:{port}"], name
-        assert service["command"] == ["python", "-m", name, "api"]
+        # Each logs in as its own principal, whose credentials kafka-setup wrote.
+        assert service["command"] == [
+            "sh",
+            "-c",
+            f". /var/lib/cdt-kafka/{name}.env && exec python -m {name} api",
+        ]
         dockerfile = ROOT / service["build"]["context"] / service["build"]["dockerfile"]
         assert dockerfile.exists()
         known = env_names(settings) | {"HTTP_PORT"}  # HTTP_PORT feeds the image's healthcheck
         assert set(service["environment"]) <= known, set(service["environment"]) - known
         assert str(port) in {str(v) for v in service["environment"].values()}
         assert service["environment"]["CDT_TRACES_EXPORTER"] == "otlp"
-        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert service["depends_on"]["kafka-setup"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert service["environment"]["CDT_CREATE_TOPICS"] == "false"
 
 
 def test_database_url_points_at_the_compose_postgres() -> None:

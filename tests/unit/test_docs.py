@@ -30,6 +30,8 @@ def test_every_common_setting_is_documented() -> None:
 def test_documented_variables_exist() -> None:
     known = {(f.alias or n).upper() for n, f in ServiceSettings.model_fields.items()}
     known |= {"CDT_INFRA", "CDT_CACHE_DIR", "CDT_FAULT_POINTS"}  # read by devstack / faults
+    # read by the Kafka access CLI and the local broker
+    known |= {"CDT_KAFKA_ADMIN_CONFIG", "CDT_KAFKA_ADMIN_PASSWORD"}
     known.add("CDT_SCHEMA_BASE_URL")  # read once by common.envelope (in every event header)
     known |= {f"{s}_PORT" for s in ("TEAMS", "ACTIVITIES", "SCORING", "NOTIFICATIONS")}
     unknown = documented_variables() - known

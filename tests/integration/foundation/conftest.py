@@ -8,6 +8,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from common.kafka import kafka_client_options
 from tests.integration.foundation import plumbing
 
 
@@ -21,7 +22,9 @@ async def engine(apply_env: None, infra):  # type: ignore[no-untyped-def]
 
 @pytest_asyncio.fixture(scope="module")
 async def producer(infra) -> AsyncIterator[AIOKafkaProducer]:  # type: ignore[no-untyped-def]
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.kafka_bootstrap_servers, acks="all", **kafka_client_options()
+    )
     await producer.start()
     yield producer
     await producer.stop()

@@ -19,6 +19,7 @@ from common.contracts.activities import ActivityRecorded
 from common.contracts.scoring import ScoreComponent, ScoreUpdated
 from common.contracts.teams import TeamChanged, UnitPath
 from common.envelope import EventContract, OutboundEvent, kafka_headers
+from common.kafka import kafka_client_options
 
 
 class MutableClock:
@@ -41,7 +42,9 @@ class Events:
     """Publishes contracts the way the other services' relays do (CloudEvents binary mode)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", **kafka_client_options()
+        )
         self.sent: set[uuid.UUID] = set()
 
     async def start(self) -> None:

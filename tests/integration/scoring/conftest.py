@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from common.envelope import EventContract, OutboundEvent, kafka_headers
+from common.kafka import kafka_client_options
 from common.runtime import ServiceRuntime
 from scoring import adapters
 from scoring import bootstrap as scoring_bootstrap
@@ -30,7 +31,10 @@ async def scoring(apply_env: None) -> AsyncIterator[tuple[httpx.AsyncClient, Ser
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def producer(infra: Any) -> AsyncIterator[AIOKafkaProducer]:
     kafka = AIOKafkaProducer(
-        bootstrap_servers=infra.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        **kafka_client_options(),
     )
     await kafka.start()
     yield kafka

@@ -24,6 +24,7 @@ from activities import bootstrap as activities_bootstrap
 from activities.settings import ActivitiesSettings
 from common.contracts.activities import PartnerChanged
 from common.envelope import OutboundEvent, kafka_headers
+from common.kafka import kafka_client_options
 from teams import bootstrap
 from teams.adapters import partner_replica, service_tables
 from teams.settings import TeamsSettings
@@ -224,7 +225,9 @@ async def test_rotated_and_revoked_keys_are_refused_once_consumed(stack: Stack) 
         revoked=False, version=1, changed_at=datetime.now(UTC),
     )  # fmt: skip
     event = OutboundEvent.of(stale, source="/cdt/activities", subject=partner["id"])
-    producer = AIOKafkaProducer(bootstrap_servers=stack.runtime.settings.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.runtime.settings.kafka_bootstrap_servers, **kafka_client_options()
+    )
     await producer.start()
     try:
         await producer.send_and_wait(

@@ -110,7 +110,10 @@ async def kafka_producer_perf_async(bootstrap: str, *, records: int) -> tuple[fl
     the broker does not auto-create topics."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from common.kafka import ensure_topics
+    from common.kafka import (
+        ensure_topics,
+        kafka_client_options,
+    )
     from common.topics import TopicSpec
 
     await ensure_topics(bootstrap, specs=[TopicSpec(CALIBRATION_TOPIC, partitions=12)])
@@ -119,7 +122,7 @@ async def kafka_producer_perf_async(bootstrap: str, *, records: int) -> tuple[fl
             kafka_producer_perf, bootstrap, records=records, topic=CALIBRATION_TOPIC
         )
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_options())
         await admin.start()
         try:
             await admin.delete_topics([CALIBRATION_TOPIC])

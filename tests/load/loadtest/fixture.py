@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import kafka_client_options
 from common.topics import TEAMS_MEMBER, TEAMS_TEAM
 from tests.load.loadtest.generator import TeamRef
 from tests.load.loadtest.watch import partition_map
@@ -228,6 +229,7 @@ async def read_roster(
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        **kafka_client_options(),
     )
     await consumer.start()
     teams: dict[str, tuple[str, int]] = {}  # id -> (province, version)

@@ -128,7 +128,7 @@ def start(
     from common.kafka import ensure_topics
     from devstack.infra import provide
     from devstack.procs import spawn, stop_process, wait_until
-    from devstack.run import admin_token, service_env
+    from devstack.run import admin_token, kafka_principals, service_env
 
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "loadtest" / "logs"
@@ -153,7 +153,9 @@ def start(
             stack.pids["postgres"] = infra.postgres.proc.pid
         if infra.kafka is not None and infra.kafka.proc is not None:
             stack.pids["kafka"] = infra.kafka.proc.pid
+        os.environ.update(infra.kafka_env)  # the load tool's own clients: the superuser
         asyncio.run(ensure_topics(infra.kafka_bootstrap_servers))
+        principals = kafka_principals(infra)
         stack.token = admin_token(data_dir)
         stack.settings = service_settings(trace_ratio)
         env = {
@@ -174,7 +176,12 @@ def start(
         for name in SERVICES:
             log = (logs / f"{name}.log").open("a")
             files.append(log)
-            procs[name] = spawn([sys.executable, "-m", name, "api"], env=env, cwd=ROOT, log=log)
+            procs[name] = spawn(
+                [sys.executable, "-m", name, "api"],
+                env={**env, **principals[name]},
+                cwd=ROOT,
+                log=log,
+            )
             stack.pids[name] = procs[name].pid
         for name in SERVICES:
             url = stack.urls[name]

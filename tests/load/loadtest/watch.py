@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.kafka import kafka_client_options
 from common.topics import ALERT_RAISED, CONSUMER_GROUPS, SCORE_LATEST, SCORE_UPDATED
 
 # Keys of score-latest are `subject_type:subject_id:period`; a team's monthly record is enough.
@@ -71,7 +72,10 @@ class EndToEnd:
 
     async def follow(self, bootstrap: str, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            **kafka_client_options(),
         )
         await consumer.start()
         try:
@@ -118,7 +122,7 @@ def _partitions_of(described: list[Any]) -> dict[str, list[int]]:
 
 async def partition_map(bootstrap: str, topics: list[str]) -> dict[str, list[int]]:
     """Partition ids per topic, from the broker's metadata."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_options())
     await admin.start()
     try:
         return _partitions_of(await admin.describe_topics(topics))
@@ -145,9 +149,13 @@ class BrokerLag:
         self._known: dict[str, list[int]] = {}
 
     async def __aenter__(self) -> BrokerLag:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, **kafka_client_options()
+        )
         await self._admin.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, **kafka_client_options()
+        )
         await self._consumer.start()
         return self
 
