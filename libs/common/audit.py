@@ -193,6 +193,7 @@ class AuditFilter:
 
     actor: str | None = None
     role: str | None = None
+    unit: str | None = None  # the unit of the actor's grant: what a unit's people did
     resource: str | None = None  # a path prefix: "/v1/teams/" and everything under it
     since: datetime | None = None
     until: datetime | None = None
@@ -206,6 +207,8 @@ def audit_query(table: Table, where: AuditFilter, *, before: int | None = None) 
         query = query.where(c.actor_subject == where.actor)
     if where.role is not None:
         query = query.where(c.actor_role == where.role)
+    if where.unit is not None:
+        query = query.where(c.actor_unit == where.unit)
     if where.resource is not None:
         query = query.where(c.resource.startswith(where.resource, autoescape=True))
     if where.since is not None:

@@ -44,10 +44,14 @@ class AuditPage(BaseModel):
 # Free text, so a character PostgreSQL cannot store is a 422 naming the parameter, before the
 # export starts streaming (a failure mid-stream would cut the file short).
 async def _filter(
+    *,
     actor: Annotated[
         FreeText | None, Query(max_length=200, description="the actor's subject")
     ] = None,
     role: Annotated[FreeText | None, Query(max_length=40)] = None,
+    unit: Annotated[
+        FreeText | None, Query(max_length=64, description="the unit of the actor's role")
+    ] = None,
     resource: Annotated[
         FreeText | None, Query(max_length=1000, description="a path prefix, e.g. `/v1/teams/`")
     ] = None,
@@ -56,7 +60,9 @@ async def _filter(
         datetime | None, Query(description="before this time (an empty range finds nothing)")
     ] = None,
 ) -> AuditFilter:
-    return AuditFilter(actor=actor, role=role, resource=resource, since=since, until=until)
+    return AuditFilter(
+        actor=actor, role=role, unit=unit, resource=resource, since=since, until=until
+    )
 
 
 FilterDep = Annotated[AuditFilter, Depends(_filter)]

@@ -491,4 +491,12 @@ async def test_people_are_named_in_the_audit_trail_which_auditors_read(stack: St
     assert entry["action"] == "PUT /v1/targets"
     mine = await stack.scoring.get("/v1/audit", params={"actor": subject}, headers=bearer(admin))
     assert [e["request_id"] for e in mine.json()["items"]] == [written]
+    by_officer = f"o-{uuid.uuid4().hex}"
+    reply = await stack.scoring.put(
+        "/v1/targets", json=TARGET, headers={**bearer(officer), "X-Request-ID": by_officer}
+    )
+    assert reply.status_code == 200, reply.text  # province 82's officer, in province 82
+    in_82 = await stack.scoring.get("/v1/audit", params={"unit": "82"}, headers=bearer(auditor))
+    assert {e["actor_unit"] for e in in_82.json()["items"]} == {"82"}
+    assert by_officer in {e["request_id"] for e in in_82.json()["items"]}
     assert (await stack.scoring.get("/v1/audit", headers=bearer(officer))).status_code == 403
