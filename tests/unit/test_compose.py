@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,23 @@ def test_kubernetes_manifests_agree_with_the_code() -> None:
     assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     assert set(config) <= env_names(ServiceSettings)
+
+
+def test_the_keycloak_profile_issues_the_tokens_the_services_verify() -> None:
+    stack = compose()
+    keycloak = stack["services"]["keycloak"]
+    assert keycloak["profiles"] == ["keycloak"]  # only when asked for: teams issues otherwise
+    assert "--import-realm" in keycloak["command"]
+    env = stack["x-service-env"]
+    assert env["CDT_OIDC_ISSUER"] == "${CDT_OIDC_ISSUER:-http://teams:8001}"
+    realm = json.loads((ROOT / "deploy/keycloak/cdt-realm.json").read_text(encoding="utf-8"))
+    mount = "./deploy/keycloak/cdt-realm.json:/opt/keycloak/data/import/cdt-realm.json:ro"
+    assert mount in keycloak["volumes"]
+    assert realm["realm"] == "cdt" and realm["accessTokenLifespan"] <= 60  # no deny list there
+    [client] = realm["clients"]
+    mappers = {m["protocolMapper"]: m["config"] for m in client["protocolMappers"]}
+    audience = ServiceSettings.model_fields["cdt_oidc_audience"].default
+    assert mappers["oidc-audience-mapper"]["included.custom.audience"] == audience
+    roles = mappers["oidc-usermodel-attribute-mapper"]
+    assert (roles["claim.name"], roles["jsonType.label"]) == ("roles", "JSON")
+    assert roles["access.token.claim"] == "true"
