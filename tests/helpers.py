@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -13,11 +14,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from common.kafka import ensure_topics, kafka_client_options
+from common.roles import RoleGrant
 from common.runtime import ServiceRuntime
 from common.topics import CONSUMER_GROUPS
 
 T = TypeVar("T")
 OPERATOR = {"Authorization": "Bearer test-operator-token"}
+PERSON_PASSWORD = "correct horse battery staple"
 
 
 async def eventually(
@@ -144,3 +147,29 @@ async def recompute_job(http: Any, *, base_url: str = "", timeout: float = 120.0
         return view if view["state"] in ("succeeded", "failed") else None
 
     return await eventually(ended, timeout=timeout, interval=0.2, what="the recompute job")
+
+
+async def person_login(teams: httpx.AsyncClient, *grants: RoleGrant) -> dict[str, str]:
+    """The bearer header of a new account of the local issuer holding `grants`, its invitation
+    redeemed with `PERSON_PASSWORD`."""
+    username = f"p{uuid.uuid4().hex[:12]}"
+    created = await teams.post(
+        "/v1/accounts",
+        json={
+            "username": username,
+            "display_name": "Cán bộ thử",
+            "roles": [{"role": grant.role, "unit": grant.unit} for grant in grants],
+        },
+        headers=OPERATOR,
+    )
+    assert created.status_code == 201, created.text
+    redeemed = await teams.post(
+        "/v1/invitations:redeem",
+        json={"code": created.json()["invitation_code"], "password": PERSON_PASSWORD},
+    )
+    assert redeemed.status_code == 200, redeemed.text
+    token = await teams.post(
+        "/v1/auth/token", json={"username": username, "password": PERSON_PASSWORD}
+    )
+    assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}

@@ -236,6 +236,18 @@ class _AlterScram(Request[_AlterScramRequest_v0]):  # type: ignore[misc]  # unty
         return request_struct_class(self._deletions, self._upsertions, {})
 
 
+# An ACL binding as the ACL requests and responses spell it (KIP-140), filters included.
+_BINDING_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("resource_type", Int8),
+    ("resource_name", String("utf-8")),
+    ("pattern_type", Int8),
+    ("principal", String("utf-8")),
+    ("host", String("utf-8")),
+    ("operation", Int8),
+    ("permission_type", Int8),
+)
+
+
 class _CreateAclsResponse_v1(Response):  # type: ignore[misc]  # untyped base
     API_KEY = 30
     API_VERSION = 1
@@ -252,15 +264,7 @@ class _CreateAclsRequest_v1(RequestStruct):  # type: ignore[misc]  # untyped bas
     SCHEMA = Schema(
         (
             "creations",
-            Array(
-                ("resource_type", Int8),
-                ("resource_name", String("utf-8")),
-                ("pattern_type", Int8),
-                ("principal", String("utf-8")),
-                ("host", String("utf-8")),
-                ("operation", Int8),
-                ("permission_type", Int8),
-            ),
+            Array(*_BINDING_FIELDS),
         )
     )
 
@@ -290,13 +294,7 @@ class _DeleteAclsResponse_v1(Response):  # type: ignore[misc]  # untyped base
                     Array(
                         ("error_code", Int16),
                         ("error_message", String("utf-8")),
-                        ("resource_type", Int8),
-                        ("resource_name", String("utf-8")),
-                        ("pattern_type", Int8),
-                        ("principal", String("utf-8")),
-                        ("host", String("utf-8")),
-                        ("operation", Int8),
-                        ("permission_type", Int8),
+                        *_BINDING_FIELDS,
                     ),
                 ),
             ),
@@ -311,15 +309,7 @@ class _DeleteAclsRequest_v1(RequestStruct):  # type: ignore[misc]  # untyped bas
     SCHEMA = Schema(
         (
             "filters",
-            Array(
-                ("resource_type", Int8),
-                ("resource_name", String("utf-8")),
-                ("pattern_type", Int8),
-                ("principal", String("utf-8")),
-                ("host", String("utf-8")),
-                ("operation", Int8),
-                ("permission_type", Int8),
-            ),
+            Array(*_BINDING_FIELDS),
         )
     )
 
@@ -367,15 +357,7 @@ class _DescribeAclsRequest_v1(RequestStruct):  # type: ignore[misc]  # untyped b
     API_KEY = 29
     API_VERSION = 1
     RESPONSE_TYPE = _DescribeAclsResponse_v1
-    SCHEMA = Schema(
-        ("resource_type", Int8),
-        ("resource_name", String("utf-8")),
-        ("pattern_type", Int8),
-        ("principal", String("utf-8")),
-        ("host", String("utf-8")),
-        ("operation", Int8),
-        ("permission_type", Int8),
-    )
+    SCHEMA = Schema(*_BINDING_FIELDS)
 
 
 class _DescribeAcls(Request[_DescribeAclsRequest_v1]):  # type: ignore[misc]  # untyped base

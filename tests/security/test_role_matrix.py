@@ -31,7 +31,7 @@ from fastapi import APIRouter
 from common.app import api_routes, create_app
 from common.db import asyncpg_dsn
 from common.roles import ENDPOINTS, OPERATOR_ACTOR, Actor, RoleGrant, Rule, UnitOf, scope_of
-from tests.helpers import OPERATOR, eventually
+from tests.helpers import OPERATOR, eventually, person_login
 from tests.security.conftest import (
     DONG_THAP,
     HA_NOI,
@@ -39,12 +39,10 @@ from tests.security.conftest import (
     MY_THO,
     Stack,
     World,
-    bearer,
     built_apps,
     tag,
 )
 
-PASSWORD = "correct horse battery staple"
 # Who walks the matrix: (role, unit of the grant); "operator" is the break-glass token.
 PEOPLE: dict[str, RoleGrant | None] = {
     "operator": None,
@@ -436,29 +434,6 @@ def check(
 # --------------------------------------------------------------------------- fixtures
 
 
-async def login(teams: httpx.AsyncClient, *grants: RoleGrant) -> dict[str, str]:
-    """The bearer header of a new account holding `grants`, its invitation redeemed."""
-    username = f"rm{uuid.uuid4().hex[:10]}"
-    created = await teams.post(
-        "/v1/accounts",
-        json={
-            "username": username,
-            "display_name": "Cán bộ ma trận",
-            "roles": [{"role": grant.role, "unit": grant.unit} for grant in grants],
-        },
-        headers=OPERATOR,
-    )
-    assert created.status_code == 201, created.text
-    redeemed = await teams.post(
-        "/v1/invitations:redeem",
-        json={"code": created.json()["invitation_code"], "password": PASSWORD},
-    )
-    assert redeemed.status_code == 200, redeemed.text
-    token = await teams.post("/v1/auth/token", json={"username": username, "password": PASSWORD})
-    assert token.status_code == 200, token.text
-    return bearer(token.json()["access_token"])
-
-
 async def make_side(
     stack: Stack, connection: asyncpg.Connection, *, province: str, commune: str
 ) -> Side:
@@ -534,7 +509,7 @@ async def ctx(stack: Stack, world: World, service_env: dict[str, str]) -> Ctx:
         assert dummy.status_code == 201, dummy.text
         context = Ctx(stack, inside, outside, neighbour, dummy.json()["id"])
         for who, grant in PEOPLE.items():
-            context.people[who] = OPERATOR if grant is None else await login(teams, grant)
+            context.people[who] = OPERATOR if grant is None else await person_login(teams, grant)
     return context
 
 
@@ -658,7 +633,7 @@ async def test_a_province_officers_lists_and_counts_stay_in_their_province(ctx: 
 
 async def test_a_person_with_several_grants_acts_in_each_within_its_role(ctx: Ctx) -> None:
     async with ctx.stack.http("teams") as teams:
-        both = await login(
+        both = await person_login(
             teams, RoleGrant("commune_officer", MY_THO), RoleGrant("team_leader", HOAN_KIEM)
         )
         trained = {"course": "Kỹ năng số", "completed_on": "2026-01-10"}

@@ -3,7 +3,6 @@ the tokens it signs with them verify at the service as before."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,13 +10,12 @@ import httpx
 import pytest_asyncio
 from sqlalchemy import select
 
+from common.roles import RoleGrant
 from teams import adapters, bootstrap
 from teams.adapters import signing_keys
 from teams.settings import TeamsSettings
 from teams.use_cases import new_signing_key
-from tests.helpers import OPERATOR, running
-
-PASSWORD = "mật-khẩu-đủ-dài-2026"
+from tests.helpers import OPERATOR, person_login, running
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -33,28 +31,6 @@ async def teams(apply_env: None) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]
             await uow.commit()
 
 
-async def _token(client: httpx.AsyncClient) -> str:
-    username = f"admin-{uuid.uuid4().hex[:8]}"
-    created = await client.post(
-        "/v1/accounts",
-        json={
-            "username": username,
-            "display_name": "Quản trị",
-            "roles": [{"role": "ministry_admin", "unit": None}],
-        },
-        headers=OPERATOR,
-    )
-    assert created.status_code == 201, created.text
-    redeemed = await client.post(
-        "/v1/invitations:redeem",
-        json={"code": created.json()["invitation_code"], "password": PASSWORD},
-    )
-    assert redeemed.status_code == 200, redeemed.text
-    login = await client.post("/v1/auth/token", json={"username": username, "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    return str(login.json()["access_token"])
-
-
 async def _stored_pems(runtime: Any) -> list[str]:
     async with runtime.sessions() as session:
         rows = await session.execute(
@@ -67,8 +43,8 @@ async def test_the_active_key_is_stored_encrypted_and_its_tokens_verify(teams: A
     client, runtime = teams
     rotated = await client.post("/v1/auth/keys:rotate", headers=OPERATOR)
     assert rotated.status_code == 200, rotated.text
-    token = await _token(client)
+    admin = await person_login(client, RoleGrant("ministry_admin", None))
     [pem] = await _stored_pems(runtime)
     assert pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    audit = await client.get("/v1/audit", headers={"Authorization": f"Bearer {token}"})
+    audit = await client.get("/v1/audit", headers=admin)
     assert audit.status_code == 200, audit.text  # a ministry_admin reads the audit trail
