@@ -670,17 +670,17 @@ def score_key(score: ScoreRecord) -> ScoreKey:
 
 
 def judging_rounds(
-    scores: Sequence[ScoreRecord], *, comparison: Mapping[ScoreKey, ScoreKey]
-) -> list[list[ScoreRecord]]:
-    """The batch in rounds judged one after the other, each judging a key at most once and
-    after every earlier score of the batch it reads (its own key, or the period it compares
-    against): the same outcome as judging the scores one by one, with set-based reads and
-    writes per round. `comparison`: a score's key -> the key of the period it compares with.
-    Most batches make one round (the publisher coalesces a subject-period per pass)."""
+    scores: Sequence[tuple[ScoreKey, ScoreRecord]], *, comparison: Mapping[ScoreKey, ScoreKey]
+) -> list[list[tuple[ScoreKey, ScoreRecord]]]:
+    """The batch (each score with its `score_key`) in rounds judged one after the other, each
+    judging a key at most once and after every earlier score of the batch it reads (its own
+    key, or the period it compares against): the same outcome as judging the scores one by
+    one, with set-based reads and writes per round. `comparison`: a score's key -> the key of
+    the period it compares with. Most batches make one round (the publisher coalesces a
+    subject-period per pass)."""
     last_round: dict[ScoreKey, int] = {}
-    rounds: list[list[ScoreRecord]] = []
-    for score in scores:
-        key = score_key(score)
+    rounds: list[list[tuple[ScoreKey, ScoreRecord]]] = []
+    for key, score in scores:
         after = last_round.get(key, -1)
         compared = comparison.get(key)
         if compared is not None:
@@ -689,13 +689,18 @@ def judging_rounds(
         last_round[key] = index
         if index == len(rounds):
             rounds.append([])
-        rounds[index].append(score)
+        rounds[index].append((key, score))
     return rounds
+
+
+def is_newer(previous: ScoreState | None, score: ScoreRecord) -> bool:
+    """Whether `score` is a version not judged yet (replays and older versions are not)."""
+    return previous is None or previous.version < score.version
 
 
 def next_score_state(previous: ScoreState | None, score: ScoreRecord) -> ScoreState | None:
     """The state after `score`, or None when it is not newer than the one already judged."""
-    if previous is not None and previous.version >= score.version:
+    if not is_newer(previous, score):
         return None
     return ScoreState(version=score.version, score=score.score)
 

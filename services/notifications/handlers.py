@@ -8,7 +8,7 @@ key) because producers may re-publish the same fact under a new event id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -42,10 +42,10 @@ from notifications.domain import (
     household_alerts,
     household_windows,
     inactive_team_key,
+    is_newer,
     judging_rounds,
     member_day_alerts,
     member_days_to_count,
-    next_score_state,
     round_overdue_key,
     score_conditions,
     score_key,
@@ -327,21 +327,18 @@ async def on_scores_updated(
     states: adapters.ScoreStatesInTransaction,
 ) -> None:
     """Judge a batch of scores with `evaluate_score`, reading and writing set-based."""
-    paths = await adapters.unit_paths_of(
-        uow.session, {SubjectKey(s.subject_type, s.subject_id) for s in scores}
-    )
-
-    def path_of(score: ScoreRecord) -> tuple[str, ...]:
-        return paths[SubjectKey(score.subject_type, score.subject_id)]
-
+    keyed = [(score_key(s), s) for s in scores]  # each key built once for the whole batch
+    subjects = {key: SubjectKey(key.subject_type, key.subject_id) for key, _ in keyed}
+    paths = await adapters.unit_paths_of(uow.session, set(subjects.values()))
+    path_of = {key: paths[subject] for key, subject in subjects.items()}
     book = await RuleBook.load(uow, provinces={p[0] if p else None for p in paths.values()})
     comparisons = {}  # a score's key -> the key of the period its score drop compares with
-    for score in scores:
-        path = path_of(score)
+    for key, score in keyed:
+        path = path_of[key]
         earlier = comparison_period(score, rules=book, province=path[0] if path else None)
         if earlier is not None:
-            comparisons[score_key(score)] = ScoreKey(score.subject_type, score.subject_id, earlier)
-    for judged in judging_rounds(scores, comparison=comparisons):
+            comparisons[key] = ScoreKey(score.subject_type, score.subject_id, earlier)
+    for judged in judging_rounds(keyed, comparison=comparisons):
         await _judge_round(
             uow,
             judged,
@@ -355,18 +352,17 @@ async def on_scores_updated(
 
 async def _judge_round(
     uow: UnitOfWork,
-    scores: Sequence[ScoreRecord],
+    keyed: Sequence[tuple[ScoreKey, ScoreRecord]],
     *,
     rules: RuleBook,
-    path_of: Callable[[ScoreRecord], tuple[str, ...]],
+    path_of: Mapping[ScoreKey, tuple[str, ...]],
     comparisons: Mapping[ScoreKey, ScoreKey],
     states: adapters.ScoreStatesInTransaction,
     now: datetime,
 ) -> None:
     """Scores of distinct keys, none reading what another one writes."""
-    keyed = [(score_key(s), s) for s in scores]  # each key built once
     previous = await states.read(key for key, _ in keyed)
-    fresh = [(key, s) for key, s in keyed if next_score_state(previous.get(key), s)]
+    fresh = [(key, s) for key, s in keyed if is_newer(previous.get(key), s)]
     if not fresh:
         return  # replays or out-of-order older versions: already judged
     earlier_states = await states.read(
@@ -377,7 +373,7 @@ async def _judge_round(
     for key, score in fresh:
         mine = open_alerts.get(key, [])
         compared = comparisons.get(key)
-        unit_path = path_of(score)
+        unit_path = path_of[key]
         evaluations[key] = (
             evaluate_score(
                 score,
