@@ -18,6 +18,10 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from pydantic import SecretStr
+
+from common.kafka import java_client_properties
+from common.settings import KafkaSettings
 from devstack.kafka_ready import broker_answers
 from devstack.procs import (
     cmdline,
@@ -195,18 +199,14 @@ class LocalKafka:
         path = self.data_dir / "admin.properties"
         path.touch(mode=0o600)
         path.chmod(0o600)
-        path.write_text(
-            "\n".join(
-                [
-                    f"bootstrap.servers={self.bootstrap_servers}",
-                    "security.protocol=SASL_PLAINTEXT",
-                    f"sasl.mechanism={SASL_MECHANISM}",
-                    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule"
-                    f' required username="{ADMIN_USER}" password="{self.admin_password}";',
-                    "",
-                ]
-            )
+        superuser = KafkaSettings(
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism=SASL_MECHANISM,
+            kafka_username=ADMIN_USER,
+            kafka_password=SecretStr(self.admin_password),
         )
+        lines = [f"bootstrap.servers={self.bootstrap_servers}", *java_client_properties(superuser)]
+        path.write_text("\n".join([*lines, ""]))
         return path
 
     def _java(self, libs: Path, main: str, *args: str, heap: str) -> list[str]:

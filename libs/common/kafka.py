@@ -94,17 +94,43 @@ def kafka_client_options(settings: KafkaSettings | None = None) -> dict[str, Any
         cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
         options["ssl_context"] = create_ssl_context(cafile=cafile)
     if protocol.startswith("SASL_"):
-        if not settings.kafka_username or settings.kafka_password is None:
-            raise KafkaAccessError(
-                f"CDT_KAFKA_SECURITY_PROTOCOL={protocol} needs CDT_KAFKA_USERNAME and "
-                "CDT_KAFKA_PASSWORD (the service's Kafka principal)"
-            )
+        username, password = _credentials(settings)
         options |= {
             "sasl_mechanism": settings.kafka_sasl_mechanism,
-            "sasl_plain_username": settings.kafka_username,
-            "sasl_plain_password": settings.kafka_password.get_secret_value(),
+            "sasl_plain_username": username,
+            "sasl_plain_password": password,
         }
     return options
+
+
+def _credentials(settings: KafkaSettings) -> tuple[str, str]:
+    if not settings.kafka_username or settings.kafka_password is None:
+        raise KafkaAccessError(
+            f"CDT_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+            "CDT_KAFKA_USERNAME and CDT_KAFKA_PASSWORD (the service's Kafka principal)"
+        )
+    return settings.kafka_username, settings.kafka_password.get_secret_value()
+
+
+def java_client_properties(settings: KafkaSettings | None = None) -> list[str]:
+    """The same security as `kafka_client_options`, as the `key=value` properties of Kafka's
+    Java clients and tools (`--producer-props`, `--command-config` files)."""
+    settings = KafkaSettings() if settings is None else settings
+    protocol = settings.kafka_security_protocol
+    properties = [f"security.protocol={protocol}"]
+    if protocol == "SASL_SSL" and settings.kafka_ssl_cafile:
+        properties += [
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={settings.kafka_ssl_cafile}",
+        ]
+    if protocol.startswith("SASL_"):
+        username, password = _credentials(settings)
+        properties += [
+            f"sasl.mechanism={settings.kafka_sasl_mechanism}",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required"
+            f' username="{username}" password="{password}";',
+        ]
+    return properties
 
 
 # What a broker answers when it does not accept the client's identity (not an outage).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from common.kafka import java_client_properties
 from devstack.kafka import resolve_classpath
 
 
@@ -31,33 +33,42 @@ def kafka_producer_perf(
     bootstrap: str, *, records: int = 200_000, record_size: int = 600, topic: str = "calibration.v1"
 ) -> tuple[float, float]:
     libs = resolve_classpath()
-    done = subprocess.run(
-        [
-            "java",
-            "-Xmx256m",
-            "-cp",
-            f"{libs}/*",
-            "org.apache.kafka.tools.ProducerPerformance",
-            "--topic",
-            topic,
-            "--num-records",
-            str(records),
-            "--record-size",
-            str(record_size),
-            "--throughput",
-            "-1",
-            "--producer-props",
-            f"bootstrap.servers={bootstrap}",
-            "acks=all",
-            "enable.idempotence=true",
-            "linger.ms=5",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        # A healthy local broker takes ~1 s per 50k records; a stuck one must not stall the run.
-        timeout=60 + records / 1_000,
-    )
+    # The credentials go in a file of the owner's only: not on a command line that `ps` shows
+    # and a failure would print, and not split at their own "=" as --producer-props does.
+    with tempfile.NamedTemporaryFile("w", suffix=".properties") as config:
+        config.write("\n".join([f"bootstrap.servers={bootstrap}", *java_client_properties(), ""]))
+        config.flush()
+        done = subprocess.run(
+            [
+                "java",
+                "-Xmx256m",
+                "-cp",
+                f"{libs}/*",
+                "org.apache.kafka.tools.ProducerPerformance",
+                "--topic",
+                topic,
+                "--num-records",
+                str(records),
+                "--record-size",
+                str(record_size),
+                "--throughput",
+                "-1",
+                "--producer.config",
+                config.name,
+                "--producer-props",
+                "acks=all",
+                "enable.idempotence=true",
+                "linger.ms=5",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            # A healthy local broker takes ~1 s per 50k records; a stuck one must not stall.
+            timeout=60 + records / 1_000,
+        )
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"ProducerPerformance exited with {done.returncode}: {reason[0]}")
     summary = done.stdout.strip().splitlines()[-1]
     match = re.search(r"([\d.]+) records/sec \(([\d.]+) MB/sec\)", summary)
     if match is None:

@@ -1248,9 +1248,10 @@ def print_summary(data: dict[str, Any], json_path: Path, png_path: Path) -> None
     )
     cal = data["calibration"]
     if not cal.get("skipped"):
+        kafka, copy = cal.get("kafka_records_per_s"), cal.get("postgres_copy_rows_per_s")
         out.append(
-            f"calibration: Kafka alone {cal.get('kafka_records_per_s', '?'):,} records/s, "
-            f"PostgreSQL COPY {cal.get('postgres_copy_rows_per_s', '?'):,} rows/s"
+            f"calibration: Kafka alone {'failed' if kafka is None else f'{kafka:,}'} records/s, "
+            f"PostgreSQL COPY {'failed' if copy is None else f'{copy:,}'} rows/s"
         )
     if data["ramp"]:
         r = data["ramp"]
