@@ -163,7 +163,13 @@ def test_one_activity_is_one_trace_across_all_four_services(workdir, subprocess_
 
         accepted = wait(post_activity, 30, "the activities replica to know the team")
         assert accepted.status_code == 201, accepted.text
-        delivered = wait(lambda: receiver.requests, 60, "the webhook delivery")
+
+        def team_alert_delivered() -> list[dict[str, Any]]:
+            # The team's alert: its score moved by this activity alone. A unit's score gathers
+            # the marks of every batch under it at the unit cadence, the roster's too.
+            return [r for r in receiver.requests if r["body"]["data"]["subject_id"] == team["id"]]
+
+        delivered = wait(team_alert_delivered, 60, "the team's alert delivered")
     finally:
         stack.stop()
 
@@ -180,7 +186,7 @@ def test_one_activity_is_one_trace_across_all_four_services(workdir, subprocess_
     assert len(post) == 1, "exactly one activity was accepted (earlier tries were retryable)"
     origin = post[0]
 
-    # The webhook delivery that carried our alert, and its whole causal history: parents,
+    # The webhook delivery that carried the team's alert, and its whole causal history: parents,
     # and links (a consumer batch is the child of its first message and links the others).
     trace_id = delivered[0]["headers"]["traceparent"].split("-")[1]
     webhook = next(
