@@ -17,7 +17,7 @@ from notifications import bootstrap
 from notifications.domain import verify_signature
 from notifications.settings import NotificationsSettings
 from tests.helpers import OPERATOR, eventually, running
-from tests.integration.notifications.support import Events, Receiver, answer, new_code, score
+from tests.integration.notifications.support import Receiver, answer, new_code, score
 
 REACHED = [ScoreComponent(criterion="reach", points=25, max_points=25, value=1.2, target=1.0)]
 MAX_ATTEMPTS = 3
@@ -36,14 +36,6 @@ async def service(apply_env: None) -> AsyncIterator[httpx.AsyncClient]:
     runtime = bootstrap.build_runtime(settings)
     async with running(runtime, bootstrap.build_app(runtime)) as client:
         yield client
-
-
-@pytest_asyncio.fixture(scope="module")
-async def events(infra: Any) -> AsyncIterator[Events]:
-    producer = Events(infra.kafka_bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def subscribe(client: httpx.AsyncClient, url: str, scope: str, *types: str) -> dict[str, Any]:

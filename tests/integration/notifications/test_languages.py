@@ -16,7 +16,7 @@ from common.contracts.scoring import ScoreComponent
 from notifications import bootstrap
 from notifications.settings import NotificationsSettings
 from tests.helpers import OPERATOR, eventually, running
-from tests.integration.notifications.support import Events, Receiver, answer, new_code, score
+from tests.integration.notifications.support import Receiver, answer, new_code, score
 
 REACHED = [ScoreComponent(criterion="reach", points=25, max_points=25, value=1.2, target=1.0)]
 ENGLISH = {**OPERATOR, "Accept-Language": "en-GB,en;q=0.9,vi;q=0.5"}
@@ -28,14 +28,6 @@ async def service(apply_env: None) -> AsyncIterator[httpx.AsyncClient]:
     runtime = bootstrap.build_runtime(settings)
     async with running(runtime, bootstrap.build_app(runtime)) as client:
         yield client
-
-
-@pytest_asyncio.fixture(scope="module")
-async def events(infra: Any) -> AsyncIterator[Events]:
-    producer = Events(infra.kafka_bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def test_a_problem_is_in_vietnamese_unless_english_is_asked_for(service) -> None:  # type: ignore[no-untyped-def]

@@ -47,14 +47,6 @@ async def service(
         yield client, runtime
 
 
-@pytest_asyncio.fixture(scope="module")
-async def events(infra: Any) -> AsyncIterator[Events]:
-    producer = Events(infra.kafka_bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
 async def alerts(client: httpx.AsyncClient, unit: str, **params: Any) -> list[dict[str, Any]]:
     reply = await client.get("/v1/alerts", params={"unit": unit, **params}, headers=OPERATOR)
     assert reply.status_code == 200, reply.text
